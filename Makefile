@@ -1,0 +1,34 @@
+# robyn_fast developer commands. Everything runs inside .venv, created on demand.
+#   make test   - create .venv, build the extensions, install test extras, run the whole suite
+#   make bench  - micro-benchmarks of the codec (pytest-benchmark), pinned to one core
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.robyn_fast-installed
+SOURCES := $(wildcard _core/*.pyx _core/*.pxd _core/*.c _core/*.h _core/*.pyi) setup.py pyproject.toml
+
+.PHONY: install test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Editable install: builds every _core/ extension in place and installs the test extras.
+$(STAMP): $(BIN)/python $(SOURCES)
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest tests
+
+bench: install
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[bench]'
+	taskset -c 0 $(BIN)/python -m pytest bench --benchmark-enable --benchmark-only \
+		--benchmark-columns=min,median,mean,ops --benchmark-sort=fullname \
+		--benchmark-json=bench/results/micro.json
+	$(BIN)/python bench/ratios.py bench/results/micro.json
+
+clean:
+	rm -rf build dist *.egg-info $(VENV) _core/*.so .pytest_cache .hypothesis .benchmarks

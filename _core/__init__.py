@@ -1,0 +1,1 @@
+"""Compiled core of robyn_fast (built from the top-level _core/ folder)."""

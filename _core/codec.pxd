@@ -1,0 +1,91 @@
+# Contract of the compiled WebSocket codec (RFC 6455), sans-I/O.
+# Other compiled modules cimport FrameParser and the builders from here; the
+# Python-level API is documented in codec.pyi and must match
+# robyn_fast/_reference/codec.py, the oracle.
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+cdef extern from "wsutil.h" nogil:
+    void rf_mask(uint8_t *dst, const uint8_t *src, size_t n,
+                 const uint8_t *mask, size_t phase)
+    uint32_t rf_utf8_step(uint32_t state, const uint8_t *s, size_t n, size_t *bad)
+    const uint32_t RF_UTF8_ACCEPT
+    const uint32_t RF_UTF8_REJECT
+
+
+# Opcodes (RFC 6455 §5.2) and RSV bits as they sit in the first header byte.
+cdef enum:
+    OPC_CONT = 0x0
+    OPC_TEXT = 0x1
+    OPC_BINARY = 0x2
+    OPC_CLOSE = 0x8
+    OPC_PING = 0x9
+    OPC_PONG = 0xA
+    RSV_BITS = 0x70
+
+# FrameParser states.
+cdef enum:
+    PS_HEADER = 0                       # waiting for (the rest of) a frame header
+    PS_PAYLOAD = 1                      # streaming a data frame's payload into the message buffer
+    PS_CLOSED = 2                       # a Close frame was parsed; further input is ignored
+    PS_FAILED = 3                       # a protocol error was raised; every call raises it again
+
+
+cdef class Message:
+    cdef readonly int opcode            # OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING or OP_PONG
+    cdef readonly object data           # str for text, bytes otherwise (a Close frame: its raw payload)
+    cdef readonly int rsv               # RSV bits of the first frame (0 unless an extension allowed them)
+    cdef readonly object close_code     # int for a Close frame with a body, else None
+    cdef readonly str close_reason      # decoded close reason ("" when absent)
+
+
+cdef class FrameParser:
+    # Read buffer: input not yet parsed lives in _rbuf[_rstart:_rend].
+    cdef uint8_t *_rbuf
+    cdef size_t _rcap
+    cdef size_t _rstart
+    cdef size_t _rend
+    cdef int _exports                   # live exports of the read window (no realloc while > 0)
+    cdef object _window                 # the object get_buffer() hands out, created once
+    # Reassembly buffer for a message whose payload did not arrive in one piece.
+    cdef uint8_t *_mbuf
+    cdef size_t _mcap
+    cdef size_t _mlen
+    # Configuration.
+    cdef uint64_t _limit                # max message size in bytes (UINT64_MAX: unlimited)
+    cdef object _max_message_size       # as given (int or None)
+    cdef bint _client                   # True: frames must be unmasked; False: masked
+    cdef int _allowed_rsv               # RSV bits an extension negotiated
+    # State.
+    cdef int _state                     # one of PS_*
+    cdef object _error                  # the ProtocolError raised, once failed
+    # Frame being streamed (state _PAYLOAD).
+    cdef bint _fin
+    cdef uint64_t _remaining            # payload bytes of this frame not yet received
+    cdef bint _masked
+    cdef uint8_t _mask[4]
+    cdef size_t _phase                  # payload bytes of this frame already unmasked
+    # Message being assembled (0: none in progress).
+    cdef int _msg_opcode
+    cdef int _msg_rsv
+    cdef uint32_t _utf8                 # UTF-8 validator state across fragments
+
+    # Parse everything in the read buffer, appending Message objects to `out`.
+    # Raises ProtocolError (with .messages = out) on a violation.
+    cdef int parse(self, list out) except -1
+    # Copy `n` bytes at `data` into the read buffer (growing it) without parsing.
+    cdef int append_input(self, const uint8_t *data, size_t n) except -1
+    # Make at least `want` bytes writable after _rend; compacts, then grows.
+    cdef int reserve_input(self, size_t want) except -1
+    # Release memory held by an idle parser (nothing buffered).
+    cdef void shrink_if_idle(self)
+    cdef int _fail(self, type cls, str reason, list out) except -1
+    cdef Message _control(self, int opcode, uint8_t *p, size_t n, list out)
+    cdef Message _finish(self, list out)
+    cdef int _mbuf_reserve(self, size_t extra) except -1
+
+
+# Builders for other compiled modules: a whole frame as one bytes object.
+cdef bytes build_frame_c(int opcode, const uint8_t *payload, size_t n, bint fin,
+                         int rsv, const uint8_t *mask)
+cdef bytes build_message_c(object data, const uint8_t *mask)

@@ -1,0 +1,697 @@
+# Compiled WebSocket frame codec (RFC 6455), sans-I/O. The contract is
+# codec.pxd; the behaviour is that of robyn_fast/_reference/codec.py, which the
+# tests use as the oracle.
+#
+# Hot-path notes: a data frame that is complete in the read buffer and not
+# fragmented is unmasked in place and turned into its str/bytes directly (one
+# copy). Anything else streams through the message buffer, unmasked and
+# UTF-8-checked as it arrives, so an invalid byte fails the connection at once
+# and memory follows what the peer actually sent, not what a header promised.
+
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, UINT64_MAX
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, memmove
+
+from robyn_fast.exceptions import InvalidPayloadData, MessageTooBig, ProtocolError
+
+cdef extern from "Python.h":
+    const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
+    object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
+    object PyMemoryView_FromObject(object obj)
+
+OP_CONT = OPC_CONT
+OP_TEXT = OPC_TEXT
+OP_BINARY = OPC_BINARY
+OP_CLOSE = OPC_CLOSE
+OP_PING = OPC_PING
+OP_PONG = OPC_PONG
+RSV1 = 0x40
+RSV2 = 0x20
+RSV3 = 0x10
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+
+cdef enum:
+    MAX_CONTROL_PAYLOAD = 125
+    READ_MIN = 16384            # smallest read window handed to a transport
+    READ_MAX = 262144           # largest read window asked for while streaming a big frame
+    RBUF_KEEP = 262144          # an idle read buffer larger than this is freed
+    MBUF_KEEP = 65536           # a message buffer larger than this is freed after use
+
+
+cdef char *_FORMAT_B = "B"
+
+
+cdef inline bint _valid_close_code(uint64_t code) nogil:
+    return (1000 <= code <= 1003) or (1007 <= code <= 1011) or (3000 <= code <= 4999)
+
+
+def is_valid_close_code(code):
+    """Whether ``code`` may appear in a Close frame (RFC 6455 §7.4.1, §7.4.2).
+
+    1000-1003 and 1007-1011 are the defined codes that may be sent; 3000-4999
+    are for libraries and applications. Everything else (including 1004-1006,
+    1015, and the unassigned 1012-2999) is a protocol error when received.
+    """
+    return (1000 <= code <= 1003) or (1007 <= code <= 1011) or (3000 <= code <= 4999)
+
+
+@cython.freelist(256)
+@cython.final
+cdef class Message:
+    """One complete message or control frame received from the peer.
+
+    ``data`` is a ``str`` for text messages and ``bytes`` otherwise (for a
+    Close frame, its raw payload). ``close_code`` is ``None`` unless this is a
+    Close frame with a body; ``close_reason`` is its decoded reason. ``rsv``
+    holds the RSV bits of the message's first frame.
+    """
+
+    def __init__(self, int opcode, data, int rsv=0, close_code=None, str close_reason=""):
+        self.opcode = opcode
+        self.data = data
+        self.rsv = rsv
+        self.close_code = close_code
+        self.close_reason = close_reason
+
+    def as_tuple(self):
+        return (self.opcode, self.data, self.rsv, self.close_code, self.close_reason)
+
+    def __eq__(self, other):
+        as_tuple = getattr(other, "as_tuple", None)
+        if as_tuple is None:
+            return NotImplemented
+        return self.as_tuple() == as_tuple()
+
+    __hash__ = None
+
+    def __repr__(self):
+        if self.opcode == OPC_CLOSE:
+            return (f"Message(opcode={self.opcode}, close_code={self.close_code}, "
+                    f"close_reason={self.close_reason!r})")
+        return f"Message(opcode={self.opcode}, data={self.data!r}, rsv={self.rsv})"
+
+
+cdef inline Message _new_message(int opcode, object data, int rsv):
+    cdef Message m = Message.__new__(Message)
+    m.opcode = opcode
+    m.data = data
+    m.rsv = rsv
+    m.close_reason = ""
+    return m
+
+
+@cython.final
+cdef class _ReadWindow:
+    """The writable free tail of a FrameParser's read buffer, for
+    ``BufferedProtocol.get_buffer``. While a transport holds a view of it the
+    parser refuses to move the buffer (BufferError) instead of leaving the
+    view dangling."""
+
+    cdef FrameParser parser
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        cdef FrameParser p = self.parser
+        view.buf = <char *>(p._rbuf + p._rend)
+        view.obj = self
+        view.len = <Py_ssize_t>(p._rcap - p._rend)
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = _FORMAT_B if (flags & PyBUF_FORMAT) else NULL
+        view.ndim = 1
+        view.shape = &view.len if (flags & PyBUF_ND) else NULL
+        view.strides = NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+        p._exports += 1
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self.parser._exports -= 1
+
+    def __len__(self):
+        return self.parser._rcap - self.parser._rend
+
+
+@cython.final
+cdef class FrameParser:
+    """Incremental RFC 6455 frame parser and message reassembler (sans-I/O).
+
+    Feed it bytes split anywhere; it returns each complete message (text as
+    ``str``, binary as ``bytes``) and each control frame, in order. Control
+    frames interleaved with the fragments of a message are returned when they
+    arrive. A violation raises ProtocolError (close code 1002), MessageTooBig
+    (1009) or InvalidPayloadData (1007) as soon as the offending byte arrives;
+    the messages completed before it in the same call are on the exception's
+    ``messages``. After an error every further call raises the same error;
+    after a Close frame the parser ignores further input (RFC 6455 §5.5.1).
+
+    ``client=False`` (a server) requires every frame to be masked;
+    ``client=True`` requires every frame to be unmasked (RFC 6455 §5.1).
+    ``max_message_size`` bounds a whole message (``None``: no bound) and is
+    enforced from each frame header before its payload is buffered.
+    ``allowed_rsv`` lists the RSV bits an extension negotiated.
+
+    For ``asyncio.BufferedProtocol``: ``get_buffer()`` returns the free part
+    of the parser's own read buffer and ``buffer_updated(n)`` parses what the
+    transport wrote there, so input is copied once.
+    """
+
+    def __cinit__(self):
+        self._rbuf = NULL
+        self._mbuf = NULL
+        self._state = PS_HEADER
+        self._utf8 = RF_UTF8_ACCEPT
+
+    def __init__(self, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, *, bint client=False,
+                 int allowed_rsv=0):
+        if max_message_size is None:
+            self._limit = UINT64_MAX
+        elif not isinstance(max_message_size, int) or isinstance(max_message_size, bool):
+            raise TypeError("max_message_size must be an int or None")
+        elif max_message_size < 0:
+            raise ValueError("max_message_size must be >= 0")
+        else:
+            self._limit = <uint64_t>min(max_message_size, UINT64_MAX)
+        if allowed_rsv & ~RSV_BITS:
+            raise ValueError("allowed_rsv must be a combination of RSV1, RSV2 and RSV3")
+        self._max_message_size = max_message_size
+        self._client = client
+        self._allowed_rsv = allowed_rsv
+        cdef _ReadWindow window = _ReadWindow.__new__(_ReadWindow)
+        window.parser = self
+        self._window = window
+
+    def __dealloc__(self):
+        free(self._rbuf)
+        free(self._mbuf)
+
+    @property
+    def max_message_size(self):
+        return self._max_message_size
+
+    @property
+    def closed(self):
+        """True once a Close frame has been parsed."""
+        return self._state == PS_CLOSED
+
+    @property
+    def failed(self):
+        """True once a protocol error has been raised."""
+        return self._state == PS_FAILED
+
+    @property
+    def buffered(self):
+        """Bytes held by the parser: unparsed input plus a partial message."""
+        return (self._rend - self._rstart) + self._mlen
+
+    def feed(self, data):
+        """Parse ``data``; return the messages it completed, in order."""
+        cdef Py_buffer view
+        cdef list out = []
+        if self._state == PS_CLOSED:
+            return out
+        if self._state != PS_FAILED:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            try:
+                self.append_input(<const uint8_t *>view.buf, <size_t>view.len)
+            finally:
+                PyBuffer_Release(&view)
+        self.parse(out)
+        self.shrink_if_idle()
+        return out
+
+    def get_buffer(self, Py_ssize_t sizehint=-1):
+        """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``."""
+        cdef size_t want = READ_MIN
+        if self._state == PS_PAYLOAD and self._remaining > want:
+            want = <size_t>self._remaining if self._remaining < READ_MAX else READ_MAX
+        self.reserve_input(want)
+        return self._window
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        """Parse the ``nbytes`` just written into the buffer from :meth:`get_buffer`."""
+        cdef list out = []
+        if nbytes < 0 or <size_t>nbytes > self._rcap - self._rend:
+            raise ValueError("buffer_updated() without a matching get_buffer()")
+        self._rend += <size_t>nbytes
+        self.parse(out)
+        self.shrink_if_idle()
+        return out
+
+    # -- C-level API (codec.pxd) ------------------------------------------
+
+    cdef int reserve_input(self, size_t want) except -1:
+        cdef size_t pending, newcap
+        cdef uint8_t *p
+        if self._rcap - self._rend >= want:
+            return 0
+        if self._exports:
+            raise BufferError("the parser's read buffer is exported and cannot be moved")
+        pending = self._rend - self._rstart
+        if self._rstart:
+            memmove(self._rbuf, self._rbuf + self._rstart, pending)
+            self._rstart = 0
+            self._rend = pending
+            if self._rcap - self._rend >= want:
+                return 0
+        newcap = self._rcap * 2
+        if newcap < pending + want:
+            newcap = pending + want
+        p = <uint8_t *>realloc(self._rbuf, newcap)
+        if p == NULL:
+            raise MemoryError()
+        self._rbuf = p
+        self._rcap = newcap
+        return 0
+
+    cdef int append_input(self, const uint8_t *data, size_t n) except -1:
+        if n == 0:
+            return 0
+        self.reserve_input(n)
+        memcpy(self._rbuf + self._rend, data, n)
+        self._rend += n
+        return 0
+
+    cdef void shrink_if_idle(self):
+        if self._rstart == self._rend and self._exports == 0:
+            self._rstart = self._rend = 0
+            if self._rcap > RBUF_KEEP or self._state >= PS_CLOSED:
+                free(self._rbuf)
+                self._rbuf = NULL
+                self._rcap = 0
+
+    cdef int _mbuf_reserve(self, size_t extra) except -1:
+        cdef size_t need = self._mlen + extra
+        cdef size_t newcap
+        cdef uint8_t *p
+        if need <= self._mcap:
+            return 0
+        newcap = self._mcap * 2
+        if newcap < need:
+            newcap = need
+        if newcap < 1024:
+            newcap = 1024
+        p = <uint8_t *>realloc(self._mbuf, newcap)
+        if p == NULL:
+            raise MemoryError()
+        self._mbuf = p
+        self._mcap = newcap
+        return 0
+
+    cdef int _fail(self, type cls, str reason, list out) except -1:
+        exc = cls(reason)
+        exc.messages = out
+        self._error = exc
+        self._state = PS_FAILED
+        self._rstart = self._rend = 0
+        self._mlen = 0
+        raise exc
+
+    cdef Message _control(self, int opcode, uint8_t *p, size_t n, list out):
+        cdef Message m
+        cdef uint64_t code
+        if opcode != OPC_CLOSE:
+            return _new_message(opcode, PyBytes_FromStringAndSize(<char *>p, n), 0)
+        if n == 1:
+            self._fail(ProtocolError, "close frame with a 1-byte payload", out)
+        m = _new_message(OPC_CLOSE, PyBytes_FromStringAndSize(<char *>p, n), 0)
+        if n == 0:
+            return m
+        code = (<uint64_t>p[0] << 8) | p[1]
+        if not _valid_close_code(code):
+            self._fail(ProtocolError, f"invalid close code {code}", out)
+        if rf_utf8_step(RF_UTF8_ACCEPT, p + 2, n - 2, NULL) != RF_UTF8_ACCEPT:
+            self._fail(InvalidPayloadData, "invalid UTF-8 in close reason", out)
+        m.close_code = <int>code
+        m.close_reason = PyUnicode_DecodeUTF8(<char *>p + 2, n - 2, NULL)
+        return m
+
+    cdef Message _finish(self, list out):
+        cdef object data
+        if self._msg_opcode == OPC_TEXT:
+            if self._utf8 != RF_UTF8_ACCEPT:
+                self._fail(InvalidPayloadData, "invalid UTF-8 in text message", out)
+            data = PyUnicode_DecodeUTF8(<char *>self._mbuf, self._mlen, NULL)
+        else:
+            data = PyBytes_FromStringAndSize(<char *>self._mbuf, self._mlen)
+        cdef Message m = _new_message(self._msg_opcode, data, self._msg_rsv)
+        self._mlen = 0
+        self._msg_opcode = 0
+        self._msg_rsv = 0
+        if self._mcap > MBUF_KEEP:
+            free(self._mbuf)
+            self._mbuf = NULL
+            self._mcap = 0
+        return m
+
+    cdef int parse(self, list out) except -1:
+        cdef size_t avail, hlen, take
+        cdef uint64_t length
+        cdef uint8_t *p
+        cdef uint8_t *dst
+        cdef uint8_t key[4]
+        cdef int b0, b1, opcode, rsv, len7, i
+        cdef bint fin, masked
+        cdef object data
+
+        if self._state == PS_FAILED:
+            self._error.messages = out
+            raise self._error
+        if self._state == PS_CLOSED:
+            self._rstart = self._rend = 0
+            return 0
+
+        while True:
+            avail = self._rend - self._rstart
+            if self._state == PS_PAYLOAD:
+                if self._remaining:
+                    if avail == 0:
+                        break
+                    take = avail if avail < self._remaining else <size_t>self._remaining
+                    self._mbuf_reserve(take)
+                    dst = self._mbuf + self._mlen
+                    if self._masked:
+                        rf_mask(dst, self._rbuf + self._rstart, take, self._mask, self._phase)
+                    else:
+                        memcpy(dst, self._rbuf + self._rstart, take)
+                    self._rstart += take
+                    self._phase += take
+                    self._remaining -= take
+                    self._mlen += take
+                    if self._msg_opcode == OPC_TEXT:
+                        self._utf8 = rf_utf8_step(self._utf8, dst, take, NULL)
+                        if self._utf8 == RF_UTF8_REJECT:
+                            self._fail(InvalidPayloadData, "invalid UTF-8 in text message", out)
+                if self._remaining == 0:
+                    self._state = PS_HEADER
+                    if self._fin:
+                        out.append(self._finish(out))
+                continue
+
+            if avail < 2:
+                break
+            p = self._rbuf + self._rstart
+            b0 = p[0]
+            b1 = p[1]
+            fin = (b0 & 0x80) != 0
+            rsv = b0 & RSV_BITS
+            opcode = b0 & 0x0F
+            masked = (b1 & 0x80) != 0
+            len7 = b1 & 0x7F
+            if rsv & ~self._allowed_rsv:
+                self._fail(ProtocolError, "reserved bits must be 0", out)
+            if not (opcode <= OPC_BINARY or OPC_CLOSE <= opcode <= OPC_PONG):
+                self._fail(ProtocolError, f"unknown opcode {opcode}", out)
+            if masked == self._client:
+                self._fail(ProtocolError,
+                           "server frames must not be masked" if self._client
+                           else "client frames must be masked", out)
+            if opcode >= OPC_CLOSE:
+                if not fin:
+                    self._fail(ProtocolError, "fragmented control frame", out)
+                if len7 > MAX_CONTROL_PAYLOAD:
+                    self._fail(ProtocolError, "control frame too long", out)
+            elif opcode == OPC_CONT:
+                if self._msg_opcode == 0:
+                    self._fail(ProtocolError, "unexpected continuation frame", out)
+            elif self._msg_opcode != 0:
+                self._fail(ProtocolError, "expected a continuation frame", out)
+
+            hlen = 2
+            if len7 == 126:
+                hlen = 4
+            elif len7 == 127:
+                hlen = 10
+            if masked:
+                hlen += 4
+            if avail < hlen:
+                break
+            if len7 == 126:
+                length = (<uint64_t>p[2] << 8) | p[3]
+            elif len7 == 127:
+                length = 0
+                for i in range(2, 10):
+                    length = (length << 8) | p[i]
+                if length >> 63:
+                    self._fail(ProtocolError, "frame length has the most significant bit set", out)
+            else:
+                length = len7
+            # _mlen <= _limit always holds, so the subtraction cannot wrap.
+            if opcode < OPC_CLOSE and length > self._limit - self._mlen:
+                self._fail(MessageTooBig, "message too big", out)
+            if masked:
+                memcpy(key, p + hlen - 4, 4)
+
+            if opcode >= OPC_CLOSE:
+                if avail - hlen < length:
+                    break
+                if masked:
+                    rf_mask(p + hlen, p + hlen, <size_t>length, key, 0)
+                out.append(self._control(opcode, p + hlen, <size_t>length, out))
+                self._rstart += hlen + <size_t>length
+                if opcode == OPC_CLOSE:
+                    self._state = PS_CLOSED
+                    self._rstart = self._rend = 0
+                    break
+                continue
+
+            self._rstart += hlen
+            avail -= hlen
+            if opcode != OPC_CONT:
+                self._msg_opcode = opcode
+                self._msg_rsv = rsv
+                self._utf8 = RF_UTF8_ACCEPT
+                if fin and avail >= length:
+                    # Fast path: a whole unfragmented message is in the buffer.
+                    p = self._rbuf + self._rstart
+                    if masked:
+                        rf_mask(p, p, <size_t>length, key, 0)
+                    if opcode == OPC_TEXT:
+                        if rf_utf8_step(RF_UTF8_ACCEPT, p, <size_t>length, NULL) != RF_UTF8_ACCEPT:
+                            self._fail(InvalidPayloadData, "invalid UTF-8 in text message", out)
+                        data = PyUnicode_DecodeUTF8(<char *>p, <Py_ssize_t>length, NULL)
+                    else:
+                        data = PyBytes_FromStringAndSize(<char *>p, <Py_ssize_t>length)
+                    self._rstart += <size_t>length
+                    self._msg_opcode = 0
+                    out.append(_new_message(opcode, data, rsv))
+                    continue
+            self._state = PS_PAYLOAD
+            self._fin = fin
+            self._remaining = length
+            self._masked = masked
+            memcpy(self._mask, key, 4)
+            self._phase = 0
+
+        if self._rstart == self._rend:
+            self._rstart = self._rend = 0
+        return 0
+
+
+# -- masking and validation ---------------------------------------------------
+
+def apply_mask(data, mask, Py_ssize_t phase=0):
+    """XOR ``data`` with the 4-byte masking key (RFC 6455 §5.3).
+
+    ``phase`` is the offset of ``data`` within the payload, so a payload can be
+    unmasked in pieces.
+    """
+    cdef Py_buffer dv, mv
+    cdef bytes out
+    cdef uint8_t *dst
+    if phase < 0:
+        raise ValueError("phase must be >= 0")
+    PyObject_GetBuffer(mask, &mv, PyBUF_SIMPLE)
+    try:
+        if mv.len != 4:
+            raise ValueError("mask must be exactly 4 bytes")
+        PyObject_GetBuffer(data, &dv, PyBUF_SIMPLE)
+        try:
+            out = PyBytes_FromStringAndSize(NULL, dv.len)
+            dst = <uint8_t *>PyBytes_AS_STRING(out)
+            with nogil:
+                rf_mask(dst, <const uint8_t *>dv.buf, <size_t>dv.len,
+                        <const uint8_t *>mv.buf, <size_t>phase)
+        finally:
+            PyBuffer_Release(&dv)
+    finally:
+        PyBuffer_Release(&mv)
+    return out
+
+
+def validate_utf8(data):
+    """Whether ``data`` is well-formed UTF-8 (RFC 3629: no overlong forms, no
+    surrogates, nothing above U+10FFFF)."""
+    cdef Py_buffer view
+    cdef uint32_t state
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    with nogil:
+        state = rf_utf8_step(RF_UTF8_ACCEPT, <const uint8_t *>view.buf, <size_t>view.len, NULL)
+    PyBuffer_Release(&view)
+    return state == RF_UTF8_ACCEPT
+
+
+# -- frame building -----------------------------------------------------------
+
+cdef bytes build_frame_c(int opcode, const uint8_t *payload, size_t n, bint fin,
+                         int rsv, const uint8_t *mask):
+    cdef size_t hlen = 2 if n < 126 else (4 if n < 65536 else 10)
+    cdef size_t pos = hlen
+    cdef int i
+    cdef uint8_t mbit = 0x80 if mask != NULL else 0
+    if mask != NULL:
+        hlen += 4
+    cdef bytes frame = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>(hlen + n))
+    cdef uint8_t *o = <uint8_t *>PyBytes_AS_STRING(frame)
+    o[0] = <uint8_t>((0x80 if fin else 0) | rsv | opcode)
+    if n < 126:
+        o[1] = mbit | <uint8_t>n
+    elif n < 65536:
+        o[1] = mbit | 126
+        o[2] = <uint8_t>(n >> 8)
+        o[3] = <uint8_t>n
+    else:
+        o[1] = mbit | 127
+        for i in range(8):
+            o[2 + i] = <uint8_t>(<uint64_t>n >> (56 - 8 * i))
+    if mask != NULL:
+        memcpy(o + pos, mask, 4)
+        rf_mask(o + hlen, payload, n, mask, 0)
+    elif n:
+        memcpy(o + hlen, payload, n)
+    return frame
+
+
+cdef inline int _check_mask(object mask, uint8_t *key) except -1:
+    """1 and the key in `key` for a 4-byte mask, 0 for None."""
+    if mask is None:
+        return 0
+    if not isinstance(mask, (bytes, bytearray, memoryview)) or len(mask) != 4:
+        raise ValueError("mask must be None or exactly 4 bytes")
+    cdef const uint8_t[:] mv = mask
+    for i in range(4):
+        key[i] = mv[i]
+    return 1
+
+
+cdef bytes _build(int opcode, object payload, bint fin, int rsv, const uint8_t *mask, str what):
+    cdef Py_buffer view
+    cdef const char *p
+    cdef Py_ssize_t n
+    if isinstance(payload, str):
+        p = PyUnicode_AsUTF8AndSize(payload, &n)
+    elif isinstance(payload, bytes):
+        p = PyBytes_AS_STRING(payload)
+        n = PyBytes_GET_SIZE(payload)
+    elif isinstance(payload, (bytearray, memoryview)):
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        try:
+            if opcode >= OPC_CLOSE and view.len > MAX_CONTROL_PAYLOAD:
+                raise ValueError(f"control frame payload is {view.len} bytes; at most 125 are allowed")
+            return build_frame_c(opcode, <const uint8_t *>view.buf, <size_t>view.len, fin, rsv, mask)
+        finally:
+            PyBuffer_Release(&view)
+    else:
+        raise TypeError(f"{what} must be str, bytes, bytearray or memoryview, "
+                        f"not {type(payload).__name__}")
+    if opcode >= OPC_CLOSE and n > MAX_CONTROL_PAYLOAD:
+        raise ValueError(f"control frame payload is {n} bytes; at most 125 are allowed")
+    return build_frame_c(opcode, <const uint8_t *>p, <size_t>n, fin, rsv, mask)
+
+
+cdef bytes build_message_c(object data, const uint8_t *mask):
+    cdef Py_ssize_t n
+    cdef const char *p
+    if type(data) is str:
+        p = PyUnicode_AsUTF8AndSize(data, &n)
+        return build_frame_c(OPC_TEXT, <const uint8_t *>p, <size_t>n, True, 0, mask)
+    if type(data) is bytes:
+        return build_frame_c(OPC_BINARY, <const uint8_t *>PyBytes_AS_STRING(data),
+                             <size_t>PyBytes_GET_SIZE(data), True, 0, mask)
+    return _build(OPC_TEXT if isinstance(data, str) else OPC_BINARY, data, True, 0, mask, "data")
+
+
+def build_frame(int opcode, payload=b"", *, bint fin=True, int rsv=0, mask=None):
+    """Build one frame (RFC 6455 §5.2) as a single ``bytes`` object.
+
+    Server frames are unmasked (``mask=None``) and can be written to any
+    number of connections; a client passes its 4-byte masking key. A ``str``
+    payload is encoded as UTF-8.
+    """
+    cdef uint8_t key[4]
+    if not (OPC_CONT <= opcode <= OPC_BINARY or OPC_CLOSE <= opcode <= OPC_PONG):
+        raise ValueError(f"unknown opcode {opcode!r}")
+    if rsv & ~RSV_BITS:
+        raise ValueError("rsv must be a combination of RSV1, RSV2 and RSV3")
+    cdef int has_mask = _check_mask(mask, key)
+    if opcode >= OPC_CLOSE and not fin:
+        raise ValueError("control frames cannot be fragmented")
+    return _build(opcode, payload, fin, rsv, key if has_mask else NULL, "payload")
+
+
+def build_text(data, *, mask=None):
+    """A text frame; ``bytes`` input is sent as-is (it must already be UTF-8)."""
+    cdef uint8_t key[4]
+    cdef int has_mask = _check_mask(mask, key)
+    return _build(OPC_TEXT, data, True, 0, key if has_mask else NULL, "data")
+
+
+def build_binary(data, *, mask=None):
+    """A binary frame."""
+    cdef uint8_t key[4]
+    cdef int has_mask = _check_mask(mask, key)
+    return _build(OPC_BINARY, data, True, 0, key if has_mask else NULL, "data")
+
+
+def build_message(data, *, mask=None):
+    """A text frame for ``str``, a binary frame for bytes-like data."""
+    cdef uint8_t key[4]
+    cdef int has_mask = _check_mask(mask, key)
+    return build_message_c(data, key if has_mask else NULL)
+
+
+def build_ping(payload=b"", *, mask=None):
+    """A Ping frame (RFC 6455 §5.5.2), payload at most 125 bytes."""
+    cdef uint8_t key[4]
+    cdef int has_mask = _check_mask(mask, key)
+    return _build(OPC_PING, payload, True, 0, key if has_mask else NULL, "payload")
+
+
+def build_pong(payload=b"", *, mask=None):
+    """A Pong frame (RFC 6455 §5.5.3), payload at most 125 bytes."""
+    cdef uint8_t key[4]
+    cdef int has_mask = _check_mask(mask, key)
+    return _build(OPC_PONG, payload, True, 0, key if has_mask else NULL, "payload")
+
+
+def build_close(code=1000, str reason not None="", *, mask=None):
+    """A Close frame (RFC 6455 §5.5.1): a 2-byte code then a UTF-8 reason.
+
+    ``code=None`` builds a Close frame without a body (then ``reason`` must
+    be empty). The code must be one a peer accepts (see
+    :func:`is_valid_close_code`) and code plus reason at most 125 bytes.
+    """
+    cdef uint8_t key[4]
+    cdef uint8_t body[125]
+    cdef const char *r
+    cdef Py_ssize_t rn
+    cdef int has_mask = _check_mask(mask, key)
+    cdef const uint8_t *k = key if has_mask else NULL
+    if code is None:
+        if reason:
+            raise ValueError("a close reason needs a close code")
+        return build_frame_c(OPC_CLOSE, body, 0, True, 0, k)
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise TypeError(f"close code must be int, not {type(code).__name__}")
+    if not is_valid_close_code(code):
+        raise ValueError(f"invalid close code {code}")
+    r = PyUnicode_AsUTF8AndSize(reason, &rn)
+    if rn + 2 > MAX_CONTROL_PAYLOAD:
+        raise ValueError("close reason is too long: code and reason must fit in 125 bytes")
+    body[0] = <uint8_t>(code >> 8)
+    body[1] = <uint8_t>(code & 0xFF)
+    memcpy(body + 2, r, rn)
+    return build_frame_c(OPC_CLOSE, body, <size_t>(rn + 2), True, 0, k)
