@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from types import ModuleType
+
+import pytest
+
+from robyn_fast._core import codec as compiled_codec
+from robyn_fast._reference import codec as reference_codec
+
+IMPLEMENTATIONS = {"compiled": compiled_codec, "reference": reference_codec}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def codec(request: pytest.FixtureRequest) -> ModuleType:
+    """Each codec test runs once against each implementation."""
+    return IMPLEMENTATIONS[request.param]
