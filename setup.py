@@ -31,6 +31,8 @@ DIRECTIVES = {
     "cdivision": not DEBUG,
     "initializedcheck": DEBUG,
     "embedsignature": True,
+    "auto_pickle": False,
+    "autotestdict": False,
     "linetrace": DEBUG,
     "profile": DEBUG,
 }
@@ -70,7 +72,7 @@ def _extensions() -> list[Extension]:
         exts,
         compiler_directives=DIRECTIVES,
         include_path=[_pxd_include_tree(), "_core"],
-        build_dir="build/cython",
+        build_dir="build/cython-debug" if DEBUG else "build/cython",
         force=DEBUG,
     )
 
