@@ -8,6 +8,8 @@ can catch either. Protocol failures carry the WebSocket close code (RFC 6455
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 __all__ = [
@@ -16,6 +18,16 @@ __all__ = [
     "MessageTooBig",
     "InvalidPayloadData",
     "InvalidState",
+    "ArgumentTypeError",
+    "UnsupportedResponseType",
+    "InvalidStatusCode",
+    "InvalidHeader",
+    "InvalidJSON",
+    "InvalidRoute",
+    "DuplicateRoute",
+    "HTTPError",
+    "NotFound",
+    "MethodNotAllowed",
 ]
 
 
@@ -58,3 +70,104 @@ class InvalidPayloadData(ProtocolError):
 
 class InvalidState(RobynFastError, RuntimeError):
     """An operation is not allowed in the object's current state."""
+
+
+# --------------------------------------------------------------------------
+# HTTP layer (robyn_fast.http_types, robyn_fast.router)
+# --------------------------------------------------------------------------
+
+
+class ArgumentTypeError(RobynFastError, TypeError):
+    """A public function or constructor was given an argument of the wrong type."""
+
+
+class UnsupportedResponseType(ArgumentTypeError):
+    """A route handler returned a value that cannot become an HTTP response.
+
+    ``value_type`` is the offending type, so the server can log it.
+    """
+
+    def __init__(self, message: str, value_type: type | None = None) -> None:
+        super().__init__(message)
+        self.value_type: type | None = value_type
+
+
+class InvalidStatusCode(RobynFastError, ValueError):
+    """A status code is not an integer in 100..599 (RFC 9110 §15)."""
+
+
+class InvalidHeader(RobynFastError, ValueError):
+    """A response header cannot be written safely.
+
+    Raised instead of writing a field name that is not a token
+    (RFC 9110 §5.1) or a field value holding CR, LF, NUL or another control
+    character (RFC 9110 §5.5), which would allow response splitting.
+    """
+
+
+class InvalidJSON(RobynFastError, ValueError):
+    """A request body is not valid JSON (``Request.json()``)."""
+
+
+class InvalidRoute(RobynFastError, ValueError):
+    """A route pattern or method given to the router is malformed."""
+
+
+class DuplicateRoute(InvalidRoute):
+    """A route with the same method and the same shape is already registered."""
+
+
+class HTTPError(RobynFastError):
+    """An HTTP error the server answers with ``status_code``.
+
+    ``message`` is the plain-text body to send (the standard reason phrase
+    when not given) and ``headers`` extra response fields, as
+    ``(name, value)`` pairs, that the response must carry (``Allow`` for
+    405, for instance).
+    """
+
+    default_status: int = 500
+
+    def __init__(
+        self,
+        status_code: int | None = None,
+        message: str | None = None,
+        headers: Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        code = self.default_status if status_code is None else status_code
+        if type(code) is not int or not 100 <= code <= 599:
+            raise InvalidStatusCode(f"HTTP status code must be an int in 100..599, got {code!r}")
+        if message is None:
+            try:
+                message = HTTPStatus(code).phrase
+            except ValueError:
+                message = f"HTTP {code}"
+        super().__init__(message)
+        self.status_code: int = code
+        self.message: str = message
+        self.headers: list[tuple[str, str]] = [] if headers is None else list(headers)
+
+    def __str__(self) -> str:
+        return f"{self.status_code} {self.message}"
+
+
+class NotFound(HTTPError, LookupError):
+    """No route matches the request path (404)."""
+
+    default_status = 404
+
+
+class MethodNotAllowed(HTTPError, LookupError):
+    """The path matches routes, but none for the request method (405).
+
+    ``allow`` is the sorted list of methods that would match; the response
+    must carry it in an ``Allow`` field (RFC 9110 §15.5.6), which
+    ``headers`` already holds.
+    """
+
+    default_status = 405
+
+    def __init__(self, allow: Iterable[str], message: str | None = None) -> None:
+        allowed = sorted(set(allow))
+        super().__init__(405, message, [("allow", ", ".join(allowed))])
+        self.allow: list[str] = allowed
