@@ -18,6 +18,7 @@ __all__ = [
     "MessageTooBig",
     "InvalidPayloadData",
     "InvalidState",
+    "HandshakeError",
     "ArgumentTypeError",
     "UnsupportedResponseType",
     "InvalidStatusCode",
@@ -171,3 +172,34 @@ class MethodNotAllowed(HTTPError, LookupError):
         allowed = sorted(set(allow))
         super().__init__(405, message, [("allow", ", ".join(allowed))])
         self.allow: list[str] = allowed
+
+
+# --------------------------------------------------------------------------
+# WebSocket opening handshake (robyn_fast.handshake)
+# --------------------------------------------------------------------------
+
+
+class HandshakeError(RobynFastError, ValueError):
+    """A WebSocket opening handshake is refused (RFC 6455 §4.2.1, §4.2.2).
+
+    The server answers with HTTP ``status`` instead of ``101 Switching
+    Protocols``: ``reason`` is a short plain-text explanation (fit for the
+    response body) and ``headers`` the ``(name, value)`` fields the response
+    must carry (``Allow: GET`` with 405; ``Upgrade: websocket`` with 426, as
+    RFC 9110 §15.5.22 requires; ``Sec-WebSocket-Version: 13`` when the client
+    asked for another version, RFC 6455 §4.4).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.status: int = status
+        self.reason: str = reason
+        self.headers: list[tuple[str, str]] = [] if headers is None else list(headers)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}"
