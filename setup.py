@@ -22,6 +22,7 @@ DEBUG = os.environ.get("ROBYN_FAST_DEBUG", "") not in ("", "0")
 # Every extension module: name inside robyn_fast._core -> extra C sources.
 MODULES: dict[str, list[str]] = {
     "codec": ["wsutil.c"],
+    "connection": [],
 }
 
 DIRECTIVES = {

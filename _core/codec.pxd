@@ -70,6 +70,10 @@ cdef class FrameParser:
     cdef int _msg_rsv
     cdef uint32_t _utf8                 # UTF-8 validator state across fragments
 
+    # BufferedProtocol plumbing: the writable window (at least READ_MIN bytes),
+    # then account for `n` bytes the transport wrote into it.
+    cdef object read_window(self)
+    cdef int input_received(self, size_t n) except -1
     # Parse everything in the read buffer, appending Message objects to `out`.
     # Raises ProtocolError (with .messages = out) on a violation.
     cdef int parse(self, list out) except -1

@@ -225,23 +225,32 @@ cdef class FrameParser:
 
     def get_buffer(self, Py_ssize_t sizehint=-1):
         """A writable buffer for ``asyncio.BufferedProtocol.get_buffer``."""
+        return self.read_window()
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        """Parse the ``nbytes`` just written into the buffer from :meth:`get_buffer`."""
+        cdef list out = []
+        if nbytes < 0:
+            raise ValueError("buffer_updated() without a matching get_buffer()")
+        self.input_received(<size_t>nbytes)
+        self.parse(out)
+        self.shrink_if_idle()
+        return out
+
+    # -- C-level API (codec.pxd) ------------------------------------------
+
+    cdef object read_window(self):
         cdef size_t want = READ_MIN
         if self._state == PS_PAYLOAD and self._remaining > want:
             want = <size_t>self._remaining if self._remaining < READ_MAX else READ_MAX
         self.reserve_input(want)
         return self._window
 
-    def buffer_updated(self, Py_ssize_t nbytes):
-        """Parse the ``nbytes`` just written into the buffer from :meth:`get_buffer`."""
-        cdef list out = []
-        if nbytes < 0 or <size_t>nbytes > self._rcap - self._rend:
+    cdef int input_received(self, size_t n) except -1:
+        if n > self._rcap - self._rend:
             raise ValueError("buffer_updated() without a matching get_buffer()")
-        self._rend += <size_t>nbytes
-        self.parse(out)
-        self.shrink_if_idle()
-        return out
-
-    # -- C-level API (codec.pxd) ------------------------------------------
+        self._rend += n
+        return 0
 
     cdef int reserve_input(self, size_t want) except -1:
         cdef size_t pending, newcap

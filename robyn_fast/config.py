@@ -1,0 +1,115 @@
+"""Every limit and timeout of the server, in one place.
+
+``Config`` is immutable; derive variants with :func:`dataclasses.replace` or
+by passing keywords: ``Config(max_message_size=64 * 1024 * 1024)``. An app
+has one (``Robyn(__file__, config=...)``); a WebSocket endpoint may have its
+own (``WebSocket(app, "/ws", config=...)``), which then governs that
+endpoint's connections.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Literal
+
+__all__ = ["Config", "BackpressurePolicy"]
+
+BackpressurePolicy = Literal["close", "drop"]
+
+KiB = 1024
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    """Limits and timeouts (seconds) of the HTTP server and WebSocket connections.
+
+    HTTP:
+
+    - ``max_request_line``: longest request line; longer gets 414.
+    - ``max_header_size``: longest single header line; longer gets 431.
+    - ``max_headers``: most header lines in a request; more gets 431.
+    - ``max_head_size``: whole request head (line and headers); more gets 431.
+      This bounds what is buffered while a header is still arriving.
+    - ``max_body_size``: largest request body; larger gets 413 (decided from
+      ``Content-Length`` before the body is read, or while a chunked body
+      arrives).
+    - ``header_timeout``: a client must finish a request head this long after
+      it starts it (or after connecting), or it is disconnected.
+    - ``keep_alive_timeout``: an idle keep-alive connection is closed after this.
+    - ``max_pipelined_requests``: requests queued behind a slow handler before
+      the server stops reading from that connection.
+
+    WebSocket:
+
+    - ``max_message_size``: largest message (``None``: unbounded); a larger one
+      fails the connection with close code 1009, decided from the frame header.
+    - ``handshake_timeout``: from TCP accept to the 101 response.
+    - ``close_timeout``: after sending a Close frame, how long to wait for the
+      peer's Close before aborting the TCP connection; also how long graceful
+      shutdown waits for connections to close.
+    - ``ping_interval`` / ``ping_timeout``: a keepalive Ping is sent after this
+      much time and the connection closed (1011) if no Pong arrives in
+      ``ping_timeout``; ``None`` disables keepalive pings.
+    - ``max_backpressure``: most bytes buffered for a client that reads too
+      slowly; over it ``backpressure_policy`` applies: ``"close"`` (close code
+      1008) or ``"drop"`` (the message is dropped and a warning logged).
+    - ``read_high_water`` / ``read_low_water``: messages waiting for a busy
+      handler; reading from the socket pauses at the high mark and resumes at
+      the low one.
+    - ``subprotocols``: subprotocols the endpoint speaks, for negotiation.
+    - ``allowed_origins``: if set, a handshake whose ``Origin`` is not listed
+      gets 403.
+    - ``close_on_handler_error``: close with 1011 when a handler raises
+      (default: log the traceback and keep the connection open).
+    - ``backlog``: listen backlog of the server socket.
+    """
+
+    # HTTP
+    max_request_line: int = 8 * KiB
+    max_header_size: int = 8 * KiB
+    max_headers: int = 100
+    max_head_size: int = 64 * KiB
+    max_body_size: int = 16 * MiB
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 15.0
+    max_pipelined_requests: int = 32
+    # WebSocket
+    max_message_size: int | None = 1 * MiB
+    handshake_timeout: float = 10.0
+    close_timeout: float = 10.0
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    max_backpressure: int = 4 * MiB
+    backpressure_policy: BackpressurePolicy = "close"
+    read_high_water: int = 64
+    read_low_water: int = 16
+    subprotocols: tuple[str, ...] = ()
+    allowed_origins: frozenset[str] | None = None
+    close_on_handler_error: bool = False
+    # Server
+    backlog: int = 2048
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("subprotocols", "allowed_origins", "backpressure_policy", "close_on_handler_error"):
+                continue
+            if value is None and f.name in ("max_message_size", "ping_interval", "ping_timeout"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"Config.{f.name} must be a number, not {type(value).__name__}")
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"Config.{f.name} must be a positive finite number, got {value!r}")
+        if self.backpressure_policy not in ("close", "drop"):
+            raise ValueError(f"Config.backpressure_policy must be 'close' or 'drop', got {self.backpressure_policy!r}")
+        if self.read_low_water > self.read_high_water:
+            raise ValueError("Config.read_low_water must not exceed read_high_water")
+        if isinstance(self.subprotocols, str) or not all(isinstance(p, str) and p for p in self.subprotocols):
+            raise TypeError("Config.subprotocols must be a tuple of non-empty strings")
+        object.__setattr__(self, "subprotocols", tuple(self.subprotocols))
+        if self.allowed_origins is not None:
+            if isinstance(self.allowed_origins, str):
+                raise TypeError("Config.allowed_origins must be a collection of origins, not a string")
+            object.__setattr__(self, "allowed_origins", frozenset(self.allowed_origins))
