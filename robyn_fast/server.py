@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import signal
 import socket
 import sys
@@ -467,10 +468,18 @@ async def _maybe_await(value: Any) -> Any:
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when it is installed, asyncio's otherwise."""
+    """uvloop's loop when it is installed, asyncio's otherwise.
+
+    ``ROBYN_FAST_LOOP=asyncio`` forces asyncio's loop (``uvloop`` forces
+    uvloop and fails if it is missing)."""
+    choice = os.environ.get("ROBYN_FAST_LOOP", "")
+    if choice == "asyncio":
+        return asyncio.new_event_loop()
     try:
         import uvloop
     except ImportError:
+        if choice == "uvloop":
+            raise
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()  # type: ignore[no-any-return]
 

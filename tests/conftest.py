@@ -14,3 +14,9 @@ IMPLEMENTATIONS = {"compiled": compiled_codec, "reference": reference_codec}
 def codec(request: pytest.FixtureRequest) -> ModuleType:
     """Each codec test runs once against each implementation."""
     return IMPLEMENTATIONS[request.param]
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    """Server tests run on both event loops."""
+    return str(request.param)
