@@ -37,7 +37,7 @@ cdef class Connection:
     cdef list out
     cdef size_t out_bytes
     cdef bint corked
-    cdef bint reading_paused
+    cdef readonly bint reading_paused
     cdef readonly bint writing_paused
     cdef readonly Py_ssize_t dropped      # messages dropped by the "drop" backpressure policy
     # Timers.
