@@ -1,4 +1,5 @@
 # robyn_fast developer commands. Everything runs inside .venv, created on demand.
+#   make run    - create .venv, build, and serve the demo (examples/echo.py) on http://127.0.0.1:8080
 #   make test   - create .venv, build the extensions, install test extras, run the whole suite
 #   make bench  - micro-benchmarks of the codec (pytest-benchmark), pinned to one core
 
@@ -8,7 +9,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.robyn_fast-installed
 SOURCES := $(wildcard _core/*.pyx _core/*.pxd _core/*.c _core/*.h _core/*.pyi) setup.py pyproject.toml
 
-.PHONY: install test bench clean
+BENCH_STAMP := $(VENV)/.robyn_fast-bench-installed
+
+.PHONY: install run test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +23,17 @@ $(STAMP): $(BIN)/python $(SOURCES)
 
 install: $(STAMP)
 
+run: install
+	$(BIN)/python examples/echo.py
+
 test: install
 	$(BIN)/python -m pytest tests
 
-bench: install
+$(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP)
 	taskset -c 0 $(BIN)/python -m pytest bench --benchmark-enable --benchmark-only \
 		--benchmark-columns=min,median,mean,ops --benchmark-sort=fullname \
 		--benchmark-json=bench/results/micro.json

@@ -40,6 +40,7 @@ cdef enum:
     READ_MAX = 262144           # largest read window asked for while streaming a big frame
     RBUF_KEEP = 262144          # an idle read buffer larger than this is freed
     MBUF_KEEP = 65536           # a message buffer larger than this is freed after use
+    NOGIL_THRESHOLD = 65536     # below this, releasing the GIL costs more than it lets run
 
 
 cdef char *_FORMAT_B = "B"
@@ -521,7 +522,11 @@ def apply_mask(data, mask, Py_ssize_t phase=0):
         try:
             out = PyBytes_FromStringAndSize(NULL, dv.len)
             dst = <uint8_t *>PyBytes_AS_STRING(out)
-            with nogil:
+            if dv.len >= NOGIL_THRESHOLD:
+                with nogil:
+                    rf_mask(dst, <const uint8_t *>dv.buf, <size_t>dv.len,
+                            <const uint8_t *>mv.buf, <size_t>phase)
+            else:
                 rf_mask(dst, <const uint8_t *>dv.buf, <size_t>dv.len,
                         <const uint8_t *>mv.buf, <size_t>phase)
         finally:
@@ -537,7 +542,10 @@ def validate_utf8(data):
     cdef Py_buffer view
     cdef uint32_t state
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-    with nogil:
+    if view.len >= NOGIL_THRESHOLD:
+        with nogil:
+            state = rf_utf8_step(RF_UTF8_ACCEPT, <const uint8_t *>view.buf, <size_t>view.len, NULL)
+    else:
         state = rf_utf8_step(RF_UTF8_ACCEPT, <const uint8_t *>view.buf, <size_t>view.len, NULL)
     PyBuffer_Release(&view)
     return state == RF_UTF8_ACCEPT

@@ -33,9 +33,10 @@ def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_wheel_contains_compiled_modules_stubs_and_marker(unpacked_wheel: Path) -> None:
     core = unpacked_wheel / "robyn_fast" / "_core"
-    assert list(core.glob("codec.*.so")), "codec extension missing from the wheel"
-    assert (core / "codec.pyi").is_file()
-    assert (core / "codec.pxd").is_file()
+    for module in ("codec", "connection"):
+        assert list(core.glob(f"{module}.*.so")), f"{module} extension missing from the wheel"
+        assert (core / f"{module}.pyi").is_file()
+        assert (core / f"{module}.pxd").is_file()
     assert (unpacked_wheel / "robyn_fast" / "py.typed").is_file()
     assert not list(core.glob("*.pyx")) and not list(core.glob("*.c"))
 
@@ -66,6 +67,7 @@ def test_stubs_match_the_compiled_modules(unpacked_wheel: Path) -> None:
             sys.executable, "-m", "mypy.stubtest",
             "--allowlist", str(ROOT / "_core" / "stubtest-allowlist.txt"),
             "robyn_fast._core.codec",
+            "robyn_fast._core.connection",
         ],
         cwd="/",
         env=_env(unpacked_wheel),
