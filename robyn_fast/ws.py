@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._core.codec import build_message
 from .config import Config
+from .dependency_injection import DependencyMap
 from .http_types import Headers, QueryParams
+from .router import compile_path
 
 if TYPE_CHECKING:
     from ._core.connection import Connection
@@ -94,29 +96,43 @@ class WebSocketConnector:
         return f"<WebSocketConnector id={self.id} endpoint={self.endpoint!r}>"
 
 
-def _bind(event: str, handler: Callable[..., Any]) -> Callable[..., Any]:
-    """A callable with the core's calling convention, ``(connector)`` for
-    connect/close and ``(connector, message)`` for message handlers."""
-    try:
-        sig = inspect.signature(handler)
-    except (TypeError, ValueError):
-        return handler
-    positional = [
-        p
-        for p in sig.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    varargs = any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
-    wanted = 2 if event == "message" else 1
-    if varargs or len(positional) == wanted:
-        return handler
-    if len(positional) == 0:
-        return lambda *_: handler()
-    if len(positional) == 1 and event == "message":
-        return lambda ws, _msg: handler(ws)
-    name = getattr(handler, "__qualname__", repr(handler))
-    raise TypeError(f"websocket {event} handler {name} takes {len(positional)} positional parameters; "
-                    f"expected at most {wanted}")
+# Parameter names that mean "the connector" or "the message" wherever they stand.
+CONNECTOR_NAMES = frozenset(
+    {"ws", "websocket", "websocket_connector", "connector", "conn", "connection", "socket", "client", "sock"}
+)
+MESSAGE_NAMES = frozenset({"msg", "message", "data", "payload", "text"})
+
+Getter = Callable[[Any, Any], Any]
+
+
+def _connector(conn: Any, _msg: Any) -> Any:
+    return conn
+
+
+def _message(_conn: Any, msg: Any) -> Any:
+    return msg
+
+
+def _query_params(conn: Any, _msg: Any) -> Any:
+    return conn.query_params
+
+
+def _path_params(conn: Any, _msg: Any) -> Any:
+    return conn.path_params
+
+
+def _in_thread(bound: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a sync handler in the loop's default thread pool; the connection
+    still handles its messages one at a time, in order."""
+
+    async def run(*args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, bound, *args)
+
+    return run
+
+
+def _path_param_getter(name: str) -> Getter:
+    return lambda conn, _msg: conn.path_params.get(name)
 
 
 class WebSocket:
@@ -132,14 +148,17 @@ class WebSocket:
         app: Robyn,
         endpoint: str,
         config: Config | None = None,
-        dependencies: Any = None,
+        dependencies: DependencyMap | None = None,
     ) -> None:
         if config is not None and not isinstance(config, Config):
             raise TypeError(f"config must be a robyn_fast.Config, not {type(config).__name__}")
+        if dependencies is not None and not isinstance(dependencies, DependencyMap):
+            raise TypeError(f"dependencies must be a DependencyMap, not {type(dependencies).__name__}")
         self.app = app
         self.endpoint = endpoint
         self.config: Config | None = config
-        self.dependencies = dependencies
+        self.dependencies: DependencyMap = dependencies if dependencies is not None else app.dependencies
+        self._path_param_names: tuple[str, ...] = tuple(compile_path(endpoint).param_names)
         self.handlers: dict[str, Callable[..., Any]] = {}
         self._bound: dict[str, Callable[..., Any]] = {}
         self.connections: dict[str, Connection] = {}
@@ -147,19 +166,157 @@ class WebSocket:
         self._loop_thread: int | None = None
         app.add_web_socket(endpoint, self)
 
-    def on(self, event: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register the handler for ``event``; returns it unchanged."""
+    def on(self, event: str, *, threaded: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register the handler for ``event`` ("connect", "message" or
+        "close"); the decorator returns the handler unchanged.
+
+        The handler's parameters are bound now, once (see :meth:`bind`); a
+        parameter that cannot be bound raises ``TypeError`` here, never at
+        run time. ``threaded=True`` runs a sync handler in a thread pool
+        instead of on the event loop (for handlers that block).
+        """
         if event not in EVENTS:
             raise ValueError(f"unknown websocket event {event!r}; expected one of {', '.join(EVENTS)}")
 
         def decorator(handler: Callable[..., Any]) -> Callable[..., Any]:
             if not callable(handler):
-                raise TypeError(f"websocket {event} handler must be callable")
-            self._bound[event] = _bind(event, handler)
+                raise TypeError(f"websocket {event} handler must be callable, not {type(handler).__name__}")
+            bound = self.bind(event, handler)
+            if threaded:
+                if inspect.iscoroutinefunction(handler):
+                    raise ValueError("threaded=True is for sync handlers; an async handler already yields")
+                bound = _in_thread(bound)
+            self._bound[event] = bound
             self.handlers[event] = handler
             return handler
 
         return decorator
+
+    def bind(self, event: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """``handler`` as a function of ``(connector)`` (connect, close) or
+        ``(connector, message)`` (message), the core's calling convention.
+
+        Each parameter is resolved by these rules, in order: ``global_dependencies``
+        and ``router_dependencies`` get those dicts; ``query_params`` the
+        connector's QueryParams, ``path_params`` its dict; a parameter named
+        like a path parameter of the endpoint gets its value; one named like an
+        injected dependency gets that dependency (looked up at each call);
+        ``ws``/``websocket``/``websocket_connector``/... get the connector and
+        ``msg``/``message``/... the message; otherwise the first positional
+        parameter is the connector and, for message handlers, the second the
+        message. A parameter with a default that matches none is left to its
+        default; any other raises ``TypeError`` naming the handler and the
+        parameter.
+        """
+        name = getattr(handler, "__qualname__", repr(handler))
+        try:
+            params = list(inspect.signature(handler).parameters.values())
+        except (TypeError, ValueError):
+            # No signature to read (some builtins): use the calling convention.
+            return handler
+        injected = self._known_dependency_names()
+        path_names = set(self._path_param_names)
+        positional: list[Getter] = []
+        keywords: dict[str, Getter] = {}
+        taken_connector = taken_message = False
+        direct = True  # can the core call the handler itself?
+        slot = 0
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            getter: Getter | None
+            if p.name == "global_dependencies":
+                getter = self._global_getter
+            elif p.name == "router_dependencies":
+                getter = self._router_getter
+            elif p.name == "query_params":
+                getter = _query_params
+            elif p.name == "path_params":
+                getter = _path_params
+            elif p.name in path_names:
+                getter = _path_param_getter(p.name)
+            elif p.name in injected:
+                getter = self._dependency_getter(p.name)
+            elif p.name in CONNECTOR_NAMES and not taken_connector:
+                getter, taken_connector = _connector, True
+            elif p.name in MESSAGE_NAMES and event == "message" and not taken_message:
+                getter, taken_message = _message, True
+            elif p.kind is not p.KEYWORD_ONLY and not taken_connector:
+                getter, taken_connector = _connector, True
+            elif p.kind is not p.KEYWORD_ONLY and event == "message" and not taken_message:
+                getter, taken_message = _message, True
+            else:
+                getter = None
+            if getter is None:
+                if p.default is not p.empty:
+                    direct = False
+                    continue
+                raise TypeError(
+                    f"cannot bind parameter {p.name!r} of websocket {event} handler {name}: it is not the "
+                    f"connector, the message, an injected dependency, a path parameter of {self.endpoint!r}, "
+                    "global_dependencies, router_dependencies or query_params (inject dependencies before "
+                    "decorating the handler)"
+                )
+            expected = (_connector, _message)[slot] if slot < 2 else None
+            if getter is not expected or p.kind is p.KEYWORD_ONLY:
+                direct = False
+            slot += 1
+            if p.kind is p.POSITIONAL_ONLY:
+                positional.append(getter)
+            else:
+                keywords[p.name] = getter
+        wanted = 2 if event == "message" else 1
+        if direct and slot == wanted:
+            return handler
+        if not keywords:
+            getters = tuple(positional)
+            return lambda conn, msg=None: handler(*[g(conn, msg) for g in getters])
+        pos_getters = tuple(positional)
+        kw_getters = tuple(keywords.items())
+        return lambda conn, msg=None: handler(
+            *[g(conn, msg) for g in pos_getters], **{k: g(conn, msg) for k, g in kw_getters}
+        )
+
+    # -- dependency injection --------------------------------------------------------
+
+    def inject(self, **kwargs: Any) -> None:
+        """Dependencies for this endpoint's handlers only."""
+        self.dependencies.add_router_dependency(self, **kwargs)
+
+    def inject_global(self, **kwargs: Any) -> None:
+        """Dependencies for every handler of the app."""
+        self.app.dependencies.add_global_dependency(**kwargs)
+        if self.dependencies is not self.app.dependencies:
+            self.dependencies.add_global_dependency(**kwargs)
+
+    def _global_getter(self, _conn: Any, _msg: Any) -> dict[str, Any]:
+        app_map = self.app.dependencies
+        if self.dependencies is app_map:
+            return app_map.get_global_dependencies()
+        return {**app_map.get_global_dependencies(), **self.dependencies.get_global_dependencies()}
+
+    def _router_getter(self, _conn: Any, _msg: Any) -> dict[str, Any]:
+        return {
+            **self.app.dependencies.get_router_dependencies(self.app),
+            **self.dependencies.get_router_dependencies(self),
+        }
+
+    def _known_dependency_names(self) -> set[str]:
+        return set(self._global_getter(None, None)) | set(self._router_getter(None, None))
+
+    def _dependency_getter(self, dep: str) -> Getter:
+        def get(_conn: Any, _msg: Any) -> Any:
+            for source in (
+                self.dependencies.get_router_dependencies(self),
+                self.app.dependencies.get_router_dependencies(self.app),
+                self.dependencies.get_global_dependencies(),
+                self.app.dependencies.get_global_dependencies(),
+            ):
+                if dep in source:
+                    return source[dep]
+            raise LookupError(f"dependency {dep!r} is no longer injected")
+
+        return get
 
     @property
     def effective_config(self) -> Config:
