@@ -39,6 +39,14 @@ cdef class Message:
     cdef readonly str close_reason      # decoded close reason ("" when absent)
 
 
+cdef class MessageSink:
+    # Receives what a FrameParser parses when it has a sink and parse() is
+    # given out=None: data messages as their str/bytes (no Message object),
+    # control frames as Message. Implemented by the compiled Connection.
+    cdef int on_data(self, int opcode, object data, int rsv) except -1
+    cdef int on_control(self, Message m) except -1
+
+
 cdef class FrameParser:
     # Read buffer: input not yet parsed lives in _rbuf[_rstart:_rend].
     cdef uint8_t *_rbuf
@@ -69,14 +77,24 @@ cdef class FrameParser:
     cdef int _msg_opcode
     cdef int _msg_rsv
     cdef uint32_t _utf8                 # UTF-8 validator state across fragments
+    cdef MessageSink _sink              # where parse(None) delivers
 
     # BufferedProtocol plumbing: the writable window (at least READ_MIN bytes),
     # then account for `n` bytes the transport wrote into it.
     cdef object read_window(self)
     cdef int input_received(self, size_t n) except -1
-    # Parse everything in the read buffer, appending Message objects to `out`.
-    # Raises ProtocolError (with .messages = out) on a violation.
+    # Parse everything in the read buffer, appending Message objects to `out`,
+    # or, with out=None, handing them to the sink. Raises ProtocolError (with
+    # .messages = out, or [] with a sink) on a violation.
     cdef int parse(self, list out) except -1
+    # Parse `n` bytes at `data` (writable: unmasked in place) without copying
+    # them first when nothing is buffered; only an unfinished tail is copied
+    # into the parser's own buffer. For a read buffer shared by connections.
+    cdef int parse_external(self, uint8_t *data, size_t n, list out) except -1
+    cdef bint can_parse_external(self)
+    cdef int set_sink(self, MessageSink sink) except -1
+    cdef int _emit_data(self, list out, int opcode, object data, int rsv) except -1
+    cdef int _emit_control(self, list out, Message m) except -1
     # Copy `n` bytes at `data` into the read buffer (growing it) without parsing.
     cdef int append_input(self, const uint8_t *data, size_t n) except -1
     # Make at least `want` bytes writable after _rend; compacts, then grows.
@@ -85,7 +103,7 @@ cdef class FrameParser:
     cdef void shrink_if_idle(self)
     cdef int _fail(self, type cls, str reason, list out) except -1
     cdef Message _control(self, int opcode, uint8_t *p, size_t n, list out)
-    cdef Message _finish(self, list out)
+    cdef int _finish(self, list out) except -1
     cdef int _mbuf_reserve(self, size_t extra) except -1
 
 

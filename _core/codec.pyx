@@ -38,8 +38,6 @@ cdef enum:
     MAX_CONTROL_PAYLOAD = 125
     READ_MIN = 16384            # smallest read window handed to a transport
     READ_MAX = 262144           # largest read window asked for while streaming a big frame
-    RBUF_KEEP = 262144          # an idle read buffer larger than this is freed
-    MBUF_KEEP = 65536           # a message buffer larger than this is freed after use
     NOGIL_THRESHOLD = 65536     # below this, releasing the GIL costs more than it lets run
 
 
@@ -103,6 +101,16 @@ cdef inline Message _new_message(int opcode, object data, int rsv):
     m.rsv = rsv
     m.close_reason = ""
     return m
+
+
+cdef class MessageSink:
+    """Receiver of parsed messages for C-level users of FrameParser."""
+
+    cdef int on_data(self, int opcode, object data, int rsv) except -1:
+        raise NotImplementedError
+
+    cdef int on_control(self, Message m) except -1:
+        raise NotImplementedError
 
 
 @cython.final
@@ -286,12 +294,13 @@ cdef class FrameParser:
         return 0
 
     cdef void shrink_if_idle(self):
+        # An idle connection keeps no read buffer: the next read allocates
+        # again (or goes through a shared buffer, see parse_external).
         if self._rstart == self._rend and self._exports == 0:
             self._rstart = self._rend = 0
-            if self._rcap > RBUF_KEEP or self._state >= PS_CLOSED:
-                free(self._rbuf)
-                self._rbuf = NULL
-                self._rcap = 0
+            free(self._rbuf)
+            self._rbuf = NULL
+            self._rcap = 0
 
     cdef int _mbuf_reserve(self, size_t extra) except -1:
         cdef size_t need = self._mlen + extra
@@ -313,7 +322,7 @@ cdef class FrameParser:
 
     cdef int _fail(self, type cls, str reason, list out) except -1:
         exc = cls(reason)
-        exc.messages = out
+        exc.messages = out if out is not None else []
         self._error = exc
         self._state = PS_FAILED
         self._rstart = self._rend = 0
@@ -339,23 +348,69 @@ cdef class FrameParser:
         m.close_reason = PyUnicode_DecodeUTF8(<char *>p + 2, n - 2, NULL)
         return m
 
-    cdef Message _finish(self, list out):
+    cdef int _finish(self, list out) except -1:
         cdef object data
-        if self._msg_opcode == OPC_TEXT:
+        cdef int opcode = self._msg_opcode
+        cdef int rsv = self._msg_rsv
+        if opcode == OPC_TEXT:
             if self._utf8 != RF_UTF8_ACCEPT:
                 self._fail(InvalidPayloadData, "invalid UTF-8 in text message", out)
             data = PyUnicode_DecodeUTF8(<char *>self._mbuf, self._mlen, NULL)
         else:
             data = PyBytes_FromStringAndSize(<char *>self._mbuf, self._mlen)
-        cdef Message m = _new_message(self._msg_opcode, data, self._msg_rsv)
         self._mlen = 0
         self._msg_opcode = 0
         self._msg_rsv = 0
-        if self._mcap > MBUF_KEEP:
-            free(self._mbuf)
-            self._mbuf = NULL
-            self._mcap = 0
-        return m
+        # Reassembly is rare; do not keep its buffer on an idle connection.
+        free(self._mbuf)
+        self._mbuf = NULL
+        self._mcap = 0
+        return self._emit_data(out, opcode, data, rsv)
+
+    cdef int _emit_data(self, list out, int opcode, object data, int rsv) except -1:
+        if out is not None:
+            out.append(_new_message(opcode, data, rsv))
+        else:
+            self._sink.on_data(opcode, data, rsv)
+        return 0
+
+    cdef int _emit_control(self, list out, Message m) except -1:
+        if out is not None:
+            out.append(m)
+        else:
+            self._sink.on_control(m)
+        return 0
+
+    cdef int set_sink(self, MessageSink sink) except -1:
+        self._sink = sink
+        return 0
+
+    cdef bint can_parse_external(self):
+        return self._rstart == self._rend and self._state < PS_CLOSED
+
+    cdef int parse_external(self, uint8_t *data, size_t n, list out) except -1:
+        cdef uint8_t *own
+        cdef size_t own_cap, pos, left
+        if not self.can_parse_external():
+            self.append_input(data, n)
+            return self.parse(out)
+        own = self._rbuf
+        own_cap = self._rcap
+        self._rbuf = data
+        self._rcap = n
+        self._rstart = 0
+        self._rend = n
+        try:
+            self.parse(out)
+        finally:
+            pos = self._rstart
+            left = self._rend - self._rstart
+            self._rbuf = own
+            self._rcap = own_cap
+            self._rstart = self._rend = 0
+        if left and self._state < PS_CLOSED:
+            self.append_input(data + pos, left)
+        return 0
 
     cdef int parse(self, list out) except -1:
         cdef size_t avail, hlen, take
@@ -366,9 +421,10 @@ cdef class FrameParser:
         cdef int b0, b1, opcode, rsv, len7, i
         cdef bint fin, masked
         cdef object data
+        cdef Message m
 
         if self._state == PS_FAILED:
-            self._error.messages = out
+            self._error.messages = out if out is not None else []
             raise self._error
         if self._state == PS_CLOSED:
             self._rstart = self._rend = 0
@@ -398,7 +454,7 @@ cdef class FrameParser:
                 if self._remaining == 0:
                     self._state = PS_HEADER
                     if self._fin:
-                        out.append(self._finish(out))
+                        self._finish(out)
                 continue
 
             if avail < 2:
@@ -460,12 +516,14 @@ cdef class FrameParser:
                     break
                 if masked:
                     rf_mask(p + hlen, p + hlen, <size_t>length, key, 0)
-                out.append(self._control(opcode, p + hlen, <size_t>length, out))
+                m = self._control(opcode, p + hlen, <size_t>length, out)
                 self._rstart += hlen + <size_t>length
                 if opcode == OPC_CLOSE:
                     self._state = PS_CLOSED
                     self._rstart = self._rend = 0
+                    self._emit_control(out, m)
                     break
+                self._emit_control(out, m)
                 continue
 
             self._rstart += hlen
@@ -487,7 +545,7 @@ cdef class FrameParser:
                         data = PyBytes_FromStringAndSize(<char *>p, <Py_ssize_t>length)
                     self._rstart += <size_t>length
                     self._msg_opcode = 0
-                    out.append(_new_message(opcode, data, rsv))
+                    self._emit_data(out, opcode, data, rsv)
                     continue
             self._state = PS_PAYLOAD
             self._fin = fin

@@ -1,49 +1,89 @@
-# Contract of the compiled WebSocket connection: one per upgraded TCP
-# connection, installed as the transport's protocol after the 101 response.
-# It reads through the FrameParser's own buffer (BufferedProtocol), answers
-# control frames, runs the endpoint's handlers in arrival order, and applies
-# the limits of robyn_fast.config.Config.
+# Contract of the compiled WebSocket connection layer.
+#
+# Hub: one per WebSocket endpoint and event loop. It is the connection table
+# (by id, and by room), the output cork (every connection written to during a
+# loop iteration is flushed once, with one write, at the end of it), the read
+# buffer shared by the endpoint's connections (an idle connection holds none),
+# and the keepalive sweep (one timer for all connections).
+#
+# Connection: one per upgraded TCP connection, the transport's protocol after
+# the 101. It parses through the codec (as its MessageSink), answers control
+# frames, runs the endpoint's handlers one at a time in arrival order, and
+# applies the limits of robyn_fast.config.Config.
 
-from robyn_fast._core.codec cimport FrameParser, Message
+from libc.stdint cimport uint8_t
+from robyn_fast._core.codec cimport FrameParser, Message, MessageSink
 
 cdef enum:
     ST_OPEN = 0          # open: data flows both ways
-    ST_CLOSING = 1       # our Close frame is sent (or the peer's echoed); waiting for TCP to end
+    ST_CLOSING = 1       # our Close frame is queued or sent; waiting for the peer / TCP end
     ST_CLOSED = 2        # connection_lost happened
 
 
-cdef class Connection:
+cdef class Hub:
+    cdef object loop
+    cdef readonly dict connections        # id -> Connection (open or closing)
+    cdef readonly dict rooms              # room name -> {id: Connection}
+    cdef list dirty                       # connections with queued output this iteration
+    cdef bint flush_scheduled
+    cdef object flush_cb                  # bound self.flush, created once
+    cdef uint8_t *shared                  # read buffer lent to connections with nothing buffered
+    cdef size_t shared_cap
+    cdef object shared_window             # exporter of `shared` for get_buffer()
+    cdef int shared_exports
+    cdef object keepalive_timer
+    cdef double keepalive_tick
+    cdef readonly Py_ssize_t flushes      # flush rounds run (for tests and benchmarks)
+    cdef readonly Py_ssize_t writes       # transport write calls made by flushes
+
+    cdef object lend_window(self)
+    cdef int add(self, Connection conn) except -1
+    cdef int remove(self, Connection conn) except -1
+    cdef int mark_dirty(self, Connection conn) except -1
+    cpdef Py_ssize_t broadcast_frame(self, bytes frame, object exclude=*)
+    cpdef Py_ssize_t broadcast_room(self, object room, bytes frame, object exclude=*)
+    cpdef int join(self, Connection conn, object room) except -1
+    cpdef int leave(self, Connection conn, object room) except -1
+    cdef int _arm_keepalive(self) except -1
+
+
+cdef class Connection(MessageSink):
     cdef readonly object transport
     cdef object loop
+    cdef Hub hub
     cdef FrameParser parser
     cdef public object connector          # what handlers receive (robyn_fast.ws.WebSocketConnector)
-    cdef object table                     # the endpoint's id -> Connection dict; we leave it on close
-    cdef readonly str key                 # our id in `table`
+    cdef object extra_table               # an outside id -> Connection dict we also leave on close
+    cdef readonly str key                 # our id
     cdef object on_connect                # handler(connector) or None
     cdef object on_message                # handler(connector, message) or None
     cdef object on_close                  # handler(connector) or None
     cdef readonly int state               # one of ST_*
     cdef bint close_sent
     cdef bint close_received
-    cdef readonly object close_code       # code received from the peer, or sent when we failed it, or 1006
+    cdef bint close_after_flush           # close TCP once queued output is written
+    cdef readonly object close_code       # received, or sent when we failed it, or 1006
     cdef readonly str close_reason
+    cdef readonly object rooms            # set of room names, or None
     # Handler queue: jobs run one at a time, in arrival order.
-    cdef object queue                     # collections.deque of messages and the _CONNECT/_CLOSE markers
-    cdef bint busy                        # an async handler is running
+    cdef object queue                     # collections.deque, created when first needed
+    cdef bint busy                        # an async handler is suspended
     cdef bint in_handler                  # a handler (sync or async) is running
     cdef object current_job
     cdef object pending_close             # (code, reason) from close() inside a handler
-    # Output cork: frames queued while one read is processed leave in one write.
+    cdef bint inline_async                # run an async handler's first step without a Task
+    # Output: frames queued until the hub flushes this connection.
     cdef list out
     cdef size_t out_bytes
-    cdef bint corked
+    cdef bint in_dirty
+    cdef bint using_shared                # the last get_buffer() lent the hub's shared buffer
     cdef readonly bint reading_paused
     cdef readonly bint writing_paused
     cdef readonly Py_ssize_t dropped      # messages dropped by the "drop" backpressure policy
-    # Timers.
+    # Timers: keepalive is swept by the hub.
     cdef object close_timer
-    cdef object ping_timer
-    cdef object pong_timer
+    cdef double next_ping                 # loop time of the next keepalive ping (0: none)
+    cdef double pong_deadline             # loop time by which the pong must arrive (0: none)
     cdef bytes ping_payload
     cdef unsigned int ping_seq
     # Configuration, copied from Config.
@@ -56,8 +96,7 @@ cdef class Connection:
     cdef Py_ssize_t high_water
     cdef Py_ssize_t low_water
 
-    cdef int _process(self) except -1
-    cdef int _on_frame(self, Message m) except -1
+    cdef int _read(self, size_t nbytes) except -1
     cdef int _on_close_frame(self, Message m) except -1
     cdef int _fail(self, int code, str reason) except -1
     cdef int _do_close(self, int code, str reason) except -1
@@ -68,7 +107,7 @@ cdef class Connection:
     cdef int _handler_error(self, object exc) except -1
     cdef int send_value(self, object value) except -1
     cdef int send_frame(self, bytes frame) except -1
-    cdef int _write_control(self, bytes frame) except -1
+    cdef int _queue_control(self, bytes frame) except -1
     cdef int _flush(self) except -1
-    cdef void _cancel_timers(self)
-    cdef void _schedule_keepalive(self)
+    cdef int _keepalive(self, double now) except -1
+    cdef void _cancel_close_timer(self)

@@ -1,10 +1,16 @@
-# Compiled WebSocket connection (contract: connection.pxd).
+# Compiled WebSocket connection layer (contract: connection.pxd).
 #
-# Read path: the transport writes into the FrameParser's own buffer
-# (get_buffer/buffer_updated); every complete frame of a read is parsed in one
-# pass. Control frames are answered here; data messages go to the endpoint's
-# handlers, one at a time and in arrival order. Everything written while one
-# read is processed (handler replies, pongs, the Close) leaves in one write.
+# Read path: the transport writes into a buffer lent by the hub (shared by the
+# endpoint's connections; a connection only gets a buffer of its own to hold
+# an unfinished frame), every complete frame of a read is parsed in one pass,
+# and data messages reach the connection as their str/bytes (MessageSink).
+# Control frames are answered here; data messages go to the endpoint's
+# handlers, one at a time and in arrival order; a sync handler, or an async
+# one that does not suspend, runs inline without a Task.
+#
+# Write path: everything queued to a connection during one loop iteration
+# (handler replies, sends, broadcasts, pongs, the Close) leaves in one
+# transport write at the end of the iteration (the hub's flush).
 #
 # Close handshake (RFC 6455 §5.5.1, §7): a Close from the peer is echoed with
 # its code and TCP is closed (the server closes first, §7.1.1); a Close we send
@@ -15,9 +21,10 @@
 cimport cython
 from cpython.bytes cimport PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t
+from libc.stdlib cimport free, malloc
 
 from robyn_fast._core.codec cimport (
-    FrameParser, Message, build_frame_c, build_message_c,
+    FrameParser, Message, MessageSink, build_frame_c, build_message_c,
     OPC_TEXT, OPC_BINARY, OPC_CLOSE, OPC_PING, OPC_PONG,
 )
 
@@ -28,15 +35,19 @@ import logging
 import types
 
 from robyn_fast._core.codec import build_close
+from robyn_fast._stepper import resume as _resume
 from robyn_fast.exceptions import ProtocolError
 
 cdef object _log = logging.getLogger("robyn_fast.websocket")
 cdef object _deque = collections.deque
 cdef object _json_dumps = json.dumps
-cdef object _CONNECT = object()           # job marker: run the connect handler
-cdef object _CLOSE = object()             # job marker: run the close handler
 cdef object _coroutine_type = types.CoroutineType
 cdef object _iscoroutine = asyncio.iscoroutine
+cdef object _CONNECT = object()           # job marker: run the connect handler
+cdef object _CLOSE = object()             # job marker: run the close handler
+
+cdef enum:
+    SHARED_READ = 262144                  # size of the hub's shared read buffer
 
 
 cdef inline bint _is_coroutine(object value):
@@ -44,25 +55,206 @@ cdef inline bint _is_coroutine(object value):
 
 
 @cython.final
-cdef class Connection:
+cdef class _SharedWindow:
+    """Exports the hub's shared read buffer to a transport (get_buffer)."""
+
+    cdef Hub hub
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        cdef Hub h = self.hub
+        view.buf = <char *>h.shared
+        view.obj = self
+        view.len = <Py_ssize_t>h.shared_cap
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = NULL
+        view.ndim = 1
+        view.shape = NULL
+        view.strides = NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+        h.shared_exports += 1
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self.hub.shared_exports -= 1
+
+    def __len__(self):
+        return self.hub.shared_cap
+
+
+@cython.final
+cdef class Hub:
+    """The connections of one WebSocket endpoint on one event loop."""
+
+    def __cinit__(self):
+        self.connections = {}
+        self.rooms = {}
+        self.dirty = []
+        self.shared = NULL
+
+    def __init__(self, loop, double keepalive_interval=0.0):
+        self.loop = loop
+        self.flush_cb = self.flush
+        cdef _SharedWindow window = _SharedWindow.__new__(_SharedWindow)
+        window.hub = self
+        self.shared_window = window
+        if keepalive_interval > 0:
+            self.keepalive_tick = min(max(keepalive_interval / 4.0, 0.02), 5.0)
+
+    def __dealloc__(self):
+        free(self.shared)
+
+    cdef object lend_window(self):
+        """The shared read buffer, or None while a transport still holds it."""
+        if self.shared_exports:
+            return None
+        if self.shared == NULL:
+            self.shared = <uint8_t *>malloc(SHARED_READ)
+            if self.shared == NULL:
+                raise MemoryError()
+            self.shared_cap = SHARED_READ
+        return self.shared_window
+
+    # -- table ------------------------------------------------------------------
+
+    cdef int add(self, Connection conn) except -1:
+        self.connections[conn.key] = conn
+        if self.keepalive_tick > 0 and self.keepalive_timer is None:
+            self._arm_keepalive()
+        return 0
+
+    cdef int remove(self, Connection conn) except -1:
+        cdef object room
+        cdef dict members
+        if self.connections.get(conn.key) is conn:
+            del self.connections[conn.key]
+        if conn.rooms:
+            for room in conn.rooms:
+                members = self.rooms.get(room)
+                if members is not None:
+                    members.pop(conn.key, None)
+                    if not members:
+                        del self.rooms[room]
+            conn.rooms = None
+        if not self.connections and self.keepalive_timer is not None:
+            self.keepalive_timer.cancel()
+            self.keepalive_timer = None
+        return 0
+
+    cpdef int join(self, Connection conn, object room) except -1:
+        cdef dict members
+        if conn.state != ST_OPEN:
+            return 0
+        members = self.rooms.get(room)
+        if members is None:
+            members = self.rooms[room] = {}
+        members[conn.key] = conn
+        if conn.rooms is None:
+            conn.rooms = set()
+        conn.rooms.add(room)
+        return 1
+
+    cpdef int leave(self, Connection conn, object room) except -1:
+        cdef dict members = self.rooms.get(room)
+        if members is None or members.pop(conn.key, None) is None:
+            return 0
+        if not members:
+            del self.rooms[room]
+        if conn.rooms is not None:
+            conn.rooms.discard(room)
+        return 1
+
+    # -- broadcast ----------------------------------------------------------------
+
+    cpdef Py_ssize_t broadcast_frame(self, bytes frame, object exclude=None):
+        """Queue the same frame object to every open connection (but
+        ``exclude``); returns how many accepted it. Never raises midway: a
+        connection that fails is logged and skipped."""
+        return _broadcast(self.connections, frame, exclude)
+
+    cpdef Py_ssize_t broadcast_room(self, object room, bytes frame, object exclude=None):
+        cdef dict members = self.rooms.get(room)
+        if members is None:
+            return 0
+        return _broadcast(members, frame, exclude)
+
+    # -- output cork ------------------------------------------------------------------
+
+    cdef int mark_dirty(self, Connection conn) except -1:
+        conn.in_dirty = True
+        self.dirty.append(conn)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush_cb)
+        return 0
+
+    def flush(self):
+        """Write out every connection queued since the last flush, one
+        transport write each (runs once per loop iteration with output)."""
+        cdef list dirty = self.dirty
+        cdef Connection conn
+        self.dirty = []
+        self.flush_scheduled = False
+        self.flushes += 1
+        for conn in dirty:
+            conn.in_dirty = False
+            try:
+                conn._flush()
+            except Exception:
+                _log.exception("websocket %s: write failed", conn.key)
+
+    # -- keepalive --------------------------------------------------------------------
+
+    cdef int _arm_keepalive(self) except -1:
+        self.keepalive_timer = self.loop.call_later(self.keepalive_tick, self._keepalive_sweep)
+        return 0
+
+    def _keepalive_sweep(self):
+        cdef Connection conn
+        cdef double now = self.loop.time()
+        self.keepalive_timer = None
+        for conn in list(self.connections.values()):
+            try:
+                conn._keepalive(now)
+            except Exception:
+                _log.exception("websocket %s: keepalive failed", conn.key)
+        if self.connections:
+            self._arm_keepalive()
+
+
+cdef Py_ssize_t _broadcast(dict members, bytes frame, object exclude):
+    cdef Py_ssize_t count = 0
+    cdef Connection conn
+    # send_frame never removes connections (that happens in connection_lost,
+    # which transports call later), so the table can be walked directly.
+    for conn in members.values():
+        if conn.state != ST_OPEN or conn is exclude:
+            continue
+        try:
+            count += conn.send_frame(frame)
+        except Exception:
+            _log.exception("websocket %s: broadcast send failed", conn.key)
+    return count
+
+
+@cython.final
+cdef class Connection(MessageSink):
     """One upgraded WebSocket connection; the transport's protocol after the 101.
 
     Created by the HTTP layer with the endpoint's handlers and configuration,
     then :meth:`start` is called with the transport and any bytes that arrived
-    after the handshake request.
+    after the handshake request. ``table`` is the endpoint's :class:`Hub`, or
+    (for tests) a plain dict, in which case the connection gets a hub of its own.
     """
 
     def __cinit__(self):
         self.state = ST_OPEN
-        self.out = []
-        self.queue = _deque()
         self.close_reason = ""
 
     def __init__(self, loop, config, table, str key, on_connect=None, on_message=None, on_close=None):
-        mms = config.max_message_size
         self.loop = loop
-        self.parser = FrameParser(mms)
-        self.table = table
+        self.parser = FrameParser(config.max_message_size)
+        self.parser.set_sink(self)
         self.key = key
         self.on_connect = on_connect
         self.on_message = on_message
@@ -75,6 +267,12 @@ cdef class Connection:
         self.close_on_error = config.close_on_handler_error
         self.high_water = config.read_high_water
         self.low_water = config.read_low_water
+        self.inline_async = getattr(config, "inline_async_handlers", True)
+        if isinstance(table, Hub):
+            self.hub = <Hub>table
+        else:
+            self.hub = Hub(loop, self.ping_interval)
+            self.extra_table = table
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -82,11 +280,15 @@ cdef class Connection:
         """Take over ``transport`` (after the 101 was written) and run the
         connect handler; ``initial`` holds bytes read past the handshake."""
         self.transport = transport
-        self._schedule_keepalive()
+        if self.ping_interval > 0:
+            self.next_ping = self.loop.time() + self.ping_interval
+        self.hub.add(self)
+        if self.extra_table is not None:
+            self.extra_table[self.key] = self
         self._enqueue(_CONNECT)
         if initial and self.state == ST_OPEN:
             self.parser.append_input(<const uint8_t *><char *>initial, <size_t>len(initial))
-            self._process()
+            self._read(0)
 
     def connection_made(self, transport):
         # Not called after set_protocol(); kept so the class is a complete protocol.
@@ -94,16 +296,23 @@ cdef class Connection:
             self.transport = transport
 
     def get_buffer(self, Py_ssize_t sizehint):
+        cdef object window
+        if self.parser.can_parse_external():
+            window = self.hub.lend_window()
+            if window is not None:
+                self.using_shared = True
+                return window
+        self.using_shared = False
         return self.parser.read_window()
 
     def buffer_updated(self, Py_ssize_t nbytes):
-        self.parser.input_received(<size_t>nbytes)
-        self._process()
+        self._read(<size_t>nbytes)
 
     def data_received(self, bytes data):
         # Used if a transport does not support buffered protocols.
+        self.using_shared = False
         self.parser.append_input(<const uint8_t *><char *>data, <size_t>len(data))
-        self._process()
+        self._read(0)
 
     def eof_received(self):
         return False
@@ -120,53 +329,55 @@ cdef class Connection:
         self.state = ST_CLOSED
         if self.close_code is None:
             self.close_code = 1006      # closed without a Close frame (RFC 6455 §7.1.5)
-        self._cancel_timers()
-        self.out = []
+        self._cancel_close_timer()
+        self.next_ping = self.pong_deadline = 0.0
+        self.out = None
         self.out_bytes = 0
-        if self.table is not None:
-            if self.table.get(self.key) is self:
-                del self.table[self.key]
+        self.hub.remove(self)
+        if self.extra_table is not None and self.extra_table.get(self.key) is self:
+            del self.extra_table[self.key]
         self._enqueue(_CLOSE)
 
     # -- reading ---------------------------------------------------------------
 
-    cdef int _process(self) except -1:
-        cdef list msgs = []
-        cdef object err = None
-        cdef Message m
+    cdef int _read(self, size_t nbytes) except -1:
+        cdef Hub hub
         try:
-            self.parser.parse(msgs)
+            if self.using_shared:
+                self.using_shared = False
+                hub = self.hub
+                self.parser.parse_external(hub.shared, nbytes, None)
+            else:
+                if nbytes:
+                    self.parser.input_received(nbytes)
+                self.parser.parse(None)
         except ProtocolError as exc:
-            err = exc
-        self.corked = True
-        try:
-            for m in msgs:
-                self._on_frame(m)
-            if err is not None:
-                self._fail(err.close_code, err.reason)
-        finally:
-            self.corked = False
-            self._flush()
+            self._fail(exc.close_code, exc.reason)
         self.parser.shrink_if_idle()
         return 0
 
-    cdef int _on_frame(self, Message m) except -1:
+    cdef int on_data(self, int opcode, object data, int rsv) except -1:
+        # Fast path: nothing queued and no handler suspended: run it now.
+        if not self.busy and (self.queue is None or not self.queue):
+            if self.on_message is not None:
+                self._run_job(data)
+            return 0
+        return self._enqueue(data)
+
+    cdef int on_control(self, Message m) except -1:
         cdef int op = m.opcode
         cdef bytes payload
-        if op == OPC_TEXT or op == OPC_BINARY:
-            self._enqueue(m.data)
-        elif op == OPC_PING:
+        if op == OPC_PING:
             if self.state == ST_OPEN:
                 payload = m.data
-                self._write_control(build_frame_c(OPC_PONG, <const uint8_t *><char *>payload,
+                self._queue_control(build_frame_c(OPC_PONG, <const uint8_t *><char *>payload,
                                                   <size_t>PyBytes_GET_SIZE(payload), True, 0, NULL))
         elif op == OPC_PONG:
             if self.ping_payload is not None and m.data == self.ping_payload:
                 self.ping_payload = None
-                if self.pong_timer is not None:
-                    self.pong_timer.cancel()
-                    self.pong_timer = None
-                self._schedule_keepalive()
+                self.pong_deadline = 0.0
+                if self.ping_interval > 0:
+                    self.next_ping = self.loop.time() + self.ping_interval
         elif op == OPC_CLOSE:
             self._on_close_frame(m)
         return 0
@@ -177,12 +388,13 @@ cdef class Connection:
             self.close_code = m.close_code if m.close_code is not None else 1005
             self.close_reason = m.close_reason
             # Echo the code (RFC 6455 §5.5.1); an empty Close answers an empty one.
-            self._write_control(build_close(m.close_code))
+            self._queue_control(build_close(m.close_code))
             self.close_sent = True
         self.state = ST_CLOSING
-        self._cancel_timers()
-        self._flush()
-        self.transport.close()
+        self.next_ping = self.pong_deadline = 0.0
+        self.close_after_flush = True      # then the server closes TCP (§7.1.1)
+        if not self.in_dirty:
+            self.hub.mark_dirty(self)
         self._arm_close_timer()
         return 0
 
@@ -194,12 +406,13 @@ cdef class Connection:
         if not self.close_sent:
             self.close_code = code
             self.close_reason = reason
-            self._write_control(build_close(code, _truncate_reason(reason)))
+            self._queue_control(build_close(code, _truncate_reason(reason)))
             self.close_sent = True
         self.state = ST_CLOSING
-        self._cancel_timers()
-        self._flush()
-        self.transport.close()
+        self.next_ping = self.pong_deadline = 0.0
+        self.close_after_flush = True
+        if not self.in_dirty:
+            self.hub.mark_dirty(self)
         self._arm_close_timer()
         return 0
 
@@ -224,12 +437,10 @@ cdef class Connection:
             return 0
         self.close_code = code
         self.close_reason = reason
-        self._write_control(build_close(code, reason))
+        self._queue_control(build_close(code, reason))
         self.close_sent = True
         self.state = ST_CLOSING
-        self._cancel_timers()
-        if not self.corked:
-            self._flush()
+        self.next_ping = self.pong_deadline = 0.0
         self._arm_close_timer()
         return 0
 
@@ -243,6 +454,11 @@ cdef class Connection:
             _log.info("websocket %s: no closing handshake within %.1fs; aborting", self.key, self.close_timeout)
             self.transport.abort()
 
+    cdef void _cancel_close_timer(self):
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = None
+
     def abort(self):
         """Drop the TCP connection at once, without a closing handshake."""
         if self.state != ST_CLOSED and self.transport is not None:
@@ -251,6 +467,8 @@ cdef class Connection:
     # -- handlers -------------------------------------------------------------------
 
     cdef int _enqueue(self, object job) except -1:
+        if self.queue is None:
+            self.queue = _deque()
         self.queue.append(job)
         if self.busy:
             if (not self.reading_paused and self.state == ST_OPEN
@@ -261,9 +479,10 @@ cdef class Connection:
         return self._pump()
 
     cdef int _pump(self) except -1:
-        while self.queue and not self.busy:
-            self._run_job(self.queue.popleft())
-        if self.reading_paused and len(self.queue) <= self.low_water and self.state == ST_OPEN:
+        cdef object queue = self.queue
+        while queue and not self.busy:
+            self._run_job(queue.popleft())
+        if self.reading_paused and len(queue) <= self.low_water and self.state == ST_OPEN:
             self.reading_paused = False
             self.transport.resume_reading()
         return 0
@@ -271,6 +490,7 @@ cdef class Connection:
     cdef int _run_job(self, object job) except -1:
         cdef object handler
         cdef object result
+        cdef object pending
         if job is _CONNECT:
             handler = self.on_connect
         elif job is _CLOSE:
@@ -285,18 +505,32 @@ cdef class Connection:
                 result = handler(self.connector)
             else:
                 result = handler(self.connector, job)
+            if _is_coroutine(result):
+                if not self.inline_async:
+                    return self._suspend(job, result)
+                # Run the first step inline: a handler that never suspends
+                # needs no Task (and no extra loop iteration).
+                try:
+                    pending = result.send(None)
+                except StopIteration as stop:
+                    result = stop.value
+                else:
+                    return self._suspend(job, _resume(result, pending))
         except Exception as exc:
             self.in_handler = False
-            self._handler_error(exc)
-            return 0
-        if _is_coroutine(result):
-            self.busy = True
-            self.current_job = job
-            task = self.loop.create_task(result)
-            task.add_done_callback(self._task_done)
+            return self._handler_error(exc)
+        except asyncio.CancelledError:
+            self.in_handler = False
+            _log.debug("websocket %s: handler cancelled", self.key)
             return 0
         self.in_handler = False
         return self._finish_job(job, result)
+
+    def _suspend(self, job, coro):
+        self.busy = True
+        self.current_job = job
+        self.loop.create_task(coro).add_done_callback(self._task_done)
+        return 0
 
     def _task_done(self, task):
         job = self.current_job
@@ -334,17 +568,27 @@ cdef class Connection:
             self._do_close(1011, "internal error")
         return 0
 
+    # -- rooms --------------------------------------------------------------------------
+
+    def join(self, room):
+        """Add this connection to ``room`` (any hashable name); False if closing."""
+        return self.hub.join(self, room) == 1
+
+    def leave(self, room):
+        """Remove this connection from ``room``; False if it was not in it."""
+        return self.hub.leave(self, room) == 1
+
     # -- writing --------------------------------------------------------------------
 
     def send(self, data):
         """Queue ``data`` as one message: ``str`` as text, bytes-like as
-        binary. Returns False if the connection is not open or the message was
-        refused by the backpressure policy."""
+        binary, dict/list as JSON text. Returns False if the connection is not
+        open or the message was refused by the backpressure policy."""
         return self.send_value(data) == 1
 
     def send_frame_bytes(self, bytes frame):
-        """Queue a prebuilt server frame (used by broadcasts: one frame object
-        for every connection). Returns False if it was not queued."""
+        """Queue a prebuilt server frame (broadcasts use one frame object for
+        every connection). Returns False if it was not queued."""
         return self.send_frame(frame) == 1
 
     cdef int send_value(self, object value) except -1:
@@ -383,31 +627,42 @@ cdef class Connection:
                          "closing with 1008", self.key, self.max_backpressure)
             self._do_close(1008, "client too slow")
             return 0
-        if self.corked:
-            self.out.append(frame)
-            self.out_bytes += size
+        if self.out is None:
+            self.out = [frame]
         else:
-            self.transport.write(frame)
+            self.out.append(frame)
+        self.out_bytes += size
+        if not self.in_dirty:
+            self.hub.mark_dirty(self)
         return 1
 
-    cdef int _write_control(self, bytes frame) except -1:
-        if self.corked:
+    cdef int _queue_control(self, bytes frame) except -1:
+        if self.state == ST_CLOSED:
+            return 0
+        if self.out is None:
+            self.out = [frame]
+        else:
             self.out.append(frame)
-            self.out_bytes += <size_t>PyBytes_GET_SIZE(frame)
-        elif self.state != ST_CLOSED:
-            self.transport.write(frame)
+        self.out_bytes += <size_t>PyBytes_GET_SIZE(frame)
+        if not self.in_dirty:
+            self.hub.mark_dirty(self)
         return 0
 
     cdef int _flush(self) except -1:
         cdef list out = self.out
-        if not out or self.state == ST_CLOSED:
+        if self.state == ST_CLOSED:
             return 0
-        if len(out) == 1:
-            self.transport.write(out[0])
-        else:
-            self.transport.writelines(out)
-        self.out = []
-        self.out_bytes = 0
+        if out:
+            self.out = None
+            self.out_bytes = 0
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.writelines(out)
+            self.hub.writes += 1
+        if self.close_after_flush:
+            self.close_after_flush = False
+            self.transport.close()
         return 0
 
     @property
@@ -417,41 +672,33 @@ cdef class Connection:
             return self.out_bytes
         return self.out_bytes + self.transport.get_write_buffer_size()
 
+    @property
+    def queued_frames(self):
+        """Frames waiting for the end of this loop iteration's flush."""
+        return len(self.out) if self.out else 0
+
     # -- keepalive ----------------------------------------------------------------------
 
-    cdef void _schedule_keepalive(self):
-        if self.ping_interval > 0 and self.state == ST_OPEN:
-            if self.ping_timer is not None:
-                self.ping_timer.cancel()
-            self.ping_timer = self.loop.call_later(self.ping_interval, self._keepalive_ping)
-
-    def _keepalive_ping(self):
-        self.ping_timer = None
-        if self.state != ST_OPEN:
-            return
-        self.ping_seq += 1
-        self.ping_payload = b"ka" + self.ping_seq.to_bytes(4, "big")
-        self._write_control(build_frame_c(OPC_PING, <const uint8_t *><char *>self.ping_payload,
-                                          6, True, 0, NULL))
-        if self.ping_timeout > 0:
-            self.pong_timer = self.loop.call_later(self.ping_timeout, self._keepalive_expired)
-
-    def _keepalive_expired(self):
-        self.pong_timer = None
-        if self.state == ST_OPEN:
-            _log.info("websocket %s: no pong within %.1fs; closing", self.key, self.ping_timeout)
-            self._do_close(1011, "keepalive ping timeout")
-
-    cdef void _cancel_timers(self):
-        if self.ping_timer is not None:
-            self.ping_timer.cancel()
-            self.ping_timer = None
-        if self.pong_timer is not None:
-            self.pong_timer.cancel()
-            self.pong_timer = None
-        if self.state == ST_CLOSED and self.close_timer is not None:
-            self.close_timer.cancel()
-            self.close_timer = None
+    cdef int _keepalive(self, double now) except -1:
+        if self.state != ST_OPEN or self.ping_interval <= 0:
+            return 0
+        if self.pong_deadline > 0:
+            if now >= self.pong_deadline:
+                self.pong_deadline = 0.0
+                _log.info("websocket %s: no pong within %.1fs; closing", self.key, self.ping_timeout)
+                self._do_close(1011, "keepalive ping timeout")
+            return 0
+        if self.next_ping > 0 and now >= self.next_ping:
+            self.ping_seq += 1
+            self.ping_payload = b"ka" + (self.ping_seq & 0xFFFFFFFF).to_bytes(4, "big")
+            self._queue_control(build_frame_c(OPC_PING, <const uint8_t *><char *>self.ping_payload,
+                                              6, True, 0, NULL))
+            self.next_ping = 0.0
+            if self.ping_timeout > 0:
+                self.pong_deadline = now + self.ping_timeout
+            else:
+                self.next_ping = now + self.ping_interval
+        return 0
 
 
 cdef str _truncate_reason(str reason):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import threading
 import uuid
 from collections.abc import Callable
@@ -32,44 +33,92 @@ __all__ = ["WebSocket", "WebSocketConnector", "EVENTS"]
 EVENTS = ("connect", "message", "close")
 
 
+def _frame_for(data: Any) -> bytes:
+    """One server frame for ``data``: ``str`` as text, bytes-like as binary,
+    ``dict``/``list`` as JSON text."""
+    if isinstance(data, (str, bytes, bytearray, memoryview)):
+        return build_message(data)
+    if isinstance(data, (dict, list)):
+        return build_message(json.dumps(data))
+    raise TypeError(f"cannot send a {type(data).__name__}: send str, bytes, dict or list")
+
+
 class WebSocketConnector:
     """One WebSocket connection, as its handlers see it.
 
-    ``id`` is a uuid4 string; ``query_params``, ``path_params`` and ``headers``
-    come from the upgrade request; ``remote_addr`` is the client's address.
+    ``id`` is a uuid4 string; ``query_params`` (percent-decoded),
+    ``path_params`` and ``headers`` come from the upgrade request;
+    ``remote_addr`` is the client's ``(host, port)``; ``endpoint`` the
+    endpoint's path pattern.
     """
 
-    __slots__ = ("id", "endpoint", "query_params", "path_params", "headers", "remote_addr", "_conn", "_ws")
+    __slots__ = (
+        "id", "endpoint", "path_params", "remote_addr", "_conn", "_ws",
+        "_raw_headers", "_headers", "_query", "_query_params",
+    )
 
     def __init__(
         self,
         ws: WebSocket,
         conn: Connection,
         conn_id: str,
-        query_params: QueryParams,
+        query: str,
         path_params: dict[str, str],
-        headers: Headers,
+        raw_headers: list[tuple[bytes, bytes]],
         remote_addr: tuple[str, int] | None,
     ) -> None:
         self.id: str = conn_id
         self.endpoint: str = ws.endpoint
-        self.query_params: QueryParams = query_params
         self.path_params: dict[str, str] = path_params
-        self.headers: Headers = headers
         self.remote_addr: tuple[str, int] | None = remote_addr
         self._conn = conn
         self._ws = ws
+        # Parsed on first use: most handlers never look, and an idle
+        # connection should cost little memory.
+        self._raw_headers = raw_headers
+        self._headers: Headers | None = None
+        self._query = query
+        self._query_params: QueryParams | None = None
+
+    @property
+    def query_params(self) -> QueryParams:
+        if self._query_params is None:
+            self._query_params = QueryParams.from_query_string(self._query)
+        return self._query_params
+
+    @property
+    def headers(self) -> Headers:
+        """The upgrade request's headers (case-insensitive)."""
+        if self._headers is None:
+            self._headers = Headers(self._raw_headers)
+            self._raw_headers = []
+        return self._headers
 
     @property
     def closed(self) -> bool:
         """True once this connection has started closing."""
         return bool(self._conn.state != 0)
 
+    @property
+    def rooms(self) -> frozenset[Any]:
+        """The rooms this connection is in."""
+        rooms = self._conn.rooms
+        return frozenset(rooms) if rooms else frozenset()
+
+    def join(self, room: Any) -> bool:
+        """Join ``room`` (any hashable name) of this endpoint; a connection
+        leaves its rooms when it closes. False if the connection is closing."""
+        return bool(self._ws._call_in_loop(self._conn.join, room))
+
+    def leave(self, room: Any) -> bool:
+        """Leave ``room``; False if this connection was not in it."""
+        return bool(self._ws._call_in_loop(self._conn.leave, room))
+
     def sync_send_to(self, recipient_id: str, data: str | bytes) -> bool:
         """Send ``data`` to the connection ``recipient_id`` of this endpoint.
 
         ``str`` goes as a text frame, bytes-like as binary. Returns False for
-        an unknown id or a connection that is closing."""
+        an unknown or malformed id or a connection that is closing."""
         return self._ws.send_to(recipient_id, data)
 
     async def async_send_to(self, recipient_id: str, data: str | bytes) -> bool:
@@ -85,12 +134,21 @@ class WebSocketConnector:
         """Awaitable :meth:`sync_broadcast`."""
         return self._ws.broadcast(data)
 
+    def sync_broadcast_to(self, room: Any, data: str | bytes, exclude_self: bool = False) -> int:
+        """Send ``data`` to every open connection in ``room`` (this one too,
+        unless ``exclude_self``); returns how many accepted it."""
+        return self._ws.broadcast_to(room, data, exclude=self._conn if exclude_self else None)
+
+    async def async_broadcast_to(self, room: Any, data: str | bytes, exclude_self: bool = False) -> int:
+        """Awaitable :meth:`sync_broadcast_to`."""
+        return self.sync_broadcast_to(room, data, exclude_self)
+
     def close(self, code: int = 1000, reason: str = "") -> bool:
         """Close this connection: queued messages (including the running
         handler's return value) are sent first, then a Close frame with
         ``code`` and ``reason`` (RFC 6455 §5.5.1). Idempotent: returns False
         if the connection was already closing."""
-        return self._ws._call_in_loop(self._conn.close, code, reason)
+        return bool(self._ws._call_in_loop(self._conn.close, code, reason))
 
     def __repr__(self) -> str:
         return f"<WebSocketConnector id={self.id} endpoint={self.endpoint!r}>"
@@ -161,7 +219,7 @@ class WebSocket:
         self._path_param_names: tuple[str, ...] = tuple(compile_path(endpoint).param_names)
         self.handlers: dict[str, Callable[..., Any]] = {}
         self._bound: dict[str, Callable[..., Any]] = {}
-        self.connections: dict[str, Connection] = {}
+        self._hub: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         app.add_web_socket(endpoint, self)
@@ -324,6 +382,12 @@ class WebSocket:
 
     # -- sending from anywhere ---------------------------------------------------
 
+    @property
+    def connections(self) -> dict[str, Connection]:
+        """The open (and closing) connections of this endpoint, by id."""
+        hub = self._hub
+        return hub.connections if hub is not None else {}
+
     def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn`` on the server's loop: at once when called on the loop's
         thread, else scheduled thread-safely (then the result is True)."""
@@ -335,57 +399,77 @@ class WebSocket:
 
     def send_to(self, recipient_id: str, data: str | bytes) -> bool:
         """Send ``data`` to one connection of this endpoint; False if the id is
-        unknown or malformed or the connection is closing."""
+        unknown or malformed or the connection is closing. Safe from any thread."""
         if not isinstance(recipient_id, str):
             return False
         conn = self.connections.get(recipient_id)
         if conn is None:
             return False
-        return bool(self._call_in_loop(conn.send, data))
+        return bool(self._call_in_loop(conn.send_frame_bytes, _frame_for(data)))
 
     def broadcast(self, data: str | bytes) -> int:
-        """Send ``data`` to every open connection of this endpoint; the frame
-        is built once. Returns how many connections accepted it (from another
-        thread: how many it was scheduled for)."""
-        frame = build_message(data)
-        conns = list(self.connections.values())
-        if self._loop is not None and threading.get_ident() != self._loop_thread:
-            self._loop.call_soon_threadsafe(self._broadcast_frame, frame)
-            return len(conns)
-        count = 0
-        for conn in conns:
-            if conn.send_frame_bytes(frame):
-                count += 1
-        return count
+        """Send ``data`` to every open connection of this endpoint: the frame
+        is built once and the compiled loop queues the same bytes object to
+        each. Returns how many accepted it (from another thread: how many it
+        was scheduled for)."""
+        return self._broadcast(None, _frame_for(data), None)
 
-    def _broadcast_frame(self, frame: bytes) -> None:
-        for conn in list(self.connections.values()):
-            conn.send_frame_bytes(frame)
+    def broadcast_to(self, room: Any, data: str | bytes, exclude: Any = None) -> int:
+        """Send ``data`` to every open connection in ``room``; ``exclude`` may
+        be a connection (or connector) to skip."""
+        if isinstance(exclude, WebSocketConnector):
+            exclude = exclude._conn
+        return self._broadcast(room, _frame_for(data), exclude)
+
+    def rooms(self) -> dict[Any, int]:
+        """Room name -> number of connections in it."""
+        hub = self._hub
+        return {room: len(members) for room, members in hub.rooms.items()} if hub is not None else {}
+
+    def _broadcast(self, room: Any, frame: bytes, exclude: Any) -> int:
+        hub = self._hub
+        if hub is None:
+            return 0
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            members = hub.connections if room is None else hub.rooms.get(room, {})
+            if room is None:
+                self._loop.call_soon_threadsafe(hub.broadcast_frame, frame, exclude)
+            else:
+                self._loop.call_soon_threadsafe(hub.broadcast_room, room, frame, exclude)
+            return len(members) - (1 if exclude is not None and exclude in members.values() else 0)
+        if room is None:
+            return int(hub.broadcast_frame(frame, exclude))
+        return int(hub.broadcast_room(room, frame, exclude))
 
     # -- used by the server ---------------------------------------------------------
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        from ._core.connection import Hub
+
+        config = self.effective_config
         self._loop = loop
         self._loop_thread = threading.get_ident()
+        self._hub = Hub(loop, config.ping_interval or 0.0)
 
     def _accept(
         self,
         loop: asyncio.AbstractEventLoop,
         transport: asyncio.Transport,
         initial: bytes,
-        query_params: QueryParams,
+        query: str,
         path_params: dict[str, str],
-        headers: Headers,
+        raw_headers: list[tuple[bytes, bytes]],
     ) -> Connection:
         """Install a Connection on ``transport`` after the 101 was written."""
         from ._core.connection import Connection
 
+        if self._hub is None or self._loop is not loop:
+            self._attach(loop)
         conn_id = str(uuid.uuid4())
-        config = self.effective_config
         conn = Connection(
             loop,
-            config,
-            self.connections,
+            self.effective_config,
+            self._hub,
             conn_id,
             self._bound.get("connect"),
             self._bound.get("message"),
@@ -393,9 +477,8 @@ class WebSocket:
         )
         peer = transport.get_extra_info("peername")
         conn.connector = WebSocketConnector(
-            self, conn, conn_id, query_params, path_params, headers, peer[:2] if peer else None
+            self, conn, conn_id, query, path_params, raw_headers, tuple(peer[:2]) if peer else None
         )
-        self.connections[conn_id] = conn
         transport.set_protocol(conn)
         conn.start(transport, initial)
         return conn
