@@ -212,6 +212,11 @@ cdef class FrameParser:
         return self._state == PS_FAILED
 
     @property
+    def allocated(self):
+        """Bytes of buffer memory the parser holds right now."""
+        return self._rcap + self._mcap
+
+    @property
     def buffered(self):
         """Bytes held by the parser: unparsed input plus a partial message."""
         return (self._rend - self._rstart) + self._mlen

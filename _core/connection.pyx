@@ -673,6 +673,11 @@ cdef class Connection(MessageSink):
         return self.out_bytes + self.transport.get_write_buffer_size()
 
     @property
+    def read_buffer_size(self):
+        """Bytes of read/reassembly buffer this connection holds (0 when idle)."""
+        return self.parser.allocated
+
+    @property
     def queued_frames(self):
         """Frames waiting for the end of this loop iteration's flush."""
         return len(self.out) if self.out else 0

@@ -346,6 +346,11 @@ class FrameParser:
         return self._state == _FAILED
 
     @property
+    def allocated(self) -> int:
+        """Bytes of buffer memory the parser holds right now."""
+        return len(self._buf) + len(self._msg)
+
+    @property
     def buffered(self) -> int:
         """Bytes held by the parser: unparsed input plus a partial message."""
         return len(self._buf) + len(self._msg)

@@ -1,0 +1,263 @@
+"""The compiled dispatch core: the connection table and broadcast loop,
+rooms, corked writes (counted with a fake transport), slow consumers, the
+lean per-message path, and idle connections' buffers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+import websockets
+
+from robyn_fast import Config, Robyn, WebSocket
+from robyn_fast._core.codec import build_close, build_ping, build_text
+from robyn_fast._core.connection import Connection, Hub
+
+from .server_helpers import running, wait_for
+
+MASK = b"\x01\x02\x03\x04"
+
+
+class FakeTransport:
+    """Counts write calls; keeps every frame object it was handed."""
+
+    def __init__(self, buffered: int = 0, fail: bool = False) -> None:
+        self.write_calls = 0
+        self.chunks: list[bytes] = []
+        self.closed = False
+        self.buffered = buffered
+        self.fail = fail
+
+    def write(self, data: bytes) -> None:
+        self.write_calls += 1
+        self.chunks.append(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.write_calls += 1
+        self.chunks.extend(data)
+
+    def get_write_buffer_size(self) -> int:
+        if self.fail:
+            raise OSError("transport broken")
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def make(loop: asyncio.AbstractEventLoop, hub: Hub, n: int, on_message: Any = None, **kw: Any) -> list[tuple[Connection, FakeTransport]]:
+    config = Config(ping_interval=None, **kw)
+    out = []
+    for i in range(n):
+        conn = Connection(loop, config, hub, f"c{i}", None, on_message, None)
+        conn.connector = conn
+        transport = FakeTransport()
+        conn.start(transport)
+        out.append((conn, transport))
+    return out
+
+
+def run_one_iteration(loop: asyncio.AbstractEventLoop) -> None:
+    loop.run_until_complete(asyncio.sleep(0))
+
+
+@pytest.fixture
+def loop() -> Any:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def test_everything_queued_in_one_iteration_leaves_in_one_write(loop: asyncio.AbstractEventLoop) -> None:
+    hub = Hub(loop)
+
+    def on_message(conn: Any, msg: str) -> str:
+        conn.send(f"sent {msg}")
+        return f"reply {msg}"
+
+    (conn, transport), (other, other_t) = make(loop, hub, 2, on_message)
+    data = b"".join(build_text(f"m{i}", mask=MASK) for i in range(10)) + build_ping(b"p", mask=MASK)
+    conn.data_received(data)  # 10 messages and a ping in one read
+    other.send("direct")
+    hub.broadcast_frame(build_text("to all"))
+    assert transport.write_calls == 0  # nothing written mid-iteration
+    run_one_iteration(loop)
+    assert transport.write_calls == 1 and other_t.write_calls == 1
+    expected = []
+    for i in range(10):
+        expected += [build_text(f"sent m{i}"), build_text(f"reply m{i}")]
+    expected += [b"\x8a\x01p", build_text("to all")]
+    assert transport.chunks == expected
+    assert other_t.chunks == [build_text("direct"), build_text("to all")]
+    assert hub.flushes == 1 and hub.writes == 2
+
+
+def test_broadcast_writes_one_frame_object_to_every_connection(loop: asyncio.AbstractEventLoop) -> None:
+    hub = Hub(loop)
+    conns = make(loop, hub, 1000)
+    frame = build_text("fan-out")
+    assert hub.broadcast_frame(frame) == 1000
+    run_one_iteration(loop)
+    assert all(t.write_calls == 1 and t.chunks[0] is frame for _, t in conns)
+
+
+def test_broadcast_skips_closing_and_survives_a_broken_transport(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = Hub(loop)
+    conns = make(loop, hub, 5)
+    conns[1][0].close(1000, "")
+    conns[2][1].fail = True
+    frame = build_text("x")
+    assert hub.broadcast_frame(frame) == 3
+    assert hub.broadcast_frame(frame, conns[0][0]) == 2
+    run_one_iteration(loop)
+    assert [t.chunks.count(frame) for _, t in conns] == [1, 0, 0, 2, 2]
+    assert any("broadcast send failed" in r.getMessage() for r in caplog.records)
+
+
+def test_rooms(loop: asyncio.AbstractEventLoop) -> None:
+    hub = Hub(loop)
+    (a, ta), (b, tb), (c, tc) = make(loop, hub, 3)
+    assert a.join("red") and b.join("red") and c.join("blue")
+    assert not c.leave("red")
+    frame = build_text("red only")
+    assert hub.broadcast_room("red", frame) == 2
+    assert hub.broadcast_room("red", frame, a) == 1
+    assert hub.broadcast_room("green", frame) == 0
+    run_one_iteration(loop)
+    assert (ta.chunks.count(frame), tb.chunks.count(frame), tc.chunks.count(frame)) == (1, 2, 0)
+    assert a.rooms == {"red"}
+    a.connection_lost(None)  # a closed connection leaves its rooms
+    assert set(hub.rooms["red"]) == {"c1"} and "c0" not in hub.connections
+    assert a.rooms is None
+    assert not a.join("red")  # a closed connection cannot join
+    b.leave("red")
+    assert "red" not in hub.rooms
+
+
+def test_backpressure_applies_per_connection_in_the_broadcast_loop(loop: asyncio.AbstractEventLoop) -> None:
+    hub = Hub(loop)
+    conns = make(loop, hub, 3, max_backpressure=1000, backpressure_policy="drop")
+    conns[1][1].buffered = 5000  # a client that stopped reading
+    frame = build_text("y" * 100)
+    for _ in range(5):
+        hub.broadcast_frame(frame)
+    run_one_iteration(loop)
+    assert [len(t.chunks) for _, t in conns] == [5, 0, 5]
+    assert conns[1][0].dropped == 5 and conns[1][0].state == 0
+
+
+def test_non_suspending_async_handler_runs_without_a_task(loop_kind: str) -> None:
+    seen: list[Any] = []
+
+    def app_with(inline: bool) -> tuple[Robyn, WebSocket]:
+        app = Robyn(__file__)
+        ws = WebSocket(app, "/ws", config=Config(inline_async_handlers=inline))
+
+        @ws.on("message")
+        async def on_message(conn: Any, msg: str) -> str:
+            seen.append(asyncio.current_task())
+            if msg == "suspend":
+                await asyncio.sleep(0.01)
+                seen.append(asyncio.current_task())
+            return msg
+
+        return app, ws
+
+    async def talk(url: str) -> list[str]:
+        async with websockets.connect(url) as c:
+            for m in ("fast", "suspend", "fast2"):
+                await c.send(m)
+            return [await c.recv() for _ in range(3)]
+
+    for inline in (True, False):
+        seen.clear()
+        app, _ = app_with(inline)
+        with running(app, loop_kind) as srv:
+            assert asyncio.run(talk(f"{srv.ws_url}/ws")) == ["fast", "suspend", "fast2"]
+        if inline:
+            # fast: no task; suspend: none before its first await, a Task after; fast2: none.
+            assert seen[0] is None and seen[1] is None and seen[2] is not None and seen[3] is None
+        else:
+            assert all(t is not None for t in seen)
+
+
+def test_idle_connections_hold_no_read_buffer(loop_kind: str) -> None:
+    app = Robyn(__file__)
+    ws = WebSocket(app, "/ws")
+
+    @ws.on("message")
+    def echo(conn: Any, msg: Any) -> Any:
+        return msg
+
+    async def talk(url: str, srv: Any) -> list[int]:
+        async with websockets.connect(url) as c:
+            await c.send("x" * 100_000)
+            assert len(await c.recv()) == 100_000
+            sizes = srv.call(lambda: [conn.read_buffer_size for conn in ws.connections.values()])
+            await c.close()
+            return sizes
+
+    with running(app, loop_kind) as srv:
+        assert asyncio.run(talk(f"{srv.ws_url}/ws", srv)) == [0]
+
+
+def test_one_slow_subscriber_does_not_slow_the_others(loop_kind: str) -> None:
+    limit = 128 * 1024
+    app = Robyn(__file__)
+    ws = WebSocket(app, "/ws", config=Config(max_backpressure=limit, backpressure_policy="drop"))
+    payload = "z" * 1024
+    rounds = 300
+
+    async def scenario(srv: Any) -> tuple[list[int], int, float]:
+        import socket
+
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", srv.port))
+        from .server_helpers import upgrade_request
+
+        slow.sendall(upgrade_request())
+        readers = [await websockets.connect(f"{srv.ws_url}/ws", max_queue=None) for _ in range(100)]
+        assert wait_for(lambda: len(ws.connections) == 101)
+        started = time.monotonic()
+        for _ in range(rounds):
+            srv.call(ws.broadcast, payload)
+        counts = []
+        for r in readers:
+            n = 0
+            while n < rounds:
+                msg = await asyncio.wait_for(r.recv(), 10)
+                assert msg == payload
+                n += 1
+            counts.append(n)
+        elapsed = time.monotonic() - started
+        slow_buffered = max(
+            srv.call(lambda: [c.buffered_amount for c in ws.connections.values()])
+        )
+        for r in readers:
+            await r.close()
+        slow.close()
+        return counts, slow_buffered, elapsed
+
+    with running(app, loop_kind) as srv:
+        counts, slow_buffered, elapsed = asyncio.run(scenario(srv))
+    assert counts == [rounds] * 100
+    assert slow_buffered <= limit + 1024 + 16
+    assert elapsed < 20
