@@ -11,7 +11,7 @@ SOURCES := $(wildcard _core/*.pyx _core/*.pxd _core/*.c _core/*.h _core/*.pyi) s
 
 BENCH_STAMP := $(VENV)/.robyn_fast-bench-installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ install: $(STAMP)
 run: install
 	$(BIN)/python examples/echo.py
 
-test: install
+# Debian's chromium, for the Playwright test of the echo chat page (Playwright never downloads a browser here).
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: install browser
 	$(BIN)/python -m pytest tests
 
 $(BENCH_STAMP): $(STAMP)

@@ -11,11 +11,12 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .config import Config
 from .exceptions import InvalidHeader, MethodNotAllowed, NotFound
 from .http_types import Headers, Request, error_response, render, serialize_response
-from .router import Router
+from .router import Router, compile_path
 
 if TYPE_CHECKING:
     from .ws import WebSocket
@@ -34,15 +35,15 @@ class _Route:
 
     __slots__ = ("handler", "call", "is_async", "const", "cached")
 
-    def __init__(self, handler: Handler, app: Robyn, const: bool) -> None:
+    def __init__(self, handler: Handler, app: Robyn, const: bool, param_names: tuple[str, ...] = ()) -> None:
         self.handler = handler
         self.is_async = inspect.iscoroutinefunction(handler)
-        self.call = _bind_http(handler, app)
+        self.call = _bind_http(handler, app, param_names)
         self.const = const
         self.cached: dict[tuple[bool, bool], bytes] = {}
 
 
-def _bind_http(handler: Handler, app: Robyn) -> Callable[[Request], Any]:
+def _bind_http(handler: Handler, app: Robyn, param_names: tuple[str, ...] = ()) -> Callable[[Request], Any]:
     """``handler`` as a function of the request, resolved once.
 
     Parameters named ``path_params``, ``query_params``, ``headers``, ``body``,
@@ -65,7 +66,12 @@ def _bind_http(handler: Handler, app: Robyn) -> Callable[[Request], Any]:
     params = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if not params:
         return lambda _req: handler()
-    if len(params) == 1 and params[0].name not in named and params[0].kind is not params[0].KEYWORD_ONLY:
+    if (
+        len(params) == 1
+        and params[0].name not in named
+        and params[0].name not in param_names
+        and params[0].kind is not params[0].KEYWORD_ONLY
+    ):
         return handler
     positional: list[Callable[[Request], Any]] = []
     keywords: dict[str, Callable[[Request], Any]] = {}
@@ -73,6 +79,8 @@ def _bind_http(handler: Handler, app: Robyn) -> Callable[[Request], Any]:
     for p in params:
         if p.name in named:
             getter = named[p.name]
+        elif p.name in param_names:
+            getter = lambda r, n=p.name: r.path_params.get(n)  # noqa: E731
         elif not request_taken:
             getter, request_taken = (lambda r: r), True
         elif p.default is not p.empty:
@@ -113,7 +121,8 @@ class Robyn:
         """Register ``handler`` for ``route_type`` (an HTTP method) at ``endpoint``."""
         if not callable(handler):
             raise TypeError("a route handler must be callable")
-        self.router.add(route_type.upper(), endpoint, _Route(handler, self, const))
+        params = compile_path(endpoint).param_names if isinstance(endpoint, str) else ()
+        self.router.add(route_type.upper(), endpoint, _Route(handler, self, const, params))
         return handler
 
     def _decorator(
@@ -198,6 +207,9 @@ class Robyn:
         """The response bytes for one request, or an awaitable of them."""
         head = method == "HEAD"
         path = target.partition("?")[0]
+        if not path.startswith("/") and "://" in path:
+            # Absolute form, which a server must accept (RFC 9112 §3.2.2).
+            path = urlsplit(target).path or "/"
         try:
             route, path_params = self.router.match(method, path)
         except MethodNotAllowed as exc:

@@ -7,8 +7,15 @@ a request line over ``max_request_line`` gets 414; a header line over
 ``max_header_size``, more than ``max_headers`` headers, or a head over
 ``max_head_size`` gets 431; a body over ``max_body_size`` gets 413 (from
 ``Content-Length`` before the body is read); malformed HTTP gets 400. Each of
-these closes the connection. A request head not finished within
-``header_timeout`` closes the connection (with 408 if bytes had arrived).
+these closes the connection, after the responses owed to the requests
+received before it. A request head not finished within ``header_timeout``
+closes the connection (with 408 if bytes had arrived); so does a body that
+stops arriving for ``keep_alive_timeout`` (with 408).
+
+Responses stop being produced while the transport's write buffer is above
+its high-water mark (``pause_writing``), so a client that does not read makes
+the server stop reading instead of buffering its answers. A client that
+half-closes after its requests still gets every response, then the close.
 """
 
 from __future__ import annotations
@@ -83,12 +90,16 @@ class HttpProtocol(asyncio.Protocol):
         self.body: list[bytes] = []
         self.body_size = 0
         self.in_head = False
+        self.in_body = False
         self.head_bytes = 0
+        self.fields_size = 0
         self.got_bytes = False
         # Pipeline.
         self.queue: collections.deque[_Request | bytes] = collections.deque()
         self.busy = False
         self.reading_paused = False
+        self.writing_paused = False
+        self.eof = False
         self.closing = False
         self.upgraded = False
         self.leftover = b""
@@ -127,28 +138,24 @@ class HttpProtocol(asyncio.Protocol):
         self.timer = None
         if self.closing or self.upgraded or self.transport is None:
             return
-        if self.busy or self.queue:
-            return  # a handler is running; the request head was complete
         if self.in_head or self.got_bytes:
-            self._send_error_and_close(408, "request head not received in time")
+            # Behind the responses still owed (a slow handler may be running).
+            self._reject(408, "request head not received in time")
+            self._run_queue()
         else:
             self.closing = True
             self.transport.close()
 
     def _idle_timeout(self) -> None:
         self.timer = None
+        if self.in_body and not (self.closing or self.upgraded) and self.transport:
+            # The body stopped arriving for a whole keep_alive_timeout.
+            self._reject(408, "request body not received in time")
+            self._run_queue()
+            return
         if not (self.closing or self.upgraded or self.busy or self.queue or self.in_head) and self.transport:
             self.closing = True
             self.transport.close()
-
-    def _send_error_and_close(self, status: int, message: str | None = None,
-                              extra: list[tuple[str, str]] | None = None) -> None:
-        if self.transport is None or self.closing:
-            return
-        self.closing = True
-        self._cancel_timer()
-        self.transport.write(error_response(status, message, extra))
-        self.transport.close()
 
     def close_idle(self) -> bool:
         """Close this connection if no request is in progress (shutdown)."""
@@ -177,6 +184,30 @@ class HttpProtocol(asyncio.Protocol):
                 if self.closing or self.upgraded:
                     break
                 self._feed(view[start : start + _SLICE], view[start + _SLICE :])
+        if self.in_body and not self.closing and not self.upgraded:
+            # A body arriving is activity: the idle timeout counts from the
+            # last bytes, so a long upload is not cut while data flows.
+            self._cancel_timer()
+            self.timer = self.loop.call_later(self.config.keep_alive_timeout, self._idle_timeout)
+            self.timer_is_head = False
+        self._run_queue()
+
+    def eof_received(self) -> bool | None:
+        if self.busy or self.queue:
+            # The client half-closed after its requests: answer them, then
+            # close (returning True keeps the transport open for writing).
+            self.eof = True
+            return True
+        return None
+
+    def pause_writing(self) -> None:
+        # The client reads slower than we answer: stop answering (and so,
+        # once max_pipelined_requests are queued, stop reading) until the
+        # transport's buffer drains below its low-water mark.
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
         self._run_queue()
 
     def _feed(self, chunk: bytes | memoryview, rest: bytes | memoryview) -> None:
@@ -214,6 +245,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.in_head = True
         self.head_bytes = 0
+        self.fields_size = 0
         self.url = b""
         self.headers = []
         self.body = []
@@ -238,9 +270,16 @@ class HttpProtocol(asyncio.Protocol):
         if len(self.headers) > self.config.max_headers:
             self._reject(431, "too many request header fields")
             raise _Abort
+        # ": " and CRLF; counted here because a whole head can arrive inside
+        # one parser slice, where the byte count in _feed never sees it.
+        self.fields_size += len(name) + len(value) + 4
+        if len(self.url) + self.fields_size > self.config.max_head_size:
+            self._reject(431, "request header fields too large")
+            raise _Abort
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.in_body = True
         self._cancel_timer()
         for name, value in self.headers:
             if len(name) == 14 and name.lower() == b"content-length":
@@ -263,6 +302,7 @@ class HttpProtocol(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.in_body = False
         parser = self.parser
         try:
             method = parser.get_method().decode("ascii")
@@ -291,7 +331,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def _run_queue(self) -> None:
         transport = self.transport
-        while self.queue and not self.busy and transport is not None and not transport.is_closing():
+        while (
+            self.queue
+            and not self.busy
+            and not self.writing_paused
+            and transport is not None
+            and not transport.is_closing()
+        ):
             item = self.queue.popleft()
             if isinstance(item, bytes):
                 self._cancel_timer()
@@ -305,6 +351,11 @@ class HttpProtocol(asyncio.Protocol):
             self.reading_paused = False
             if transport is not None:
                 transport.resume_reading()
+        if self.eof and not self.queue and not self.busy and transport is not None:
+            self.closing = True
+            self._cancel_timer()
+            transport.close()
+            return
         if not self.queue and not self.busy and not self.in_head and not self.closing and not self.upgraded:
             if self.timer is None:
                 self.timer = self.loop.call_later(self.config.keep_alive_timeout, self._idle_timeout)
@@ -359,9 +410,14 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         self.transport.write(response)
-        if not keep_alive or self.closing:
+        if not keep_alive:
             self.closing = True
             self.queue.clear()
+            self.transport.close()
+        elif self.closing and not self.queue:
+            # Closing for another reason, and nothing else is owed. (An error
+            # answer queued behind this request, for a malformed request
+            # that followed it, is written by _run_queue, which then closes.)
             self.transport.close()
 
     def _upgrade(self, req: _Request, ws: Any, path_params: dict[str, str]) -> None:
