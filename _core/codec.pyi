@@ -3,6 +3,8 @@
 # checks this file against the built module with mypy.stubtest.
 from typing import Final, final
 
+from typing_extensions import disjoint_base
+
 OP_CONT: Final[int]
 OP_TEXT: Final[int]
 OP_BINARY: Final[int]
@@ -37,6 +39,10 @@ class Message:
     def as_tuple(self) -> tuple[int, str | bytes, int, int | None, str]: ...
     def __eq__(self, other: object, /) -> bool: ...
     __hash__: None  # type: ignore[assignment]
+
+@disjoint_base
+class MessageSink:
+    """Receiver of parsed messages for compiled users of FrameParser (C-level API only)."""
 
 @final
 class FrameParser:

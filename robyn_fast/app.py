@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .config import Config
+from .dependency_injection import DependencyMap
 from .exceptions import InvalidHeader, MethodNotAllowed, NotFound
 from .http_types import Headers, Request, error_response, render, serialize_response
 from .router import Router, compile_path
@@ -112,8 +113,7 @@ class Robyn:
         self._ws_by_path: dict[str, WebSocket] = {}
         self._startup_handlers: list[Callable[[], Any]] = []
         self._shutdown_handlers: list[Callable[[], Any]] = []
-        self.global_dependencies: dict[str, Any] = {}
-        self.router_dependencies: dict[str, Any] = {}
+        self.dependencies = DependencyMap()
 
     # -- routes -----------------------------------------------------------------
 
@@ -167,6 +167,26 @@ class Robyn:
     def options(self, endpoint: str, const: bool = False, auth_required: bool = False,
                 openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
         return self._decorator("OPTIONS", endpoint, const, auth_required)
+
+    # -- dependency injection ---------------------------------------------------------
+
+    def inject(self, **kwargs: Any) -> None:
+        """Dependencies for this app's HTTP routes and WebSocket endpoints
+        (``router_dependencies``, or a parameter of the same name)."""
+        self.dependencies.add_router_dependency(self, **kwargs)
+
+    def inject_global(self, **kwargs: Any) -> None:
+        """Dependencies for every handler (``global_dependencies``, or a
+        parameter of the same name)."""
+        self.dependencies.add_global_dependency(**kwargs)
+
+    @property
+    def global_dependencies(self) -> dict[str, Any]:
+        return self.dependencies.get_global_dependencies()
+
+    @property
+    def router_dependencies(self) -> dict[str, Any]:
+        return self.dependencies.get_router_dependencies(self)
 
     # -- websockets and hooks -------------------------------------------------------
 

@@ -442,14 +442,12 @@ class HttpProtocol(asyncio.Protocol):
         self._cancel_timer()
         self.upgraded = True
         self.server.http_connections.discard(self)
-        target = req.target
-        query = target.partition("?")[2]
-        headers = Headers(req.headers)
+        query = req.target.partition("?")[2]
         transport = self.transport
         transport.write(response)
         leftover, self.leftover = self.leftover, b""
         self.transport = None
-        ws._accept(self.loop, transport, leftover, QueryParams.from_query_string(query), path_params, headers)
+        ws._accept(self.loop, transport, leftover, query, path_params, req.headers)
 
 
 class Server:
