@@ -422,9 +422,14 @@ class WebSocket:
         return self._broadcast(room, _frame_for(data), exclude)
 
     def rooms(self) -> dict[Any, int]:
-        """Room name -> number of connections in it."""
+        """Room name -> number of connections in it (rooms with nobody in them vanish)."""
         hub = self._hub
         return {room: len(members) for room, members in hub.rooms.items()} if hub is not None else {}
+
+    def room_members(self, room: Any) -> list[str]:
+        """The ids of the connections in ``room``, in the order they joined."""
+        hub = self._hub
+        return list(hub.rooms.get(room, {})) if hub is not None else []
 
     def _broadcast(self, room: Any, frame: bytes, exclude: Any) -> int:
         hub = self._hub
