@@ -261,3 +261,61 @@ def test_one_slow_subscriber_does_not_slow_the_others(loop_kind: str) -> None:
     assert counts == [rounds] * 100
     assert slow_buffered <= limit + 1024 + 16
     assert elapsed < 20
+
+
+def test_rooms_through_the_connector_api(loop_kind: str) -> None:
+    import json
+    import urllib.request
+
+    import websocket as wsclient
+
+    app = Robyn(__file__)
+    ws = WebSocket(app, "/ws")
+
+    @ws.on("message")
+    async def on_message(conn: Any, msg: str) -> Any:
+        cmd, _, arg = msg.partition(" ")
+        if cmd == "join":
+            return json.dumps([conn.join(arg), sorted(conn.rooms)])
+        if cmd == "leave":
+            return json.dumps([conn.leave(arg), sorted(conn.rooms)])
+        if cmd == "say":
+            room, _, text = arg.partition(" ")
+            return json.dumps(["said", conn.sync_broadcast_to(room, text, exclude_self=True)])
+        if cmd == "shout":
+            room, _, text = arg.partition(" ")
+            return json.dumps(["shouted", await conn.async_broadcast_to(room, text)])
+        return None
+
+    @app.post("/rooms/<room>")
+    def post(request: Any, room: str) -> dict[str, int]:
+        return {"delivered": ws.broadcast_to(room, request.body)}
+
+    with running(app, loop_kind) as srv:
+        a, b, c = (wsclient.create_connection(f"{srv.ws_url}/ws", timeout=5) for _ in range(3))
+        a.send("join red")
+        assert json.loads(a.recv()) == [True, ["red"]]
+        a.send("join blue")
+        assert json.loads(a.recv()) == [True, ["blue", "red"]]
+        b.send("join red")
+        assert json.loads(b.recv()) == [True, ["red"]]
+        c.send("leave red")
+        assert json.loads(c.recv()) == [False, []]
+        a.send("say red hello")
+        assert json.loads(a.recv()) == ["said", 1]  # not to itself
+        assert b.recv() == "hello"
+        b.send("shout red HEY")
+        assert {b.recv(), b.recv()} == {"HEY", '["shouted", 2]'}
+        assert a.recv() == "HEY"
+        assert ws.rooms() == {"red": 2, "blue": 1} and len(ws.room_members("red")) == 2
+        req = urllib.request.Request(f"{srv.url}/rooms/blue", data=b"from http", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert json.loads(resp.read()) == {"delivered": 1}
+        assert a.recv() == "from http"
+        a.close()  # a closed connection leaves its rooms
+        assert wait_for(lambda: ws.rooms() == {"red": 1})
+        c.send("say red nobody-else")
+        assert json.loads(c.recv()) == ["said", 1]
+        assert b.recv() == "nobody-else"
+        b.close()
+        c.close()
