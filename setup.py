@@ -79,7 +79,7 @@ def _extensions() -> list[Extension]:
 
 
 setup(
-    packages=["robyn_fast", "robyn_fast._reference", "robyn_fast._core"],
+    packages=["robyn_fast", "robyn_fast._reference", "robyn_fast._core", "robyn_fast.compat", "robyn_fast.compat.robyn"],
     package_dir={"robyn_fast": "robyn_fast", "robyn_fast._core": "_core"},
     package_data={"robyn_fast": ["py.typed", "*.pyi"], "robyn_fast._core": ["*.pyi", "*.pxd"]},
     exclude_package_data={"robyn_fast._core": ["*.c", "*.h", "*.pyx"]},

@@ -1,0 +1,13 @@
+"""``robyn.robyn``: the request/response types and the WebSocket connector.
+
+In Robyn these come from its Rust extension; here they are robyn_fast's
+pure-Python equivalents, with the same methods.
+"""
+
+from robyn_fast.compat import module_getattr
+from robyn_fast.http_types import Headers, QueryParams, Request, Response, Url
+from robyn_fast.ws import WebSocketConnector
+
+__all__ = ["QueryParams", "Request", "Response", "Headers", "Url", "WebSocketConnector"]
+
+__getattr__ = module_getattr("robyn.robyn")

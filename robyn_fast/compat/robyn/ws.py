@@ -1,0 +1,8 @@
+"""``robyn.ws``: the legacy ``WebSocket`` endpoint class."""
+
+from robyn_fast.compat import module_getattr
+from robyn_fast.ws import WebSocket
+
+__all__ = ["WebSocket"]
+
+__getattr__ = module_getattr("robyn.ws")
