@@ -22,6 +22,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 from robyn_fast._core.codec cimport (
     FrameParser, Message, MessageSink, build_frame_c, build_message_c,
@@ -309,10 +310,21 @@ cdef class Connection(MessageSink):
         self._read(<size_t>nbytes)
 
     def data_received(self, bytes data):
-        # Used if a transport does not support buffered protocols.
-        self.using_shared = False
-        self.parser.append_input(<const uint8_t *><char *>data, <size_t>len(data))
-        self._read(0)
+        # asyncio's transports only use get_buffer() for subclasses of
+        # asyncio.BufferedProtocol, which a compiled class cannot be; copy the
+        # read into the shared buffer (the codec unmasks in place) instead.
+        cdef size_t n = <size_t>len(data)
+        cdef object window = None
+        if self.parser.can_parse_external() and n <= SHARED_READ:
+            window = self.hub.lend_window()
+        if window is not None:
+            memcpy(self.hub.shared, <const char *>data, n)
+            self.using_shared = True
+        else:
+            self.using_shared = False
+            self.parser.append_input(<const uint8_t *><char *>data, n)
+            n = 0
+        self._read(n)
 
     def eof_received(self):
         return False

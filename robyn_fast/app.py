@@ -44,6 +44,14 @@ class _Route:
         self.cached: dict[tuple[bool, bool], bytes] = {}
 
 
+def _the_request(request: Request) -> Request:
+    return request
+
+
+def _path_param(name: str) -> Callable[[Request], Any]:
+    return lambda request: request.path_params.get(name)
+
+
 def _bind_http(handler: Handler, app: Robyn, param_names: tuple[str, ...] = ()) -> Callable[[Request], Any]:
     """``handler`` as a function of the request, resolved once.
 
@@ -78,16 +86,17 @@ def _bind_http(handler: Handler, app: Robyn, param_names: tuple[str, ...] = ()) 
     keywords: dict[str, Callable[[Request], Any]] = {}
     request_taken = False
     for p in params:
+        getter: Callable[[Request], Any]
         if p.name in named:
             getter = named[p.name]
         elif p.name in param_names:
-            getter = lambda r, n=p.name: r.path_params.get(n)  # noqa: E731
+            getter = _path_param(p.name)
         elif not request_taken:
-            getter, request_taken = (lambda r: r), True
+            getter, request_taken = _the_request, True
         elif p.default is not p.empty:
             continue
         else:
-            getter = lambda r, n=p.name: r.path_params.get(n)  # noqa: E731
+            getter = _path_param(p.name)
         if p.kind is p.POSITIONAL_ONLY:
             positional.append(getter)
         else:

@@ -33,7 +33,7 @@ else:
             RuntimeWarning,
             stacklevel=2,
         )
-        from ._reference import codec as _impl  # type: ignore[no-redef]
+        from ._reference import codec as _impl
 
         _ACTIVE = "reference"
 

@@ -386,11 +386,12 @@ class HttpProtocol(asyncio.Protocol):
             self._respond(result, req.keep_alive)
             return False
         self.busy = True
-        task = self.loop.create_task(result)
-        task.add_done_callback(lambda t, keep=req.keep_alive: self._async_done(t, keep))
+        task: asyncio.Future[bytes] = asyncio.ensure_future(result, loop=self.loop)
+        keep_alive = req.keep_alive
+        task.add_done_callback(lambda t: self._async_done(t, keep_alive))
         return True
 
-    def _async_done(self, task: asyncio.Task[bytes], keep_alive: bool) -> None:
+    def _async_done(self, task: asyncio.Future[bytes], keep_alive: bool) -> None:
         self.busy = False
         if task.cancelled():
             response = error_response(503, "server shutting down")
@@ -475,7 +476,8 @@ class Server:
 
     @property
     def sockets(self) -> list[socket.socket]:
-        return list(self.aserver.sockets) if self.aserver is not None else []
+        server = self.aserver
+        return list(getattr(server, "sockets", ())) if server is not None else []
 
     async def shutdown(self) -> None:
         """Stop accepting, send Close 1001 to every WebSocket, wait up to the
@@ -535,7 +537,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         if choice == "uvloop":
             raise
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def run(app: Robyn, host: str, port: int, *, loop_factory: Any = None) -> int:

@@ -16,7 +16,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._core.codec import build_message
 from .config import Config
@@ -315,14 +315,15 @@ class WebSocket:
                     "global_dependencies, router_dependencies or query_params (inject dependencies before "
                     "decorating the handler)"
                 )
+            resolved: Getter = getter
             expected = (_connector, _message)[slot] if slot < 2 else None
-            if getter is not expected or p.kind is p.KEYWORD_ONLY:
+            if resolved is not expected or p.kind is p.KEYWORD_ONLY:
                 direct = False
             slot += 1
             if p.kind is p.POSITIONAL_ONLY:
-                positional.append(getter)
+                positional.append(resolved)
             else:
-                keywords[p.name] = getter
+                keywords[p.name] = resolved
         wanted = 2 if event == "message" else 1
         if direct and slot == wanted:
             return handler
@@ -484,7 +485,9 @@ class WebSocket:
         conn.connector = WebSocketConnector(
             self, conn, conn_id, query, path_params, raw_headers, tuple(peer[:2]) if peer else None
         )
-        transport.set_protocol(conn)
+        # A compiled protocol: uvloop reads through its get_buffer(); asyncio,
+        # which only does that for BufferedProtocol subclasses, through data_received().
+        transport.set_protocol(cast(asyncio.BaseProtocol, conn))
         conn.start(transport, initial)
         return conn
 

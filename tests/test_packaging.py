@@ -76,3 +76,17 @@ def test_stubs_match_the_compiled_modules(unpacked_wheel: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_installed_package_type_checks_strictly(unpacked_wheel: Path) -> None:
+    """The public API is typed: mypy --strict over the installed package,
+    with the compiled modules seen through their stubs."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "-p", "robyn_fast"],
+        cwd=str(unpacked_wheel),
+        env=_env(unpacked_wheel),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
