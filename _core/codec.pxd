@@ -39,6 +39,11 @@ cdef class Message:
     cdef readonly str close_reason      # decoded close reason ("" when absent)
 
 
+# Fill `view` to export `length` writable bytes at `buf` on behalf of `owner`
+# (for the read windows handed to transports by get_buffer()).
+cdef void fill_buffer_view(Py_buffer *view, object owner, void *buf, Py_ssize_t length, int flags)
+
+
 cdef class MessageSink:
     # Receives what a FrameParser parses when it has a sink and parse() is
     # given out=None: data messages as their str/bytes (no Message object),

@@ -103,6 +103,20 @@ cdef inline Message _new_message(int opcode, object data, int rsv):
     return m
 
 
+cdef void fill_buffer_view(Py_buffer *view, object owner, void *buf, Py_ssize_t length, int flags):
+    view.buf = buf
+    view.obj = owner
+    view.len = length
+    view.readonly = 0
+    view.itemsize = 1
+    view.format = _FORMAT_B if (flags & PyBUF_FORMAT) else NULL
+    view.ndim = 1
+    view.shape = &view.len if (flags & PyBUF_ND) else NULL
+    view.strides = NULL
+    view.suboffsets = NULL
+    view.internal = NULL
+
+
 cdef class MessageSink:
     """Receiver of parsed messages for C-level users of FrameParser."""
 
@@ -124,17 +138,7 @@ cdef class _ReadWindow:
 
     def __getbuffer__(self, Py_buffer *view, int flags):
         cdef FrameParser p = self.parser
-        view.buf = <char *>(p._rbuf + p._rend)
-        view.obj = self
-        view.len = <Py_ssize_t>(p._rcap - p._rend)
-        view.readonly = 0
-        view.itemsize = 1
-        view.format = _FORMAT_B if (flags & PyBUF_FORMAT) else NULL
-        view.ndim = 1
-        view.shape = &view.len if (flags & PyBUF_ND) else NULL
-        view.strides = NULL
-        view.suboffsets = NULL
-        view.internal = NULL
+        fill_buffer_view(view, self, p._rbuf + p._rend, <Py_ssize_t>(p._rcap - p._rend), flags)
         p._exports += 1
 
     def __releasebuffer__(self, Py_buffer *view):

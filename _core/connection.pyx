@@ -25,7 +25,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from robyn_fast._core.codec cimport (
-    FrameParser, Message, MessageSink, build_frame_c, build_message_c,
+    FrameParser, Message, MessageSink, build_frame_c, build_message_c, fill_buffer_view,
     OPC_TEXT, OPC_BINARY, OPC_CLOSE, OPC_PING, OPC_PONG,
 )
 
@@ -63,17 +63,7 @@ cdef class _SharedWindow:
 
     def __getbuffer__(self, Py_buffer *view, int flags):
         cdef Hub h = self.hub
-        view.buf = <char *>h.shared
-        view.obj = self
-        view.len = <Py_ssize_t>h.shared_cap
-        view.readonly = 0
-        view.itemsize = 1
-        view.format = NULL
-        view.ndim = 1
-        view.shape = NULL
-        view.strides = NULL
-        view.suboffsets = NULL
-        view.internal = NULL
+        fill_buffer_view(view, self, h.shared, <Py_ssize_t>h.shared_cap, flags)
         h.shared_exports += 1
 
     def __releasebuffer__(self, Py_buffer *view):

@@ -96,7 +96,40 @@ def _name(name: object) -> str:
 # --------------------------------------------------------------------------
 
 
-class QueryParams:
+class _MultiMap:
+    """Keys mapped to lists of values, in first-seen order: the read-only
+    views QueryParams and Headers share. ``get``-style views show the **last**
+    value of a repeated key, as Robyn does."""
+
+    __slots__ = ("_data",)
+
+    _data: dict[str, list[str]]
+
+    def keys(self) -> list[str]:
+        """The distinct keys, in first-seen order."""
+        return list(self._data)
+
+    def values(self) -> list[str]:
+        """The last value of each key."""
+        return [values[-1] for values in self._data.values()]
+
+    def items(self) -> list[tuple[str, str]]:
+        """``(key, last value)`` for each key."""
+        return [(key, values[-1]) for key, values in self._data.items()]
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        """``(key, value)`` for every value, repeated keys included (for a
+        header: what goes on the wire)."""
+        return [(key, value) for key, values in self._data.items() for value in values]
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._data))
+
+
+class QueryParams(_MultiMap):
     """Query-string parameters: each key maps to a list of values, in order.
 
     Same API as Robyn's ``robyn.robyn.QueryParams``. As in Robyn, :meth:`get`
@@ -105,7 +138,7 @@ class QueryParams:
     Keys are case-sensitive. ``len()`` and iteration count distinct keys.
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ()
 
     def __init__(
         self,
@@ -214,28 +247,6 @@ class QueryParams:
         """Whether there are no parameters at all."""
         return not self._data
 
-    def keys(self) -> list[str]:
-        """The distinct keys, in first-seen order."""
-        return list(self._data)
-
-    def values(self) -> list[str]:
-        """The last value of each key (consistent with :meth:`get`)."""
-        return [values[-1] for values in self._data.values()]
-
-    def items(self) -> list[tuple[str, str]]:
-        """``(key, last value)`` for each key (consistent with :meth:`get`)."""
-        return [(key, values[-1]) for key, values in self._data.items()]
-
-    def multi_items(self) -> list[tuple[str, str]]:
-        """``(key, value)`` for every value, repeated keys included."""
-        return [(key, value) for key, values in self._data.items() for value in values]
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._data))
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QueryParams):
             return NotImplemented
@@ -252,7 +263,7 @@ class QueryParams:
 # --------------------------------------------------------------------------
 
 
-class Headers:
+class Headers(_MultiMap):
     """HTTP header fields, names case-insensitive, each name with a list of values.
 
     Same API as Robyn's ``robyn.robyn.Headers``. Names are stored lower-cased
@@ -272,7 +283,7 @@ class Headers:
     wire, by :func:`serialize_response`.
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ()
 
     def __init__(self, default_headers: HeadersInput = None) -> None:
         self._data: dict[str, list[str]] = {}
@@ -377,28 +388,6 @@ class Headers:
     def is_empty(self) -> bool:
         """Whether there are no fields."""
         return not self._data
-
-    def keys(self) -> list[str]:
-        """The lower-cased field names."""
-        return list(self._data)
-
-    def values(self) -> list[str]:
-        """The last value of each field."""
-        return [values[-1] for values in self._data.values()]
-
-    def items(self) -> list[tuple[str, str]]:
-        """``(name, last value)`` per field."""
-        return [(key, values[-1]) for key, values in self._data.items()]
-
-    def multi_items(self) -> list[tuple[str, str]]:
-        """``(name, value)`` for every value: what goes on the wire."""
-        return [(key, value) for key, values in self._data.items() for value in values]
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._data))
 
     def __eq__(self, other: object) -> bool:
         """Same names, and for each name the same values in any order (as Robyn)."""

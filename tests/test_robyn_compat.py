@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import robyn_fast
 from robyn_fast import compat
 from robyn_fast.exceptions import InvalidState
 
-from .process_helpers import ROOT, free_port
+from .process_helpers import ROOT, free_port, stop_process
 
 APP = Path("tests") / "robyn_apps" / "base_routes_ws.py"  # relative to ROOT, as a user types it
 ROBYN_FLAGS = ["--processes", "2", "--workers", "2", "--dev", "--log-level", "DEBUG"]
@@ -92,13 +91,7 @@ def serve_with_robyn_fast(script: Path, log: Path, args: list[str] | None = None
                 time.sleep(0.05)
         yield served
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module", params=["uvloop", "asyncio"])
