@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from .config import Config
-from .exceptions import HandshakeError, NotFound
+from .exceptions import HandshakeError
 from .handshake import accept_handshake, is_upgrade_request
-from .http_types import Headers, QueryParams, error_response
+from .http_types import error_response
 
 if TYPE_CHECKING:
     from .app import Robyn
