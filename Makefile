@@ -2,6 +2,8 @@
 #   make run    - create .venv, build, and serve the demo (examples/echo.py) on http://127.0.0.1:8080
 #   make test   - create .venv, build the extensions, install test extras, run the whole suite
 #   make bench  - micro-benchmarks of the codec (pytest-benchmark), pinned to one core
+#   make bench-load - load tests: robyn_fast against other WebSocket servers (bench/README.md);
+#                     quick by default (~3 min), `make bench-load LOAD_ARGS=--full` (~13 min)
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
@@ -10,8 +12,12 @@ STAMP  := $(VENV)/.robyn_fast-installed
 SOURCES := $(wildcard _core/*.pyx _core/*.pxd _core/*.c _core/*.h _core/*.pyi) setup.py pyproject.toml
 
 BENCH_STAMP := $(VENV)/.robyn_fast-bench-installed
+# rfload, the load generator: a Cython module that cimports the installed codec,
+# so it is rebuilt whenever the codec's contract (.pxd) or the install changes.
+LOADGEN := bench/loadgen/.rfload-built
+LOAD_ARGS ?= --quick
 
-.PHONY: install run test bench clean browser
+.PHONY: install run test bench bench-loadgen bench-load clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +48,16 @@ bench: $(BENCH_STAMP)
 		--benchmark-columns=min,median,mean,ops --benchmark-sort=fullname \
 		--benchmark-json=bench/results/micro.json
 	$(BIN)/python bench/ratios.py bench/results/micro.json
+
+$(LOADGEN): $(BENCH_STAMP) bench/loadgen/_rfload.pyx bench/setup_loadgen.py $(wildcard _core/*.pxd)
+	$(BIN)/python bench/setup_loadgen.py
+	@touch $@
+
+bench-loadgen: $(LOADGEN)
+
+# Creates bench/.venv-robyn077 (robyn==0.77.0) on first use; writes bench/results/load-*.json and load.png.
+bench-load: $(LOADGEN)
+	$(BIN)/python bench/run.py $(LOAD_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info $(VENV) _core/*.so .pytest_cache .hypothesis .benchmarks

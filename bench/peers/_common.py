@@ -1,0 +1,48 @@
+"""Shared by the peer servers: port and event loop from the command line.
+
+    python PEER.py PORT [--loop uvloop|asyncio]     (PORT may also come from $PORT)
+
+Every peer listens on 127.0.0.1 only and serves its WebSocket on /ws (most
+accept any path). The asyncio-based peers run on uvloop by default, like
+robyn_fast, so that the comparison is between WebSocket layers, not loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+HOST = "127.0.0.1"
+
+
+def port() -> int:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    value = args[0] if args else os.environ.get("PORT", "")
+    if not value.isdigit():
+        sys.exit(f"usage: {os.path.basename(sys.argv[0])} PORT [--loop uvloop|asyncio]  (or set $PORT)")
+    return int(value)
+
+
+def loop_name() -> str:
+    argv = sys.argv[1:]
+    for i, a in enumerate(argv):
+        if a.startswith("--loop="):
+            return a.split("=", 1)[1]
+        if a == "--loop" and i + 1 < len(argv):
+            return argv[i + 1]
+    return os.environ.get("PEER_LOOP", "uvloop")
+
+
+def run(main) -> None:
+    """Run the coroutine function ``main`` on the chosen loop until SIGTERM/SIGINT."""
+    if loop_name() == "uvloop":
+        import uvloop
+
+        runner = uvloop.run
+    else:
+        runner = asyncio.run
+    try:
+        runner(main())
+    except KeyboardInterrupt:
+        pass

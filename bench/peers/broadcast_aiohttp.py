@@ -1,0 +1,45 @@
+"""Broadcast server on aiohttp.web: every message goes to every connection,
+the sender included.
+
+    python bench/peers/broadcast_aiohttp.py PORT [--loop uvloop|asyncio]
+"""
+
+import asyncio
+
+from aiohttp import WSMsgType, web
+
+from _common import HOST, port, run
+
+CLIENTS: set[web.WebSocketResponse] = set()
+
+
+async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(compress=False)
+    await ws.prepare(request)
+    CLIENTS.add(ws)
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                for client in list(CLIENTS):
+                    if not client.closed:
+                        await client.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                for client in list(CLIENTS):
+                    if not client.closed:
+                        await client.send_bytes(msg.data)
+    finally:
+        CLIENTS.discard(ws)
+    return ws
+
+
+async def main() -> None:
+    app = web.Application()
+    app.router.add_get("/ws", ws_handler)
+    runner = web.AppRunner(app, access_log=None, handle_signals=True)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, port(), backlog=1024).start()
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    run(main)

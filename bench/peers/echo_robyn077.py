@@ -1,0 +1,44 @@
+"""Echo server on Robyn 0.77 (the legacy WebSocket API, actix-web in Rust).
+Runs in bench/.venv-robyn077 (created by bench/run.py).
+
+    bench/.venv-robyn077/bin/python bench/peers/echo_robyn077.py PORT
+
+A message handler's return value is sent back to the client.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import HOST, port  # noqa: E402
+
+PORT = port()
+os.environ["ROBYN_PORT"] = str(PORT)      # Robyn reads these itself
+os.environ["ROBYN_HOST"] = HOST
+sys.argv = sys.argv[:1]                   # Robyn parses the command line (--processes, ...)
+
+from robyn import Robyn, WebSocket  # noqa: E402
+
+app = Robyn(__file__)
+websocket = WebSocket(app, "/ws")
+
+
+# Robyn 0.77 requires all three handlers (KeyError at start otherwise); a
+# return value would be sent to the client, so these return None.
+@websocket.on("connect")
+def connect(ws):
+    return None
+
+
+@websocket.on("close")
+def close(ws):
+    return None
+
+
+@websocket.on("message")
+def message(ws, msg):
+    return msg
+
+
+if __name__ == "__main__":
+    app.start(host=HOST, port=PORT)

@@ -1,0 +1,29 @@
+"""Echo server on socketify (uWebSockets through CFFI; its own libuv loop).
+
+    python bench/peers/echo_socketify.py PORT
+"""
+
+from socketify import App, AppListenOptions
+
+from _common import HOST, port
+
+
+def on_message(ws, message, opcode) -> None:
+    ws.send(message, opcode)
+
+
+def main() -> None:
+    app = App()
+    app.ws("/*", {
+        "compression": 0,
+        "max_payload_length": 64 * 1024 * 1024,
+        "idle_timeout": 600,
+        "message": on_message,
+    })
+    p = port()
+    app.listen(AppListenOptions(port=p, host=HOST), lambda config: print(f"socketify echo on {HOST}:{p}", flush=True))
+    app.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Echo server on websockets (its asyncio implementation).
+
+    python bench/peers/echo_websockets.py PORT [--loop uvloop|asyncio]
+"""
+
+import asyncio
+
+from websockets.asyncio.server import serve
+
+from _common import HOST, port, run
+
+
+async def echo(ws) -> None:
+    async for msg in ws:
+        await ws.send(msg)
+
+
+async def main() -> None:
+    async with serve(echo, HOST, port(), compression=None, max_size=64 * 1024 * 1024, backlog=1024):
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,185 @@
+"""rfload: robyn_fast's WebSocket load generator (one thread, epoll, 127.0.0.1 only).
+
+    python bench/rfload.py MODE [options]        # build first: make bench-loadgen
+
+MODE:
+  echo     -c connections, -p messages in flight on each, -s payload bytes;
+           msgs/s and round-trip latency percentiles.
+  fanout   -c subscribers + 1 publisher on the same URL; the server must send
+           every message to every connection. Closed loop: the next message is
+           published when every open subscriber got the previous one.
+           Deliveries/s and publish -> last-subscriber latency.
+  connect  -c slots, each repeating: TCP connect, handshake, Close(1000), wait
+           for the server's Close and its TCP close. Cycles/s.
+  idle     open -c connections (default 2000), keep them idle for --settle s,
+           report the growth of the server's RSS per connection (--server-pid),
+           then close them all with Close(1000).
+
+Prints one JSON line. Exit status: 0 clean, 3 errors were counted, 1 no
+connection opened, 2 bad usage. The run is bounded: set-up (--setup-timeout),
+warm-up + duration, then at most ~0.5 s of closing (idle: -T); alarm() kills
+the process if it is still alive 10 s after that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+HERE = Path(__file__).resolve().parent
+ALLOWED_HOSTS = ("127.0.0.1", "localhost")
+
+
+def parse_url(url: str) -> tuple[int, bytes]:
+    """Port and request target of a ws:// URL on 127.0.0.1; anything else is refused."""
+    parts = urlsplit(url)
+    if parts.scheme != "ws":
+        raise ValueError(f"only ws:// URLs are supported, not {parts.scheme!r}")
+    if parts.hostname not in ALLOWED_HOSTS:
+        raise ValueError(f"refusing host {parts.hostname!r}: rfload only connects to 127.0.0.1")
+    if parts.port is None:
+        raise ValueError("the URL needs an explicit port")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.port, target.encode("ascii")
+
+
+def read_rss_kb(pids: tuple[int, ...]) -> int | None:
+    """Sum of VmRSS (kB) of the given processes; None if none could be read."""
+    total, seen = 0, False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        seen = True
+                        break
+        except (OSError, ValueError):
+            continue
+    return total if seen else None
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def read_cpu_s(pids: tuple[int, ...]) -> float | None:
+    """User + system CPU seconds of the given processes (all their threads)."""
+    total, seen = 0, False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+            seen = True
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / _TICK if seen else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rfload", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["echo", "fanout", "connect", "idle"])
+    p.add_argument("-u", "--url", default="ws://127.0.0.1:8080/ws", help="ws://127.0.0.1:PORT/PATH")
+    p.add_argument("-c", "--conns", type=int, default=None,
+                   help="connections / subscribers / slots (default 64; idle: 2000)")
+    p.add_argument("-p", "--pipeline", type=int, default=1, help="echo: messages in flight per connection")
+    p.add_argument("-s", "--size", type=int, default=32, help="payload bytes")
+    p.add_argument("-b", "--binary", action="store_true", help="binary frames (default: text)")
+    p.add_argument("-w", "--warmup", type=float, default=1.0, help="warm-up seconds, not measured")
+    p.add_argument("-d", "--duration", type=float, default=5.0, help="measured seconds")
+    p.add_argument("-T", "--timeout", type=float, default=2.0,
+                   help="seconds allowed for a connect+handshake, a fanout round, a close (idle: the final close)")
+    p.add_argument("--settle", type=float, default=1.0, help="idle: seconds between the last handshake and the RSS reading")
+    p.add_argument("--setup-timeout", type=float, default=15.0, help="seconds allowed to open all connections")
+    p.add_argument("--max-pending", type=int, default=64, help="connections opening at once")
+    p.add_argument("--parser", choices=["codec", "raw"], default="codec",
+                   help="read server frames with robyn_fast's FrameParser (codec) or a minimal header parser (raw)")
+    p.add_argument("--server-pid", default="",
+                   help="comma-separated pids of the server's processes: their CPU is sampled over the "
+                        "measured window, and idle mode reads their VmRSS")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        port, target = parse_url(args.url)
+    except ValueError as exc:
+        print(f"rfload: {exc}", file=sys.stderr)
+        return 2
+    if args.conns is None:
+        args.conns = 2000 if args.mode == "idle" else 64
+    pids = tuple(int(x) for x in args.server_pid.split(",") if x.strip())
+    if args.mode == "idle" and not pids:
+        print("rfload: idle mode needs --server-pid (the RSS it reports is the server's)", file=sys.stderr)
+        return 2
+    for name in ("warmup", "duration", "timeout", "settle", "setup_timeout"):
+        if getattr(args, name) < 0:
+            print(f"rfload: --{name.replace('_', '-')} must be >= 0", file=sys.stderr)
+            return 2
+
+    # Enough descriptors for the connections (the soft limit may be 1024).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = args.conns + 64
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
+
+    sys.path.insert(0, str(HERE / "loadgen"))
+    try:
+        import _rfload
+    except ImportError as exc:
+        print(f"rfload: the compiled core is missing or stale ({exc}); run `make bench-loadgen`", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # Cython's "size changed" check: built against another codec
+        print(f"rfload: built against a different robyn_fast codec ({exc}); run `make bench-loadgen`",
+              file=sys.stderr)
+        return 2
+
+    try:
+        runner = _rfload.Runner(
+            args.mode, port, target, args.conns, pipeline=args.pipeline, size=args.size, binary=args.binary,
+            warmup=args.warmup, duration=args.duration, timeout=args.timeout, settle=args.settle,
+            setup_timeout=args.setup_timeout, max_pending=args.max_pending, parser=args.parser,
+            server_pids=pids, rss_reader=read_rss_kb, cpu_reader=read_cpu_s,
+        )
+    except ValueError as exc:
+        print(f"rfload: {exc}", file=sys.stderr)
+        return 2
+
+    # Last resort: SIGALRM's default action ends the process even if the loop
+    # never returns to Python.
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    bound = args.setup_timeout + args.warmup + args.duration + args.settle + args.timeout + 10
+    signal.alarm(int(math.ceil(bound)))
+    t0 = time.monotonic()
+    result = runner.run()
+    signal.alarm(0)
+    report = {
+        "mode": args.mode,
+        "url": args.url,
+        "conns": args.conns,
+        "pipeline": args.pipeline if args.mode == "echo" else None,
+        "size": args.size if args.mode in ("echo", "fanout") else None,
+        "binary": args.binary,
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+        "wall_s": round(time.monotonic() - t0, 3),
+        **result,
+    }
+    print(json.dumps(report, separators=(",", ":")))
+    if not result.get("opened"):
+        return 1
+    return 3 if result.get("errors") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

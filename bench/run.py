@@ -1,0 +1,744 @@
+"""Load tests: robyn_fast against other WebSocket servers, side by side.
+
+    make bench-load                          # quick: 2 rounds of 1 s per run, ~3 minutes
+    make bench-load LOAD_ARGS=--full         # 5 rounds of 3 s per run, ~13 minutes (estimated)
+    .venv/bin/python bench/run.py --help     # everything else
+
+For every round, every workload and every server, in that order (rounds are
+interleaved: A B C ... A B C ...), this script
+
+1. starts the server with ``taskset -c 0`` (``--server-core``) in a process
+   group of its own, on a fresh port of 127.0.0.1;
+2. waits until a real WebSocket handshake succeeds (and closes that probe with
+   a Close frame built by the codec);
+3. runs the load generator (``bench/rfload.py``) with ``taskset -c 1``
+   (``--loadgen-core``); it samples the CPU of every process of the server's
+   group over the measured window (and, in idle mode, their RSS);
+4. stops the server: SIGTERM to its process group, SIGKILL after 5 s.
+
+At the end it takes the median of each figure over the rounds, the ratio
+robyn_fast / server for each workload's main figure, and writes
+
+* ``bench/results/load-<date>.json``: configuration, machine, summary and a
+  compact record of every run (committed);
+* ``bench/results/load.png``: one bar chart per workload (committed);
+* ``bench/results/load.md``: the Markdown table, also printed (not committed);
+* ``bench/results/load-<date>.runs.jsonl`` and ``logs-<date>/``: every run's
+  full JSON line and every server's output (not committed).
+
+Peers live in ``bench/peers/``. Robyn 0.77 runs in its own virtualenv,
+``bench/.venv-robyn077``, which this script creates on first use
+(``pip install robyn==0.77.0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PEERS = HERE / "peers"
+RESULTS = HERE / "results"
+ROBYN077_VENV = HERE / ".venv-robyn077"
+ROBYN077_REQ = "robyn==0.77.0"
+PY = sys.executable
+
+
+# -- what is compared ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    kind: str                 # which server flavour it needs: "echo" or "broadcast"
+    args: tuple[str, ...]     # rfload arguments
+    metric: str               # the main figure in rfload's JSON
+    unit: str
+    higher_is_better: bool = True
+    latency: tuple[str, str] | None = ("p50_us", "p99_us")
+    title: str = ""
+
+
+WORKLOADS = [
+    Workload("echo-64x1-32B", "echo", ("echo", "-c", "64", "-p", "1", "-s", "32"), "msgs_per_s", "msgs/s",
+             title="echo: 64 conns, 1 in flight, 32 B"),
+    Workload("echo-8x16-1KiB", "echo", ("echo", "-c", "8", "-p", "16", "-s", "1024"), "msgs_per_s", "msgs/s",
+             title="echo: 8 conns, 16 in flight, 1 KiB"),
+    Workload("connect-16", "echo", ("connect", "-c", "16"), "cycles_per_s", "cycles/s",
+             latency=("cycle_p50_us", "cycle_p99_us"),
+             title="connect + handshake + close, 16 at once"),
+    Workload("fanout-500-64B", "broadcast", ("fanout", "-c", "500", "-s", "64"), "msgs_per_s", "deliveries/s",
+             title="fan-out: 500 subscribers, 64 B, closed loop"),
+    Workload("idle-2000", "echo", ("idle", "-c", "2000"), "rss_per_conn_bytes", "B/conn",
+             higher_is_better=False, latency=None,
+             title="idle: server RSS growth per connection (2000)"),
+]
+
+
+@dataclass
+class Server:
+    name: str
+    python: Path
+    scripts: dict[str, Path]              # kind -> script
+    port_from_env: bool = False           # robyn_fast's examples read ROBYN_PORT
+    asyncio_based: bool = True
+    check: str = ""                       # module that must import
+    note: str = ""
+    available: bool = True
+    why_unavailable: str = ""
+    version: str = ""
+
+    def command(self, kind: str, port: int, loop: str) -> list[str]:
+        cmd = [str(self.python), str(self.scripts[kind])]
+        if not self.port_from_env:
+            cmd.append(str(port))
+            if self.asyncio_based:
+                cmd += ["--loop", loop]
+        return cmd
+
+
+def all_servers() -> list[Server]:
+    venv_py = Path(PY)
+    r077 = ROBYN077_VENV / "bin" / "python"
+    return [
+        Server("robyn_fast", venv_py, {"echo": REPO / "examples" / "echo.py",
+                                       "broadcast": REPO / "examples" / "broadcast.py"},
+               port_from_env=True, check="robyn_fast"),
+        Server("picows", venv_py, {k: PEERS / f"{k}_picows.py" for k in ("echo", "broadcast")}, check="picows"),
+        Server("aiohttp", venv_py, {k: PEERS / f"{k}_aiohttp.py" for k in ("echo", "broadcast")}, check="aiohttp"),
+        Server("websockets", venv_py, {k: PEERS / f"{k}_websockets.py" for k in ("echo", "broadcast")},
+               check="websockets"),
+        Server("socketify", venv_py, {k: PEERS / f"{k}_socketify.py" for k in ("echo", "broadcast")},
+               asyncio_based=False, check="socketify", note="uWebSockets (C++) via CFFI, its own libuv loop"),
+        Server("robyn077", r077, {k: PEERS / f"{k}_robyn077.py" for k in ("echo", "broadcast")},
+               asyncio_based=False, check="robyn", note="Robyn 0.77 legacy WebSocket (actix-web)"),
+    ]
+
+
+# -- environment ----------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def ensure_robyn077() -> str | None:
+    """Create bench/.venv-robyn077 with robyn==0.77.0 if needed; None when ready,
+    else why not."""
+    py = ROBYN077_VENV / "bin" / "python"
+    probe = [str(py), "-c", "import robyn, importlib.metadata as m; print(m.version('robyn'))"]
+    if py.exists():
+        r = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+        if r.returncode == 0 and r.stdout.strip() == "0.77.0":
+            return None
+    log(f"creating {ROBYN077_VENV.relative_to(REPO)} with {ROBYN077_REQ} ...")
+    try:
+        subprocess.run([PY, "-m", "venv", str(ROBYN077_VENV)], check=True, timeout=300)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", ROBYN077_REQ],
+                       check=True, timeout=900)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        return f"could not create {ROBYN077_VENV.name}: {exc}"
+    r = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+    return None if r.returncode == 0 else f"robyn does not import in {ROBYN077_VENV.name}: {r.stderr.strip()[-300:]}"
+
+
+def probe_server(s: Server) -> None:
+    if not s.python.exists():
+        s.available, s.why_unavailable = False, f"{s.python} does not exist"
+        return
+    code = ("import importlib.metadata as m, sys; mod = sys.argv[1]; __import__(mod); "
+            "print(m.version('robyn_fast' if mod == 'robyn_fast' else mod))")
+    r = subprocess.run([str(s.python), "-c", code, s.check], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        s.available, s.why_unavailable = False, f"cannot import {s.check}: {r.stderr.strip().splitlines()[-1:]}"
+    else:
+        s.version = r.stdout.strip()
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="ascii", errors="replace"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_at_start": load,
+        "tcp_congestion_control": _read("/proc/sys/net/ipv4/tcp_congestion_control"),
+    }
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
+                           capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() + (" (dirty tree)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+# -- one server --------------------------------------------------------------------
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+class Ports:
+    def __init__(self, base: int, span: int = 400) -> None:
+        self.base, self.span, self.i = base, span, 0
+
+    def next(self) -> int:
+        for _ in range(self.span):
+            port = self.base + self.i % self.span
+            self.i += 1
+            if port_is_free(port):
+                return port
+        raise RuntimeError(f"no free port in {self.base}..{self.base + self.span - 1}")
+
+
+def handshake_ok(port: int, path: str = "/ws", timeout: float = 1.0) -> bool:
+    """A real opening handshake (RFC 6455 §4.1), checked down to the accept
+    value, then a clean Close built by the codec."""
+    key = base64.b64encode(os.urandom(16))
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:" + str(port).encode()
+                      + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key
+                      + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            buf = b""
+            while b"\r\n\r\n" not in buf and len(buf) < 16384:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return False
+                buf += chunk
+            head = buf.split(b"\r\n\r\n", 1)[0].lower()
+            if not head.startswith(b"http/1.1 101") or b"sec-websocket-accept: " + accept.lower() not in head:
+                return False
+            try:
+                from robyn_fast._core.codec import build_close
+
+                s.sendall(build_close(1000, mask=os.urandom(4)))
+                s.settimeout(0.3)
+                while s.recv(4096):
+                    pass
+            except OSError:
+                pass
+            return True
+    except OSError:
+        return False
+
+
+def group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:      # field 5: pgrp
+                pids.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return sorted(pids)
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+    started_s: float
+
+
+def start_server(s: Server, kind: str, port: int, core: str, loop: str, log_path: Path,
+                 timeout: float) -> Running | str:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PORT=str(port))
+    if s.name == "robyn_fast":
+        env.update(ROBYN_PORT=str(port), ROBYN_HOST="127.0.0.1")
+        if loop == "asyncio":
+            env["ROBYN_FAST_LOOP"] = "asyncio"
+    cmd = ["taskset", "-c", core] + s.command(kind, port, loop)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    logf = open(log_path, "wb")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, stdout=logf,
+                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_raise_nofile)
+    logf.close()
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"exited with {proc.returncode} before serving"
+        if handshake_ok(port):
+            return Running(proc, port, log_path, time.monotonic() - t0)
+        time.sleep(0.05)
+    stop_server(Running(proc, port, log_path, 0.0))
+    return f"no successful handshake within {timeout:.0f} s"
+
+
+def stop_server(r: Running, grace: float = 5.0) -> dict[str, Any]:
+    """SIGTERM to the process group, SIGKILL after `grace` seconds."""
+    t0 = time.monotonic()
+    pgid = r.proc.pid
+    killed = False
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        r.proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    if group_pids(pgid):
+        killed = True
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            r.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        end = time.monotonic() + 5
+        while group_pids(pgid) and time.monotonic() < end:
+            time.sleep(0.05)
+    return {"stop_s": round(time.monotonic() - t0, 2), "needed_sigkill": killed,
+            "exit_code": r.proc.returncode}
+
+
+def log_excerpt(path: Path, limit: int = 1500) -> dict[str, Any]:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    lines = text.splitlines()
+    bad = [ln for ln in lines if any(w in ln for w in ("Traceback", "ERROR", "Error", "error:", "panicked"))]
+    out: dict[str, Any] = {"log_lines": len(lines), "log_error_lines": len(bad)}
+    if bad:
+        out["log_first_errors"] = "\n".join(bad[:5])[:limit]
+    return out
+
+
+# -- one run ---------------------------------------------------------------------------
+
+
+# Fields kept for every run in the committed JSON (the full lines go to *.runs.jsonl).
+KEEP = (
+    "opened", "msgs_per_s", "cycles_per_s", "handshakes_per_s", "rounds_per_s", "rss_per_conn_bytes",
+    "rss_before_kb", "rss_after_kb", "closed_clean", "close_timeouts", "p50_us", "p99_us",
+    "cycle_p50_us", "cycle_p99_us", "handshake_p50_us", "handshake_p99_us", "errors", "error_detail",
+    "server_cpu_pct", "loadgen_cpu_pct", "loadgen_user_pct", "first_bad_status", "publisher_echoes",
+)
+
+
+def run_loadgen(w: Workload, port: int, pids: list[int], a: argparse.Namespace) -> tuple[int, dict | None, str]:
+    cmd = ["taskset", "-c", a.loadgen_core, PY, str(HERE / "rfload.py"), *w.args,
+           "-u", f"ws://127.0.0.1:{port}/ws", "-w", str(a.warmup), "-d", str(a.duration),
+           "-T", str(a.timeout), "--parser", a.parser, "--server-pid", ",".join(map(str, pids))]
+    bound = 15 + a.warmup + a.duration + a.timeout + 15 + 10
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=bound, cwd=str(REPO))
+    except subprocess.TimeoutExpired:
+        return -1, None, "load generator timed out"
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    data = json.loads(lines[-1]) if lines else None
+    return r.returncode, data, r.stderr.strip()[-500:]
+
+
+def one_run(w: Workload, s: Server, rnd: int, a: argparse.Namespace, ports: Ports, logdir: Path,
+            jsonl) -> dict[str, Any]:
+    port = ports.next()
+    log_path = logdir / f"r{rnd}-{w.name}-{s.name}.log"
+    rec: dict[str, Any] = {"round": rnd, "workload": w.name, "server": s.name, "port": port}
+    started = start_server(s, w.kind, port, a.server_core, a.loop, log_path, a.start_timeout)
+    if isinstance(started, str):
+        rec.update(failed=True, failure=f"server start: {started}", **log_excerpt(log_path))
+        return rec
+    rec["start_s"] = round(started.started_s, 2)
+    pids = group_pids(started.proc.pid) or [started.proc.pid]
+    rec["server_pids"] = len(pids)
+    rc, data, err = run_loadgen(w, port, pids, a)
+    alive = started.proc.poll() is None
+    rec.update(stop_server(started))
+    rec["loadgen_rc"] = rc
+    if not alive:
+        rec["server_died"] = True
+    if data is None:
+        rec.update(failed=True, failure=f"load generator: rc={rc} {err}")
+    else:
+        jsonl.write(json.dumps({"round": rnd, "workload": w.name, "server": s.name, **data}) + "\n")
+        jsonl.flush()
+        rec.update({k: data[k] for k in KEEP if k in data and data[k] not in (None, {})})
+        value = data.get(w.metric)
+        if not value or (w.metric == "cycles_per_s" and data.get("errors", 0) > data.get("cycles", 0)):
+            rec["failed"] = True
+            rec["failure"] = "no result" if not value else "more failed cycles than completed ones"
+    rec.update(log_excerpt(log_path))
+    return rec
+
+
+# -- summary ----------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize(runs: list[dict], servers: list[Server], workloads: list[Workload]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for w in workloads:
+        rows: dict[str, Any] = {}
+        for s in servers:
+            rs = [r for r in runs if r["workload"] == w.name and r["server"] == s.name]
+            ok = [r for r in rs if not r.get("failed") and r.get(w.metric)]
+            row: dict[str, Any] = {"runs": len(rs), "ok_runs": len(ok)}
+            vals = [r[w.metric] for r in ok]
+            row["median"] = median(vals)
+            row["min"] = min(vals) if vals else None
+            row["max"] = max(vals) if vals else None
+            row["values"] = vals
+            if w.latency:
+                for key in w.latency:
+                    row[key] = median([r[key] for r in ok if r.get(key) is not None])
+            for key in ("server_cpu_pct", "loadgen_cpu_pct", "loadgen_user_pct"):
+                row[key] = median([r[key] for r in ok if r.get(key) is not None])
+            row["errors"] = sum(r.get("errors", 0) or 0 for r in rs)
+            detail: dict[str, int] = {}
+            for r in rs:
+                for k, v in (r.get("error_detail") or {}).items():
+                    detail[k] = detail.get(k, 0) + v
+            row["error_detail"] = detail
+            if w.metric == "rss_per_conn_bytes":
+                row["closed_clean"] = median([r.get("closed_clean", 0) for r in ok])
+                row["close_timeouts"] = median([r.get("close_timeouts", 0) for r in ok])
+            failures = sorted({r["failure"] for r in rs if r.get("failure")})
+            if failures:
+                row["failures"] = failures
+            if any(r.get("server_died") for r in rs):
+                row["server_died"] = True
+            if any(r.get("log_error_lines") for r in rs):
+                row["log_error_lines"] = sum(r.get("log_error_lines", 0) for r in rs)
+                row["log_first_errors"] = next(r["log_first_errors"] for r in rs if r.get("log_first_errors"))
+            rows[s.name] = row
+        base = rows.get("robyn_fast", {}).get("median")
+        for name, row in rows.items():
+            m = row["median"]
+            row["ratio_robyn_fast_over_server"] = round(base / m, 3) if base and m else None
+        out[w.name] = {"metric": w.metric, "unit": w.unit, "higher_is_better": w.higher_is_better,
+                       "title": w.title, "servers": rows}
+    return out
+
+
+LOADGEN_BOUND = 85.0   # % of rfload's core above which a figure may be rfload's limit
+
+
+def loadgen_bound(row: dict[str, Any]) -> bool:
+    return (row.get("loadgen_cpu_pct") or 0) >= LOADGEN_BOUND
+
+
+def fmt_num(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    if unit == "B/conn":
+        return f"{v / 1024:,.1f} KiB"
+    return f"{v:,.0f}"
+
+
+def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [
+        f"Load tests, {meta['date']} ({meta['preset']}: {meta['rounds']} rounds, {meta['warmup_s']} s warm-up + "
+        f"{meta['duration_s']} s per run; medians over rounds; server on CPU {meta['server_core']}, "
+        f"load generator on CPU {meta['loadgen_core']}; asyncio peers on {meta['loop']}).",
+        "",
+        "| workload | server | median | min–max | robyn_fast ÷ server | p50 / p99 µs | server CPU | loadgen CPU "
+        "| errors | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for wname, w in summary.items():
+        unit = w["unit"]
+        for sname, row in w["servers"].items():
+            lat = "—"
+            keys = [k for k in row if k.endswith("p50_us")]
+            if keys:
+                k50 = keys[0]
+                k99 = k50.replace("p50", "p99")
+                if row.get(k50) is not None:
+                    lat = f"{row[k50]:,.0f} / {row.get(k99) or 0:,.0f}"
+            ratio = row.get("ratio_robyn_fast_over_server")
+            notes = []
+            if row.get("failures"):
+                notes.append("FAILED: " + "; ".join(row["failures"]))
+            if row["ok_runs"] < row["runs"]:
+                notes.append(f"{row['runs'] - row['ok_runs']}/{row['runs']} runs failed")
+            if row.get("error_detail"):
+                notes.append(", ".join(f"{k} {v}" for k, v in sorted(row["error_detail"].items())))
+            if unit == "B/conn" and row.get("close_timeouts"):
+                notes.append(f"{row['close_timeouts']:.0f} of 2000 never closed cleanly")
+            if loadgen_bound(row):
+                notes.append("rfload near its limit")
+            if row.get("server_died"):
+                notes.append("server died")
+            if row.get("log_error_lines"):
+                notes.append(f"{row['log_error_lines']} error lines in server log")
+            name = f"**{sname}**" if sname == "robyn_fast" else sname
+            rng = f"{fmt_num(row['min'], unit)}–{fmt_num(row['max'], unit)}" if row["min"] is not None else "—"
+            cpu = f"{row['server_cpu_pct']:.0f} %" if row.get("server_cpu_pct") is not None else "—"
+            lcpu = f"{row['loadgen_cpu_pct']:.0f} %" if row.get("loadgen_cpu_pct") is not None else "—"
+            lines.append(
+                f"| {wname} ({unit}{', lower is better' if not w['higher_is_better'] else ''}) | {name} "
+                f"| {fmt_num(row['median'], unit)} | {rng} | {f'{ratio:.2f}×' if ratio else '—'} | {lat} "
+                f"| {cpu} | {lcpu} | {row['errors']} | {'; '.join(notes)} |"
+            )
+    lines += [
+        "",
+        "`robyn_fast ÷ server` is robyn_fast's median over the server's: above 1 robyn_fast is ahead for "
+        "msgs/s, cycles/s and deliveries/s; for B/conn (memory, lower is better) above 1 means robyn_fast "
+        "uses more. \"rfload near its limit\": the load generator used >= "
+        f"{LOADGEN_BOUND:.0f} % of its core, so that figure may be the generator's ceiling, not the server's.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    flat = axes.flatten()
+    for ax, wname in zip(flat, names):
+        w = summary[wname]
+        servers = list(w["servers"])
+        meds = [w["servers"][s]["median"] or 0 for s in servers]
+        lo = [m - (w["servers"][s]["min"] or m) for s, m in zip(servers, meds)]
+        hi = [(w["servers"][s]["max"] or m) - m for s, m in zip(servers, meds)]
+        scale, unit = 1.0, w["unit"]
+        if unit == "B/conn":
+            scale, unit = 1024.0, "KiB per connection"
+        elif max(meds or [0]) >= 10000:
+            scale, unit = 1000.0, "thousand " + unit
+        colors = ["#d62728" if s == "robyn_fast" else "#7f7f7f" for s in servers]
+        bars = ax.bar(range(len(servers)), [m / scale for m in meds], color=colors,
+                      yerr=[[v / scale for v in lo], [v / scale for v in hi]], capsize=3)
+        for i, s in enumerate(servers):
+            row = w["servers"][s]
+            if loadgen_bound(row):
+                bars[i].set_hatch("//")
+                bars[i].set_edgecolor("white")
+            if not row["median"]:
+                ax.text(i, 0, " failed", rotation=90, ha="center", va="bottom", fontsize=9, color="#d62728")
+            elif row.get("ratio_robyn_fast_over_server") and s != "robyn_fast":
+                ax.text(i, (row["max"] or row["median"]) / scale, f"{row['ratio_robyn_fast_over_server']:.2f}×",
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(servers)))
+        ax.set_xticklabels(servers, rotation=30, ha="right", fontsize=9)
+        ax.set_title(w["title"] or wname, fontsize=10)
+        ax.set_ylabel(unit + (" (lower is better)" if not w["higher_is_better"] else ""), fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in flat[len(names):]:
+        ax.axis("off")
+    if len(names) < len(flat):
+        flat[-1].text(0.0, 0.5,
+                      f"{meta['date']}, {meta['preset']} run: {meta['rounds']} interleaved rounds,\n"
+                      f"{meta['warmup_s']} s warm-up + {meta['duration_s']} s each; bars = median,\n"
+                      f"whiskers = min-max over rounds; labels = robyn_fast ÷ server.\n"
+                      f"Hatched: rfload used >= {LOADGEN_BOUND:.0f} % of its core, so the\n"
+                      f"figure may be rfload's limit rather than the server's.\n"
+                      f"2-vCPU VM shared with other work: ±30 % is noise.\n"
+                      f"Server pinned to CPU {meta['server_core']}, rfload to CPU {meta['loadgen_core']}.",
+                      fontsize=9, va="center", transform=flat[-1].transAxes)
+    fig.suptitle("robyn_fast vs other WebSocket servers (bench/run.py)", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+PRESETS = {
+    "quick": {"rounds": 2, "duration": 1.0, "warmup": 0.5},
+    "full": {"rounds": 5, "duration": 3.0, "warmup": 1.0},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--quick", dest="preset", action="store_const", const="quick",
+                        help="2 rounds, 0.5 s warm-up + 1 s per run (the default)")
+    preset.add_argument("--full", dest="preset", action="store_const", const="full",
+                        help="5 rounds, 1 s warm-up + 3 s per run")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (overrides the preset)")
+    p.add_argument("--duration", type=float, help="measured seconds per run (overrides the preset)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds per run (overrides the preset)")
+    p.add_argument("--timeout", type=float, default=2.0, help="rfload -T: connect/round/close timeout (s)")
+    p.add_argument("--servers", default="", help="comma-separated subset (default: all)")
+    p.add_argument("--workloads", default="", help="comma-separated subset of " +
+                   ", ".join(w.name for w in WORKLOADS))
+    p.add_argument("--parser", choices=["codec", "raw"], default="codec", help="rfload --parser")
+    p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                   help="event loop of robyn_fast and the asyncio-based peers")
+    p.add_argument("--server-core", default="0")
+    p.add_argument("--loadgen-core", default="1")
+    p.add_argument("--port-base", type=int, default=19100)
+    p.add_argument("--start-timeout", type=float, default=30.0)
+    p.add_argument("--date", default=_dt.date.today().isoformat(), help="date in the file names")
+    p.add_argument("--no-plot", action="store_true")
+    a = p.parse_args(argv)
+    a.preset = a.preset or "quick"
+    for k, v in PRESETS[a.preset].items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+
+    if not list((HERE / "loadgen").glob("_rfload*.so")):
+        log("bench/run.py: the load generator is not built; run `make bench-loadgen`")
+        return 2
+
+    servers = all_servers()
+    if a.servers:
+        wanted = a.servers.split(",")
+        unknown = set(wanted) - {s.name for s in servers}
+        if unknown:
+            p.error(f"unknown servers: {', '.join(sorted(unknown))}")
+        servers = [s for s in servers if s.name in wanted]
+    workloads = WORKLOADS
+    if a.workloads:
+        wanted = a.workloads.split(",")
+        unknown = set(wanted) - {w.name for w in WORKLOADS}
+        if unknown:
+            p.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+        workloads = [w for w in WORKLOADS if w.name in wanted]
+
+    for s in servers:
+        if s.name == "robyn077":
+            why = ensure_robyn077()
+            if why:
+                s.available, s.why_unavailable = False, why
+                continue
+        probe_server(s)
+    for s in servers:
+        log(f"  {s.name:<11} {s.version or '-':<10} " + ("" if s.available else f"SKIPPED: {s.why_unavailable}"))
+    skipped = {s.name: s.why_unavailable for s in servers if not s.available}
+    servers = [s for s in servers if s.available]
+    if not any(s.name == "robyn_fast" for s in servers):
+        log("bench/run.py: robyn_fast itself is not runnable; nothing to compare")
+        return 2
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    logdir = RESULTS / f"logs-{a.date}"
+    jsonl_path = RESULTS / f"load-{a.date}.runs.jsonl"
+    ports = Ports(a.port_base)
+    runs: list[dict] = []
+    total = a.rounds * len(workloads) * len(servers)
+    t0 = time.monotonic()
+    meta = {
+        "date": a.date,
+        "preset": a.preset,
+        "rounds": a.rounds,
+        "warmup_s": a.warmup,
+        "duration_s": a.duration,
+        "timeout_s": a.timeout,
+        "parser": a.parser,
+        "loop": a.loop,
+        "server_core": a.server_core,
+        "loadgen_core": a.loadgen_core,
+        "commit": git_commit(),
+        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "machine": machine_info(),
+        "versions": {s.name: s.version for s in servers},
+        "notes": {s.name: s.note for s in servers if s.note},
+        "skipped": skipped,
+        "workloads": {w.name: {"rfload": " ".join(w.args), "server": w.kind, "metric": w.metric,
+                               "unit": w.unit} for w in workloads},
+    }
+    with open(jsonl_path, "w", encoding="utf-8") as jsonl:
+        n = 0
+        for rnd in range(1, a.rounds + 1):
+            for w in workloads:
+                for s in servers:
+                    n += 1
+                    rec = one_run(w, s, rnd, a, ports, logdir, jsonl)
+                    runs.append(rec)
+                    val = rec.get(w.metric)
+                    shown = "FAILED: " + rec["failure"] if rec.get("failed") else f"{fmt_num(val, w.unit)} {w.unit}"
+                    log(f"[{n}/{total} {time.monotonic() - t0:5.0f}s] round {rnd} {w.name:<15} {s.name:<11} "
+                        f"{shown}  srv {rec.get('server_cpu_pct', '-')}% lg {rec.get('loadgen_cpu_pct', '-')}% "
+                        f"err {rec.get('errors', '-')}")
+    meta["elapsed_s"] = round(time.monotonic() - t0, 1)
+    try:
+        meta["machine"]["loadavg_at_end"] = os.getloadavg()
+    except OSError:
+        pass
+    summary = summarize(runs, servers, workloads)
+    out = {"meta": meta, "summary": summary, "runs": runs}
+    json_path = RESULTS / f"load-{a.date}.json"
+    json_path.write_text(json.dumps(out, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    md = markdown(summary, meta)
+    (RESULTS / "load.md").write_text(md, encoding="utf-8")
+    if not a.no_plot:
+        try:
+            plot(summary, meta, RESULTS / "load.png")
+        except ImportError as exc:
+            log(f"no chart: {exc}")
+    print(md)
+    log(f"{len(runs)} runs in {meta['elapsed_s']:.0f} s; written {json_path.relative_to(REPO)}, "
+        f"bench/results/load.md" + ("" if a.no_plot else ", bench/results/load.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
