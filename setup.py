@@ -81,8 +81,9 @@ def _extensions() -> list[Extension]:
 setup(
     packages=["robyn_fast", "robyn_fast._reference", "robyn_fast._core", "robyn_fast.compat", "robyn_fast.compat.robyn"],
     package_dir={"robyn_fast": "robyn_fast", "robyn_fast._core": "_core"},
-    package_data={"robyn_fast": ["py.typed", "*.pyi"], "robyn_fast._core": ["*.pyi", "*.pxd"]},
-    exclude_package_data={"robyn_fast._core": ["*.c", "*.h", "*.pyx"]},
+    # .pxd contracts and the header they declare ship so other Cython code can cimport the core.
+    package_data={"robyn_fast": ["py.typed", "*.pyi"], "robyn_fast._core": ["*.pyi", "*.pxd", "*.h"]},
+    exclude_package_data={"robyn_fast._core": ["*.c", "*.pyx"]},
     ext_modules=_extensions(),
     zip_safe=False,
 )

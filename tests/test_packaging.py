@@ -37,6 +37,7 @@ def test_wheel_contains_compiled_modules_stubs_and_marker(unpacked_wheel: Path) 
         assert list(core.glob(f"{module}.*.so")), f"{module} extension missing from the wheel"
         assert (core / f"{module}.pyi").is_file()
         assert (core / f"{module}.pxd").is_file()
+    assert (core / "wsutil.h").is_file()  # codec.pxd declares it: cimporters need it
     assert (unpacked_wheel / "robyn_fast" / "py.typed").is_file()
     assert not list(core.glob("*.pyx")) and not list(core.glob("*.c"))
 
