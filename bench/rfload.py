@@ -84,6 +84,25 @@ def read_cpu_s(pids: tuple[int, ...]) -> float | None:
     return total / _TICK if seen else None
 
 
+def read_syscalls(pids: tuple[int, ...]) -> tuple[int, int] | None:
+    """(read-like, write-like) syscalls made so far by the given processes
+    (``syscr``/``syscw`` of /proc/PID/io: read/recv and write/send/writev)."""
+    reads = writes = 0
+    seen = False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/io", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("syscr:"):
+                        reads += int(line.split()[1])
+                    elif line.startswith("syscw:"):
+                        writes += int(line.split()[1])
+            seen = True
+        except (OSError, ValueError, IndexError):
+            continue
+    return (reads, writes) if seen else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rfload", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             args.mode, port, target, args.conns, pipeline=args.pipeline, size=args.size, binary=args.binary,
             warmup=args.warmup, duration=args.duration, timeout=args.timeout, settle=args.settle,
             setup_timeout=args.setup_timeout, max_pending=args.max_pending, parser=args.parser,
-            server_pids=pids, rss_reader=read_rss_kb, cpu_reader=read_cpu_s,
+            server_pids=pids, rss_reader=read_rss_kb, cpu_reader=read_cpu_s, io_reader=read_syscalls,
         )
     except ValueError as exc:
         print(f"rfload: {exc}", file=sys.stderr)

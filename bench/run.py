@@ -378,6 +378,7 @@ KEEP = (
     "rss_before_kb", "rss_after_kb", "closed_clean", "close_timeouts", "p50_us", "p99_us",
     "cycle_p50_us", "cycle_p99_us", "handshake_p50_us", "handshake_p99_us", "errors", "error_detail",
     "server_cpu_pct", "loadgen_cpu_pct", "loadgen_user_pct", "first_bad_status", "publisher_echoes",
+    "server_writes_per_msg", "server_reads_per_msg",
 )
 
 
@@ -450,7 +451,8 @@ def summarize(runs: list[dict], servers: list[Server], workloads: list[Workload]
             if w.latency:
                 for key in w.latency:
                     row[key] = median([r[key] for r in ok if r.get(key) is not None])
-            for key in ("server_cpu_pct", "loadgen_cpu_pct", "loadgen_user_pct"):
+            for key in ("server_cpu_pct", "loadgen_cpu_pct", "loadgen_user_pct",
+                        "server_writes_per_msg", "server_reads_per_msg"):
                 row[key] = median([r[key] for r in ok if r.get(key) is not None])
             row["errors"] = sum(r.get("errors", 0) or 0 for r in rs)
             detail: dict[str, int] = {}
@@ -501,8 +503,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"load generator on CPU {meta['loadgen_core']}; asyncio peers on {meta['loop']}).",
         "",
         "| workload | server | median | min–max | robyn_fast ÷ server | p50 / p99 µs | server CPU | loadgen CPU "
-        "| errors | notes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server writes / reads per msg | errors | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for wname, w in summary.items():
         unit = w["unit"]
@@ -534,17 +536,27 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             rng = f"{fmt_num(row['min'], unit)}–{fmt_num(row['max'], unit)}" if row["min"] is not None else "—"
             cpu = f"{row['server_cpu_pct']:.0f} %" if row.get("server_cpu_pct") is not None else "—"
             lcpu = f"{row['loadgen_cpu_pct']:.0f} %" if row.get("loadgen_cpu_pct") is not None else "—"
+            sys_w, sys_r = row.get("server_writes_per_msg"), row.get("server_reads_per_msg")
+            if sys_w is None or sys_r is None:
+                syscalls = "—"
+            elif sys_w == 0 and sys_r == 0:
+                syscalls = "n/a (send/recv)"  # /proc/PID/io does not count send()/recv()
+            else:
+                syscalls = f"{sys_w:.2f} / {sys_r:.2f}"
             lines.append(
                 f"| {wname} ({unit}{', lower is better' if not w['higher_is_better'] else ''}) | {name} "
                 f"| {fmt_num(row['median'], unit)} | {rng} | {f'{ratio:.2f}×' if ratio else '—'} | {lat} "
-                f"| {cpu} | {lcpu} | {row['errors']} | {'; '.join(notes)} |"
+                f"| {cpu} | {lcpu} | {syscalls} | {row['errors']} | {'; '.join(notes)} |"
             )
     lines += [
         "",
         "`robyn_fast ÷ server` is robyn_fast's median over the server's: above 1 robyn_fast is ahead for "
         "msgs/s, cycles/s and deliveries/s; for B/conn (memory, lower is better) above 1 means robyn_fast "
         "uses more. \"rfload near its limit\": the load generator used >= "
-        f"{LOADGEN_BOUND:.0f} % of its core, so that figure may be the generator's ceiling, not the server's.",
+        f"{LOADGEN_BOUND:.0f} % of its core, so that figure may be the generator's ceiling, not the server's. "
+        "Server writes / reads per msg: the server process's write-like and read-like syscalls "
+        "(/proc/PID/io syscw, syscr) over the measured window per reply, delivery or cycle; the kernel "
+        "counts read/write/readv/writev there but not send/recv, so servers that use those show n/a.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -396,6 +396,7 @@ cdef class Runner:
     cdef object server_pids
     cdef object rss_reader       # callable(pids) -> kB
     cdef object cpu_reader       # callable(pids) -> seconds
+    cdef object io_reader        # callable(pids) -> (read syscalls, write syscalls)
     # state
     cdef int epfd
     cdef list conns
@@ -454,6 +455,8 @@ cdef class Runner:
     cdef double ucpu1
     cdef object srv_cpu0
     cdef object srv_cpu1
+    cdef object srv_io0
+    cdef object srv_io1
     cdef object rss_before
     cdef object rss_after
     cdef int64_t t_all_open
@@ -467,7 +470,7 @@ cdef class Runner:
     def __init__(self, str mode, int port, bytes path, int conns, int pipeline=1, size_t size=32,
                  bint binary=False, double warmup=1.0, double duration=5.0, double timeout=2.0,
                  double settle=1.0, double setup_timeout=15.0, int max_pending=64, str parser="codec", server_pids=(),
-                 rss_reader=None, cpu_reader=None):
+                 rss_reader=None, cpu_reader=None, io_reader=None):
         modes = {"echo": MODE_ECHO, "fanout": MODE_FANOUT, "connect": MODE_CONNECT, "idle": MODE_IDLE}
         if mode not in modes:
             raise ValueError(f"unknown mode {mode!r}")
@@ -494,6 +497,7 @@ cdef class Runner:
         self.server_pids = tuple(server_pids)
         self.rss_reader = rss_reader
         self.cpu_reader = cpu_reader
+        self.io_reader = io_reader
         self.hist = Hist()
         self.hs_hist = Hist()
         self.out = []
@@ -1215,6 +1219,8 @@ cdef class Runner:
         self.ucpu0 = user_seconds()
         if self.cpu_reader is not None and self.server_pids:
             self.srv_cpu0 = self.cpu_reader(self.server_pids)
+        if self.io_reader is not None and self.server_pids:
+            self.srv_io0 = self.io_reader(self.server_pids)
         return 0
 
     cdef int end_window(self, int64_t now) except -1:
@@ -1223,6 +1229,8 @@ cdef class Runner:
         self.ucpu1 = user_seconds()
         if self.cpu_reader is not None and self.server_pids:
             self.srv_cpu1 = self.cpu_reader(self.server_pids)
+        if self.io_reader is not None and self.server_pids:
+            self.srv_io1 = self.io_reader(self.server_pids)
         return 0
 
     cdef int start_closing(self, int64_t now) except -1:
@@ -1456,4 +1464,9 @@ cdef class Runner:
             r["loadgen_user_pct"] = round(100.0 * (self.ucpu1 - self.ucpu0) / window, 1)
         if self.srv_cpu0 is not None and self.srv_cpu1 is not None:
             r["server_cpu_pct"] = round(100.0 * (self.srv_cpu1 - self.srv_cpu0) / window, 1)
+        if self.srv_io0 is not None and self.srv_io1 is not None and total:
+            # The server's own syscalls over the measured window, per message
+            # (echo: per reply; fan-out: per delivery; connect: per cycle).
+            r["server_reads_per_msg"] = round((self.srv_io1[0] - self.srv_io0[0]) / total, 3)
+            r["server_writes_per_msg"] = round((self.srv_io1[1] - self.srv_io0[1]) / total, 3)
         return r
