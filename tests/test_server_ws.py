@@ -516,3 +516,36 @@ def test_sigterm_sends_1001_and_exits_zero(tmp_path: Any) -> None:
         assert proc.wait(15) == 0
         output = proc.stdout.read().decode() if proc.stdout else ""
         assert "shutting down" in output
+
+
+def test_garbage_after_the_handshake_never_hurts_the_server(loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    import random
+
+    rng = random.Random(6455)
+    rec = Recorder(Config(max_message_size=4096, close_timeout=0.5))
+    with running(rec.app, loop_kind) as srv:
+        for i in range(120):
+            sock, rest = ws_connect(srv.port)
+            kind = i % 3
+            if kind == 0:  # pure noise
+                junk = rng.randbytes(rng.randrange(1, 400))
+            elif kind == 1:  # a valid frame, then noise
+                junk = build_text("ok", mask=MASK) + rng.randbytes(rng.randrange(1, 200))
+            else:  # frame headers with random lengths, opcodes and bits
+                junk = bytes([rng.randrange(256), rng.randrange(256)]) + rng.randbytes(rng.randrange(0, 300))
+            sock.sendall(junk)
+            sock.settimeout(0.3)
+            try:
+                while sock.recv(65536):
+                    pass
+            except (TimeoutError, ConnectionResetError):
+                pass  # still waiting for the rest of a frame: our side gives up
+            sock.close()
+        assert wait_for(lambda: len(rec.closes) == 120, timeout=10)
+        assert sorted(rec.closes) == sorted(rec.connects)
+        client = wsclient.create_connection(f"{srv.ws_url}/ws", timeout=5)
+        client.send("still serving")
+        assert client.recv() == "still serving"
+        client.close()
+        assert wait_for(lambda: srv.call(lambda: len(rec.ws.connections)) == 0)
+    assert not [r for r in caplog.records if r.levelno >= 40], [r.getMessage() for r in caplog.records if r.levelno >= 40]
