@@ -563,10 +563,9 @@ def run(app: Robyn, host: str, port: int, *, loop_factory: Any = None) -> int:
             except (NotImplementedError, RuntimeError):  # not the main thread
                 pass
         bound = ", ".join(f"http://{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
-        log.info("robyn_fast serving on %s", bound)
-        print(f"robyn_fast: serving on {bound}", file=sys.stderr, flush=True)
+        _announce(f"robyn_fast: serving on {bound}")
         loop.run_until_complete(stop.wait())
-        print("robyn_fast: shutting down", file=sys.stderr, flush=True)
+        _announce("robyn_fast: shutting down")
         loop.run_until_complete(server.shutdown())
         return 0
     finally:
@@ -581,6 +580,15 @@ def run(app: Robyn, host: str, port: int, *, loop_factory: Any = None) -> int:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+def _announce(message: str) -> None:
+    """Say ``message`` once: as a log record when logging will show it,
+    otherwise on stderr."""
+    if log.isEnabledFor(logging.INFO) and logging.getLogger().hasHandlers():
+        log.info("%s", message)
+    else:
+        print(message, file=sys.stderr, flush=True)
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
