@@ -4,9 +4,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, final
 
+from typing_extensions import disjoint_base
+
 from robyn_fast.config import Config
 
-@final
+@disjoint_base
 class Connection:
     """One upgraded WebSocket connection; the transport's protocol after the 101."""
 
@@ -64,6 +66,9 @@ class Connection:
     def _arm_close_timer(self) -> None: ...
     def _close_timeout_expired(self) -> None: ...
     def _task_done(self, task: asyncio.Task[Any]) -> None: ...
+
+class BufferedConnection(Connection, asyncio.BufferedProtocol):
+    """The compiled Connection declared an asyncio.BufferedProtocol (what the server installs)."""
 
 @final
 class Hub:

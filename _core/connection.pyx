@@ -228,7 +228,6 @@ cdef Py_ssize_t _broadcast(dict members, bytes frame, object exclude):
     return count
 
 
-@cython.final
 cdef class Connection(MessageSink):
     """One upgraded WebSocket connection; the transport's protocol after the 101.
 
@@ -300,9 +299,9 @@ cdef class Connection(MessageSink):
         self._read(<size_t>nbytes)
 
     def data_received(self, bytes data):
-        # asyncio's transports only use get_buffer() for subclasses of
-        # asyncio.BufferedProtocol, which a compiled class cannot be; copy the
-        # read into the shared buffer (the codec unmasks in place) instead.
+        # For transports that do not read through get_buffer() (the server
+        # installs BufferedConnection, so uvloop's and asyncio's do): copy the
+        # read into the shared buffer, since the codec unmasks in place.
         cdef size_t n = <size_t>len(data)
         cdef object window = None
         if self.parser.can_parse_external() and n <= SHARED_READ:
@@ -714,3 +713,12 @@ cdef str _truncate_reason(str reason):
     if len(raw) <= 123:
         return reason
     return raw[:123].decode("utf-8", "ignore")
+
+
+class BufferedConnection(Connection, asyncio.BufferedProtocol):
+    """The protocol the server installs: the compiled Connection, declared an
+    ``asyncio.BufferedProtocol`` so that asyncio's transports, which check
+    the type, read through ``get_buffer()``/``buffer_updated()`` as uvloop's
+    do (uvloop only checks that the methods exist). No ``__dict__``."""
+
+    __slots__ = ()

@@ -16,7 +16,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ._core.codec import build_message
 from .config import Config
@@ -467,12 +467,12 @@ class WebSocket:
         raw_headers: list[tuple[bytes, bytes]],
     ) -> Connection:
         """Install a Connection on ``transport`` after the 101 was written."""
-        from ._core.connection import Connection
+        from ._core.connection import BufferedConnection
 
         if self._hub is None or self._loop is not loop:
             self._attach(loop)
         conn_id = str(uuid.uuid4())
-        conn = Connection(
+        conn = BufferedConnection(
             loop,
             self.effective_config,
             self._hub,
@@ -485,9 +485,7 @@ class WebSocket:
         conn.connector = WebSocketConnector(
             self, conn, conn_id, query, path_params, raw_headers, tuple(peer[:2]) if peer else None
         )
-        # A compiled protocol: uvloop reads through its get_buffer(); asyncio,
-        # which only does that for BufferedProtocol subclasses, through data_received().
-        transport.set_protocol(cast(asyncio.BaseProtocol, conn))
+        transport.set_protocol(conn)
         conn.start(transport, initial)
         return conn
 
