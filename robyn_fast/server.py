@@ -84,6 +84,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer: str | None = None
+        self.peer_addr: tuple[str, int] | None = None
         # Request being parsed.
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -110,14 +111,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # (uvloop and asyncio both set TCP_NODELAY on TCP transports already.)
         peer = transport.get_extra_info("peername")
+        self.peer_addr = tuple(peer[:2]) if peer else None
         self.peer = peer[0] if peer else None
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except (OSError, AttributeError):
-                pass
         self.server.http_connections.add(self)
         timeout = min(self.config.header_timeout, self.config.handshake_timeout)
         self.timer = self.loop.call_later(timeout, self._head_timeout)
@@ -448,7 +445,7 @@ class HttpProtocol(asyncio.Protocol):
         transport.write(response)
         leftover, self.leftover = self.leftover, b""
         self.transport = None
-        ws._accept(self.loop, transport, leftover, query, path_params, req.headers)
+        ws._accept(self.loop, transport, leftover, query, path_params, req.headers, self.peer_addr)
 
 
 class Server:

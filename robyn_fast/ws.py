@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
 import threading
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,27 @@ if TYPE_CHECKING:
 __all__ = ["WebSocket", "WebSocketConnector", "EVENTS"]
 
 EVENTS = ("connect", "message", "close")
+
+
+_ID_BATCH = 256
+_random_pool = b""
+_random_pos = 0
+
+
+def _new_id() -> str:
+    """A uuid4 string (RFC 9562 §5.4: 122 random bits from the OS CSPRNG,
+    version 4, variant 10), without building a UUID object; the random bytes
+    are fetched 256 ids at a time."""
+    global _random_pool, _random_pos
+    if _random_pos >= len(_random_pool):
+        _random_pool = os.urandom(16 * _ID_BATCH)
+        _random_pos = 0
+    raw = bytearray(_random_pool[_random_pos : _random_pos + 16])
+    _random_pos += 16
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _frame_for(data: Any) -> bytes:
@@ -465,13 +486,14 @@ class WebSocket:
         query: str,
         path_params: dict[str, str],
         raw_headers: list[tuple[bytes, bytes]],
+        remote_addr: tuple[str, int] | None = None,
     ) -> Connection:
         """Install a Connection on ``transport`` after the 101 was written."""
         from ._core.connection import BufferedConnection
 
         if self._hub is None or self._loop is not loop:
             self._attach(loop)
-        conn_id = str(uuid.uuid4())
+        conn_id = _new_id()
         conn = BufferedConnection(
             loop,
             self.effective_config,
@@ -481,10 +503,7 @@ class WebSocket:
             self._bound.get("message"),
             self._bound.get("close"),
         )
-        peer = transport.get_extra_info("peername")
-        conn.connector = WebSocketConnector(
-            self, conn, conn_id, query, path_params, raw_headers, tuple(peer[:2]) if peer else None
-        )
+        conn.connector = WebSocketConnector(self, conn, conn_id, query, path_params, raw_headers, remote_addr)
         transport.set_protocol(conn)
         conn.start(transport, initial)
         return conn

@@ -409,3 +409,14 @@ def test_close_handler_runs_exactly_once_however_it_ends(loop_kind: str) -> None
         assert wait_for(lambda: len(closed) == 3)
         time.sleep(0.1)
         assert len(set(closed)) == 3
+
+
+def test_connection_ids_are_uuid4_and_unique() -> None:
+    from robyn_fast.ws import _new_id
+
+    ids = [_new_id() for _ in range(5000)]  # spans many 256-id batches of random bytes
+    assert len(set(ids)) == 5000
+    for text in ids[:600]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
