@@ -257,7 +257,7 @@ cdef class Connection(MessageSink):
         self.close_on_error = config.close_on_handler_error
         self.high_water = config.read_high_water
         self.low_water = config.read_low_water
-        self.inline_async = getattr(config, "inline_async_handlers", True)
+        self.inline_async = config.inline_async_handlers
         if isinstance(table, Hub):
             self.hub = <Hub>table
         else:
@@ -594,17 +594,10 @@ cdef class Connection(MessageSink):
 
     cdef int send_value(self, object value) except -1:
         """1 if queued, 0 if refused."""
-        cdef object t = type(value)
-        cdef bytes frame
-        if t is str or t is bytes or t is bytearray or t is memoryview:
-            frame = build_message_c(value, NULL)
-        elif t is dict or t is list or isinstance(value, (dict, list)):
-            frame = build_message_c(_json_dumps(value), NULL)
-        elif isinstance(value, (str, bytes, bytearray, memoryview)):
-            frame = build_message_c(value, NULL)
-        else:
+        cdef bytes frame = _frame_or_none(value)
+        if frame is None:
             _log.error("websocket %s: cannot send a %s (send str, bytes, dict or list); nothing sent",
-                       self.key, t.__name__)
+                       self.key, type(value).__name__)
             return 0
         return self.send_frame(frame)
 
@@ -678,11 +671,6 @@ cdef class Connection(MessageSink):
         """Bytes of read/reassembly buffer this connection holds (0 when idle)."""
         return self.parser.allocated
 
-    @property
-    def queued_frames(self):
-        """Frames waiting for the end of this loop iteration's flush."""
-        return len(self.out) if self.out else 0
-
     # -- keepalive ----------------------------------------------------------------------
 
     cdef int _keepalive(self, double now) except -1:
@@ -705,6 +693,29 @@ cdef class Connection(MessageSink):
             else:
                 self.next_ping = now + self.ping_interval
         return 0
+
+
+cdef bytes _frame_or_none(object value):
+    """The one server frame for a message value: ``str`` as text, bytes-like
+    as binary, ``dict``/``list`` as JSON text; None for anything else."""
+    cdef object t = type(value)
+    if t is str or t is bytes or t is bytearray or t is memoryview:
+        return build_message_c(value, NULL)
+    if t is dict or t is list or isinstance(value, (dict, list)):
+        return build_message_c(_json_dumps(value), NULL)
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        return build_message_c(value, NULL)
+    return None
+
+
+def message_frame(value):
+    """The server frame for ``value`` as handlers' sends and return values
+    make it (``str`` text, bytes-like binary, ``dict``/``list`` JSON text);
+    TypeError for anything else."""
+    cdef bytes frame = _frame_or_none(value)
+    if frame is None:
+        raise TypeError(f"cannot send a {type(value).__name__}: send str, bytes, dict or list")
+    return frame
 
 
 cdef str _truncate_reason(str reason):

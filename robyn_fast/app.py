@@ -34,11 +34,10 @@ _HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 class _Route:
     """A route handler with its parameters resolved once, at registration."""
 
-    __slots__ = ("handler", "call", "is_async", "const", "cached")
+    __slots__ = ("handler", "call", "const", "cached")
 
     def __init__(self, handler: Handler, app: Robyn, const: bool, param_names: tuple[str, ...] = ()) -> None:
         self.handler = handler
-        self.is_async = inspect.iscoroutinefunction(handler)
         self.call = _bind_http(handler, app, param_names)
         self.const = const
         self.cached: dict[tuple[bool, bool], bytes] = {}

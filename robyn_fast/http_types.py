@@ -105,6 +105,14 @@ class _MultiMap:
 
     _data: dict[str, list[str]]
 
+    def _add(self, key: str, value: str) -> None:
+        """Append ``value`` to ``key``'s values (``key`` already normalised)."""
+        values = self._data.get(key)
+        if values is None:
+            self._data[key] = [value]
+        else:
+            values.append(value)
+
     def keys(self) -> list[str]:
         """The distinct keys, in first-seen order."""
         return list(self._data)
@@ -182,13 +190,9 @@ class QueryParams(_MultiMap):
             raise ArgumentTypeError(f"query string must be str or bytes, not {type(qs).__name__}")
         params = cls()
         if qs:
-            data = params._data
+            add = params._add
             for key, value in parse_qsl(qs, keep_blank_values=True):
-                values = data.get(key)
-                if values is None:
-                    data[key] = [value]
-                else:
-                    values.append(value)
+                add(key, value)
         return params
 
     def set(self, key: str, value: str) -> None:
@@ -198,11 +202,7 @@ class QueryParams(_MultiMap):
                 "QueryParams.set() takes str key and value, not "
                 f"{type(key).__name__} and {type(value).__name__}"
             )
-        values = self._data.get(key)
-        if values is None:
-            self._data[key] = [value]
-        else:
-            values.append(value)
+        self._add(key, value)
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The last value of ``key``, or ``default`` when absent (as Robyn)."""
@@ -306,7 +306,7 @@ class Headers(_MultiMap):
     def _add_pairs(self, pairs: Iterable[tuple[str | bytes, str | bytes]]) -> None:
         # The server builds one Headers per request from the parser's
         # (bytes, bytes) pairs: keep the common types off the slow checks.
-        data = self._data
+        add = self._add
         for name, value in pairs:
             key = name.decode("latin-1").lower() if type(name) is bytes else _name(name)
             if type(value) is bytes:
@@ -315,11 +315,7 @@ class Headers(_MultiMap):
                 text = value
             else:
                 text = _scalar(value, key)
-            values = data.get(key)
-            if values is None:
-                data[key] = [text]
-            else:
-                values.append(text)
+            add(key, text)
 
     def set(self, key: str, value: HeaderScalar) -> None:
         """Replace every value of ``key`` with ``value`` (Robyn semantics)."""
@@ -332,12 +328,7 @@ class Headers(_MultiMap):
     def append(self, key: str, value: HeaderScalar) -> None:
         """Add ``value`` to ``key``; the field is sent once per value."""
         name = _name(key)
-        text = _scalar(value, name)
-        values = self._data.get(name)
-        if values is None:
-            self._data[name] = [text]
-        else:
-            values.append(text)
+        self._add(name, _scalar(value, name))
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The last value of ``key`` (any case), or ``default`` when absent."""

@@ -83,7 +83,6 @@ class HttpProtocol(asyncio.Protocol):
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.peer: str | None = None
         self.peer_addr: tuple[str, int] | None = None
         # Request being parsed.
         self.url = b""
@@ -114,7 +113,6 @@ class HttpProtocol(asyncio.Protocol):
         # (uvloop and asyncio both set TCP_NODELAY on TCP transports already.)
         peer = transport.get_extra_info("peername")
         self.peer_addr = tuple(peer[:2]) if peer else None
-        self.peer = peer[0] if peer else None
         self.server.http_connections.add(self)
         timeout = min(self.config.header_timeout, self.config.handshake_timeout)
         self.timer = self.loop.call_later(timeout, self._head_timeout)
@@ -378,7 +376,9 @@ class HttpProtocol(asyncio.Protocol):
             req.keep_alive = False
             self.upgraded = False
             self.closing = True
-        result = self.app._handle_http(req.method, req.target, req.headers, req.body, req.keep_alive, self.peer)
+        result = self.app._handle_http(req.method, req.target, req.headers, req.body, req.keep_alive,
+            self.peer_addr[0] if self.peer_addr else None,
+        )
         if isinstance(result, bytes):
             self._respond(result, req.keep_alive)
             return False

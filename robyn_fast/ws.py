@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._core.codec import build_message
+from ._core.connection import message_frame
 from .config import Config
 from .dependency_injection import DependencyMap
 from .http_types import Headers, QueryParams
@@ -52,16 +51,6 @@ def _new_id() -> str:
     raw[8] = (raw[8] & 0x3F) | 0x80
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def _frame_for(data: Any) -> bytes:
-    """One server frame for ``data``: ``str`` as text, bytes-like as binary,
-    ``dict``/``list`` as JSON text."""
-    if isinstance(data, (str, bytes, bytearray, memoryview)):
-        return build_message(data)
-    if isinstance(data, (dict, list)):
-        return build_message(json.dumps(data))
-    raise TypeError(f"cannot send a {type(data).__name__}: send str, bytes, dict or list")
 
 
 class WebSocketConnector:
@@ -427,21 +416,21 @@ class WebSocket:
         conn = self.connections.get(recipient_id)
         if conn is None:
             return False
-        return bool(self._call_in_loop(conn.send_frame_bytes, _frame_for(data)))
+        return bool(self._call_in_loop(conn.send_frame_bytes, message_frame(data)))
 
     def broadcast(self, data: str | bytes) -> int:
         """Send ``data`` to every open connection of this endpoint: the frame
         is built once and the compiled loop queues the same bytes object to
         each. Returns how many accepted it (from another thread: how many it
         was scheduled for)."""
-        return self._broadcast(None, _frame_for(data), None)
+        return self._broadcast(None, message_frame(data), None)
 
     def broadcast_to(self, room: Any, data: str | bytes, exclude: Any = None) -> int:
         """Send ``data`` to every open connection in ``room``; ``exclude`` may
         be a connection (or connector) to skip."""
         if isinstance(exclude, WebSocketConnector):
             exclude = exclude._conn
-        return self._broadcast(room, _frame_for(data), exclude)
+        return self._broadcast(room, message_frame(data), exclude)
 
     def rooms(self) -> dict[Any, int]:
         """Room name -> number of connections in it (rooms with nobody in them vanish)."""
@@ -463,7 +452,8 @@ class WebSocket:
                 self._loop.call_soon_threadsafe(hub.broadcast_frame, frame, exclude)
             else:
                 self._loop.call_soon_threadsafe(hub.broadcast_room, room, frame, exclude)
-            return len(members) - (1 if exclude is not None and exclude in members.values() else 0)
+            excluded = exclude is not None and members.get(exclude.key) is exclude
+            return len(members) - excluded
         if room is None:
             return int(hub.broadcast_frame(frame, exclude))
         return int(hub.broadcast_room(room, frame, exclude))

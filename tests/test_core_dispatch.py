@@ -12,7 +12,7 @@ import pytest
 import websockets
 
 from robyn_fast import Config, Robyn, WebSocket
-from robyn_fast._core.codec import build_close, build_ping, build_text
+from robyn_fast._core.codec import build_ping, build_text
 from robyn_fast._core.connection import Connection, Hub
 
 from .server_helpers import running, wait_for

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import hashlib
 import socket
-import threading
 import time
 from typing import Any
 
