@@ -79,7 +79,10 @@ def _extensions() -> list[Extension]:
 
 
 setup(
-    packages=["robyn_fast", "robyn_fast._reference", "robyn_fast._core", "robyn_fast.compat", "robyn_fast.compat.robyn"],
+    packages=[
+        "robyn_fast", "robyn_fast._reference", "robyn_fast._core", "robyn_fast.http", "robyn_fast.websocket",
+        "robyn_fast.compat", "robyn_fast.compat.robyn",
+    ],
     package_dir={"robyn_fast": "robyn_fast", "robyn_fast._core": "_core"},
     # .pxd contracts and the header they declare ship so other Cython code can cimport the core.
     package_data={"robyn_fast": ["py.typed", "*.pyi"], "robyn_fast._core": ["*.pyi", "*.pxd", "*.h"]},

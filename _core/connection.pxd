@@ -1,15 +1,20 @@
 # Contract of the compiled WebSocket connection layer.
 #
-# Hub: one per WebSocket endpoint and event loop. It is the connection table
-# (by id, and by room), the output cork (every connection written to during a
-# loop iteration is flushed once, with one write, at the end of it), the read
-# buffer shared by the endpoint's connections (an idle connection holds none),
-# and the keepalive sweep (one timer for all connections).
+# Hub: one per WebSocket endpoint and event loop, created and owned by the
+# server (robyn_fast.server.Server). It is the connection table (by id, and by
+# room), the endpoint's settings (copied once from its Config), the output cork
+# (every connection written to during a loop iteration is flushed once, with
+# one write, at the end of it), the read buffer shared by the endpoint's
+# connections (an idle connection holds none), the keepalive sweep (one timer
+# for all connections), and the owner of every handler Task it starts (kept
+# referenced until done) and of the count of connections whose close handler
+# has not finished yet (what graceful shutdown waits for).
 #
 # Connection: one per upgraded TCP connection, the transport's protocol after
 # the 101. It parses through the codec (as its MessageSink), answers control
-# frames, runs the endpoint's handlers one at a time in arrival order, and
-# applies the limits of robyn_fast.config.Config.
+# frames, and runs the endpoint's handlers one at a time in arrival order,
+# each call in its own copy of the hub's context; an async handler runs in a
+# real asyncio Task from its first line (started eagerly on Python >= 3.12).
 
 from libc.stdint cimport uint8_t
 from robyn_fast._core.codec cimport FrameParser, Message, MessageSink
@@ -21,16 +26,36 @@ cdef enum:
 
 
 cdef class Hub:
-    cdef object loop
-    cdef readonly dict connections        # id -> Connection (open or closing)
+    cdef readonly object loop
+    cdef readonly dict connections        # id -> Connection (open or closing), until connection_lost
     cdef readonly dict rooms              # room name -> {id: Connection}
+    cdef readonly set tasks               # handler Tasks not yet done: referenced here until they are
+    cdef readonly Py_ssize_t live         # connections started whose close handler has not finished
+    cdef list idle_waiters                # futures resolved when `live` drops to 0
+    cdef bint discarding                  # shutting down: queued message jobs are dropped, close jobs run
+    cdef readonly Py_ssize_t discarded    # message jobs dropped that way (logged once)
+    cdef object context                   # contextvars.Context each handler call runs in a copy of
+    cdef object json_dumps                # dict/list -> str for sends and return values
+    # Settings of the endpoint, from its robyn_fast.config.Config.
+    cdef object max_message_size
+    cdef double close_timeout
+    cdef double ping_interval             # <= 0: no keepalive
+    cdef double ping_timeout
+    cdef size_t max_backpressure
+    cdef bint drop_policy
+    cdef bint close_on_error
+    cdef Py_ssize_t high_water
+    cdef Py_ssize_t low_water
+    # Output cork.
     cdef list dirty                       # connections with queued output this iteration
     cdef bint flush_scheduled
     cdef object flush_cb                  # bound self.flush, created once
+    # Shared read buffer.
     cdef uint8_t *shared                  # read buffer lent to connections with nothing buffered
     cdef size_t shared_cap
     cdef object shared_window             # exporter of `shared` for get_buffer()
     cdef int shared_exports
+    # Keepalive.
     cdef object keepalive_timer
     cdef double keepalive_tick
     cdef readonly Py_ssize_t flushes      # flush rounds run (for tests and benchmarks)
@@ -39,6 +64,7 @@ cdef class Hub:
     cdef object lend_window(self)
     cdef int add(self, Connection conn) except -1
     cdef int remove(self, Connection conn) except -1
+    cdef int finished(self, Connection conn) except -1
     cdef int mark_dirty(self, Connection conn) except -1
     cpdef Py_ssize_t broadcast_frame(self, bytes frame, object exclude=*)
     cpdef Py_ssize_t broadcast_room(self, object room, bytes frame, object exclude=*)
@@ -49,11 +75,9 @@ cdef class Hub:
 
 cdef class Connection(MessageSink):
     cdef readonly object transport
-    cdef object loop
-    cdef Hub hub
+    cdef readonly Hub hub
     cdef FrameParser parser
-    cdef public object connector          # what handlers receive (robyn_fast.ws.WebSocketConnector)
-    cdef object extra_table               # an outside id -> Connection dict we also leave on close
+    cdef public object connector          # what handlers receive (robyn_fast.websocket.WebSocketConnector)
     cdef readonly str key                 # our id
     cdef object on_connect                # handler(connector) or None
     cdef object on_message                # handler(connector, message) or None
@@ -62,16 +86,17 @@ cdef class Connection(MessageSink):
     cdef bint close_sent
     cdef bint close_received
     cdef bint close_after_flush           # close TCP once queued output is written
+    cdef bint started
+    cdef bint done                        # the close job has run (hub.finished was called)
     cdef readonly object close_code       # received, or sent when we failed it, or 1006
     cdef readonly str close_reason
     cdef readonly object rooms            # set of room names, or None
     # Handler queue: jobs run one at a time, in arrival order.
     cdef object queue                     # collections.deque, created when first needed
-    cdef bint busy                        # an async handler is suspended
-    cdef bint in_handler                  # a handler (sync or async) is running
-    cdef object current_job
-    cdef object pending_close             # (code, reason) from close() inside a handler
-    cdef bint inline_async                # run an async handler's first step without a Task
+    cdef bint running                     # a handler call (or an eager first step) is on the stack
+    cdef readonly object task             # the Task of a suspended async handler, or None
+    cdef object current_job               # the job that task runs
+    cdef object pending_close             # (code, reason) from close() inside this connection's own handler
     # Output: frames queued until the hub flushes this connection.
     cdef list out
     cdef size_t out_bytes
@@ -86,26 +111,22 @@ cdef class Connection(MessageSink):
     cdef double pong_deadline             # loop time by which the pong must arrive (0: none)
     cdef bytes ping_payload
     cdef unsigned int ping_seq
-    # Configuration, copied from Config.
-    cdef double close_timeout
-    cdef double ping_interval             # <= 0: no keepalive
-    cdef double ping_timeout
-    cdef size_t max_backpressure
-    cdef bint drop_policy
-    cdef bint close_on_error
-    cdef Py_ssize_t high_water
-    cdef Py_ssize_t low_water
 
     cdef int _read(self, size_t nbytes) except -1
     cdef int _on_close_frame(self, Message m) except -1
     cdef int _fail(self, int code, str reason) except -1
     cdef int _do_close(self, int code, str reason) except -1
+    cdef int _arm_close_timer(self) except -1
+    cdef int _close_pending(self) except -1
+    cdef bint _in_own_handler(self) except -1
     cdef int _enqueue(self, object job) except -1
     cdef int _pump(self) except -1
     cdef int _run_job(self, object job) except -1
+    cdef object _handler_for(self, object job)
     cdef int _finish_job(self, object job, object result) except -1
-    cdef int _handler_error(self, object exc) except -1
-    cdef int send_value(self, object value) except -1
+    cdef int _handler_error(self, object job, object exc) except -1
+    cdef int _after_error(self, object job) except -1
+    cdef int _job_done(self, object job) except -1
     cdef int send_frame(self, bytes frame) except -1
     cdef int _queue_control(self, bytes frame) except -1
     cdef int _flush(self) except -1

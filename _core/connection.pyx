@@ -5,8 +5,16 @@
 # an unfinished frame), every complete frame of a read is parsed in one pass,
 # and data messages reach the connection as their str/bytes (MessageSink).
 # Control frames are answered here; data messages go to the endpoint's
-# handlers, one at a time and in arrival order; a sync handler, or an async
-# one that does not suspend, runs inline without a Task.
+# handlers, one at a time and in arrival order.
+#
+# Handlers: every call runs in a fresh copy of the hub's context, so a
+# ContextVar a handler sets never leaks into the next message. A sync handler
+# is called inline. An async handler runs in a real asyncio Task from its first
+# line (asyncio.current_task(), timeout(), TaskGroup work as anywhere else):
+# on Python >= 3.12 the Task starts eagerly, so a handler that never suspends
+# finishes inside the call and costs no extra loop iteration; on 3.10 and 3.11
+# its first step runs on the next iteration. The hub keeps every Task it
+# started referenced until it is done.
 #
 # Write path: everything queued to a connection during one loop iteration
 # (handler replies, sends, broadcasts, pongs, the Close) leaves in one
@@ -16,10 +24,11 @@
 # its code and TCP is closed (the server closes first, §7.1.1); a Close we send
 # waits up to close_timeout for the peer's answer, then the transport is
 # aborted. A protocol error sends Close with the codec's code (1002, 1007,
-# 1009) and closes.
+# 1009) and closes. close() is never deferred behind a suspended handler.
 
 cimport cython
 from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_Values
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
@@ -31,19 +40,30 @@ from robyn_fast._core.codec cimport (
 
 import asyncio
 import collections
-import json
+import contextvars
 import logging
+import sys
 import types
 
 from robyn_fast._core.codec import build_close
-from robyn_fast._stepper import resume as _resume
-from robyn_fast.exceptions import ProtocolError
+from robyn_fast.exceptions import InvalidState, ProtocolError
+
+cdef extern from "Python.h":
+    object PyContext_Copy(object ctx)
+    int PyContext_Enter(object ctx) except -1
+    int PyContext_Exit(object ctx) except -1
 
 cdef object _log = logging.getLogger("robyn_fast.websocket")
 cdef object _deque = collections.deque
-cdef object _json_dumps = json.dumps
 cdef object _coroutine_type = types.CoroutineType
 cdef object _iscoroutine = asyncio.iscoroutine
+cdef object _Task = asyncio.Task
+cdef object _current_task = asyncio.current_task
+cdef object _CancelledError = asyncio.CancelledError
+# Python >= 3.12: Task(..., eager_start=True) runs the first step inside the
+# constructor, with the Task current. 3.11: Task(..., context=). 3.10: neither.
+cdef bint _EAGER = sys.version_info >= (3, 12)
+cdef bint _TASK_CONTEXT = sys.version_info >= (3, 11)
 cdef object _CONNECT = object()           # job marker: run the connect handler
 cdef object _CLOSE = object()             # job marker: run the close handler
 
@@ -53,6 +73,32 @@ cdef enum:
 
 cdef inline bint _is_coroutine(object value):
     return type(value) is _coroutine_type or (value is not None and _iscoroutine(value))
+
+
+cdef object _start_task(object loop, object coro, object ctx):
+    """A Task running ``coro`` in ``ctx`` (a context nothing has entered)."""
+    if _EAGER:
+        return _Task(coro, loop=loop, context=ctx, eager_start=True)
+    if _TASK_CONTEXT:
+        return _Task(coro, loop=loop, context=ctx)
+    PyContext_Enter(ctx)      # 3.10: the Task copies the current context
+    try:
+        return _Task(coro, loop=loop)
+    finally:
+        PyContext_Exit(ctx)
+
+
+cdef str _handler_name(object handler):
+    name = getattr(handler, "__qualname__", None)
+    return name if isinstance(name, str) else repr(handler)
+
+
+cdef str _event_name(object job):
+    if job is _CONNECT:
+        return "connect"
+    if job is _CLOSE:
+        return "close"
+    return "message"
 
 
 @cython.final
@@ -75,22 +121,43 @@ cdef class _SharedWindow:
 
 @cython.final
 cdef class Hub:
-    """The connections of one WebSocket endpoint on one event loop."""
+    """The connections of one WebSocket endpoint on one event loop.
+
+    Created by the server with the endpoint's :class:`~robyn_fast.config.Config`
+    and the JSON encoder used for ``dict``/``list`` messages. ``context`` is
+    the ``contextvars.Context`` every handler call runs in a copy of (default:
+    a copy of the current one).
+    """
 
     def __cinit__(self):
         self.connections = {}
         self.rooms = {}
+        self.tasks = set()
+        self.idle_waiters = []
         self.dirty = []
         self.shared = NULL
 
-    def __init__(self, loop, double keepalive_interval=0.0):
+    def __init__(self, loop, config, *, json_dumps, context=None):
+        if not callable(json_dumps):
+            raise TypeError("json_dumps must be callable")
         self.loop = loop
+        self.json_dumps = json_dumps
+        self.context = context if context is not None else contextvars.copy_context()
+        self.max_message_size = config.max_message_size
+        self.close_timeout = config.close_timeout
+        self.ping_interval = config.ping_interval if config.ping_interval is not None else 0.0
+        self.ping_timeout = config.ping_timeout if config.ping_timeout is not None else 0.0
+        self.max_backpressure = config.max_backpressure
+        self.drop_policy = config.backpressure_policy == "drop"
+        self.close_on_error = config.close_on_handler_error
+        self.high_water = config.read_high_water
+        self.low_water = config.read_low_water
         self.flush_cb = self.flush
         cdef _SharedWindow window = _SharedWindow.__new__(_SharedWindow)
         window.hub = self
         self.shared_window = window
-        if keepalive_interval > 0:
-            self.keepalive_tick = min(max(keepalive_interval / 4.0, 0.02), 5.0)
+        if self.ping_interval > 0:
+            self.keepalive_tick = min(max(self.ping_interval / 4.0, 0.02), 5.0)
 
     def __dealloc__(self):
         free(self.shared)
@@ -110,6 +177,7 @@ cdef class Hub:
 
     cdef int add(self, Connection conn) except -1:
         self.connections[conn.key] = conn
+        self.live += 1
         if self.keepalive_tick > 0 and self.keepalive_timer is None:
             self._arm_keepalive()
         return 0
@@ -131,6 +199,32 @@ cdef class Hub:
             self.keepalive_timer.cancel()
             self.keepalive_timer = None
         return 0
+
+    cdef int finished(self, Connection conn) except -1:
+        """``conn``'s close handler has finished: it no longer counts as live."""
+        cdef list waiters
+        self.live -= 1
+        if self.live == 0 and self.idle_waiters:
+            waiters, self.idle_waiters = self.idle_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        return 0
+
+    def wait_idle(self):
+        """A future resolved once every connection started on this hub has
+        closed and its close handler has finished (at once if none is live)."""
+        fut = self.loop.create_future()
+        if self.live == 0:
+            fut.set_result(None)
+        else:
+            self.idle_waiters.append(fut)
+        return fut
+
+    @property
+    def live_tasks(self):
+        """Handler Tasks started by this hub and not yet done."""
+        return len(self.tasks)
 
     cpdef int join(self, Connection conn, object room) except -1:
         cdef dict members
@@ -169,6 +263,33 @@ cdef class Hub:
             return 0
         return _broadcast(members, frame, exclude)
 
+    # -- shutdown -----------------------------------------------------------------------
+
+    def close_all(self, int code=1001, str reason=""):
+        """Send a Close frame to every open connection at once, whatever its
+        handler is doing; returns how many were asked to close."""
+        cdef Connection conn
+        cdef Py_ssize_t count = 0
+        for conn in PyDict_Values(self.connections):
+            if conn.state == ST_OPEN:
+                conn._do_close(code, reason)
+                count += 1
+        return count
+
+    def abort_all(self):
+        """The end of the shutdown grace period: drop every TCP connection,
+        discard message jobs still queued (close handlers still run) and
+        cancel the handler Tasks still running. Returns how many Tasks were
+        cancelled."""
+        cdef Connection conn
+        self.discarding = True
+        for conn in PyDict_Values(self.connections):
+            conn.abort()
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
+
     # -- output cork ------------------------------------------------------------------
 
     cdef int mark_dirty(self, Connection conn) except -1:
@@ -204,7 +325,7 @@ cdef class Hub:
         cdef Connection conn
         cdef double now = self.loop.time()
         self.keepalive_timer = None
-        for conn in list(self.connections.values()):
+        for conn in PyDict_Values(self.connections):
             try:
                 conn._keepalive(now)
             except Exception:
@@ -216,9 +337,10 @@ cdef class Hub:
 cdef Py_ssize_t _broadcast(dict members, bytes frame, object exclude):
     cdef Py_ssize_t count = 0
     cdef Connection conn
-    # send_frame never removes connections (that happens in connection_lost,
-    # which transports call later), so the table can be walked directly.
-    for conn in members.values():
+    # A snapshot of the members: whatever a send leads to (a close, a
+    # connection_lost a transport reports at once, a join or leave) cannot
+    # change what this loop walks.
+    for conn in PyDict_Values(members):
         if conn.state != ST_OPEN or conn is exclude:
             continue
         try:
@@ -231,50 +353,36 @@ cdef Py_ssize_t _broadcast(dict members, bytes frame, object exclude):
 cdef class Connection(MessageSink):
     """One upgraded WebSocket connection; the transport's protocol after the 101.
 
-    Created by the HTTP layer with the endpoint's handlers and configuration,
-    then :meth:`start` is called with the transport and any bytes that arrived
-    after the handshake request. ``table`` is the endpoint's :class:`Hub`, or
-    (for tests) a plain dict, in which case the connection gets a hub of its own.
+    Created with the endpoint's :class:`Hub` (its table and settings), the
+    connection id and the endpoint's handlers; then :meth:`start` is called
+    with the transport and any bytes that arrived after the handshake request.
     """
 
     def __cinit__(self):
         self.state = ST_OPEN
         self.close_reason = ""
 
-    def __init__(self, loop, config, table, str key, on_connect=None, on_message=None, on_close=None):
-        self.loop = loop
-        self.parser = FrameParser(config.max_message_size)
+    def __init__(self, Hub hub not None, str key not None, on_connect=None, on_message=None, on_close=None):
+        self.hub = hub
+        self.parser = FrameParser(hub.max_message_size)
         self.parser.set_sink(self)
         self.key = key
         self.on_connect = on_connect
         self.on_message = on_message
         self.on_close = on_close
-        self.close_timeout = config.close_timeout
-        self.ping_interval = config.ping_interval if config.ping_interval is not None else 0.0
-        self.ping_timeout = config.ping_timeout if config.ping_timeout is not None else 0.0
-        self.max_backpressure = config.max_backpressure
-        self.drop_policy = config.backpressure_policy == "drop"
-        self.close_on_error = config.close_on_handler_error
-        self.high_water = config.read_high_water
-        self.low_water = config.read_low_water
-        self.inline_async = config.inline_async_handlers
-        if isinstance(table, Hub):
-            self.hub = <Hub>table
-        else:
-            self.hub = Hub(loop, self.ping_interval)
-            self.extra_table = table
 
     # -- lifecycle ------------------------------------------------------------
 
     def start(self, transport, bytes initial=b""):
         """Take over ``transport`` (after the 101 was written) and run the
         connect handler; ``initial`` holds bytes read past the handshake."""
+        if self.started:
+            raise InvalidState(f"websocket {self.key} was already started")
+        self.started = True
         self.transport = transport
-        if self.ping_interval > 0:
-            self.next_ping = self.loop.time() + self.ping_interval
+        if self.hub.ping_interval > 0:
+            self.next_ping = self.hub.loop.time() + self.hub.ping_interval
         self.hub.add(self)
-        if self.extra_table is not None:
-            self.extra_table[self.key] = self
         self._enqueue(_CONNECT)
         if initial and self.state == ST_OPEN:
             self.parser.append_input(<const uint8_t *><char *>initial, <size_t>len(initial))
@@ -334,9 +442,8 @@ cdef class Connection(MessageSink):
         self.next_ping = self.pong_deadline = 0.0
         self.out = None
         self.out_bytes = 0
+        self.pending_close = None
         self.hub.remove(self)
-        if self.extra_table is not None and self.extra_table.get(self.key) is self:
-            del self.extra_table[self.key]
         self._enqueue(_CLOSE)
 
     # -- reading ---------------------------------------------------------------
@@ -358,8 +465,8 @@ cdef class Connection(MessageSink):
         return 0
 
     cdef int on_data(self, int opcode, object data, int rsv) except -1:
-        # Fast path: nothing queued and no handler suspended: run it now.
-        if not self.busy and (self.queue is None or not self.queue):
+        # Fast path: nothing queued and no handler running or suspended: run it now.
+        if self.task is None and not self.running and (self.queue is None or not self.queue):
             if self.on_message is not None:
                 self._run_job(data)
             return 0
@@ -377,8 +484,8 @@ cdef class Connection(MessageSink):
             if self.ping_payload is not None and m.data == self.ping_payload:
                 self.ping_payload = None
                 self.pong_deadline = 0.0
-                if self.ping_interval > 0:
-                    self.next_ping = self.loop.time() + self.ping_interval
+                if self.hub.ping_interval > 0:
+                    self.next_ping = self.hub.loop.time() + self.hub.ping_interval
         elif op == OPC_CLOSE:
             self._on_close_frame(m)
         return 0
@@ -392,6 +499,7 @@ cdef class Connection(MessageSink):
             self._queue_control(build_close(m.close_code))
             self.close_sent = True
         self.state = ST_CLOSING
+        self.pending_close = None
         self.next_ping = self.pong_deadline = 0.0
         self.close_after_flush = True      # then the server closes TCP (§7.1.1)
         if not self.in_dirty:
@@ -410,6 +518,7 @@ cdef class Connection(MessageSink):
             self._queue_control(build_close(code, _truncate_reason(reason)))
             self.close_sent = True
         self.state = ST_CLOSING
+        self.pending_close = None
         self.next_ping = self.pong_deadline = 0.0
         self.close_after_flush = True
         if not self.in_dirty:
@@ -419,23 +528,54 @@ cdef class Connection(MessageSink):
 
     # -- closing ------------------------------------------------------------------
 
-    def close(self, int code=1000, str reason=""):
-        """Send a Close frame (RFC 6455 §5.5.1) after flushing queued messages;
-        inside a handler, after that handler's return value. Returns False if
-        the connection was already closing. Raises ValueError for a code or
-        reason a peer would reject."""
+    def close(self, int code=1000, str reason not None=""):
+        """Send a Close frame (RFC 6455 §5.5.1) with ``code`` and ``reason``
+        after the messages already queued, at once, whatever this
+        connection's handler is doing.
+
+        Called by this connection's own handler while it runs, the Close
+        follows that handler's return value (or goes when the handler next
+        suspends). Afterwards sends to this connection are dropped (they
+        return False). Returns False if the connection was already closing.
+        Raises ValueError (or TypeError) for a code or reason a peer would
+        reject, before anything changes."""
         build_close(code, reason)       # validates before anything changes
         if self.state != ST_OPEN or self.pending_close is not None:
             return False
-        if self.in_handler:
+        if self._in_own_handler():
             self.pending_close = (code, reason)
+            if not self.running:
+                # A later step of our handler's Task: once the step is over,
+                # either the Task finished (then _task_done sends its return
+                # value, then the Close) or it suspended (then the Close goes).
+                self.hub.loop.call_soon(self._resolve_pending_close)
             return True
         self._do_close(code, reason)
         return True
 
+    cdef bint _in_own_handler(self) except -1:
+        if self.running:
+            return True
+        if self.task is None:
+            return False
+        return _current_task(self.hub.loop) is self.task
+
+    def _resolve_pending_close(self):
+        if self.task is not None and self.task.done():
+            return
+        self._close_pending()
+
+    cdef int _close_pending(self) except -1:
+        if self.pending_close is not None:
+            code, reason = self.pending_close
+            self.pending_close = None
+            self._do_close(code, reason)
+        return 0
+
     cdef int _do_close(self, int code, str reason) except -1:
         if self.state != ST_OPEN:
             return 0
+        self.pending_close = None
         self.close_code = code
         self.close_reason = reason
         self._queue_control(build_close(code, reason))
@@ -445,14 +585,15 @@ cdef class Connection(MessageSink):
         self._arm_close_timer()
         return 0
 
-    def _arm_close_timer(self):
+    cdef int _arm_close_timer(self) except -1:
         if self.close_timer is None and self.state != ST_CLOSED:
-            self.close_timer = self.loop.call_later(self.close_timeout, self._close_timeout_expired)
+            self.close_timer = self.hub.loop.call_later(self.hub.close_timeout, self._close_timeout_expired)
+        return 0
 
     def _close_timeout_expired(self):
         self.close_timer = None
         if self.state != ST_CLOSED:
-            _log.info("websocket %s: no closing handshake within %.1fs; aborting", self.key, self.close_timeout)
+            _log.info("websocket %s: no closing handshake within %.1fs; aborting", self.key, self.hub.close_timeout)
             self.transport.abort()
 
     cdef void _cancel_close_timer(self):
@@ -471,9 +612,9 @@ cdef class Connection(MessageSink):
         if self.queue is None:
             self.queue = _deque()
         self.queue.append(job)
-        if self.busy:
+        if self.task is not None or self.running:
             if (not self.reading_paused and self.state == ST_OPEN
-                    and len(self.queue) >= self.high_water):
+                    and len(self.queue) >= self.hub.high_water):
                 self.reading_paused = True
                 self.transport.pause_reading()
             return 0
@@ -481,92 +622,125 @@ cdef class Connection(MessageSink):
 
     cdef int _pump(self) except -1:
         cdef object queue = self.queue
-        while queue and not self.busy:
-            self._run_job(queue.popleft())
-        if self.reading_paused and len(queue) <= self.low_water and self.state == ST_OPEN:
+        cdef object job
+        cdef Hub hub = self.hub
+        if queue is None:
+            return 0
+        while queue and self.task is None and not self.running:
+            job = queue.popleft()
+            if hub.discarding and job is not _CLOSE:
+                # Shutdown's grace period is over: only close handlers still run.
+                if hub.discarded == 0:
+                    _log.warning("shutdown: dropping messages still waiting for their handlers")
+                hub.discarded += 1
+                continue
+            self._run_job(job)
+        if self.reading_paused and len(queue) <= hub.low_water and self.state == ST_OPEN:
             self.reading_paused = False
             self.transport.resume_reading()
         return 0
 
-    cdef int _run_job(self, object job) except -1:
-        cdef object handler
-        cdef object result
-        cdef object pending
+    cdef object _handler_for(self, object job):
         if job is _CONNECT:
-            handler = self.on_connect
-        elif job is _CLOSE:
-            handler = self.on_close
-        else:
-            handler = self.on_message
-        if handler is None:
-            return 0
-        self.in_handler = True
-        try:
-            if job is _CONNECT or job is _CLOSE:
-                result = handler(self.connector)
-            else:
-                result = handler(self.connector, job)
-            if _is_coroutine(result):
-                if not self.inline_async:
-                    return self._suspend(job, result)
-                # Run the first step inline: a handler that never suspends
-                # needs no Task (and no extra loop iteration).
-                try:
-                    pending = result.send(None)
-                except StopIteration as stop:
-                    result = stop.value
-                else:
-                    return self._suspend(job, _resume(result, pending))
-        except Exception as exc:
-            self.in_handler = False
-            return self._handler_error(exc)
-        except asyncio.CancelledError:
-            self.in_handler = False
-            _log.debug("websocket %s: handler cancelled", self.key)
-            return 0
-        self.in_handler = False
-        return self._finish_job(job, result)
+            return self.on_connect
+        if job is _CLOSE:
+            return self.on_close
+        return self.on_message
 
-    def _suspend(self, job, coro):
-        self.busy = True
-        self.current_job = job
-        self.loop.create_task(coro).add_done_callback(self._task_done)
-        return 0
+    cdef int _run_job(self, object job) except -1:
+        cdef Hub hub = self.hub
+        cdef object handler = self._handler_for(job)
+        cdef object ctx, result, task
+        if handler is None:
+            return self._job_done(job)
+        ctx = PyContext_Copy(hub.context)
+        self.running = True
+        try:
+            PyContext_Enter(ctx)
+            try:
+                if job is _CONNECT or job is _CLOSE:
+                    result = handler(self.connector)
+                else:
+                    result = handler(self.connector, job)
+            finally:
+                PyContext_Exit(ctx)
+            if _is_coroutine(result):
+                task = _start_task(hub.loop, result, ctx)
+                if not task.done():
+                    self.task = task
+                    self.current_job = job
+                    hub.tasks.add(task)
+                    task.add_done_callback(self._task_done)
+                    self.running = False
+                    # Suspended: a Close its first step asked for goes now.
+                    return self._close_pending()
+                if task.cancelled():
+                    self.running = False
+                    _log.debug("websocket %s: %s handler cancelled", self.key, _event_name(job))
+                    self._close_pending()
+                    return self._job_done(job)
+                result = task.result()      # raises what the handler raised
+        except Exception as exc:
+            self.running = False
+            return self._handler_error(job, exc)
+        except _CancelledError:
+            self.running = False
+            _log.debug("websocket %s: %s handler cancelled", self.key, _event_name(job))
+            self._close_pending()
+            return self._job_done(job)
+        self.running = False
+        return self._finish_job(job, result)
 
     def _task_done(self, task):
         job = self.current_job
         self.current_job = None
-        self.busy = False
-        self.in_handler = False
+        self.task = None
+        self.hub.tasks.discard(task)
         if task.cancelled():
-            result = None
+            _log.debug("websocket %s: %s handler cancelled", self.key, _event_name(job))
+            self._close_pending()
+            self._job_done(job)
         else:
             exc = task.exception()
             if exc is not None:
-                self._handler_error(exc)
-                self._pump()
-                return
-            result = task.result()
-        self._finish_job(job, result)
+                self._handler_error(job, exc)
+            else:
+                self._finish_job(job, task.result())
         self._pump()
 
     cdef int _finish_job(self, object job, object result) except -1:
+        cdef bytes frame
         if result is not None and job is not _CLOSE:
-            self.send_value(result)
-        if self.pending_close is not None:
-            code, reason = self.pending_close
-            self.pending_close = None
-            self._do_close(code, reason)
-        return 0
+            try:
+                frame = _frame(result, self.hub.json_dumps)
+            except Exception as exc:
+                _log.error("websocket %s: %s handler %s returned a value that cannot be sent (%s: %s); "
+                           "nothing was sent", self.key, _event_name(job), _handler_name(self._handler_for(job)),
+                           type(exc).__name__, exc)
+                return self._after_error(job)
+            if self.state == ST_OPEN:
+                self.send_frame(frame)
+            else:
+                _log.debug("websocket %s: connection closing; the handler's return value was dropped", self.key)
+        self._close_pending()
+        return self._job_done(job)
 
-    cdef int _handler_error(self, object exc) except -1:
-        _log.error("websocket %s: handler raised", self.key, exc_info=exc)
+    cdef int _handler_error(self, object job, object exc) except -1:
+        _log.error("websocket %s: %s handler %s raised", self.key, _event_name(job),
+                   _handler_name(self._handler_for(job)), exc_info=exc)
+        return self._after_error(job)
+
+    cdef int _after_error(self, object job) except -1:
         if self.pending_close is not None:
-            code, reason = self.pending_close
-            self.pending_close = None
-            self._do_close(code, reason)
-        elif self.close_on_error:
+            self._close_pending()
+        elif self.hub.close_on_error and job is not _CLOSE:
             self._do_close(1011, "internal error")
+        return self._job_done(job)
+
+    cdef int _job_done(self, object job) except -1:
+        if job is _CLOSE and not self.done:
+            self.done = True
+            self.hub.finished(self)
         return 0
 
     # -- rooms --------------------------------------------------------------------------
@@ -584,41 +758,34 @@ cdef class Connection(MessageSink):
     def send(self, data):
         """Queue ``data`` as one message: ``str`` as text, bytes-like as
         binary, dict/list as JSON text. Returns False if the connection is not
-        open or the message was refused by the backpressure policy."""
-        return self.send_value(data) == 1
+        open or the message was refused by the backpressure policy. Raises
+        TypeError (or ValueError) for a value that cannot be sent."""
+        return self.send_frame(_frame(data, self.hub.json_dumps)) == 1
 
-    def send_frame_bytes(self, bytes frame):
+    def send_frame_bytes(self, bytes frame not None):
         """Queue a prebuilt server frame (broadcasts use one frame object for
         every connection). Returns False if it was not queued."""
         return self.send_frame(frame) == 1
 
-    cdef int send_value(self, object value) except -1:
-        """1 if queued, 0 if refused."""
-        cdef bytes frame = _frame_or_none(value)
-        if frame is None:
-            _log.error("websocket %s: cannot send a %s (send str, bytes, dict or list); nothing sent",
-                       self.key, type(value).__name__)
-            return 0
-        return self.send_frame(frame)
-
     cdef int send_frame(self, bytes frame) except -1:
         cdef size_t size = <size_t>PyBytes_GET_SIZE(frame)
         cdef size_t buffered
+        cdef Hub hub = self.hub
         if self.state != ST_OPEN:
             return 0
         buffered = self.out_bytes + <size_t>self.transport.get_write_buffer_size()
         # The bound is on backlog: one message larger than the limit still goes
         # out to a client that has read everything before it.
-        if buffered and buffered + size > self.max_backpressure:
-            if self.drop_policy:
+        if buffered and buffered + size > hub.max_backpressure:
+            if hub.drop_policy:
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     _log.warning("websocket %s: client reads too slowly; %d message(s) dropped "
                                  "(write buffer over max_backpressure=%d)",
-                                 self.key, self.dropped, self.max_backpressure)
+                                 self.key, self.dropped, hub.max_backpressure)
                 return 0
             _log.warning("websocket %s: client reads too slowly (write buffer over max_backpressure=%d); "
-                         "closing with 1008", self.key, self.max_backpressure)
+                         "closing with 1008", self.key, hub.max_backpressure)
             self._do_close(1008, "client too slow")
             return 0
         if self.out is None:
@@ -627,7 +794,7 @@ cdef class Connection(MessageSink):
             self.out.append(frame)
         self.out_bytes += size
         if not self.in_dirty:
-            self.hub.mark_dirty(self)
+            hub.mark_dirty(self)
         return 1
 
     cdef int _queue_control(self, bytes frame) except -1:
@@ -674,12 +841,13 @@ cdef class Connection(MessageSink):
     # -- keepalive ----------------------------------------------------------------------
 
     cdef int _keepalive(self, double now) except -1:
-        if self.state != ST_OPEN or self.ping_interval <= 0:
+        cdef Hub hub = self.hub
+        if self.state != ST_OPEN or hub.ping_interval <= 0:
             return 0
         if self.pong_deadline > 0:
             if now >= self.pong_deadline:
                 self.pong_deadline = 0.0
-                _log.info("websocket %s: no pong within %.1fs; closing", self.key, self.ping_timeout)
+                _log.info("websocket %s: no pong within %.1fs; closing", self.key, hub.ping_timeout)
                 self._do_close(1011, "keepalive ping timeout")
             return 0
         if self.next_ping > 0 and now >= self.next_ping:
@@ -688,34 +856,37 @@ cdef class Connection(MessageSink):
             self._queue_control(build_frame_c(OPC_PING, <const uint8_t *><char *>self.ping_payload,
                                               6, True, 0, NULL))
             self.next_ping = 0.0
-            if self.ping_timeout > 0:
-                self.pong_deadline = now + self.ping_timeout
+            if hub.ping_timeout > 0:
+                self.pong_deadline = now + hub.ping_timeout
             else:
-                self.next_ping = now + self.ping_interval
+                self.next_ping = now + hub.ping_interval
         return 0
 
 
-cdef bytes _frame_or_none(object value):
+cdef bytes _frame(object value, object json_dumps):
     """The one server frame for a message value: ``str`` as text, bytes-like
-    as binary, ``dict``/``list`` as JSON text; None for anything else."""
+    as binary, ``dict``/``list`` as JSON text made by ``json_dumps``.
+    TypeError for anything else; what ``json_dumps`` raises for a value it
+    cannot encode."""
     cdef object t = type(value)
     if t is str or t is bytes or t is bytearray or t is memoryview:
         return build_message_c(value, NULL)
     if t is dict or t is list or isinstance(value, (dict, list)):
-        return build_message_c(_json_dumps(value), NULL)
+        text = json_dumps(value)
+        if type(text) is not str:
+            raise TypeError(f"the JSON encoder returned {type(text).__name__}, not str")
+        return build_message_c(text, NULL)
     if isinstance(value, (str, bytes, bytearray, memoryview)):
         return build_message_c(value, NULL)
-    return None
+    raise TypeError(f"cannot send a {t.__name__}: send str, bytes, dict or list")
 
 
-def message_frame(value):
+def message_frame(value, json_dumps):
     """The server frame for ``value`` as handlers' sends and return values
-    make it (``str`` text, bytes-like binary, ``dict``/``list`` JSON text);
-    TypeError for anything else."""
-    cdef bytes frame = _frame_or_none(value)
-    if frame is None:
-        raise TypeError(f"cannot send a {type(value).__name__}: send str, bytes, dict or list")
-    return frame
+    make it (``str`` text, bytes-like binary, ``dict``/``list`` JSON text
+    from ``json_dumps``); TypeError for anything else, and what
+    ``json_dumps`` raises for a value it cannot encode."""
+    return _frame(value, json_dumps)
 
 
 cdef str _truncate_reason(str reason):
@@ -733,3 +904,11 @@ class BufferedConnection(Connection, asyncio.BufferedProtocol):
     do (uvloop only checks that the methods exist). No ``__dict__``."""
 
     __slots__ = ()
+
+
+def start_task(loop, coro, context):
+    """A Task running ``coro`` in ``context`` (a ``contextvars.Context``
+    nothing has entered), started eagerly where asyncio can (Python >= 3.12:
+    the first step runs inside this call, with the Task current; if the
+    coroutine finishes there, the Task is returned done)."""
+    return _start_task(loop, coro, context)

@@ -2,8 +2,9 @@
 connections, no sockets.
 
 N compiled ``robyn_fast._core.connection.Connection`` objects are started on
-counting fake transports and registered with a ``robyn_fast.ws.WebSocket``
-endpoint; each round calls ``WebSocket.broadcast(data)`` (the frame is built
+counting fake transports in the connection table (``Hub``) a real
+``robyn_fast.server.Server`` keeps for a ``robyn_fast.WebSocket`` endpoint
+(the server listens on 127.0.0.1 but nothing connects); each round calls ``WebSocket.broadcast(data)`` (the frame is built
 once and the same bytes object goes to every connection), then runs one
 iteration of the event loop, so that output the connection layer corks until
 the end of the loop iteration reaches the transports too. Every round is
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +42,8 @@ import pytest
 
 from robyn_fast import Config, Robyn, WebSocket
 from robyn_fast._core.codec import build_text
-from robyn_fast._core.connection import Connection
+from robyn_fast._core.connection import Connection, Hub
+from robyn_fast.server import Server
 
 BUDGET = 1.0
 MIN_ROUNDS = 15
@@ -126,7 +129,9 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 @dataclasses.dataclass
 class Endpoint:
     loop: asyncio.AbstractEventLoop
+    server: Server
     ws: WebSocket
+    hub: Hub
     transports: list[CountingTransport]
 
     def step(self) -> None:
@@ -139,38 +144,36 @@ class Endpoint:
         return sum(t.writes + t.writelines_calls for t in self.transports)
 
     def close(self) -> None:
-        for conn in list(self.ws.connections.values()):
+        for conn in list(self.hub.connections.values()):
             conn.connection_lost(None)
         self.step()
+        self.loop.run_until_complete(self.server.shutdown())
         self.loop.close()
 
 
 def make_endpoint(n: int) -> Endpoint:
-    """An endpoint with n open connections on counting transports, built the
-    way the server builds them (Connection(loop, config, table, key, ...)
-    then .start(transport)), without keepalive timers."""
+    """An endpoint with n open connections on counting transports, in the
+    table of a running server, built the way the server builds them
+    (Connection(hub, key, ...) then .start(transport)), without keepalive
+    timers."""
     loop = _new_loop()
     app = Robyn(__file__)
     ws = WebSocket(app, "/bench", config=Config(ping_interval=None, ping_timeout=None))
-    attach = getattr(ws, "_attach", None)
-    if attach is not None:  # endpoints that keep their connections in a per-loop table
-        attach(loop)
-    table = getattr(ws, "_hub", None)
-    if table is None:
-        table = ws.connections
+    server = Server(app, loop)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    loop.run_until_complete(server.start(sock=sock))
+    hub = server.hub(ws)
     transports = []
     for i in range(n):
-        key = f"bench-{i}"
         t = CountingTransport()
-        conn = Connection(loop, ws.effective_config, table, key, None, None, None)
+        conn = Connection(hub, f"bench-{i}", None, None, None)
         t.set_protocol(conn)
         conn.start(t)
-        if key not in ws.connections:  # endpoints whose table is a plain dict filled by the caller
-            ws.connections[key] = conn
         transports.append(t)
-    ep = Endpoint(loop, ws, transports)
+    ep = Endpoint(loop, server, ws, hub, transports)
     ep.step()
-    assert len(ws.connections) == n
+    assert len(hub.connections) == n
     assert ep.total_calls() == 0, "a connection wrote something before any broadcast"
     return ep
 
@@ -186,7 +189,7 @@ def _broadcast_compiled(ep: Endpoint) -> Callable[[], None]:
 
 
 def _broadcast_python(ep: Endpoint) -> Callable[[], None]:
-    connections, step = ep.ws.connections, ep.step
+    connections, step = ep.hub.connections, ep.step
 
     def run() -> None:
         for conn in connections.values():

@@ -1,41 +1,19 @@
-"""The WebSocket frame codec, compiled or reference: this is the one place that
-decides which.
+"""The WebSocket frame codec (RFC 6455, sans-I/O): the compiled one, which the
+server uses.
 
-The compiled codec (``robyn_fast._core.codec``) is used by default. Setting
-``ROBYN_FAST_NO_EXTENSIONS=1`` in the environment before the first import
-forces the pure-Python reference (``robyn_fast._reference.codec``). If the
-compiled module cannot be imported (a broken build), the reference is used and
-a ``RuntimeWarning`` says so. :func:`implementation` tells which one is active.
+``robyn_fast._reference.codec`` is its pure-Python twin with the same API,
+kept as the oracle the tests compare the compiled codec with; the server never
+runs on it (``import robyn_fast`` fails at once, naming the fix, when the
+compiled core is missing).
 """
 
 from __future__ import annotations
 
-import os
-import warnings
 from typing import Literal
 
-Implementation = Literal["compiled", "reference"]
+from ._core import codec as _impl
 
-_FORCE_REFERENCE = os.environ.get("ROBYN_FAST_NO_EXTENSIONS", "") not in ("", "0")
-
-if _FORCE_REFERENCE:
-    from ._reference import codec as _impl
-
-    _ACTIVE: Implementation = "reference"
-else:
-    try:
-        from ._core import codec as _impl  # type: ignore[no-redef]
-
-        _ACTIVE = "compiled"
-    except ImportError as exc:  # pragma: no cover - only on a broken install
-        warnings.warn(
-            f"robyn_fast: compiled codec unavailable ({exc}); using the slow pure-Python reference",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        from ._reference import codec as _impl
-
-        _ACTIVE = "reference"
+Implementation = Literal["compiled"]
 
 OP_CONT: int = _impl.OP_CONT
 OP_TEXT: int = _impl.OP_TEXT
@@ -63,8 +41,9 @@ build_close = _impl.build_close
 
 
 def implementation() -> Implementation:
-    """``"compiled"`` or ``"reference"``: which codec this process uses."""
-    return _ACTIVE
+    """``"compiled"``: the codec this process uses (kept for callers that
+    checked it when a pure-Python fallback existed)."""
+    return "compiled"
 
 
 __all__ = [

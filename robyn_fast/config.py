@@ -63,12 +63,6 @@ class Config:
       gets 403.
     - ``close_on_handler_error``: close with 1011 when a handler raises
       (default: log the traceback and keep the connection open).
-    - ``inline_async_handlers``: run an async handler's first step inline, so
-      one that does not suspend costs no Task and no extra loop iteration; it
-      becomes a Task when it first awaits something pending. Before that
-      first suspension ``asyncio.current_task()`` is ``None``, so
-      ``asyncio.timeout()`` or a ``TaskGroup`` must come after an ``await``.
-      Set False to run every async handler in its own Task from the start.
     - ``backlog``: listen backlog of the server socket.
     """
 
@@ -94,7 +88,6 @@ class Config:
     subprotocols: tuple[str, ...] = ()
     allowed_origins: frozenset[str] | None = None
     close_on_handler_error: bool = False
-    inline_async_handlers: bool = True
     # Server
     backlog: int = 2048
 
@@ -103,7 +96,6 @@ class Config:
             value = getattr(self, f.name)
             if f.name in (
                 "subprotocols", "allowed_origins", "backpressure_policy", "close_on_handler_error",
-                "inline_async_handlers",
             ):
                 continue
             if value is None and f.name in ("max_message_size", "ping_interval", "ping_timeout"):

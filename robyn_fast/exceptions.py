@@ -74,7 +74,7 @@ class InvalidState(RobynFastError, RuntimeError):
 
 
 # --------------------------------------------------------------------------
-# HTTP layer (robyn_fast.http_types, robyn_fast.router)
+# HTTP layer (robyn_fast.http)
 # --------------------------------------------------------------------------
 
 
@@ -175,7 +175,7 @@ class MethodNotAllowed(HTTPError, LookupError):
 
 
 # --------------------------------------------------------------------------
-# WebSocket opening handshake (robyn_fast.handshake)
+# WebSocket opening handshake (robyn_fast.websocket.handshake)
 # --------------------------------------------------------------------------
 
 

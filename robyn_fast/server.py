@@ -1,475 +1,145 @@
-"""The HTTP/1.1 server: one :class:`HttpProtocol` per TCP connection, parsing
-with httptools, answering routes, and handing upgraded connections to the
-compiled WebSocket :class:`~robyn_fast._core.connection.Connection`.
+"""One server: one event loop in one process, serving one app.
 
-Limits (RFC 9112 framing, with the sizes of :class:`~robyn_fast.config.Config`):
-a request line over ``max_request_line`` gets 414; a header line over
-``max_header_size``, more than ``max_headers`` headers, or a head over
-``max_head_size`` gets 431; a body over ``max_body_size`` gets 413 (from
-``Content-Length`` before the body is read); malformed HTTP gets 400. Each of
-these closes the connection, after the responses owed to the requests
-received before it. A request head not finished within ``header_timeout``
-closes the connection (with 408 if bytes had arrived); so does a body that
-stops arriving for ``keep_alive_timeout`` (with 408).
+:class:`Server` listens (on a host and port, or on a socket bound before it
+starts), answers HTTP through :class:`~robyn_fast.http.protocol.HttpProtocol`,
+and owns the WebSocket connection tables: one compiled
+:class:`~robyn_fast._core.connection.Hub` per endpoint, which endpoints reach
+through :meth:`Server.send_to`, :meth:`Server.broadcast` and
+:meth:`Server.inspect` from any thread. It keeps every Task it starts
+referenced until it is done, and shuts down gracefully
+(:meth:`Server.shutdown`).
 
-Responses stop being produced while the transport's write buffer is above
-its high-water mark (``pause_writing``), so a client that does not read makes
-the server stop reading instead of buffering its answers. A client that
-half-closes after its requests still gets every response, then the close.
+The app is read through :class:`ServedApp`, the small surface this module
+needs; nothing here imports the app or the endpoints.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import concurrent.futures
+import contextvars
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
-import httptools
-
+from ._core.connection import Hub, start_task
 from .config import Config
-from .exceptions import HandshakeError
-from .handshake import accept_handshake, is_upgrade_request
-from .http_types import error_response
+from .encoding import dumps
+from .exceptions import InvalidState
+from .http.protocol import HttpProtocol
 
-if TYPE_CHECKING:
-    from .app import Robyn
-
-__all__ = ["HttpProtocol", "Server", "run"]
+__all__ = ["Server", "ServedApp", "ServedEndpoint", "ServerNotRunning", "run", "new_event_loop"]
 
 log = logging.getLogger("robyn_fast.server")
 
-# Data is fed to httptools in slices of at most this many bytes so the bytes
-# of an unfinished request head can be counted (httptools buffers header
-# pieces internally); max_head_size is enforced to within one slice.
-_SLICE = 16 * 1024
+T = TypeVar("T")
 
 
-class _Abort(Exception):
-    """Raised inside an httptools callback to stop parsing; the protocol has
-    already decided what to answer."""
+class ServerNotRunning(InvalidState):
+    """The server an operation needs has stopped (or never ran)."""
 
 
-class _Request:
-    """A parsed request waiting in the pipeline queue."""
+class ServedEndpoint(Protocol):
+    """What the server needs of a WebSocket endpoint."""
 
-    __slots__ = ("method", "target", "headers", "body", "keep_alive", "version", "upgrade")
+    endpoint: str
 
-    def __init__(
-        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes,
-        keep_alive: bool, version: str, upgrade: bool,
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-        self.version = version
-        self.upgrade = upgrade
+    @property
+    def effective_config(self) -> Config: ...
+
+    def open_connection(
+        self, server: Server, hub: Hub, transport: asyncio.Transport, initial: bytes, query: str,
+        path_params: dict[str, str], raw_headers: list[tuple[bytes, bytes]], remote_addr: tuple[str, int] | None,
+    ) -> Any: ...
 
 
-class HttpProtocol(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive and pipelining (responses leave in request order)."""
+class ServedApp(Protocol):
+    """What the server needs of an application (``robyn_fast.Robyn``)."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.app = server.app
-        self.config: Config = server.app.config
-        self.loop = server.loop
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self.peer_addr: tuple[str, int] | None = None
-        # Request being parsed.
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
-        self.body_size = 0
-        self.in_head = False
-        self.in_body = False
-        self.head_bytes = 0
-        self.fields_size = 0
-        self.got_bytes = False
-        # Pipeline.
-        self.queue: collections.deque[_Request | bytes] = collections.deque()
-        self.busy = False
-        self.reading_paused = False
-        self.writing_paused = False
-        self.eof = False
-        self.closing = False
-        self.upgraded = False
-        self.leftover = b""
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_is_head = False
+    config: Config
 
-    # -- connection ----------------------------------------------------------------
+    @property
+    def startup_handlers(self) -> Sequence[Callable[[], Any]]: ...
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        # (uvloop and asyncio both set TCP_NODELAY on TCP transports already.)
-        peer = transport.get_extra_info("peername")
-        self.peer_addr = tuple(peer[:2]) if peer else None
-        self.server.http_connections.add(self)
-        timeout = min(self.config.header_timeout, self.config.handshake_timeout)
-        self.timer = self.loop.call_later(timeout, self._head_timeout)
-        self.timer_is_head = True
+    @property
+    def shutdown_handlers(self) -> Sequence[Callable[[], Any]]: ...
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        self._cancel_timer()
-        self.server.http_connections.discard(self)
-        self.queue.clear()
+    def websocket_endpoints(self) -> Sequence[ServedEndpoint]: ...
 
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+    def match_websocket(self, path: str) -> tuple[ServedEndpoint, dict[str, str]] | None: ...
 
-    def _head_timeout(self) -> None:
-        self.timer = None
-        if self.closing or self.upgraded or self.transport is None:
-            return
-        if self.in_head or self.got_bytes:
-            # Behind the responses still owed (a slow handler may be running).
-            self._reject(408, "request head not received in time")
-            self._run_queue()
-        else:
-            self.closing = True
-            self.transport.close()
+    def handle_http(
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
+        peer: str | None,
+    ) -> bytes | Awaitable[bytes]: ...
 
-    def _idle_timeout(self) -> None:
-        self.timer = None
-        if self.in_body and not (self.closing or self.upgraded) and self.transport:
-            # The body stopped arriving for a whole keep_alive_timeout.
-            self._reject(408, "request body not received in time")
-            self._run_queue()
-            return
-        if not (self.closing or self.upgraded or self.busy or self.queue or self.in_head) and self.transport:
-            self.closing = True
-            self.transport.close()
+    def attach_server(self, server: Server) -> None: ...
 
-    def close_idle(self) -> bool:
-        """Close this connection if no request is in progress (shutdown)."""
-        if self.upgraded or self.busy or self.queue or self.in_head:
-            return False
-        if not self.closing and self.transport is not None:
-            self.closing = True
-            self.transport.close()
-        return True
-
-    # -- reading -----------------------------------------------------------------------
-
-    def data_received(self, data: bytes) -> None:
-        if self.upgraded:
-            # Frames sent right behind the upgrade request, before we answered it.
-            self.leftover += data
-            return
-        if self.closing:
-            return
-        self.got_bytes = True
-        if len(data) <= _SLICE:
-            self._feed(data, b"")
-        else:
-            view = memoryview(data)
-            for start in range(0, len(data), _SLICE):
-                if self.closing or self.upgraded:
-                    break
-                self._feed(view[start : start + _SLICE], view[start + _SLICE :])
-        if self.in_body and not self.closing and not self.upgraded:
-            # A body arriving is activity: the idle timeout counts from the
-            # last bytes, so a long upload is not cut while data flows.
-            self._cancel_timer()
-            self.timer = self.loop.call_later(self.config.keep_alive_timeout, self._idle_timeout)
-            self.timer_is_head = False
-        self._run_queue()
-
-    def eof_received(self) -> bool | None:
-        if self.busy or self.queue:
-            # The client half-closed after its requests: answer them, then
-            # close (returning True keeps the transport open for writing).
-            self.eof = True
-            return True
-        return None
-
-    def pause_writing(self) -> None:
-        # The client reads slower than we answer: stop answering (and so,
-        # once max_pipelined_requests are queued, stop reading) until the
-        # transport's buffer drains below its low-water mark.
-        self.writing_paused = True
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        self._run_queue()
-
-    def _feed(self, chunk: bytes | memoryview, rest: bytes | memoryview) -> None:
-        try:
-            self.parser.feed_data(chunk)
-        except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0]
-            self.leftover = bytes(chunk[offset:]) + bytes(rest)
-            self.upgraded = True  # stop parsing; the queue decides what the upgrade becomes
-            return
-        except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _Abort):
-                return
-            log.exception("error in HTTP parser callback")
-            self.queue.append(error_response(500))
-            self.closing = True
-            return
-        except httptools.HttpParserError as exc:
-            self.queue.append(error_response(400, f"malformed HTTP request: {exc}"))
-            self.closing = True
-            return
-        if self.in_head:
-            self.head_bytes += len(chunk)
-            if self.head_bytes > self.config.max_head_size:
-                self._reject(431, "request header fields too large")
-
-    def _reject(self, status: int, message: str) -> None:
-        """Answer ``status`` after the requests already queued, then close."""
-        self.queue.append(error_response(status, message))
-        self.closing = True
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self.in_head = True
-        self.head_bytes = 0
-        self.fields_size = 0
-        self.url = b""
-        self.headers = []
-        self.body = []
-        self.body_size = 0
-        if self.timer is not None and not self.timer_is_head:
-            self._cancel_timer()  # the keep-alive idle timer
-        if self.timer is None:
-            self.timer = self.loop.call_later(self.config.header_timeout, self._head_timeout)
-            self.timer_is_head = True
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > self.config.max_request_line:
-            self._reject(414, "request line too long")
-            raise _Abort
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) + 2 > self.config.max_header_size:
-            self._reject(431, "request header field too large")
-            raise _Abort
-        self.headers.append((name, value))
-        if len(self.headers) > self.config.max_headers:
-            self._reject(431, "too many request header fields")
-            raise _Abort
-        # ": " and CRLF; counted here because a whole head can arrive inside
-        # one parser slice, where the byte count in _feed never sees it.
-        self.fields_size += len(name) + len(value) + 4
-        if len(self.url) + self.fields_size > self.config.max_head_size:
-            self._reject(431, "request header fields too large")
-            raise _Abort
-
-    def on_headers_complete(self) -> None:
-        self.in_head = False
-        self.in_body = True
-        self._cancel_timer()
-        for name, value in self.headers:
-            if len(name) == 14 and name.lower() == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = -1
-                if length > self.config.max_body_size:
-                    self._reject(413, "request body too large")
-                    raise _Abort
-            elif len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
-                if self.transport is not None and not self.queue and not self.busy:
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, body: bytes) -> None:
-        self.body_size += len(body)
-        if self.body_size > self.config.max_body_size:
-            self._reject(413, "request body too large")
-            raise _Abort
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        self.in_body = False
-        parser = self.parser
-        try:
-            method = parser.get_method().decode("ascii")
-            target = self.url.decode("utf-8", "surrogateescape")
-        except UnicodeDecodeError:
-            self._reject(400, "request line is not ASCII")
-            raise _Abort from None
-        self.queue.append(
-            _Request(
-                method,
-                target,
-                self.headers,
-                b"".join(self.body),
-                parser.should_keep_alive(),
-                parser.get_http_version(),
-                parser.should_upgrade(),
-            )
-        )
-        self.body = []
-        if len(self.queue) > self.config.max_pipelined_requests and not self.reading_paused:
-            self.reading_paused = True
-            if self.transport is not None:
-                self.transport.pause_reading()
-
-    # -- answering ------------------------------------------------------------------------
-
-    def _run_queue(self) -> None:
-        transport = self.transport
-        while (
-            self.queue
-            and not self.busy
-            and not self.writing_paused
-            and transport is not None
-            and not transport.is_closing()
-        ):
-            item = self.queue.popleft()
-            if isinstance(item, bytes):
-                self._cancel_timer()
-                transport.write(item)
-                transport.close()
-                self.queue.clear()
-                return
-            if self._dispatch(item):
-                return
-        if self.reading_paused and not self.closing and len(self.queue) <= self.config.max_pipelined_requests // 2:
-            self.reading_paused = False
-            if transport is not None:
-                transport.resume_reading()
-        if self.eof and not self.queue and not self.busy and transport is not None:
-            self.closing = True
-            self._cancel_timer()
-            transport.close()
-            return
-        if not self.queue and not self.busy and not self.in_head and not self.closing and not self.upgraded:
-            if self.timer is None:
-                self.timer = self.loop.call_later(self.config.keep_alive_timeout, self._idle_timeout)
-                self.timer_is_head = False
-
-    def _dispatch(self, req: _Request) -> bool:
-        """Answer one request; True when the connection changed hands or an
-        async handler is running (stop the queue)."""
-        assert self.transport is not None
-        path = req.target.partition("?")[0]
-        ws = None
-        if self.app._ws_router is not None:
-            try:
-                ws, path_params = self.app._ws_router.match("GET", path)
-            except LookupError:
-                ws = None
-        if ws is not None and (req.upgrade or is_upgrade_request(req.headers)):
-            self._upgrade(req, ws, path_params)
-            return True
-        if req.upgrade or self.upgraded:
-            # An upgrade to something we do not speak: answer normally, then
-            # close (the parser stopped at the upgrade).
-            req.keep_alive = False
-            self.upgraded = False
-            self.closing = True
-        result = self.app._handle_http(req.method, req.target, req.headers, req.body, req.keep_alive,
-            self.peer_addr[0] if self.peer_addr else None,
-        )
-        if isinstance(result, bytes):
-            self._respond(result, req.keep_alive)
-            return False
-        self.busy = True
-        task: asyncio.Future[bytes] = asyncio.ensure_future(result, loop=self.loop)
-        keep_alive = req.keep_alive
-        task.add_done_callback(lambda t: self._async_done(t, keep_alive))
-        return True
-
-    def _async_done(self, task: asyncio.Future[bytes], keep_alive: bool) -> None:
-        self.busy = False
-        if task.cancelled():
-            response = error_response(503, "server shutting down")
-            keep_alive = False
-        else:
-            exc = task.exception()
-            if exc is not None:
-                log.error("HTTP handler failed", exc_info=exc)
-                response = error_response(500)
-                keep_alive = False
-            else:
-                response = task.result()
-        self._respond(response, keep_alive)
-        self._run_queue()
-
-    def _respond(self, response: bytes, keep_alive: bool) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        self.transport.write(response)
-        if not keep_alive:
-            self.closing = True
-            self.queue.clear()
-            self.transport.close()
-        elif self.closing and not self.queue:
-            # Closing for another reason, and nothing else is owed. (An error
-            # answer queued behind this request, for a malformed request
-            # that followed it, is written by _run_queue, which then closes.)
-            self.transport.close()
-
-    def _upgrade(self, req: _Request, ws: Any, path_params: dict[str, str]) -> None:
-        assert self.transport is not None
-        config: Config = ws.effective_config
-        try:
-            response, _subprotocol = accept_handshake(
-                req.method,
-                req.version,
-                req.headers,
-                subprotocols=config.subprotocols or None,
-                allowed_origins=config.allowed_origins,
-            )
-        except HandshakeError as exc:
-            self.upgraded = False
-            self.closing = True
-            self.queue.clear()
-            self._cancel_timer()
-            self.transport.write(error_response(exc.status, exc.reason, exc.headers))
-            self.transport.close()
-            return
-        self._cancel_timer()
-        self.upgraded = True
-        self.server.http_connections.discard(self)
-        query = req.target.partition("?")[2]
-        transport = self.transport
-        transport.write(response)
-        leftover, self.leftover = self.leftover, b""
-        self.transport = None
-        ws._accept(self.loop, transport, leftover, query, path_params, req.headers, self.peer_addr)
+    def detach_server(self, server: Server) -> None: ...
 
 
 class Server:
-    """A running server: the listening socket and every live connection."""
+    """A running server: the listening socket, every live connection, the
+    connection tables of the app's WebSocket endpoints, and the Tasks it
+    started.
 
-    def __init__(self, app: Robyn, loop: asyncio.AbstractEventLoop) -> None:
+    Create it, then ``await start(...)`` on ``loop`` (its thread becomes the
+    server's thread), ``await stopping.wait()`` or set it, ``await
+    shutdown()``.
+    """
+
+    def __init__(self, app: ServedApp, loop: asyncio.AbstractEventLoop) -> None:
         self.app = app
         self.loop = loop
+        self.config: Config = app.config
+        self.context: contextvars.Context = contextvars.copy_context()
+        self.hubs: dict[ServedEndpoint, Hub] = {}
         self.http_connections: set[HttpProtocol] = set()
+        self.tasks: set[asyncio.Future[Any]] = set()
         self.aserver: asyncio.AbstractServer | None = None
         self.stopping = asyncio.Event()
+        self._thread: int | None = None
+        self._running = False
+        self._shutting_down = False
+        self._calls: set[concurrent.futures.Future[Any]] = set()
+        self._calls_lock = threading.Lock()
 
-    async def start(self, host: str, port: int) -> None:
-        for ws in self.app._websockets():
-            ws._attach(self.loop)
-        for hook in self.app._startup_handlers:
-            await _maybe_await(hook())
-        self.aserver = await self.loop.create_server(
-            lambda: HttpProtocol(self),
-            host,
-            port,
-            reuse_address=True,
-            backlog=self.app.config.backlog,
-        )
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, host: str | None = None, port: int | None = None, *, sock: socket.socket | None = None) -> None:
+        """Run the startup hooks, then listen on ``host:port`` or on ``sock``
+        (already bound, e.g. by a supervisor). Raises ``OSError`` when the
+        address cannot be bound and :class:`~robyn_fast.exceptions.InvalidState`
+        when another server already serves the app."""
+        if sock is None and port is None:
+            raise TypeError("Server.start() needs a port (with a host) or a bound socket")
+        if sock is not None and (host is not None or port is not None):
+            raise TypeError("Server.start() takes a host and port or a socket, not both")
+        self.app.attach_server(self)
+        self._thread = threading.get_ident()
+        self._running = True
+        self.context = contextvars.copy_context()
+        try:
+            for endpoint in self.app.websocket_endpoints():
+                self.hub(endpoint)
+            for hook in self.app.startup_handlers:
+                await _maybe_await(hook())
+            if sock is not None:
+                self.aserver = await self.loop.create_server(
+                    lambda: HttpProtocol(self), sock=sock, backlog=self.config.backlog
+                )
+            elif port is not None:
+                self.aserver = await self.loop.create_server(
+                    lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=self.config.backlog
+                )
+        except BaseException:
+            self._stopped()
+            raise
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -477,41 +147,208 @@ class Server:
         return list(getattr(server, "sockets", ())) if server is not None else []
 
     async def shutdown(self) -> None:
-        """Stop accepting, send Close 1001 to every WebSocket, wait up to the
-        close timeout for connections to end, then run shutdown hooks."""
-        if self.aserver is not None:
-            self.aserver.close()
-        websockets = list(self.app._websockets())
-        timeout = max((ws.effective_config.close_timeout for ws in websockets), default=self.app.config.close_timeout)
-        for ws in websockets:
-            for conn in list(ws.connections.values()):
-                conn.close(1001, "server shutting down")
-        for proto in list(self.http_connections):
-            proto.close_idle()
+        """Stop accepting; send Close 1001 to every WebSocket at once
+        (whatever its handler is doing) and close idle HTTP connections; wait
+        up to the longest ``close_timeout`` for every connection to close and
+        every close handler (sync or async) and HTTP request to finish; then
+        drop what is left, cancel the handler Tasks still running and give
+        their close handlers a moment; run the shutdown hooks."""
+        self._shutting_down = True
+        try:
+            if self.aserver is not None:
+                self.aserver.close()
+            hubs = list(self.hubs.items())
+            timeout = max((ep.effective_config.close_timeout for ep, _ in hubs), default=self.config.close_timeout)
+            for _, hub in hubs:
+                hub.close_all(1001, "server shutting down")
+            for proto in list(self.http_connections):
+                proto.close_idle()
+            if not await self._settled(timeout):
+                cancelled = sum(hub.abort_all() for _, hub in hubs)
+                for proto in list(self.http_connections):
+                    proto.abort()
+                for task in list(self.tasks):
+                    task.cancel()
+                if cancelled:
+                    log.warning("shutdown: %d handler(s) still running after %.1fs were cancelled",
+                                cancelled, timeout)
+                if not await self._settled(min(timeout, 1.0)):
+                    log.warning("shutdown: close handlers still running after the grace period: %s",
+                                ", ".join(f"{ep.endpoint}: {hub.live}" for ep, hub in hubs if hub.live))
+            for hook in self.app.shutdown_handlers:
+                try:
+                    await _maybe_await(hook())
+                except Exception:
+                    log.exception("shutdown handler failed")
+            if self.aserver is not None:
+                try:
+                    await asyncio.wait_for(self.aserver.wait_closed(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self._stopped()
+
+    async def _settled(self, timeout: float) -> bool:
+        """Wait until no WebSocket is live, no HTTP request is in progress and
+        no Task of ours runs; False if ``timeout`` passed first."""
+        waiters = [hub.wait_idle() for hub in self.hubs.values()]
         deadline = self.loop.time() + timeout
-        while self.loop.time() < deadline:
-            pending = sum(len(ws.connections) for ws in websockets)
-            busy = [p for p in self.http_connections if not p.close_idle()]
-            if pending == 0 and not busy:
-                break
-            await asyncio.sleep(0.02)
-        for ws in websockets:
-            for conn in list(ws.connections.values()):
-                conn.abort()
-        for proto in list(self.http_connections):
-            if proto.transport is not None:
-                proto.transport.abort()
-        await asyncio.sleep(0)  # let connection_lost callbacks and close handlers run
-        for hook in self.app._shutdown_handlers:
+        try:
+            if waiters:
+                await asyncio.wait(waiters, timeout=timeout)
+            while True:
+                busy = [p for p in self.http_connections if not p.close_idle()]
+                pending = [t for t in self.tasks if not t.done()]
+                if not busy and not pending and all(hub.live == 0 for hub in self.hubs.values()):
+                    return True
+                left = deadline - self.loop.time()
+                if left <= 0:
+                    return False
+                if pending:
+                    await asyncio.wait(pending, timeout=left)
+                else:
+                    # HTTP requests in progress with nothing of ours to wait on
+                    # (their handlers are sync, or their bodies still arrive).
+                    await asyncio.sleep(min(0.02, left))
+        finally:
+            for fut in waiters:
+                fut.cancel()
+
+    def _stopped(self) -> None:
+        self.app.detach_server(self)
+        with self._calls_lock:
+            self._running = False
+            calls, self._calls = self._calls, set()
+        for fut in calls:
+            fut.cancel()
+
+    # -- WebSocket connection tables ---------------------------------------------------
+
+    def hub(self, endpoint: ServedEndpoint) -> Hub:
+        """``endpoint``'s connection table on this server (created on first use)."""
+        hub = self.hubs.get(endpoint)
+        if hub is None:
+            hub = self.hubs[endpoint] = Hub(self.loop, endpoint.effective_config, json_dumps=dumps,
+                                            context=self.context)
+        return hub
+
+    @property
+    def live_connections(self) -> int:
+        """WebSocket connections started whose close handler has not finished."""
+        return sum(hub.live for hub in self.hubs.values())
+
+    @property
+    def live_tasks(self) -> int:
+        """Handler Tasks (WebSocket and HTTP) started and not yet done."""
+        return sum(hub.live_tasks for hub in self.hubs.values()) + len(self.tasks)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the server's loop, and its result (or exception).
+
+        On the loop's thread it runs at once; from another thread the caller
+        waits until the loop has run it. Raises :class:`ServerNotRunning` if
+        the server has stopped, or stops before running it."""
+        if threading.get_ident() == self._thread:
+            return fn(*args)
+        if not self._running:
+            raise ServerNotRunning("the server is not running")
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
             try:
-                await _maybe_await(hook())
-            except Exception:
-                log.exception("shutdown handler failed")
-        if self.aserver is not None:
-            try:
-                await asyncio.wait_for(self.aserver.wait_closed(), 1.0)
-            except asyncio.TimeoutError:
-                pass
+                fut.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc)
+
+        with self._calls_lock:
+            if not self._running:
+                raise ServerNotRunning("the server is not running")
+            self._calls.add(fut)
+        try:
+            self.loop.call_soon_threadsafe(run)
+            return fut.result()
+        except concurrent.futures.CancelledError:
+            raise ServerNotRunning("the server stopped before the call ran") from None
+        except RuntimeError as exc:
+            if self.loop.is_closed():
+                raise ServerNotRunning("the server's event loop is closed") from exc
+            raise
+        finally:
+            with self._calls_lock:
+                self._calls.discard(fut)
+
+    def inspect(self, endpoint: ServedEndpoint, fn: Callable[[Hub], T], default: T) -> T:
+        """``fn(hub)`` on the loop for ``endpoint``'s hub (a snapshot taken
+        there); ``default`` when the server is not running."""
+        try:
+            return self.call(lambda: fn(self.hub(endpoint)))
+        except ServerNotRunning:
+            return default
+
+    def send_to(self, endpoint: ServedEndpoint, conn_id: str, frame: bytes) -> bool:
+        """Queue ``frame`` to the connection ``conn_id`` of ``endpoint``;
+        False if there is none or it is closing."""
+        try:
+            return self.call(self._send_to, endpoint, conn_id, frame)
+        except ServerNotRunning:
+            return False
+
+    def broadcast(self, endpoint: ServedEndpoint, frame: bytes, room: Any = None, exclude: Any = None) -> int:
+        """Queue ``frame`` to every open connection of ``endpoint`` (of
+        ``room`` if given), but ``exclude``; how many accepted it."""
+        try:
+            return self.call(self._broadcast, endpoint, frame, room, exclude)
+        except ServerNotRunning:
+            return 0
+
+    def _send_to(self, endpoint: ServedEndpoint, conn_id: str, frame: bytes) -> bool:
+        conn = self.hub(endpoint).connections.get(conn_id)
+        return conn is not None and bool(conn.send_frame_bytes(frame))
+
+    def _broadcast(self, endpoint: ServedEndpoint, frame: bytes, room: Any, exclude: Any) -> int:
+        hub = self.hub(endpoint)
+        if room is None:
+            return hub.broadcast_frame(frame, exclude)
+        return hub.broadcast_room(room, frame, exclude)
+
+    # -- HttpHost (what each HttpProtocol asks of the server) ---------------------------
+
+    def handle_http(
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
+        peer: str | None,
+    ) -> bytes | Awaitable[bytes]:
+        return self.app.handle_http(method, target, headers, body, keep_alive, peer)
+
+    def match_websocket(self, path: str) -> tuple[ServedEndpoint, dict[str, str]] | None:
+        return self.app.match_websocket(path)
+
+    def websocket_config(self, endpoint: ServedEndpoint) -> Config:
+        return endpoint.effective_config
+
+    def open_websocket(
+        self, endpoint: ServedEndpoint, transport: asyncio.Transport, initial: bytes, query: str,
+        path_params: dict[str, str], headers: list[tuple[bytes, bytes]], peer: tuple[str, int] | None,
+    ) -> None:
+        hub = self.hub(endpoint)
+        endpoint.open_connection(self, hub, transport, initial, query, path_params, headers, peer)
+        if self._shutting_down:
+            # A handshake that completed while shutdown was under way.
+            hub.close_all(1001, "server shutting down")
+
+    def start_task(self, coro: Awaitable[Any], context: contextvars.Context) -> asyncio.Future[Any]:
+        task: asyncio.Future[Any] = start_task(self.loop, coro, context)
+        if not task.done():
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return task
+
+    def connection_opened(self, protocol: HttpProtocol) -> None:
+        self.http_connections.add(protocol)
+
+    def connection_closed(self, protocol: HttpProtocol) -> None:
+        self.http_connections.discard(protocol)
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -538,7 +375,14 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def run(app: Robyn, host: str, port: int, *, loop_factory: Any = None) -> int:
+def run(
+    app: ServedApp,
+    host: str = "127.0.0.1",
+    port: int | None = 8080,
+    *,
+    sock: socket.socket | None = None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> int:
     """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully.
 
     Returns the process exit code: 0 after a graceful shutdown, 1 when the
@@ -547,11 +391,15 @@ def run(app: Robyn, host: str, port: int, *, loop_factory: Any = None) -> int:
     loop = (loop_factory or new_event_loop)()
     asyncio.set_event_loop(loop)
     server = Server(app, loop)
+    where = f"{host}:{port}" if sock is None else str(sock.getsockname())
     try:
         try:
-            loop.run_until_complete(server.start(host, port))
+            if sock is not None:
+                loop.run_until_complete(server.start(sock=sock))
+            else:
+                loop.run_until_complete(server.start(host, port))
         except OSError as exc:
-            print(f"robyn_fast: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"robyn_fast: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
             return 1
         stop = server.stopping
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -559,7 +407,7 @@ def run(app: Robyn, host: str, port: int, *, loop_factory: Any = None) -> int:
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):  # not the main thread
                 pass
-        bound = ", ".join(f"http://{s.getsockname()[0]}:{s.getsockname()[1]}" for s in server.sockets)
+        bound = ", ".join(_url(s) for s in server.sockets)
         _announce(f"robyn_fast: serving on {bound}")
         loop.run_until_complete(stop.wait())
         _announce("robyn_fast: shutting down")
@@ -577,6 +425,14 @@ def run(app: Robyn, host: str, port: int, *, loop_factory: Any = None) -> int:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+def _url(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    if isinstance(name, tuple):
+        host = name[0]
+        return f"http://[{host}]:{name[1]}" if ":" in host else f"http://{host}:{name[1]}"
+    return f"unix:{name}"
 
 
 def _announce(message: str) -> None:

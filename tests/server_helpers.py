@@ -33,6 +33,10 @@ class Running:
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}"
 
+    def hub(self, ws: Any) -> Any:
+        """The server's connection table of endpoint ``ws``."""
+        return self.call(self.server.hub, ws)
+
     def call(self, fn: Any, *args: Any, timeout: float = 5.0) -> Any:
         """Run ``fn(*args)`` on the server loop and return its result."""
         done = threading.Event()

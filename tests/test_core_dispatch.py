@@ -14,6 +14,7 @@ import websockets
 from robyn_fast import Config, Robyn, WebSocket
 from robyn_fast._core.codec import build_ping, build_text
 from robyn_fast._core.connection import Connection, Hub
+from robyn_fast.encoding import dumps
 
 from .server_helpers import running, wait_for
 
@@ -60,11 +61,14 @@ class FakeTransport:
         return default
 
 
-def make(loop: asyncio.AbstractEventLoop, hub: Hub, n: int, on_message: Any = None, **kw: Any) -> list[tuple[Connection, FakeTransport]]:
-    config = Config(ping_interval=None, **kw)
+def new_hub(loop: asyncio.AbstractEventLoop, **config: Any) -> Hub:
+    return Hub(loop, Config(ping_interval=None, **config), json_dumps=dumps)
+
+
+def make(hub: Hub, n: int, on_message: Any = None) -> list[tuple[Connection, FakeTransport]]:
     out = []
     for i in range(n):
-        conn = Connection(loop, config, hub, f"c{i}", None, on_message, None)
+        conn = Connection(hub, f"c{i}", None, on_message, None)
         conn.connector = conn
         transport = FakeTransport()
         conn.start(transport)
@@ -84,13 +88,13 @@ def loop() -> Any:
 
 
 def test_everything_queued_in_one_iteration_leaves_in_one_write(loop: asyncio.AbstractEventLoop) -> None:
-    hub = Hub(loop)
+    hub = new_hub(loop)
 
     def on_message(conn: Any, msg: str) -> str:
         conn.send(f"sent {msg}")
         return f"reply {msg}"
 
-    (conn, transport), (other, other_t) = make(loop, hub, 2, on_message)
+    (conn, transport), (other, other_t) = make(hub, 2, on_message)
     data = b"".join(build_text(f"m{i}", mask=MASK) for i in range(10)) + build_ping(b"p", mask=MASK)
     conn.data_received(data)  # 10 messages and a ping in one read
     other.send("direct")
@@ -108,8 +112,8 @@ def test_everything_queued_in_one_iteration_leaves_in_one_write(loop: asyncio.Ab
 
 
 def test_broadcast_writes_one_frame_object_to_every_connection(loop: asyncio.AbstractEventLoop) -> None:
-    hub = Hub(loop)
-    conns = make(loop, hub, 1000)
+    hub = new_hub(loop)
+    conns = make(hub, 1000)
     frame = build_text("fan-out")
     assert hub.broadcast_frame(frame) == 1000
     run_one_iteration(loop)
@@ -119,8 +123,8 @@ def test_broadcast_writes_one_frame_object_to_every_connection(loop: asyncio.Abs
 def test_broadcast_skips_closing_and_survives_a_broken_transport(
     loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hub = Hub(loop)
-    conns = make(loop, hub, 5)
+    hub = new_hub(loop)
+    conns = make(hub, 5)
     conns[1][0].close(1000, "")
     conns[2][1].fail = True
     frame = build_text("x")
@@ -132,8 +136,8 @@ def test_broadcast_skips_closing_and_survives_a_broken_transport(
 
 
 def test_rooms(loop: asyncio.AbstractEventLoop) -> None:
-    hub = Hub(loop)
-    (a, ta), (b, tb), (c, tc) = make(loop, hub, 3)
+    hub = new_hub(loop)
+    (a, ta), (b, tb), (c, tc) = make(hub, 3)
     assert a.join("red") and b.join("red") and c.join("blue")
     assert not c.leave("red")
     frame = build_text("red only")
@@ -152,8 +156,8 @@ def test_rooms(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def test_backpressure_applies_per_connection_in_the_broadcast_loop(loop: asyncio.AbstractEventLoop) -> None:
-    hub = Hub(loop)
-    conns = make(loop, hub, 3, max_backpressure=1000, backpressure_policy="drop")
+    hub = new_hub(loop, max_backpressure=1000, backpressure_policy="drop")
+    conns = make(hub, 3)
     conns[1][1].buffered = 5000  # a client that stopped reading
     frame = build_text("y" * 100)
     for _ in range(5):
@@ -163,22 +167,18 @@ def test_backpressure_applies_per_connection_in_the_broadcast_loop(loop: asyncio
     assert conns[1][0].dropped == 5 and conns[1][0].state == 0
 
 
-def test_non_suspending_async_handler_runs_without_a_task(loop_kind: str) -> None:
+def test_async_handlers_run_in_a_task_from_their_first_line(loop_kind: str) -> None:
     seen: list[Any] = []
+    app = Robyn(__file__)
+    ws = WebSocket(app, "/ws")
 
-    def app_with(inline: bool) -> tuple[Robyn, WebSocket]:
-        app = Robyn(__file__)
-        ws = WebSocket(app, "/ws", config=Config(inline_async_handlers=inline))
-
-        @ws.on("message")
-        async def on_message(conn: Any, msg: str) -> str:
+    @ws.on("message")
+    async def on_message(conn: Any, msg: str) -> str:
+        seen.append(asyncio.current_task())
+        if msg == "suspend":
+            await asyncio.sleep(0.01)
             seen.append(asyncio.current_task())
-            if msg == "suspend":
-                await asyncio.sleep(0.01)
-                seen.append(asyncio.current_task())
-            return msg
-
-        return app, ws
+        return msg
 
     async def talk(url: str) -> list[str]:
         async with websockets.connect(url) as c:
@@ -186,16 +186,11 @@ def test_non_suspending_async_handler_runs_without_a_task(loop_kind: str) -> Non
                 await c.send(m)
             return [await c.recv() for _ in range(3)]
 
-    for inline in (True, False):
-        seen.clear()
-        app, _ = app_with(inline)
-        with running(app, loop_kind) as srv:
-            assert asyncio.run(talk(f"{srv.ws_url}/ws")) == ["fast", "suspend", "fast2"]
-        if inline:
-            # fast: no task; suspend: none before its first await, a Task after; fast2: none.
-            assert seen[0] is None and seen[1] is None and seen[2] is not None and seen[3] is None
-        else:
-            assert all(t is not None for t in seen)
+    with running(app, loop_kind) as srv:
+        assert asyncio.run(talk(f"{srv.ws_url}/ws")) == ["fast", "suspend", "fast2"]
+    # One Task per message, current from the first line to the last.
+    assert all(t is not None for t in seen) and len(seen) == 4
+    assert seen[1] is seen[2] and len({id(seen[0]), id(seen[1]), id(seen[3])}) == 3
 
 
 def test_idle_connections_hold_no_read_buffer(loop_kind: str) -> None:
@@ -210,7 +205,7 @@ def test_idle_connections_hold_no_read_buffer(loop_kind: str) -> None:
         async with websockets.connect(url) as c:
             await c.send("x" * 100_000)
             assert len(await c.recv()) == 100_000
-            sizes = srv.call(lambda: [conn.read_buffer_size for conn in ws.connections.values()])
+            sizes = srv.call(lambda: [conn.read_buffer_size for conn in srv.server.hub(ws).connections.values()])
             await c.close()
             return sizes
 
@@ -249,7 +244,7 @@ def test_one_slow_subscriber_does_not_slow_the_others(loop_kind: str) -> None:
             counts.append(n)
         elapsed = time.monotonic() - started
         slow_buffered = max(
-            srv.call(lambda: [c.buffered_amount for c in ws.connections.values()])
+            srv.call(lambda: [c.buffered_amount for c in srv.server.hub(ws).connections.values()])
         )
         for r in readers:
             await r.close()

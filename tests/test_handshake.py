@@ -1,4 +1,4 @@
-"""The server side of the RFC 6455 opening handshake (robyn_fast.handshake), fed
+"""The server side of the RFC 6455 opening handshake (robyn_fast.websocket.handshake), fed
 literal header bytes as httptools delivers them; the 101 response is checked
 byte for byte, parsed back by httptools and accepted by websockets' client."""
 
@@ -19,7 +19,7 @@ from websockets.uri import parse_uri
 from websockets.utils import accept_key as websockets_accept_key
 
 from robyn_fast.exceptions import ArgumentTypeError, HandshakeError, RobynFastError
-from robyn_fast.handshake import (
+from robyn_fast.websocket.handshake import (
     WS_GUID,
     accept_handshake,
     accept_key,

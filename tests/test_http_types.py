@@ -1,4 +1,4 @@
-"""Tests for robyn_fast.http_types: Robyn-compatible types, render, and the wire bytes."""
+"""Tests for robyn_fast.http.types: Robyn-compatible types, render, and the wire bytes."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from robyn_fast.exceptions import (
     RobynFastError,
     UnsupportedResponseType,
 )
-from robyn_fast.http_types import (
+from robyn_fast.http.types import (
     APPLICATION_JSON,
     OCTET_STREAM,
     TEXT_HTML,
@@ -989,7 +989,7 @@ class TestSerializeResponse:
             serialize_response(200, [("X-A", "1"), ("X-A", "1\r\n")], b"", keep_alive=True)
 
     def test_field_cache_is_bounded(self) -> None:
-        from robyn_fast import http_types
+        from robyn_fast.http import types as http_types
 
         for i in range(http_types._FIELD_CACHE_MAX * 3):
             serialize_response(200, [("X-N", str(i))], b"", keep_alive=True)

@@ -4,6 +4,7 @@ that match them (checked with mypy.stubtest against the built wheel)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,8 +20,19 @@ def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build the wheel the way `pip install .` does (isolated build, Cython
     fetched as a build requirement) and unpack it."""
     out = tmp_path_factory.mktemp("wheel")
+    # From a copy of the sources, as a fresh clone has them: setuptools keeps
+    # build/lib/ between builds, which would let a module deleted from the
+    # tree live on in the wheel.
+    source = out / "source"
+    shutil.copytree(
+        ROOT, source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "*.so", ".hypothesis",
+            ".pytest_cache", ".mypy_cache", ".benchmarks", "results", "node_modules",
+        ),
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(out)],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(out)],
         check=True,
         timeout=600,
     )
@@ -43,7 +55,7 @@ def test_wheel_contains_compiled_modules_stubs_and_marker(unpacked_wheel: Path) 
 
 
 def _env(unpacked: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "ROBYN_FAST_NO_EXTENSIONS"}
+    env = dict(os.environ)
     env["PYTHONPATH"] = str(unpacked)
     env["MYPYPATH"] = str(unpacked)
     return env

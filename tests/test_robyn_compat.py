@@ -355,7 +355,7 @@ def test_supported_names_are_robyn_fasts(shim: None) -> None:
     assert (robyn.robyn.QueryParams, robyn.robyn.Request, robyn.robyn.Response, robyn.robyn.Headers,
             robyn.robyn.WebSocketConnector) == (robyn_fast.QueryParams, Request, Response, Headers,
                                                 WebSocketConnector)
-    assert robyn.robyn.Url.__module__ == "robyn_fast.http_types"
+    assert robyn.robyn.Url.__module__ == "robyn_fast.http.types"
     assert status_codes is robyn.status_codes
     assert (status_codes.HTTP_200_OK, status_codes.HTTP_404_NOT_FOUND, status_codes.HTTP_418_IM_A_TEAPOT,
             status_codes.HTTP_511_NETWORK_AUTHENTICATION_REQUIRED) == (200, 404, 418, 511)

@@ -1,4 +1,4 @@
-"""Tests for robyn_fast.router: patterns, matching, precedence, 404/405."""
+"""Tests for robyn_fast.http.router: patterns, matching, precedence, 404/405."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from robyn_fast import router as router_module
+from robyn_fast.http import router as router_module
 from robyn_fast.exceptions import (
     ArgumentTypeError,
     DuplicateRoute,
@@ -18,7 +18,7 @@ from robyn_fast.exceptions import (
     NotFound,
     RobynFastError,
 )
-from robyn_fast.router import PathPattern, Router, Segment, compile_path
+from robyn_fast.http.router import PathPattern, Router, Segment, compile_path
 
 P = Segment.PARAM
 C = Segment.CATCH_ALL

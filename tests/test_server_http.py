@@ -1168,7 +1168,7 @@ def test_stalled_body_is_disconnected(loop_kind: str) -> None:
 
 @pytest.mark.parametrize("path", ["/inject/value", "/inject/lf", "/inject/cr", "/inject/name", "/inject/tuple"])
 def test_cr_lf_in_a_response_field_is_never_written(server: Running, path: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="robyn_fast.app")
+    caplog.set_level(logging.ERROR, logger="robyn_fast.http")
     with connect(server.port) as sock:
         sock.sendall(get(path) + get("/fast"))
         reply, rest = read_reply(sock)
@@ -1176,13 +1176,13 @@ def test_cr_lf_in_a_response_field_is_never_written(server: Running, path: str, 
         assert reply.status_line == b"HTTP/1.1 500 Internal Server Error"
         assert b"Injected" not in reply.raw and b"Injected" not in nxt.raw and b"Injected" not in rest
         assert (nxt.status, nxt.body) == (200, b"fast")
-    assert any(r.name == "robyn_fast.app" and r.levelno >= logging.ERROR for r in caplog.records)
+    assert any(r.name == "robyn_fast.http" and r.levelno >= logging.ERROR for r in caplog.records)
     assert exchange(server.port, get("/")).body == b"hello world"
 
 
 @pytest.mark.parametrize("path", ["/raise", "/raise-async"])
 def test_handler_that_raises_is_500_and_server_keeps_serving(server: Running, path: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="robyn_fast.app")
+    caplog.set_level(logging.ERROR, logger="robyn_fast.http")
     with connect(server.port) as sock:
         sock.sendall(get(path))
         reply, _ = read_reply(sock)
@@ -1197,10 +1197,10 @@ def test_handler_that_raises_is_500_and_server_keeps_serving(server: Running, pa
 
 @pytest.mark.parametrize(("path", "type_name"), [("/unsupported", "Unsupported"), ("/unsupported-async", "int")])
 def test_unsupported_return_type_is_500_and_logged(server: Running, path: str, type_name: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="robyn_fast.app")
+    caplog.set_level(logging.ERROR, logger="robyn_fast.http")
     reply = exchange(server.port, get(path))
     assert reply.status == 500
-    records = [r for r in caplog.records if r.name == "robyn_fast.app" and r.levelno >= logging.ERROR]
+    records = [r for r in caplog.records if r.name == "robyn_fast.http" and r.levelno >= logging.ERROR]
     assert records, "the unsupported return value was not logged"
     text = "\n".join(r.getMessage() + (r.exc_text or "") + str(r.exc_info[1] if r.exc_info else "") for r in records)
     assert type_name in text

@@ -1,2 +1,3 @@
-"""Pure-Python reference implementations, used as the test oracle and as the
-fallback when the compiled extensions are disabled (``ROBYN_FAST_NO_EXTENSIONS=1``)."""
+"""Pure-Python reference implementations, the oracle the tests compare the
+compiled core with (same API, same behaviour, byte for byte). The server
+never runs on them."""

@@ -1,7 +1,7 @@
 """``robyn.jsonify``: compact JSON text, as Robyn's (orjson) produces."""
 
 from robyn_fast.compat import module_getattr
-from robyn_fast.http_types import jsonify
+from robyn_fast.encoding import jsonify
 
 __all__ = ["jsonify"]
 

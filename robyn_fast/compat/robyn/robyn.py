@@ -5,8 +5,8 @@ pure-Python equivalents, with the same methods.
 """
 
 from robyn_fast.compat import module_getattr
-from robyn_fast.http_types import Headers, QueryParams, Request, Response, Url
-from robyn_fast.ws import WebSocketConnector
+from robyn_fast.http.types import Headers, QueryParams, Request, Response, Url
+from robyn_fast.websocket.endpoint import WebSocketConnector
 
 __all__ = ["QueryParams", "Request", "Response", "Headers", "Url", "WebSocketConnector"]
 

@@ -1,7 +1,7 @@
 """``robyn.ws``: the legacy ``WebSocket`` endpoint class."""
 
 from robyn_fast.compat import module_getattr
-from robyn_fast.ws import WebSocket
+from robyn_fast.websocket.endpoint import WebSocket
 
 __all__ = ["WebSocket"]
 

@@ -39,7 +39,7 @@ import re
 from typing import Generic, NamedTuple, TypeVar, Union
 from urllib.parse import unquote
 
-from .exceptions import (
+from ..exceptions import (
     ArgumentTypeError,
     DuplicateRoute,
     InvalidRoute,

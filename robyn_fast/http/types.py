@@ -16,19 +16,17 @@ the body is UTF-8).
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import enum
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Union
 from urllib.parse import parse_qsl, urlsplit
 
-from .exceptions import (
+from ..encoding import jsonify
+from ..exceptions import (
     ArgumentTypeError,
     InvalidHeader,
     InvalidJSON,
@@ -678,39 +676,6 @@ class Response:
 
     def __repr__(self) -> str:
         return f"Response({self._status_code}, {self.headers!r}, {self._description!r})"
-
-
-def _json_default(obj: Any) -> Any:
-    # What orjson (used by Robyn's jsonify) serialises natively beyond the
-    # json module: datetimes as RFC 3339 text, UUIDs, dataclasses, enums.
-    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
-        return obj.isoformat()
-    if isinstance(obj, uuid.UUID):
-        return str(obj)
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-_json_encoder = json.JSONEncoder(
-    ensure_ascii=False,
-    separators=(",", ":"),
-    allow_nan=False,
-    default=_json_default,
-)
-
-
-def jsonify(obj: Any) -> str:
-    """Serialise ``obj`` to compact JSON text, as Robyn's ``jsonify`` (orjson) does.
-
-    No spaces, non-ASCII kept as is. Like orjson it also accepts
-    ``datetime``/``date``/``time`` (ISO 8601), ``UUID``, ``Enum`` members and
-    dataclass instances. Raises ``TypeError`` for other objects and
-    ``ValueError`` for NaN and infinities, which JSON cannot represent.
-    """
-    return _json_encoder.encode(obj)
 
 
 _HTML_START = re.compile(r"\ufeff?\s*<(?:!doctype\s+html|html)(?:[\s>/]|\Z)", re.IGNORECASE)

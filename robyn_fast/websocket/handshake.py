@@ -50,7 +50,7 @@ from base64 import b64decode, b64encode
 from collections.abc import Collection, Sequence
 from typing import Final
 
-from .exceptions import ArgumentTypeError, HandshakeError
+from ..exceptions import ArgumentTypeError, HandshakeError
 
 __all__ = [
     "WS_GUID",

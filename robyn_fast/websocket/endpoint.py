@@ -2,55 +2,59 @@
 object handlers receive (:class:`WebSocketConnector`).
 
 Handlers run on the event loop: a sync handler must not block (it stalls every
-connection of the process); an async handler is awaited. Per connection,
-messages are handled one at a time in arrival order, and replies leave in that
-order. A handler's return value is sent to the client (``str`` as a text frame,
-``bytes`` as binary, ``dict``/``list`` as JSON text, ``None`` sends nothing).
+connection of the process; ``threaded=True`` runs it in a thread pool); an
+async handler runs in an asyncio Task from its first line. Per connection,
+messages are handled one at a time in arrival order, each handler call in its
+own copy of the context (a ``ContextVar`` set while handling one message is
+not seen by the next), and replies leave in that order. A handler's return
+value is sent to the client (``str`` as a text frame, ``bytes`` as binary,
+``dict``/``list`` as JSON text, ``None`` sends nothing).
+
+Everything that sends, joins, leaves or closes may be called from any thread:
+arguments are checked in the caller (``TypeError``/``ValueError`` there), the
+work runs on the server's event loop, and the caller gets the same answer it
+would get on the loop's thread (the calling thread waits for it). Do not call
+them from another thread while the loop's thread waits for that thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import os
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._core.connection import message_frame
-from .config import Config
-from .dependency_injection import DependencyMap
-from .http_types import Headers, QueryParams
-from .router import compile_path
+from .._core.codec import build_close
+from .._core.connection import BufferedConnection, Hub, message_frame
+from ..config import Config
+from ..dependency_injection import DependencyMap
+from ..encoding import dumps
+from ..exceptions import InvalidState
+from ..http.router import compile_path
+from ..http.types import Headers, QueryParams
+from .ids import new_id
 
 if TYPE_CHECKING:
-    from ._core.connection import Connection
-    from .app import Robyn
+    from .._core.connection import Connection
+    from ..app import Robyn
+    from ..server import Server
 
 __all__ = ["WebSocket", "WebSocketConnector", "EVENTS"]
 
 EVENTS = ("connect", "message", "close")
 
 
-_ID_BATCH = 256
-_random_pool = b""
-_random_pos = 0
+def _frame(data: Any) -> bytes:
+    """The frame for a message value, built in the caller's thread, so a value
+    that cannot be sent raises there."""
+    return message_frame(data, dumps)
 
 
-def _new_id() -> str:
-    """A uuid4 string (RFC 9562 §5.4: 122 random bits from the OS CSPRNG,
-    version 4, variant 10), without building a UUID object; the random bytes
-    are fetched 256 ids at a time."""
-    global _random_pool, _random_pos
-    if _random_pos >= len(_random_pool):
-        _random_pool = os.urandom(16 * _ID_BATCH)
-        _random_pos = 0
-    raw = bytearray(_random_pool[_random_pos : _random_pos + 16])
-    _random_pos += 16
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+def _check_room(room: Any) -> None:
+    try:
+        hash(room)
+    except TypeError:
+        raise TypeError(f"a room name must be hashable, not {type(room).__name__}") from None
 
 
 class WebSocketConnector:
@@ -63,13 +67,14 @@ class WebSocketConnector:
     """
 
     __slots__ = (
-        "id", "endpoint", "path_params", "remote_addr", "_conn", "_ws",
+        "id", "endpoint", "path_params", "remote_addr", "_conn", "_ws", "_server",
         "_raw_headers", "_headers", "_query", "_query_params",
     )
 
     def __init__(
         self,
         ws: WebSocket,
+        server: Server,
         conn: Connection,
         conn_id: str,
         query: str,
@@ -83,6 +88,7 @@ class WebSocketConnector:
         self.remote_addr: tuple[str, int] | None = remote_addr
         self._conn = conn
         self._ws = ws
+        self._server = server
         # Parsed on first use: most handlers never look, and an idle
         # connection should cost little memory.
         self._raw_headers = raw_headers
@@ -109,59 +115,85 @@ class WebSocketConnector:
         """True once this connection has started closing."""
         return bool(self._conn.state != 0)
 
+    def _on_loop(self, fn: Callable[..., Any], *args: Any, closed: Any = False) -> Any:
+        """``fn(*args)`` on the server's loop; ``closed`` if the server has stopped."""
+        try:
+            return self._server.call(fn, *args)
+        except InvalidState:
+            return closed
+
     @property
     def rooms(self) -> frozenset[Any]:
-        """The rooms this connection is in."""
-        rooms = self._conn.rooms
-        return frozenset(rooms) if rooms else frozenset()
+        """The rooms this connection is in (a snapshot)."""
+        rooms = self._on_loop(_rooms_of, self._conn, closed=None)
+        return frozenset() if rooms is None else frozenset(rooms)
 
     def join(self, room: Any) -> bool:
         """Join ``room`` (any hashable name) of this endpoint; a connection
         leaves its rooms when it closes. False if the connection is closing."""
-        return bool(self._ws._call_in_loop(self._conn.join, room))
+        _check_room(room)
+        return bool(self._on_loop(self._conn.join, room))
 
     def leave(self, room: Any) -> bool:
         """Leave ``room``; False if this connection was not in it."""
-        return bool(self._ws._call_in_loop(self._conn.leave, room))
+        _check_room(room)
+        return bool(self._on_loop(self._conn.leave, room))
 
-    def sync_send_to(self, recipient_id: str, data: str | bytes) -> bool:
+    def sync_send_to(self, recipient_id: str, data: str | bytes | dict[str, Any] | list[Any]) -> bool:
         """Send ``data`` to the connection ``recipient_id`` of this endpoint.
 
-        ``str`` goes as a text frame, bytes-like as binary. Returns False for
-        an unknown or malformed id or a connection that is closing."""
+        ``str`` goes as a text frame, bytes-like as binary, ``dict``/``list``
+        as JSON text. Returns False for an unknown id or a connection that is
+        closing; raises ``TypeError`` for a non-str id or a value that cannot
+        be sent (``ValueError`` for JSON with NaN)."""
         return self._ws.send_to(recipient_id, data)
 
-    async def async_send_to(self, recipient_id: str, data: str | bytes) -> bool:
+    async def async_send_to(self, recipient_id: str, data: str | bytes | dict[str, Any] | list[Any]) -> bool:
         """Awaitable :meth:`sync_send_to`."""
         return self._ws.send_to(recipient_id, data)
 
-    def sync_broadcast(self, data: str | bytes) -> int:
+    def sync_broadcast(self, data: str | bytes | dict[str, Any] | list[Any]) -> int:
         """Send ``data`` to every open connection of this endpoint, this one
         included; returns how many accepted it."""
         return self._ws.broadcast(data)
 
-    async def async_broadcast(self, data: str | bytes) -> int:
+    async def async_broadcast(self, data: str | bytes | dict[str, Any] | list[Any]) -> int:
         """Awaitable :meth:`sync_broadcast`."""
         return self._ws.broadcast(data)
 
-    def sync_broadcast_to(self, room: Any, data: str | bytes, exclude_self: bool = False) -> int:
+    def sync_broadcast_to(
+        self, room: Any, data: str | bytes | dict[str, Any] | list[Any], exclude_self: bool = False
+    ) -> int:
         """Send ``data`` to every open connection in ``room`` (this one too,
         unless ``exclude_self``); returns how many accepted it."""
-        return self._ws.broadcast_to(room, data, exclude=self._conn if exclude_self else None)
+        return self._ws.broadcast_to(room, data, exclude=self if exclude_self else None)
 
-    async def async_broadcast_to(self, room: Any, data: str | bytes, exclude_self: bool = False) -> int:
+    async def async_broadcast_to(
+        self, room: Any, data: str | bytes | dict[str, Any] | list[Any], exclude_self: bool = False
+    ) -> int:
         """Awaitable :meth:`sync_broadcast_to`."""
         return self.sync_broadcast_to(room, data, exclude_self)
 
     def close(self, code: int = 1000, reason: str = "") -> bool:
-        """Close this connection: queued messages (including the running
-        handler's return value) are sent first, then a Close frame with
-        ``code`` and ``reason`` (RFC 6455 §5.5.1). Idempotent: returns False
-        if the connection was already closing."""
-        return bool(self._ws._call_in_loop(self._conn.close, code, reason))
+        """Close this connection: a Close frame with ``code`` and ``reason``
+        (RFC 6455 §5.5.1) goes out at once, after the messages already
+        queued, even while this connection's handler is suspended. Called by
+        this connection's own handler while it runs, the Close follows that
+        handler's return value (or goes when it next awaits something that
+        suspends it). Afterwards sends to this connection are dropped and
+        return False; the close handler runs once the client answers (or
+        after ``close_timeout``). Returns False if the connection was already
+        closing; raises ``ValueError`` for a code or reason a peer would
+        reject (RFC 6455 §7.4), before anything is sent."""
+        build_close(code, reason)
+        return bool(self._on_loop(self._conn.close, code, reason))
 
     def __repr__(self) -> str:
         return f"<WebSocketConnector id={self.id} endpoint={self.endpoint!r}>"
+
+
+def _rooms_of(conn: Connection) -> set[Any]:
+    return set(conn.rooms) if conn.rooms else set()
 
 
 # Parameter names that mean "the connector" or "the message" wherever they stand.
@@ -189,6 +221,10 @@ def _path_params(conn: Any, _msg: Any) -> Any:
     return conn.path_params
 
 
+def _path_param_getter(name: str) -> Getter:
+    return lambda conn, _msg: conn.path_params.get(name)
+
+
 def _in_thread(bound: Callable[..., Any]) -> Callable[..., Any]:
     """Run a sync handler in the loop's default thread pool; the connection
     still handles its messages one at a time, in order."""
@@ -199,8 +235,15 @@ def _in_thread(bound: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _path_param_getter(name: str) -> Getter:
-    return lambda conn, _msg: conn.path_params.get(name)
+def _named_like(wrapper: Callable[..., Any], handler: Callable[..., Any]) -> Callable[..., Any]:
+    """``wrapper`` carrying ``handler``'s name, for log lines about it."""
+    if wrapper is not handler:
+        try:
+            wrapper.__qualname__ = getattr(handler, "__qualname__", repr(handler))
+            wrapper.__name__ = getattr(handler, "__name__", wrapper.__qualname__)
+        except (AttributeError, TypeError):
+            pass
+    return wrapper
 
 
 class WebSocket:
@@ -209,6 +252,10 @@ class WebSocket:
     Register handlers with ``@ws.on("connect" | "message" | "close")``. The
     path may hold parameters (``/room/<room_id>`` or ``/room/:room_id``). A
     plain GET to the same path still reaches an HTTP route registered there.
+
+    The connection table lives in the server that serves the app (one per
+    event loop); :attr:`connections`, :meth:`rooms` and
+    :meth:`room_members` are snapshots of it, and every send goes through it.
     """
 
     def __init__(
@@ -229,9 +276,6 @@ class WebSocket:
         self._path_param_names: tuple[str, ...] = tuple(compile_path(endpoint).param_names)
         self.handlers: dict[str, Callable[..., Any]] = {}
         self._bound: dict[str, Callable[..., Any]] = {}
-        self._hub: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
         app.add_web_socket(endpoint, self)
 
     def on(self, event: str, *, threaded: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -241,7 +285,8 @@ class WebSocket:
         The handler's parameters are bound now, once (see :meth:`bind`); a
         parameter that cannot be bound raises ``TypeError`` here, never at
         run time. ``threaded=True`` runs a sync handler in a thread pool
-        instead of on the event loop (for handlers that block).
+        instead of on the event loop (for handlers that block). Connections
+        opened before the decoration keep the handlers they started with.
         """
         if event not in EVENTS:
             raise ValueError(f"unknown websocket event {event!r}; expected one of {', '.join(EVENTS)}")
@@ -254,7 +299,7 @@ class WebSocket:
                 if inspect.iscoroutinefunction(handler):
                     raise ValueError("threaded=True is for sync handlers; an async handler already yields")
                 bound = _in_thread(bound)
-            self._bound[event] = bound
+            self._bound[event] = _named_like(bound, handler)
             self.handlers[event] = handler
             return handler
 
@@ -393,84 +438,75 @@ class WebSocket:
 
     # -- sending from anywhere ---------------------------------------------------
 
+    def _server(self) -> Server | None:
+        return self.app.server
+
     @property
-    def connections(self) -> dict[str, Connection]:
-        """The open (and closing) connections of this endpoint, by id."""
-        hub = self._hub
-        return hub.connections if hub is not None else {}
+    def connections(self) -> dict[str, WebSocketConnector]:
+        """A snapshot of the open (and closing) connections of this endpoint
+        in this process, by id (empty when the app is not being served)."""
+        server = self._server()
+        if server is None:
+            return {}
+        return server.inspect(self, _connectors, {})
 
-    def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn`` on the server's loop: at once when called on the loop's
-        thread, else scheduled thread-safely (then the result is True)."""
-        loop = self._loop
-        if loop is None or threading.get_ident() == self._loop_thread:
-            return fn(*args)
-        loop.call_soon_threadsafe(fn, *args)
-        return True
-
-    def send_to(self, recipient_id: str, data: str | bytes) -> bool:
+    def send_to(self, recipient_id: str, data: str | bytes | dict[str, Any] | list[Any]) -> bool:
         """Send ``data`` to one connection of this endpoint; False if the id is
-        unknown or malformed or the connection is closing. Safe from any thread."""
+        unknown or the connection is closing. Raises ``TypeError`` for a
+        non-str id or a value that cannot be sent. Safe from any thread."""
         if not isinstance(recipient_id, str):
+            raise TypeError(f"a connection id is a str, not {type(recipient_id).__name__}")
+        frame = _frame(data)
+        server = self._server()
+        if server is None:
             return False
-        conn = self.connections.get(recipient_id)
-        if conn is None:
-            return False
-        return bool(self._call_in_loop(conn.send_frame_bytes, message_frame(data)))
+        return server.send_to(self, recipient_id, frame)
 
-    def broadcast(self, data: str | bytes) -> int:
+    def broadcast(self, data: str | bytes | dict[str, Any] | list[Any]) -> int:
         """Send ``data`` to every open connection of this endpoint: the frame
         is built once and the compiled loop queues the same bytes object to
-        each. Returns how many accepted it (from another thread: how many it
-        was scheduled for)."""
-        return self._broadcast(None, message_frame(data), None)
+        each. Returns how many accepted it. Safe from any thread."""
+        frame = _frame(data)
+        server = self._server()
+        if server is None:
+            return 0
+        return server.broadcast(self, frame)
 
-    def broadcast_to(self, room: Any, data: str | bytes, exclude: Any = None) -> int:
-        """Send ``data`` to every open connection in ``room``; ``exclude`` may
-        be a connection (or connector) to skip."""
-        if isinstance(exclude, WebSocketConnector):
-            exclude = exclude._conn
-        return self._broadcast(room, message_frame(data), exclude)
+    def broadcast_to(
+        self, room: Any, data: str | bytes | dict[str, Any] | list[Any], exclude: WebSocketConnector | None = None
+    ) -> int:
+        """Send ``data`` to every open connection in ``room``, but ``exclude``
+        (a connector) if given; returns how many accepted it."""
+        _check_room(room)
+        if exclude is not None and not isinstance(exclude, WebSocketConnector):
+            raise TypeError(f"exclude must be a WebSocketConnector, not {type(exclude).__name__}")
+        frame = _frame(data)
+        server = self._server()
+        if server is None:
+            return 0
+        return server.broadcast(self, frame, room, exclude._conn if exclude is not None else None)
 
     def rooms(self) -> dict[Any, int]:
         """Room name -> number of connections in it (rooms with nobody in them vanish)."""
-        hub = self._hub
-        return {room: len(members) for room, members in hub.rooms.items()} if hub is not None else {}
+        server = self._server()
+        if server is None:
+            return {}
+        return server.inspect(self, _room_sizes, {})
 
     def room_members(self, room: Any) -> list[str]:
         """The ids of the connections in ``room``, in the order they joined."""
-        hub = self._hub
-        return list(hub.rooms.get(room, {})) if hub is not None else []
-
-    def _broadcast(self, room: Any, frame: bytes, exclude: Any) -> int:
-        hub = self._hub
-        if hub is None:
-            return 0
-        if self._loop is not None and threading.get_ident() != self._loop_thread:
-            members = hub.connections if room is None else hub.rooms.get(room, {})
-            if room is None:
-                self._loop.call_soon_threadsafe(hub.broadcast_frame, frame, exclude)
-            else:
-                self._loop.call_soon_threadsafe(hub.broadcast_room, room, frame, exclude)
-            excluded = exclude is not None and members.get(exclude.key) is exclude
-            return len(members) - excluded
-        if room is None:
-            return int(hub.broadcast_frame(frame, exclude))
-        return int(hub.broadcast_room(room, frame, exclude))
+        _check_room(room)
+        server = self._server()
+        if server is None:
+            return []
+        return server.inspect(self, lambda hub: list(hub.rooms.get(room, ())), [])
 
     # -- used by the server ---------------------------------------------------------
 
-    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        from ._core.connection import Hub
-
-        config = self.effective_config
-        self._loop = loop
-        self._loop_thread = threading.get_ident()
-        self._hub = Hub(loop, config.ping_interval or 0.0)
-
-    def _accept(
+    def open_connection(
         self,
-        loop: asyncio.AbstractEventLoop,
+        server: Server,
+        hub: Hub,
         transport: asyncio.Transport,
         initial: bytes,
         query: str,
@@ -478,25 +514,28 @@ class WebSocket:
         raw_headers: list[tuple[bytes, bytes]],
         remote_addr: tuple[str, int] | None = None,
     ) -> Connection:
-        """Install a Connection on ``transport`` after the 101 was written."""
-        from ._core.connection import BufferedConnection
-
-        if self._hub is None or self._loop is not loop:
-            self._attach(loop)
-        conn_id = _new_id()
+        """Install a connection of this endpoint on ``transport`` (after the
+        101 was written), in ``hub``, and run its connect handler."""
+        conn_id = new_id()
         conn = BufferedConnection(
-            loop,
-            self.effective_config,
-            self._hub,
+            hub,
             conn_id,
             self._bound.get("connect"),
             self._bound.get("message"),
             self._bound.get("close"),
         )
-        conn.connector = WebSocketConnector(self, conn, conn_id, query, path_params, raw_headers, remote_addr)
+        conn.connector = WebSocketConnector(self, server, conn, conn_id, query, path_params, raw_headers, remote_addr)
         transport.set_protocol(conn)
         conn.start(transport, initial)
         return conn
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.endpoint!r} handlers={sorted(self.handlers)}>"
+
+
+def _connectors(hub: Hub) -> dict[str, WebSocketConnector]:
+    return {key: conn.connector for key, conn in hub.connections.items()}
+
+
+def _room_sizes(hub: Hub) -> dict[Any, int]:
+    return {room: len(members) for room, members in hub.rooms.items()}

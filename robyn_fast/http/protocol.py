@@ -1,0 +1,541 @@
+"""HTTP/1.1 on one TCP connection: :class:`HttpProtocol` parses with httptools,
+answers requests in order, and hands an upgraded connection to its WebSocket.
+
+Limits (RFC 9112 framing, with the sizes of :class:`~robyn_fast.config.Config`):
+a request line over ``max_request_line`` gets 414; a header line over
+``max_header_size``, more than ``max_headers`` headers, or a head over
+``max_head_size`` gets 431; a body over ``max_body_size`` gets 413 (from
+``Content-Length`` before the body is read); malformed HTTP gets 400. Each of
+these closes the connection, after the responses owed to the requests
+received before it. A request head not finished within ``header_timeout``
+closes the connection (with 408 if bytes had arrived); so does a body that
+stops arriving for ``keep_alive_timeout`` (with 408).
+
+Responses stop being produced while the transport's write buffer is above
+its high-water mark (``pause_writing``), so a client that does not read makes
+the server stop reading instead of buffering its answers. A client that
+half-closes after its requests still gets every response, then the close.
+
+An upgrade request stops the parser: reading pauses until the requests before
+it are answered and the WebSocket takes the transport over (with every byte
+that came after the request), so nothing sent behind an upgrade is buffered
+without bound.
+
+The protocol serves a :class:`HttpHost` (the server), which answers requests,
+starts Tasks and opens WebSocket connections; this module knows nothing else
+of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable
+from contextvars import Context
+from typing import Any, Protocol
+
+import httptools
+
+from ..config import Config
+from ..exceptions import HandshakeError
+from ..websocket.handshake import accept_handshake, is_upgrade_request
+from .types import error_response
+
+__all__ = ["HttpHost", "HttpProtocol"]
+
+log = logging.getLogger("robyn_fast.server")
+
+# Data is fed to httptools in slices of at most this many bytes so the bytes
+# of an unfinished request head can be counted (httptools buffers header
+# pieces internally); max_head_size is enforced to within one slice.
+_SLICE = 16 * 1024
+
+# Bytes kept from behind an upgrade request while it waits for its turn.
+# Reading is paused as soon as the upgrade is seen, so this only holds the
+# rest of the read that carried it (one transport read at most).
+_UPGRADE_BUFFER_LIMIT = 1024 * 1024
+
+
+class HttpHost(Protocol):
+    """What :class:`HttpProtocol` needs from the server it runs in."""
+
+    loop: asyncio.AbstractEventLoop
+    config: Config
+    context: Context
+
+    def handle_http(
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
+        peer: str | None,
+    ) -> bytes | Awaitable[bytes]:
+        """The response bytes, or an awaitable of them."""
+
+    def match_websocket(self, path: str) -> tuple[Any, dict[str, str]] | None:
+        """The WebSocket endpoint at ``path`` and its path parameters, or None."""
+
+    def websocket_config(self, endpoint: Any) -> Config:
+        """The configuration that governs ``endpoint``'s connections."""
+
+    def open_websocket(
+        self, endpoint: Any, transport: asyncio.Transport, initial: bytes, query: str,
+        path_params: dict[str, str], headers: list[tuple[bytes, bytes]], peer: tuple[str, int] | None,
+    ) -> None:
+        """Hand ``transport`` (the 101 already written) to ``endpoint``."""
+
+    def start_task(self, coro: Awaitable[Any], context: Context) -> asyncio.Future[Any]:
+        """Run ``coro`` in a Task in ``context``, referenced until it is done."""
+
+    def connection_opened(self, protocol: HttpProtocol) -> None: ...
+
+    def connection_closed(self, protocol: HttpProtocol) -> None: ...
+
+
+class _Abort(Exception):
+    """Raised inside an httptools callback to stop parsing; the protocol has
+    already decided what to answer."""
+
+
+class _Request:
+    """A parsed request waiting in the pipeline queue."""
+
+    __slots__ = ("method", "target", "headers", "body", "keep_alive", "version", "upgrade")
+
+    def __init__(
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes,
+        keep_alive: bool, version: str, upgrade: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.version = version
+        self.upgrade = upgrade
+
+
+class HttpProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive and pipelining (responses leave in request order)."""
+
+    def __init__(self, host: HttpHost) -> None:
+        self.host = host
+        self.config: Config = host.config
+        self.loop = host.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer_addr: tuple[str, int] | None = None
+        # Request being parsed.
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.in_head = False
+        self.in_body = False
+        self.head_bytes = 0
+        self.fields_size = 0
+        self.got_bytes = False
+        # Pipeline.
+        self.queue: collections.deque[_Request | bytes] = collections.deque()
+        self.task: asyncio.Future[bytes] | None = None  # the async handler answering the head of the queue
+        self.reading_paused = False
+        self.writing_paused = False
+        self.eof = False
+        self.closing = False
+        # An upgrade request stopped the parser; what followed it waits here.
+        self.upgrade_seen = False
+        self.leftover: list[bytes] = []
+        self.leftover_size = 0
+        self.handed_over = False  # the transport now belongs to a WebSocket
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_is_head = False
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None
+
+    # -- connection ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        # (uvloop and asyncio both set TCP_NODELAY on TCP transports already.)
+        peer = transport.get_extra_info("peername")
+        self.peer_addr = tuple(peer[:2]) if isinstance(peer, tuple) else None
+        self.host.connection_opened(self)
+        timeout = min(self.config.header_timeout, self.config.handshake_timeout)
+        self.timer = self.loop.call_later(timeout, self._head_timeout)
+        self.timer_is_head = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self._cancel_timer()
+        self.host.connection_closed(self)
+        self.queue.clear()
+        self.leftover = []
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _head_timeout(self) -> None:
+        self.timer = None
+        if self.closing or self.handed_over or self.transport is None:
+            return
+        if self.upgrade_seen:
+            return  # the upgrade is complete; it waits behind slower requests
+        if self.in_head or self.got_bytes:
+            # Behind the responses still owed (a slow handler may be running).
+            self._reject(408, "request head not received in time")
+            self._run_queue()
+        else:
+            self.closing = True
+            self.transport.close()
+
+    def _idle_timeout(self) -> None:
+        self.timer = None
+        if self.in_body and not (self.closing or self.upgrade_seen) and self.transport:
+            # The body stopped arriving for a whole keep_alive_timeout.
+            self._reject(408, "request body not received in time")
+            self._run_queue()
+            return
+        if not (self.closing or self.upgrade_seen or self.busy or self.queue or self.in_head) and self.transport:
+            self.closing = True
+            self.transport.close()
+
+    def close_idle(self) -> bool:
+        """Close this connection if no request is in progress (shutdown);
+        True when it is closed or closing."""
+        if self.handed_over:
+            return True
+        if self.busy or self.queue or self.in_head or self.upgrade_seen:
+            return False
+        if not self.closing and self.transport is not None:
+            self.closing = True
+            self.transport.close()
+        return True
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once (the end of shutdown's grace period)."""
+        if self.transport is not None and not self.handed_over:
+            self.transport.abort()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgrade_seen:
+            # Frames sent behind the upgrade request before we answered it;
+            # reading is paused, so at most the rest of one read lands here.
+            self._keep_leftover(data)
+            return
+        if self.closing:
+            return
+        self.got_bytes = True
+        if len(data) <= _SLICE:
+            self._feed(data, b"")
+        else:
+            view = memoryview(data)
+            for start in range(0, len(data), _SLICE):
+                if self.closing or self.upgrade_seen:
+                    break
+                self._feed(view[start : start + _SLICE], view[start + _SLICE :])
+        if self.in_body and not self.closing and not self.upgrade_seen:
+            # A body arriving is activity: the idle timeout counts from the
+            # last bytes, so a long upload is not cut while data flows.
+            self._cancel_timer()
+            self.timer = self.loop.call_later(self.config.keep_alive_timeout, self._idle_timeout)
+            self.timer_is_head = False
+        self._run_queue()
+
+    def _keep_leftover(self, data: bytes) -> None:
+        if not data:
+            return
+        self.leftover_size += len(data)
+        if self.leftover_size > _UPGRADE_BUFFER_LIMIT:
+            log.warning("%s: more than %d bytes behind a pending upgrade request; closing",
+                        self.peer_addr, _UPGRADE_BUFFER_LIMIT)
+            self.closing = True
+            self.leftover = []
+            self.queue.clear()
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self.leftover.append(data)
+
+    def eof_received(self) -> bool | None:
+        if self.busy or self.queue:
+            # The client half-closed after its requests: answer them, then
+            # close (returning True keeps the transport open for writing).
+            self.eof = True
+            return True
+        return None
+
+    def pause_writing(self) -> None:
+        # The client reads slower than we answer: stop answering (and so,
+        # once max_pipelined_requests are queued, stop reading) until the
+        # transport's buffer drains below its low-water mark.
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._run_queue()
+
+    def _feed(self, chunk: bytes | memoryview, rest: bytes | memoryview) -> None:
+        try:
+            self.parser.feed_data(chunk)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0]
+            # The parser stops here for good; the queue decides what the
+            # upgrade becomes once the requests before it are answered.
+            self.upgrade_seen = True
+            self._pause_reading()
+            self._keep_leftover(bytes(chunk[offset:]) + bytes(rest))
+            return
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _Abort):
+                return
+            log.exception("error in HTTP parser callback")
+            self.queue.append(error_response(500))
+            self.closing = True
+            return
+        except httptools.HttpParserError as exc:
+            self.queue.append(error_response(400, f"malformed HTTP request: {exc}"))
+            self.closing = True
+            return
+        if self.in_head:
+            self.head_bytes += len(chunk)
+            if self.head_bytes > self.config.max_head_size:
+                self._reject(431, "request header fields too large")
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answer ``status`` after the requests already queued, then close."""
+        self.queue.append(error_response(status, message))
+        self.closing = True
+        self._pause_reading()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.head_bytes = 0
+        self.fields_size = 0
+        self.url = b""
+        self.headers = []
+        self.body = []
+        self.body_size = 0
+        if self.timer is not None and not self.timer_is_head:
+            self._cancel_timer()  # the keep-alive idle timer
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.config.header_timeout, self._head_timeout)
+            self.timer_is_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.config.max_request_line:
+            self._reject(414, "request line too long")
+            raise _Abort
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) + 2 > self.config.max_header_size:
+            self._reject(431, "request header field too large")
+            raise _Abort
+        self.headers.append((name, value))
+        if len(self.headers) > self.config.max_headers:
+            self._reject(431, "too many request header fields")
+            raise _Abort
+        # ": " and CRLF; counted here because a whole head can arrive inside
+        # one parser slice, where the byte count in _feed never sees it.
+        self.fields_size += len(name) + len(value) + 4
+        if len(self.url) + self.fields_size > self.config.max_head_size:
+            self._reject(431, "request header fields too large")
+            raise _Abort
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.in_body = True
+        self._cancel_timer()
+        for name, value in self.headers:
+            if len(name) == 14 and name.lower() == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = -1
+                if length > self.config.max_body_size:
+                    self._reject(413, "request body too large")
+                    raise _Abort
+            elif len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+                if self.transport is not None and not self.queue and not self.busy:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.config.max_body_size:
+            self._reject(413, "request body too large")
+            raise _Abort
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.in_body = False
+        parser = self.parser
+        try:
+            method = parser.get_method().decode("ascii")
+            target = self.url.decode("utf-8", "surrogateescape")
+        except UnicodeDecodeError:
+            self._reject(400, "request line is not ASCII")
+            raise _Abort from None
+        self.queue.append(
+            _Request(
+                method,
+                target,
+                self.headers,
+                b"".join(self.body),
+                parser.should_keep_alive(),
+                parser.get_http_version(),
+                parser.should_upgrade(),
+            )
+        )
+        self.body = []
+        if len(self.queue) > self.config.max_pipelined_requests:
+            self._pause_reading()
+
+    # -- answering ------------------------------------------------------------------------
+
+    def _run_queue(self) -> None:
+        transport = self.transport
+        while (
+            self.queue
+            and not self.busy
+            and not self.writing_paused
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            item = self.queue.popleft()
+            if isinstance(item, bytes):
+                self._cancel_timer()
+                transport.write(item)
+                transport.close()
+                self.queue.clear()
+                return
+            if self._dispatch(item):
+                return
+        if self.handed_over or transport is None:
+            return
+        if (
+            self.reading_paused
+            and not self.closing
+            and not self.upgrade_seen
+            and len(self.queue) <= self.config.max_pipelined_requests // 2
+        ):
+            self.reading_paused = False
+            transport.resume_reading()
+        if self.eof and not self.queue and not self.busy:
+            self.closing = True
+            self._cancel_timer()
+            transport.close()
+            return
+        if not self.queue and not self.busy and not self.in_head and not self.closing and not self.upgrade_seen:
+            if self.timer is None:
+                self.timer = self.loop.call_later(self.config.keep_alive_timeout, self._idle_timeout)
+                self.timer_is_head = False
+
+    def _dispatch(self, req: _Request) -> bool:
+        """Answer one request; True when the connection changed hands or an
+        async handler is running (stop the queue)."""
+        assert self.transport is not None
+        path = req.target.partition("?")[0]
+        match = self.host.match_websocket(path)
+        if match is not None and (req.upgrade or is_upgrade_request(req.headers)):
+            self._upgrade(req, match[0], match[1])
+            return True
+        if req.upgrade:
+            # An upgrade to something we do not speak: answer normally, then
+            # close (the parser stopped at the upgrade).
+            req.keep_alive = False
+            self.closing = True
+            self.leftover = []
+        context = self.host.context.copy()
+        result = context.run(
+            self.host.handle_http, req.method, req.target, req.headers, req.body, req.keep_alive,
+            self.peer_addr[0] if self.peer_addr else None,
+        )
+        if isinstance(result, bytes):
+            self._respond(result, req.keep_alive)
+            return False
+        task = self.host.start_task(result, context)
+        if task.done():  # finished within its eager first step (Python >= 3.12)
+            self._respond(self._outcome(task), req.keep_alive)
+            return False
+        self.task = task
+        keep_alive = req.keep_alive
+        task.add_done_callback(lambda t: self._async_done(t, keep_alive))
+        return True
+
+    @staticmethod
+    def _outcome(task: asyncio.Future[bytes]) -> bytes:
+        if task.cancelled():
+            return error_response(503, "server shutting down")
+        exc = task.exception()
+        if exc is not None:
+            log.error("HTTP handler failed", exc_info=exc)
+            return error_response(500)
+        return task.result()
+
+    def _async_done(self, task: asyncio.Future[bytes], keep_alive: bool) -> None:
+        self.task = None
+        response = self._outcome(task)
+        if task.cancelled() or task.exception() is not None:
+            keep_alive = False
+        self._respond(response, keep_alive)
+        self._run_queue()
+
+    def _respond(self, response: bytes, keep_alive: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(response)
+        if not keep_alive:
+            self.closing = True
+            self.queue.clear()
+            self.transport.close()
+        elif self.closing and not self.queue:
+            # Closing for another reason, and nothing else is owed. (An error
+            # answer queued behind this request, for a malformed request
+            # that followed it, is written by _run_queue, which then closes.)
+            self.transport.close()
+
+    def _upgrade(self, req: _Request, endpoint: Any, path_params: dict[str, str]) -> None:
+        assert self.transport is not None
+        config = self.host.websocket_config(endpoint)
+        try:
+            response, _subprotocol = accept_handshake(
+                req.method,
+                req.version,
+                req.headers,
+                subprotocols=config.subprotocols or None,
+                allowed_origins=config.allowed_origins,
+            )
+        except HandshakeError as exc:
+            self.closing = True
+            self.queue.clear()
+            self.leftover = []
+            self._cancel_timer()
+            self.transport.write(error_response(exc.status, exc.reason, exc.headers))
+            self.transport.close()
+            return
+        self._cancel_timer()
+        self.handed_over = True
+        self.host.connection_closed(self)
+        transport, self.transport = self.transport, None
+        leftover = b"".join(self.leftover)
+        self.leftover = []
+        self.queue.clear()
+        transport.write(response)
+        query = req.target.partition("?")[2]
+        # The WebSocket decides about reading from now on: resume what the
+        # upgrade (or pipelining) paused, before it may pause again itself
+        # (no read can happen before open_websocket returns).
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        self.host.open_websocket(endpoint, transport, leftover, query, path_params, req.headers, self.peer_addr)
