@@ -1,12 +1,23 @@
 # robyn_fast developer commands. Everything runs inside .venv, created on demand.
 #   make run    - create .venv, build, and serve the demo (examples/echo.py) on http://127.0.0.1:8080
 #   make test   - create .venv, build the extensions, install test extras, run the whole suite
+#                 (`make test PYTHON=python3.13`: the same with that interpreter, in .venv-3.13)
 #   make bench  - micro-benchmarks of the codec (pytest-benchmark), pinned to one core
 #   make bench-load - load tests: robyn_fast against other WebSocket servers (bench/README.md);
 #                     quick by default (~3 min), `make bench-load LOAD_ARGS=--full` (~13 min)
 
+# The interpreter: `make test PYTHON=python3.13` (or a path) builds and tests in a virtualenv of
+# its own, .venv-<version>; without PYTHON= the default one lives in .venv.
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+PYVER  := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(PYVER),)
+$(error cannot run the interpreter PYTHON=$(PYTHON))
+endif
+ifeq ($(origin PYTHON),file)
 VENV   := .venv
+else
+VENV   := .venv-$(PYVER)
+endif
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.robyn_fast-installed
 SOURCES := $(wildcard _core/*.pyx _core/*.pxd _core/*.c _core/*.h _core/*.pyi) setup.py pyproject.toml
@@ -60,4 +71,4 @@ bench-load: $(LOADGEN)
 	$(BIN)/python bench/run.py $(LOAD_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info $(VENV) _core/*.so .pytest_cache .hypothesis .benchmarks
+	rm -rf build dist *.egg-info .venv .venv-* _core/*.so .pytest_cache .hypothesis .benchmarks

@@ -774,6 +774,8 @@ cdef class Connection(MessageSink):
         if self.state != ST_OPEN:
             return 0
         buffered = self.out_bytes + <size_t>self.transport.get_write_buffer_size()
+        if self.state != ST_OPEN:
+            return 0            # the transport reported the connection lost just now
         # The bound is on backlog: one message larger than the limit still goes
         # out to a client that has read everything before it.
         if buffered and buffered + size > hub.max_backpressure:

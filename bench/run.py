@@ -80,6 +80,8 @@ WORKLOADS = [
              title="echo: 64 conns, 1 in flight, 32 B"),
     Workload("echo-8x16-1KiB", "echo", ("echo", "-c", "8", "-p", "16", "-s", "1024"), "msgs_per_s", "msgs/s",
              title="echo: 8 conns, 16 in flight, 1 KiB"),
+    Workload("echo-async-64x1-32B", "echo-async", ("echo", "-c", "64", "-p", "1", "-s", "32"), "msgs_per_s",
+             "msgs/s", title="echo, async handler: 64 conns, 1 in flight, 32 B"),
     Workload("connect-16", "echo", ("connect", "-c", "16"), "cycles_per_s", "cycles/s",
              latency=("cycle_p50_us", "cycle_p99_us"),
              title="connect + handshake + close, 16 at once"),
@@ -113,20 +115,34 @@ class Server:
         return cmd
 
 
-def all_servers() -> list[Server]:
+def _robyn_fast_scripts(tree: Path) -> dict[str, Path]:
+    return {"echo": tree / "examples" / "echo.py", "broadcast": tree / "examples" / "broadcast.py",
+            "echo-async": PEERS / "echo_async_robyn_fast.py"}
+
+
+def _peer_scripts(name: str, async_handlers: bool = False) -> dict[str, Path]:
+    scripts = {k: PEERS / f"{k}_{name}.py" for k in ("echo", "broadcast")}
+    if async_handlers:  # its echo is already an async function: the same server for "echo-async"
+        scripts["echo-async"] = scripts["echo"]
+    return scripts
+
+
+def all_servers(baseline: Path | None = None) -> list[Server]:
     venv_py = Path(PY)
     r077 = ROBYN077_VENV / "bin" / "python"
-    return [
-        Server("robyn_fast", venv_py, {"echo": REPO / "examples" / "echo.py",
-                                       "broadcast": REPO / "examples" / "broadcast.py"},
-               port_from_env=True, check="robyn_fast"),
-        Server("picows", venv_py, {k: PEERS / f"{k}_picows.py" for k in ("echo", "broadcast")}, check="picows"),
-        Server("aiohttp", venv_py, {k: PEERS / f"{k}_aiohttp.py" for k in ("echo", "broadcast")}, check="aiohttp"),
-        Server("websockets", venv_py, {k: PEERS / f"{k}_websockets.py" for k in ("echo", "broadcast")},
-               check="websockets"),
-        Server("socketify", venv_py, {k: PEERS / f"{k}_socketify.py" for k in ("echo", "broadcast")},
+    servers = [
+        Server("robyn_fast", venv_py, _robyn_fast_scripts(REPO), port_from_env=True, check="robyn_fast"),
+    ]
+    if baseline is not None:
+        servers.append(Server("robyn_fast@base", baseline / ".venv" / "bin" / "python", _robyn_fast_scripts(baseline),
+                              port_from_env=True, check="robyn_fast", note=f"the checkout at {baseline}"))
+    return servers + [
+        Server("picows", venv_py, _peer_scripts("picows"), check="picows"),
+        Server("aiohttp", venv_py, _peer_scripts("aiohttp", async_handlers=True), check="aiohttp"),
+        Server("websockets", venv_py, _peer_scripts("websockets", async_handlers=True), check="websockets"),
+        Server("socketify", venv_py, _peer_scripts("socketify"),
                asyncio_based=False, check="socketify", note="uWebSockets (C++) via CFFI, its own libuv loop"),
-        Server("robyn077", r077, {k: PEERS / f"{k}_robyn077.py" for k in ("echo", "broadcast")},
+        Server("robyn077", r077, _peer_scripts("robyn077"),
                asyncio_based=False, check="robyn", note="Robyn 0.77 legacy WebSocket (actix-web)"),
     ]
 
@@ -304,7 +320,7 @@ class Running:
 def start_server(s: Server, kind: str, port: int, core: str, loop: str, log_path: Path,
                  timeout: float) -> Running | str:
     env = dict(os.environ, PYTHONUNBUFFERED="1", PORT=str(port))
-    if s.name == "robyn_fast":
+    if s.port_from_env:
         env.update(ROBYN_PORT=str(port), ROBYN_HOST="127.0.0.1")
         if loop == "asyncio":
             env["ROBYN_FAST_LOOP"] = "asyncio"
@@ -440,6 +456,8 @@ def summarize(runs: list[dict], servers: list[Server], workloads: list[Workload]
     for w in workloads:
         rows: dict[str, Any] = {}
         for s in servers:
+            if w.kind not in s.scripts:
+                continue
             rs = [r for r in runs if r["workload"] == w.name and r["server"] == s.name]
             ok = [r for r in rs if not r.get("failed") and r.get(w.metric)]
             row: dict[str, Any] = {"runs": len(rs), "ok_runs": len(ok)}
@@ -568,7 +586,7 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(summary)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    fig, axes = plt.subplots(2, (len(names) + 2) // 2, figsize=(5 * ((len(names) + 2) // 2), 8.5))
     flat = axes.flatten()
     for ax, wname in zip(flat, names):
         w = summary[wname]
@@ -650,6 +668,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-timeout", type=float, default=30.0)
     p.add_argument("--date", default=_dt.date.today().isoformat(), help="date in the file names")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                   help="also run robyn_fast from another checkout (built with `make install` there, so that "
+                        "CHECKOUT/.venv exists) as server robyn_fast@base, side by side")
     a = p.parse_args(argv)
     a.preset = a.preset or "quick"
     for k, v in PRESETS[a.preset].items():
@@ -660,7 +681,9 @@ def main(argv: list[str] | None = None) -> int:
         log("bench/run.py: the load generator is not built; run `make bench-loadgen`")
         return 2
 
-    servers = all_servers()
+    if a.baseline is not None and not (a.baseline / ".venv" / "bin" / "python").exists():
+        p.error(f"--baseline {a.baseline}: no .venv there (run `make install` in it first)")
+    servers = all_servers(a.baseline.resolve() if a.baseline is not None else None)
     if a.servers:
         wanted = a.servers.split(",")
         unknown = set(wanted) - {s.name for s in servers}
@@ -695,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     jsonl_path = RESULTS / f"load-{a.date}.runs.jsonl"
     ports = Ports(a.port_base)
     runs: list[dict] = []
-    total = a.rounds * len(workloads) * len(servers)
+    total = a.rounds * sum(w.kind in s.scripts for w in workloads for s in servers)
     t0 = time.monotonic()
     meta = {
         "date": a.date,
@@ -722,6 +745,8 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(1, a.rounds + 1):
             for w in workloads:
                 for s in servers:
+                    if w.kind not in s.scripts:
+                        continue  # no server of that kind (an async handler in a callback API)
                     n += 1
                     rec = one_run(w, s, rnd, a, ports, logdir, jsonl)
                     runs.append(rec)

@@ -32,6 +32,23 @@ __all__ = [
 ]
 
 
+# RFC 9110 §15 names for the codes whose phrase the http module renamed in
+# Python 3.13, so the server says the same on every Python.
+_RFC9110_PHRASES = {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
+_PHRASES: dict[int, str] = {s.value: _RFC9110_PHRASES.get(s.value, s.phrase) for s in HTTPStatus}
+
+
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase of ``status`` (RFC 9110 §15), ``""`` for
+    an unregistered code."""
+    return _PHRASES.get(status, "")
+
+
 class RobynFastError(Exception):
     """Root of every exception robyn_fast raises on purpose."""
 
@@ -139,10 +156,7 @@ class HTTPError(RobynFastError):
         if type(code) is not int or not 100 <= code <= 599:
             raise InvalidStatusCode(f"HTTP status code must be an int in 100..599, got {code!r}")
         if message is None:
-            try:
-                message = HTTPStatus(code).phrase
-            except ValueError:
-                message = f"HTTP {code}"
+            message = reason_phrase(code) or f"HTTP {code}"
         super().__init__(message)
         self.status_code: int = code
         self.message: str = message

@@ -164,17 +164,17 @@ class Server:
             for proto in list(self.http_connections):
                 proto.close_idle()
             if not await self._settled(timeout):
-                cancelled = sum(hub.abort_all() for _, hub in hubs)
+                cancelled = sum(hub.abort_all() for hub in list(self.hubs.values()))
                 for proto in list(self.http_connections):
                     proto.abort()
                 for task in list(self.tasks):
-                    task.cancel()
+                    cancelled += task.cancel()
                 if cancelled:
                     log.warning("shutdown: %d handler(s) still running after %.1fs were cancelled",
                                 cancelled, timeout)
                 if not await self._settled(min(timeout, 1.0)):
                     log.warning("shutdown: close handlers still running after the grace period: %s",
-                                ", ".join(f"{ep.endpoint}: {hub.live}" for ep, hub in hubs if hub.live))
+                                ", ".join(f"{ep.endpoint}: {hub.live}" for ep, hub in self.hubs.items() if hub.live))
             for hook in self.app.shutdown_handlers:
                 try:
                     await _maybe_await(hook())
@@ -444,9 +444,18 @@ def _announce(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+def _cancel_all(loop: asyncio.AbstractEventLoop, grace: float = 1.0) -> None:
+    """Cancel the Tasks still on ``loop`` (the app's own, after shutdown) and
+    give them ``grace`` seconds to finish; one that ignores cancellation is
+    left behind with a log line instead of hanging the exit."""
     tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for task in tasks:
         task.cancel()
     if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=grace))
+        if pending:
+            log.warning("exit: %d task(s) ignored cancellation: %s", len(pending),
+                        ", ".join(sorted({str(getattr(t.get_coro(), "__qualname__", t)) for t in pending})))
+        for task in tasks:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: no "exception was never retrieved" at exit

@@ -1,72 +1,176 @@
-"""Start example servers as subprocesses for tests, always bounded in time."""
+"""Servers in subprocesses for tests, always bounded in time.
+
+:class:`ServerProcess` starts a script (or ``python -m robyn_fast script``)
+with ``ROBYN_PORT=0``: the server binds a port the kernel picks and announces
+it (``robyn_fast: serving on http://127.0.0.1:PORT``), so no port is chosen
+before it is bound (no race with other processes). A thread drains the
+process's output (stdout and stderr, merged) as it comes, so a chatty server
+never blocks on a full pipe; tests read it with :meth:`ServerProcess.output`
+or wait for a line with :meth:`ServerProcess.wait_output`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from .server_helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_SERVING = re.compile(r"serving on http://127\.0\.0\.1:(\d+)")
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"server exited with {proc.returncode}: {out}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
+class ServerProcess:
+    """A server script in a subprocess (see the module docstring).
+
+    ``port`` is None until the server announced it (:meth:`wait_listening`).
+    """
+
+    def __init__(
+        self,
+        args: list[str],
+        loop_kind: str = "uvloop",
+        env: dict[str, str] | None = None,
+        port: int = 0,
+        cwd: Path = ROOT,
+    ) -> None:
+        full_env = dict(os.environ)
+        full_env.update(
+            {"ROBYN_HOST": "127.0.0.1", "ROBYN_PORT": str(port), "ROBYN_FAST_LOOP": loop_kind,
+             "PYTHONUNBUFFERED": "1"}
+        )
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=str(cwd),
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.port: int | None = None
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._drained = threading.Event()
+        self._reader = threading.Thread(target=self._drain, name=f"drain-{self.proc.pid}", daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace")
+            with self._changed:
+                self._lines.append(line)
+                if self.port is None:
+                    m = _SERVING.search(line)
+                    if m:
+                        self.port = int(m.group(1))
+                self._changed.notify_all()
+        with self._changed:
+            self._drained.set()
+            self._changed.notify_all()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        with self._lock:
+            return "".join(self._lines)
+
+    def wait_output(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        """Wait until a line matching ``pattern`` (a regex) was printed."""
+        regex = re.compile(pattern)
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: any(regex.search(line) for line in self._lines) or self._drained.is_set(), timeout
+            )
+            for line in self._lines:
+                m = regex.search(line)
+                if m:
+                    return m
+        raise AssertionError(f"no line matching {pattern!r} after {timeout}s ({found=}):\n{self.output()}")
+
+    def wait_listening(self, timeout: float = 20.0) -> int:
+        """Wait for the server's announcement; return its port."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.port is not None or self._drained.is_set(), timeout)
+            port = self.port
+        if port is None:
+            self.proc.poll()
+            raise AssertionError(
+                f"the server did not announce a port within {timeout}s (exit status {self.proc.returncode}):\n"
+                f"{self.output()}"
+            )
+        return port
+
+    def wait(self, timeout: float = 15.0) -> int:
+        """Wait for the process to exit and its output to be drained; its status."""
+        code = self.proc.wait(timeout)
+        self._drained.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Send ``sig`` (SIGTERM by default), wait; SIGKILL after ``timeout``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.wait(5)
 
 
 @contextlib.contextmanager
-def serve_script(script: Path, loop_kind: str = "uvloop", env: dict[str, str] | None = None,
-                 args: list[str] | None = None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """Run ``script`` with ROBYN_HOST/ROBYN_PORT set; yield (port, process)."""
-    port = free_port()
-    full_env = dict(os.environ)
-    full_env.update(
-        {"ROBYN_HOST": "127.0.0.1", "ROBYN_PORT": str(port), "ROBYN_FAST_LOOP": loop_kind, "PYTHONUNBUFFERED": "1"}
-    )
-    full_env.update(env or {})
-    proc = subprocess.Popen(
-        [sys.executable, str(script), *(args or [])],
-        cwd=str(ROOT),
-        env=full_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+def serve_script(
+    script: Path,
+    loop_kind: str = "uvloop",
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    *,
+    module: bool = False,
+    cwd: Path = ROOT,
+) -> Iterator[ServerProcess]:
+    """Run ``script`` (through ``python -m robyn_fast`` when ``module``),
+    wait until it listens, yield it; stop it (SIGTERM) on exit."""
+    argv = (["-m", "robyn_fast"] if module else []) + [str(script), *(args or [])]
+    server = ServerProcess(argv, loop_kind, env, cwd=cwd)
     try:
-        wait_listening(port, proc)
-        yield port, proc
+        server.wait_listening()
+        yield server
     finally:
-        stop_process(proc)
+        server.stop()
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within 15 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+def process_rss(pid: int) -> int:
+    """Resident set size of process ``pid`` in bytes (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def open_fds(pid: int) -> int:
+    """Open file descriptors of process ``pid`` (Linux /proc)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+__all__ = ["ROOT", "EXAMPLES", "ServerProcess", "serve_script", "process_rss", "open_fds", "wait_for"]

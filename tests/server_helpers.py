@@ -13,8 +13,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import uvloop
 
@@ -22,6 +22,8 @@ from robyn_fast import Robyn
 from robyn_fast.server import Server
 
 LOOPS = ["uvloop", "asyncio"]
+
+T = TypeVar("T")
 
 
 class Running:
@@ -171,10 +173,34 @@ def _eof() -> bytes:
     raise EOFError("server closed the connection")
 
 
-def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
+def eventually(fetch: Callable[[], T], check: Callable[[T], bool] = bool, timeout: float = 5.0,
+               interval: float = 0.005) -> T:
+    """The one poll loop of the tests: call ``fetch()`` until ``check``
+    accepts its value and return that value; AssertionError with the last
+    value after ``timeout``. For state no message confirms (a close handler
+    that ran, a counter that returned to zero)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
+    while True:
+        value = fetch()
+        if check(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"still {value!r} after {timeout}s")
         time.sleep(interval)
-    return bool(predicate())
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
+    """True once ``predicate()`` is true (polled by :func:`eventually`),
+    False if it is still false after ``timeout``."""
+    try:
+        eventually(predicate, bool, timeout)
+    except AssertionError:
+        return False
+    return True
+
+
+def settled(srv: Running, ws: Any, timeout: float = 5.0) -> None:
+    """Wait until endpoint ``ws`` has no live connection (every close handler
+    finished) and no handler Task left: nothing more can run for it."""
+    hub = srv.hub(ws)
+    eventually(lambda: srv.call(lambda: (hub.live, hub.live_tasks)), lambda v: v == (0, 0), timeout)

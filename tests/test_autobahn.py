@@ -22,7 +22,8 @@ ALLOWED_CLOSE = {"OK", "INFORMATIONAL"}
 
 @pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
 def test_autobahn_core_cases_are_clean(loop_kind: str) -> None:
-    with serve_script(EXAMPLES / "echo.py", loop_kind) as (port, _proc):
+    with serve_script(EXAMPLES / "echo.py", loop_kind) as server:
+        port = server.port
         try:
             results = asyncio.run(
                 asyncio.wait_for(

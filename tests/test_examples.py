@@ -15,9 +15,8 @@ import json
 import re
 import shutil
 import struct
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import websocket as wsclient
 from websockets.sync.client import connect as ws_connect
 
 from .process_helpers import EXAMPLES, serve_script
+from .server_helpers import eventually
 
 TIMEOUT = 5.0          # every single receive or HTTP request
 CHROMIUM = "/usr/bin/chromium"
@@ -48,10 +48,11 @@ CHROMIUM_ARGS = [
 def example(name: str, loop_kind: str = "uvloop") -> Iterator[int]:
     """Serve examples/<name>; yield its port. On exit (SIGTERM) the server
     must have exited 0 and logged no traceback."""
-    with serve_script(EXAMPLES / name, loop_kind) as (port, proc):
-        yield port
-    output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    assert proc.returncode == 0, output
+    with serve_script(EXAMPLES / name, loop_kind) as server:
+        assert server.port is not None
+        yield server.port
+    output = server.output()
+    assert server.returncode == 0, output
     assert "Traceback" not in output and "handler raised" not in output, output
 
 
@@ -111,19 +112,6 @@ def http_json(port: int, path: str, method: str = "GET", data: bytes | None = No
     status, ctype, body = http(port, path, method, data)
     assert status == 200 and ctype.startswith("application/json"), (status, ctype, body)
     return json.loads(body)
-
-
-def eventually(fetch: Callable[[], Any], check: Callable[[Any], bool], timeout: float = TIMEOUT) -> Any:
-    """Poll ``fetch()`` until ``check`` accepts its value; return that value.
-    For state the server updates after a client's close, which no reply confirms."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if check(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still {value!r} after {timeout}s")
-        time.sleep(0.02)
 
 
 # -- echo_chat.py -------------------------------------------------------------------------

@@ -1127,9 +1127,10 @@ class TestHTTPErrorExceptions:
     def test_http_error(self) -> None:
         exc = HTTPError(413)
         assert exc.status_code == 413
-        assert exc.message == "Request Entity Too Large"
+        assert exc.message == "Content Too Large"  # RFC 9110's name, on every Python
         assert exc.headers == []
-        assert str(exc) == "413 Request Entity Too Large"
+        assert str(exc) == "413 Content Too Large"
+        assert HTTPError(414).message == "URI Too Long" and HTTPError(422).message == "Unprocessable Content"
         assert isinstance(exc, RobynFastError)
         assert HTTPError().status_code == 500
         assert HTTPError(299).message == "HTTP 299"

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 import types
 import urllib.request
 from collections.abc import Iterator
@@ -35,7 +32,8 @@ import robyn_fast
 from robyn_fast import compat
 from robyn_fast.exceptions import InvalidState
 
-from .process_helpers import ROOT, free_port, stop_process
+from .process_helpers import ROOT, ServerProcess, serve_script
+from .server_helpers import wait_for
 
 APP = Path("tests") / "robyn_apps" / "base_routes_ws.py"  # relative to ROOT, as a user types it
 ROBYN_FLAGS = ["--processes", "2", "--workers", "2", "--dev", "--log-level", "DEBUG"]
@@ -46,15 +44,16 @@ TIMEOUT = 5.0  # every receive and HTTP request
 
 
 class Served:
-    def __init__(self, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-        self.port = port
-        self.proc = proc
-        self.log = log
-        self.ws_url = f"ws://127.0.0.1:{port}"
-        self.http_url = f"http://127.0.0.1:{port}"
+    def __init__(self, server: ServerProcess) -> None:
+        assert server.port is not None
+        self.server = server
+        self.port = server.port
+        self.proc = server.proc
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.http_url = f"http://127.0.0.1:{self.port}"
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.server.output()
 
     def get_json(self, path: str) -> Any:
         with urllib.request.urlopen(self.http_url + path, timeout=TIMEOUT) as resp:
@@ -62,44 +61,18 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve_with_robyn_fast(script: Path, log: Path, args: list[str] | None = None,
-                          loop_kind: str = "uvloop") -> Iterator[Served]:
+def serve_with_robyn_fast(script: Path, args: list[str] | None = None, loop_kind: str = "uvloop") -> Iterator[Served]:
     """``python -m robyn_fast script *args`` from the repository root with
-    ROBYN_HOST/ROBYN_PORT set; output goes to ``log`` (a file, so a chatty
-    server never blocks on a full pipe). Stopped with SIGTERM."""
-    port = free_port()
-    env = dict(os.environ)
-    env.update({"ROBYN_HOST": "127.0.0.1", "ROBYN_PORT": str(port), "ROBYN_FAST_LOOP": loop_kind,
-                "PYTHONUNBUFFERED": "1"})
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "robyn_fast", str(script), *(args or [])],
-            cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )
-    served = Served(port, proc, log)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{served.output()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"nothing listening on {port}:\n{served.output()}") from None
-                time.sleep(0.05)
-        yield served
-    finally:
-        stop_process(proc)
+    ROBYN_HOST/ROBYN_PORT set (the port the kernel picks); stopped with SIGTERM."""
+    with serve_script(script, loop_kind, args=args, module=True) as server:
+        yield Served(server)
 
 
 @pytest.fixture(scope="module", params=["uvloop", "asyncio"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def server(request: pytest.FixtureRequest) -> Iterator[Served]:
     """The Robyn app, started with Robyn's CLI flags after the script: they
     must reach the script untouched and change nothing."""
-    log = tmp_path_factory.mktemp("robyn_app") / "server.log"
-    with serve_with_robyn_fast(APP, log, ROBYN_FLAGS, loop_kind=request.param) as served:
+    with serve_with_robyn_fast(APP, ROBYN_FLAGS, loop_kind=request.param) as served:
         yield served
     output = served.output()
     assert served.proc.returncode == 0, output
@@ -124,15 +97,6 @@ def expect_close(conn: wsclient.WebSocket, code: int) -> None:
     assert int.from_bytes(frame.data[:2], "big") == code
     with contextlib.suppress(wsclient.WebSocketException, OSError):
         conn.send_close()
-
-
-def wait_for(predicate: Any, timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 # -- Robyn's WebSocket scenarios -------------------------------------------------------------

@@ -16,11 +16,8 @@ import asyncio
 import http.client
 import json
 import logging
-import os
 import signal
 import socket
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -33,7 +30,8 @@ import pytest
 
 from robyn_fast import Config, Headers, Request, Response, Robyn, WebSocket, jsonify
 
-from .server_helpers import Running, connect, running, upgrade_request
+from .process_helpers import ServerProcess
+from .server_helpers import Running, connect, running, upgrade_request, wait_for
 
 # Generous bound for anything that should happen "at once"; tests only wait
 # this long when they are about to fail.
@@ -742,7 +740,12 @@ def test_response_buffer_is_bounded_for_a_client_that_does_not_read(server: Runn
                 sent += 1
         except socket.timeout:
             pass  # the server stopped reading: what we want
-        time.sleep(0.2)
+
+        def stalled() -> bool:
+            protocols = list(server.server.http_connections)
+            return bool(protocols) and all(p.writing_paused and p.reading_paused for p in protocols)
+
+        assert wait_for(lambda: server.call(stalled))
 
         def buffered() -> int:
             return sum(
@@ -775,7 +778,7 @@ def test_stalled_head_behind_a_slow_handler_gets_408(loop_kind: str) -> None:
 def test_in_flight_request_completes_during_graceful_shutdown(loop_kind: str) -> None:
     with running(make_app(), loop_kind) as srv, connect(srv.port) as sock:
         sock.sendall(get("/sleep?s=0.3&n=late"))
-        time.sleep(0.1)
+        assert wait_for(lambda: srv.call(lambda: srv.server.live_tasks) == 1)  # in flight
         srv.loop.call_soon_threadsafe(srv.server.stopping.set)
         data = wait_closed(sock)
         reply, rest = read_reply(_Replay(data))
@@ -1272,58 +1275,17 @@ app.start(host="203.0.113.1", port=1)  # ROBYN_HOST / ROBYN_PORT override both
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def spawn(tmp_path: Path, loop_kind: str, port: int) -> subprocess.Popen[str]:
+def spawn(tmp_path: Path, loop_kind: str, port: int = 0) -> ServerProcess:
     app_file = tmp_path / "tiny_app.py"
     app_file.write_text(textwrap.dedent(APP_SOURCE))
-    env = dict(
-        os.environ, ROBYN_HOST="127.0.0.1", ROBYN_PORT=str(port), ROBYN_FAST_LOOP=loop_kind, PYTHONUNBUFFERED="1"
-    )
-    return subprocess.Popen(
-        [sys.executable, str(app_file)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=str(tmp_path),
-    )
-
-
-def wait_serving(port: int, proc: subprocess.Popen[str], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"server exited early ({proc.returncode}): {out!r} {err!r}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("server did not start listening")
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 15.0) -> tuple[str, str]:
-    try:
-        return proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    return ServerProcess([str(app_file)], loop_kind, port=port, cwd=tmp_path)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_start_env_override_and_graceful_signal(tmp_path: Path, loop_kind: str, sig: signal.Signals) -> None:
-    port = free_port()
-    proc = spawn(tmp_path, loop_kind, port)
+    server = spawn(tmp_path, loop_kind)
     try:
-        wait_serving(port, proc)
+        port = server.wait_listening()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
         try:
             conn.request("GET", "/")
@@ -1331,20 +1293,18 @@ def test_start_env_override_and_graceful_signal(tmp_path: Path, loop_kind: str, 
             assert (resp.status, resp.read()) == (200, b"from subprocess")
         finally:
             conn.close()
-        proc.send_signal(sig)
-        out, err = finish(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+        code = server.stop(sig)
+    out = server.output()
+    assert code == 0, out
     expected_loop = "uvloop" if loop_kind == "uvloop" else "asyncio"
     lines = out.splitlines()
-    assert lines[0].startswith("STARTUP-RAN ")
-    assert lines[0].split()[1].startswith(expected_loop)
+    startup = [line for line in lines if line.startswith("STARTUP-RAN ")]
+    assert len(startup) == 1 and startup[0].split()[1].startswith(expected_loop)
     assert "SHUTDOWN-RAN" in lines
-    assert "Traceback" not in err
-    assert f"127.0.0.1:{port}" in err
+    assert lines.index("SHUTDOWN-RAN") > lines.index(startup[0])
+    assert "Traceback" not in out
+    assert f"127.0.0.1:{port}" in out
 
 
 def test_start_on_a_busy_port_fails_with_one_line(tmp_path: Path, loop_kind: str) -> None:
@@ -1352,17 +1312,13 @@ def test_start_on_a_busy_port_fails_with_one_line(tmp_path: Path, loop_kind: str
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = spawn(tmp_path, loop_kind, port)
-        try:
-            out, err = finish(proc)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    assert proc.returncode not in (0, None)
-    err_lines = [line for line in err.splitlines() if line.strip()]
-    assert len(err_lines) == 1, err
+        server = spawn(tmp_path, loop_kind, port)
+        code = server.wait(15)
+    out = server.output()
+    assert code not in (0, None)
+    err_lines = [line for line in out.splitlines() if line.strip() and not line.startswith("STARTUP-RAN")]
+    assert len(err_lines) == 1, out
     assert str(port) in err_lines[0]
-    assert "Traceback" not in err
-    assert "?" not in err  # never a prompt
+    assert "Traceback" not in out
+    assert "?" not in out  # never a prompt
     assert "SHUTDOWN-RAN" not in out

@@ -25,6 +25,7 @@ from .server_helpers import (
     recv_all,
     recv_until,
     running,
+    settled,
     upgrade_request,
     wait_for,
     ws_connect,
@@ -181,7 +182,7 @@ def test_client_close_is_echoed_then_tcp_closed(loop_kind: str) -> None:
         assert (b0, payload) == (0x88, (3001).to_bytes(2, "big"))
         assert recv_all(sock) == b""  # the server closes TCP first (RFC 6455 §7.1.1)
         assert wait_for(lambda: len(rec.closes) == 1)
-        time.sleep(0.05)
+        settled(srv, rec.ws)  # nothing left to run: no second close handler can come
         assert len(rec.closes) == 1
 
 
@@ -321,7 +322,7 @@ def test_peer_vanishing_mid_frame_runs_close_handler_once(loop_kind: str) -> Non
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             sock.close()
         assert wait_for(lambda: len(rec.closes) == 2)
-        time.sleep(0.1)
+        settled(srv, rec.ws)
         assert sorted(rec.closes) == sorted(rec.connects)
         assert rec.messages == []
         assert srv.call(lambda: len(rec.ws.connections)) == 0
@@ -509,18 +510,17 @@ def test_handler_forms_and_return_values(loop_kind: str) -> None:
 def test_sigterm_sends_1001_and_exits_zero(tmp_path: Any) -> None:
     from .process_helpers import EXAMPLES, serve_script
 
-    with serve_script(EXAMPLES / "echo.py") as (port, proc):
-        client = wsclient.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
+    with serve_script(EXAMPLES / "echo.py") as server:
+        client = wsclient.create_connection(f"ws://127.0.0.1:{server.port}/ws", timeout=10)
         client.send("ping")
         assert client.recv() == "ping"
-        proc.terminate()
+        server.proc.terminate()
         frame = client.recv_frame()
         assert frame.opcode == wsclient.ABNF.OPCODE_CLOSE
         assert int.from_bytes(frame.data[:2], "big") == 1001
         client.send_close()
-        assert proc.wait(15) == 0
-        output = proc.stdout.read().decode() if proc.stdout else ""
-        assert "shutting down" in output
+        assert server.wait(15) == 0
+        assert "shutting down" in server.output()
 
 
 def test_garbage_after_the_handshake_never_hurts_the_server(loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:

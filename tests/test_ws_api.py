@@ -18,7 +18,7 @@ import websocket as wsclient
 from robyn_fast import Robyn, WebSocket
 from robyn_fast.dependency_injection import DependencyMap
 
-from .server_helpers import running, wait_for
+from .server_helpers import running, settled, wait_for
 
 
 def client(srv: Any, path: str = "/ws", **kw: Any) -> wsclient.WebSocket:
@@ -415,7 +415,7 @@ def test_close_handler_runs_exactly_once_however_it_ends(loop_kind: str) -> None
         c3 = client(srv)
         c3.sock.close()  # vanished
         assert wait_for(lambda: len(closed) == 3)
-        time.sleep(0.1)
+        settled(srv, ws)  # nothing left to run: no second close handler can come
         assert len(set(closed)) == 3
 
 

@@ -21,13 +21,13 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from email.utils import formatdate
-from http import HTTPStatus
 from typing import Any, Union
 from urllib.parse import parse_qsl, urlsplit
 
 from ..encoding import jsonify
 from ..exceptions import (
     ArgumentTypeError,
+    reason_phrase,
     InvalidHeader,
     InvalidJSON,
     InvalidStatusCode,
@@ -782,20 +782,14 @@ _BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Fields the server owns: it frames the body itself.
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 
-_REASONS: dict[int, bytes] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 _STATUS_LINES: dict[int, bytes] = {}
-
-
-def reason_phrase(status: int) -> str:
-    """The standard reason phrase for ``status`` (``""`` for unregistered codes)."""
-    return _REASONS.get(status, b"").decode("ascii")
 
 
 def _status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
     if line is None:
         _check_status(status)
-        line = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode("ascii"))
         _STATUS_LINES[status] = line
     return line
 

@@ -1,0 +1,126 @@
+"""The shape of the package: dependency arrows that point one way (no import
+cycle among robyn_fast's modules, counting every import statement, also those
+under TYPE_CHECKING or inside functions), a compiled core that imports
+nothing of robyn_fast but its exceptions, and no module importing another's
+private names."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "robyn_fast"
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(ROOT).with_suffix("")
+        name = ".".join(rel.parts)
+        mods[name.removesuffix(".__init__")] = path
+    return mods
+
+
+def _imports(mods: dict[str, Path]) -> dict[str, set[tuple[str, tuple[str, ...]]]]:
+    """module -> {(imported module, names imported from it)}, resolved to robyn_fast's modules."""
+    graph: dict[str, set[tuple[str, tuple[str, ...]]]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = mod.split(".") if is_package else mod.split(".")[:-1]
+                    base = base[: len(base) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                names = tuple(a.name for a in node.names)
+                for name in names:  # `from .pkg import module`
+                    if f"{target}.{name}" in mods:
+                        graph[mod].add((f"{target}.{name}", ()))
+                while target and target not in mods:
+                    target = target.rpartition(".")[0]
+                if target and target != mod:
+                    graph[mod].add((target, names))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    target = alias.name
+                    while target and target not in mods:
+                        target = target.rpartition(".")[0]
+                    if target and target != mod:
+                        graph[mod].add((target, ()))
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    mods = _modules()
+    graph = {m: {t for t, _ in edges if t != "robyn_fast"} for m, edges in _imports(mods).items()}
+    assert "robyn_fast.server" in graph and "robyn_fast.websocket.endpoint" in graph
+    assert _cycles(graph) == []
+
+
+def test_the_server_does_not_import_the_app_or_the_endpoints() -> None:
+    graph = _imports(_modules())
+    server = {t for t, _ in graph["robyn_fast.server"]}
+    assert not server & {"robyn_fast.app", "robyn_fast.websocket", "robyn_fast.websocket.endpoint"}
+    protocol = {t for t, _ in graph["robyn_fast.http.protocol"]}
+    assert "robyn_fast.server" not in protocol and "robyn_fast.app" not in protocol
+
+
+def test_no_module_imports_private_names_of_another() -> None:
+    offenders = [
+        f"{mod} imports {name} from {target}"
+        for mod, edges in _imports(_modules()).items()
+        for target, names in edges
+        for name in names
+        if name.startswith("_") and not name.startswith("__") and target.split(".")[-1] != "_core"
+    ]
+    assert offenders == []
+
+
+def test_the_compiled_core_imports_only_the_exceptions_of_robyn_fast() -> None:
+    imports = set()
+    for source in (ROOT / "_core").glob("*.py[xd]"):
+        for line in source.read_text().splitlines():
+            m = re.match(r"\s*(?:from|cimport|import)\s+(robyn_fast[\w.]*)", line)
+            if m:
+                imports.add(m.group(1))
+    assert imports == {"robyn_fast.exceptions", "robyn_fast._core.codec"}
