@@ -123,6 +123,8 @@ cdef class Connection(MessageSink):
     cdef int _pump(self) except -1
     cdef int _run_job(self, object job) except -1
     cdef object _handler_for(self, object job)
+    cdef int _task_outcome(self, object job, object task) except -1
+    cdef int _cancelled(self, object job) except -1
     cdef int _finish_job(self, object job, object result) except -1
     cdef int _handler_error(self, object job, object exc) except -1
     cdef int _after_error(self, object job) except -1

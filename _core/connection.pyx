@@ -650,7 +650,8 @@ cdef class Connection(MessageSink):
     cdef int _run_job(self, object job) except -1:
         cdef Hub hub = self.hub
         cdef object handler = self._handler_for(job)
-        cdef object ctx, result, task
+        cdef object ctx, result
+        cdef object task = None
         if handler is None:
             return self._job_done(job)
         ctx = PyContext_Copy(hub.context)
@@ -666,47 +667,43 @@ cdef class Connection(MessageSink):
                 PyContext_Exit(ctx)
             if _is_coroutine(result):
                 task = _start_task(hub.loop, result, ctx)
-                if not task.done():
-                    self.task = task
-                    self.current_job = job
-                    hub.tasks.add(task)
-                    task.add_done_callback(self._task_done)
-                    self.running = False
-                    # Suspended: a Close its first step asked for goes now.
-                    return self._close_pending()
-                if task.cancelled():
-                    self.running = False
-                    _log.debug("websocket %s: %s handler cancelled", self.key, _event_name(job))
-                    self._close_pending()
-                    return self._job_done(job)
-                result = task.result()      # raises what the handler raised
         except Exception as exc:
-            self.running = False
             return self._handler_error(job, exc)
         except _CancelledError:
+            return self._cancelled(job)
+        finally:
             self.running = False
-            _log.debug("websocket %s: %s handler cancelled", self.key, _event_name(job))
-            self._close_pending()
-            return self._job_done(job)
-        self.running = False
-        return self._finish_job(job, result)
+        if task is None:
+            return self._finish_job(job, result)
+        if task.done():  # it finished within its eager first step
+            return self._task_outcome(job, task)
+        self.task = task
+        self.current_job = job
+        hub.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        # Suspended: a Close its first step asked for goes now.
+        return self._close_pending()
 
     def _task_done(self, task):
         job = self.current_job
         self.current_job = None
         self.task = None
         self.hub.tasks.discard(task)
-        if task.cancelled():
-            _log.debug("websocket %s: %s handler cancelled", self.key, _event_name(job))
-            self._close_pending()
-            self._job_done(job)
-        else:
-            exc = task.exception()
-            if exc is not None:
-                self._handler_error(job, exc)
-            else:
-                self._finish_job(job, task.result())
+        self._task_outcome(job, task)
         self._pump()
+
+    cdef int _task_outcome(self, object job, object task) except -1:
+        if task.cancelled():
+            return self._cancelled(job)
+        exc = task.exception()
+        if exc is not None:
+            return self._handler_error(job, exc)
+        return self._finish_job(job, task.result())
+
+    cdef int _cancelled(self, object job) except -1:
+        _log.debug("websocket %s: %s handler cancelled", self.key, _event_name(job))
+        self._close_pending()
+        return self._job_done(job)
 
     cdef int _finish_job(self, object job, object result) except -1:
         cdef bytes frame

@@ -105,6 +105,7 @@ class Server:
     available: bool = True
     why_unavailable: str = ""
     version: str = ""
+    cwd: Path = REPO                      # its working directory (a checkout's own for --baseline)
 
     def command(self, kind: str, port: int, loop: str) -> list[str]:
         cmd = [str(self.python), str(self.scripts[kind])]
@@ -127,15 +128,18 @@ def _peer_scripts(name: str, async_handlers: bool = False) -> dict[str, Path]:
     return scripts
 
 
-def all_servers(baseline: Path | None = None) -> list[Server]:
+def all_servers(baseline: Path | None = None, python: Path | None = None,
+                baseline_python: Path | None = None) -> list[Server]:
     venv_py = Path(PY)
     r077 = ROBYN077_VENV / "bin" / "python"
     servers = [
-        Server("robyn_fast", venv_py, _robyn_fast_scripts(REPO), port_from_env=True, check="robyn_fast"),
+        Server("robyn_fast", python or venv_py, _robyn_fast_scripts(REPO), port_from_env=True, check="robyn_fast"),
     ]
     if baseline is not None:
-        servers.append(Server("robyn_fast@base", baseline / ".venv" / "bin" / "python", _robyn_fast_scripts(baseline),
-                              port_from_env=True, check="robyn_fast", note=f"the checkout at {baseline}"))
+        base_py = baseline_python or baseline / ".venv" / "bin" / "python"
+        servers.append(Server("robyn_fast@base", base_py, _robyn_fast_scripts(baseline),
+                              port_from_env=True, check="robyn_fast", note=f"the checkout at {baseline}",
+                              cwd=baseline))
     return servers + [
         Server("picows", venv_py, _peer_scripts("picows"), check="picows"),
         Server("aiohttp", venv_py, _peer_scripts("aiohttp", async_handlers=True), check="aiohttp"),
@@ -180,7 +184,8 @@ def probe_server(s: Server) -> None:
         return
     code = ("import importlib.metadata as m, sys; mod = sys.argv[1]; __import__(mod); "
             "print(m.version('robyn_fast' if mod == 'robyn_fast' else mod))")
-    r = subprocess.run([str(s.python), "-c", code, s.check], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([str(s.python), "-c", code, s.check], capture_output=True, text=True, timeout=120,
+                       cwd=str(s.cwd))
     if r.returncode != 0:
         s.available, s.why_unavailable = False, f"cannot import {s.check}: {r.stderr.strip().splitlines()[-1:]}"
     else:
@@ -328,7 +333,7 @@ def start_server(s: Server, kind: str, port: int, core: str, loop: str, log_path
     log_path.parent.mkdir(parents=True, exist_ok=True)
     logf = open(log_path, "wb")
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdin=subprocess.DEVNULL, stdout=logf,
+    proc = subprocess.Popen(cmd, cwd=str(s.cwd), env=env, stdin=subprocess.DEVNULL, stdout=logf,
                             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_raise_nofile)
     logf.close()
     deadline = t0 + timeout
@@ -671,6 +676,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, metavar="CHECKOUT",
                    help="also run robyn_fast from another checkout (built with `make install` there, so that "
                         "CHECKOUT/.venv exists) as server robyn_fast@base, side by side")
+    p.add_argument("--baseline-python", type=Path, metavar="PYTHON",
+                   help="the interpreter for --baseline (default: CHECKOUT/.venv/bin/python)")
+    p.add_argument("--python", type=Path, metavar="PYTHON",
+                   help="the interpreter for this checkout's robyn_fast servers (default: this one); e.g. "
+                        ".venv-3.12/bin/python after `make install PYTHON=python3.12`")
     a = p.parse_args(argv)
     a.preset = a.preset or "quick"
     for k, v in PRESETS[a.preset].items():
@@ -681,9 +691,11 @@ def main(argv: list[str] | None = None) -> int:
         log("bench/run.py: the load generator is not built; run `make bench-loadgen`")
         return 2
 
-    if a.baseline is not None and not (a.baseline / ".venv" / "bin" / "python").exists():
+    if a.baseline is not None and a.baseline_python is None and not (a.baseline / ".venv" / "bin" / "python").exists():
         p.error(f"--baseline {a.baseline}: no .venv there (run `make install` in it first)")
-    servers = all_servers(a.baseline.resolve() if a.baseline is not None else None)
+    servers = all_servers(a.baseline.resolve() if a.baseline is not None else None,
+                          a.python.absolute() if a.python else None,
+                          a.baseline_python.absolute() if a.baseline_python else None)
     if a.servers:
         wanted = a.servers.split(",")
         unknown = set(wanted) - {s.name for s in servers}
@@ -735,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "machine": machine_info(),
         "versions": {s.name: s.version for s in servers},
+        "pythons": {s.name: str(s.python) for s in servers},
         "notes": {s.name: s.note for s in servers if s.note},
         "skipped": skipped,
         "workloads": {w.name: {"rfload": " ".join(w.args), "server": w.kind, "metric": w.metric,

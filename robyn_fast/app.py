@@ -3,8 +3,8 @@ decorators, WebSocket endpoints, startup/shutdown hooks, ``app.start()``.
 
 The app is a registry: it holds routes, endpoints, hooks and dependencies,
 and the server reads them through a small public surface
-(:meth:`Robyn.websocket_endpoints`, :meth:`Robyn.match_websocket`,
-:meth:`Robyn.handle_http`, :attr:`Robyn.startup_handlers`,
+(:attr:`Robyn.routes`, :meth:`Robyn.websocket_endpoints`,
+:meth:`Robyn.match_websocket`, :attr:`Robyn.startup_handlers`,
 :attr:`Robyn.shutdown_handlers`). While a server serves it, :attr:`Robyn.server`
 is that server; WebSocket endpoints send through it.
 """
@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -177,18 +177,6 @@ class Robyn:
         return tuple(self._shutdown_handlers)
 
     # -- serving ------------------------------------------------------------------------
-
-    def handle_http(
-        self,
-        method: str,
-        target: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        keep_alive: bool,
-        peer: str | None,
-    ) -> bytes | Awaitable[bytes]:
-        """The response bytes for one request, or an awaitable of them."""
-        return self.routes.handle(method, target, headers, body, keep_alive, peer)
 
     @property
     def server(self) -> Server | None:

@@ -31,7 +31,8 @@ from ._core.connection import Hub, start_task
 from .config import Config
 from .encoding import dumps
 from .exceptions import InvalidState
-from .http.protocol import HttpProtocol
+from .http.protocol import HttpHandler, HttpProtocol
+from .http.routes import Routes
 
 __all__ = ["Server", "ServedApp", "ServedEndpoint", "ServerNotRunning", "run", "new_event_loop"]
 
@@ -73,10 +74,8 @@ class ServedApp(Protocol):
 
     def match_websocket(self, path: str) -> tuple[ServedEndpoint, dict[str, str]] | None: ...
 
-    def handle_http(
-        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
-        peer: str | None,
-    ) -> bytes | Awaitable[bytes]: ...
+    @property
+    def routes(self) -> Routes: ...
 
     def attach_server(self, server: Server) -> None: ...
 
@@ -97,6 +96,7 @@ class Server:
         self.app = app
         self.loop = loop
         self.config: Config = app.config
+        self.handle_http: HttpHandler = app.routes.handle
         self.context: contextvars.Context = contextvars.copy_context()
         self.hubs: dict[ServedEndpoint, Hub] = {}
         self.http_connections: set[HttpProtocol] = set()
@@ -314,12 +314,6 @@ class Server:
         return hub.broadcast_room(room, frame, exclude)
 
     # -- HttpHost (what each HttpProtocol asks of the server) ---------------------------
-
-    def handle_http(
-        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
-        peer: str | None,
-    ) -> bytes | Awaitable[bytes]:
-        return self.app.handle_http(method, target, headers, body, keep_alive, peer)
 
     def match_websocket(self, path: str) -> tuple[ServedEndpoint, dict[str, str]] | None:
         return self.app.match_websocket(path)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextvars import Context
 from typing import Any, Protocol
 
@@ -42,7 +42,7 @@ from ..exceptions import HandshakeError
 from ..websocket.handshake import accept_handshake, is_upgrade_request
 from .types import error_response
 
-__all__ = ["HttpHost", "HttpProtocol"]
+__all__ = ["HttpHandler", "HttpHost", "HttpProtocol"]
 
 log = logging.getLogger("robyn_fast.server")
 
@@ -57,6 +57,11 @@ _SLICE = 16 * 1024
 _UPGRADE_BUFFER_LIMIT = 1024 * 1024
 
 
+#: ``(method, target, headers, body, keep_alive, peer host)`` -> the response
+#: bytes, or an awaitable of them.
+HttpHandler = Callable[[str, str, list[tuple[bytes, bytes]], bytes, bool, "str | None"], "bytes | Awaitable[bytes]"]
+
+
 class HttpHost(Protocol):
     """What :class:`HttpProtocol` needs from the server it runs in."""
 
@@ -64,11 +69,8 @@ class HttpHost(Protocol):
     config: Config
     context: Context
 
-    def handle_http(
-        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
-        peer: str | None,
-    ) -> bytes | Awaitable[bytes]:
-        """The response bytes, or an awaitable of them."""
+    #: The answer to one request (``robyn_fast.http.routes.Routes.handle``).
+    handle_http: HttpHandler
 
     def match_websocket(self, path: str) -> tuple[Any, dict[str, str]] | None:
         """The WebSocket endpoint at ``path`` and its path parameters, or None."""
