@@ -18,6 +18,7 @@ __all__ = [
     "MessageTooBig",
     "InvalidPayloadData",
     "InvalidState",
+    "ServerNotRunning",
     "HandshakeError",
     "ArgumentTypeError",
     "UnsupportedResponseType",
@@ -88,6 +89,10 @@ class InvalidPayloadData(ProtocolError):
 
 class InvalidState(RobynFastError, RuntimeError):
     """An operation is not allowed in the object's current state."""
+
+
+class ServerNotRunning(InvalidState):
+    """The server an operation needs has stopped (or never ran)."""
 
 
 # --------------------------------------------------------------------------

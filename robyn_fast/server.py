@@ -30,19 +30,16 @@ from typing import Any, Protocol, TypeVar
 from ._core.connection import Hub, start_task
 from .config import Config
 from .encoding import dumps
-from .exceptions import InvalidState
+from .exceptions import HandshakeError, ServerNotRunning
 from .http.protocol import HttpHandler, HttpProtocol
 from .http.routes import Routes
+from .websocket.handshake import accept_handshake, is_upgrade_request
 
 __all__ = ["Server", "ServedApp", "ServedEndpoint", "ServerNotRunning", "run", "new_event_loop"]
 
 log = logging.getLogger("robyn_fast.server")
 
 T = TypeVar("T")
-
-
-class ServerNotRunning(InvalidState):
-    """The server an operation needs has stopped (or never ran)."""
 
 
 class ServedEndpoint(Protocol):
@@ -315,11 +312,22 @@ class Server:
 
     # -- HttpHost (what each HttpProtocol asks of the server) ---------------------------
 
-    def match_websocket(self, path: str) -> tuple[ServedEndpoint, dict[str, str]] | None:
-        return self.app.match_websocket(path)
+    def websocket_upgrade(
+        self, path: str, parser_upgrade: bool, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[ServedEndpoint, dict[str, str]] | None:
+        match = self.app.match_websocket(path)
+        if match is None or not (parser_upgrade or is_upgrade_request(headers)):
+            return None
+        return match
 
-    def websocket_config(self, endpoint: ServedEndpoint) -> Config:
-        return endpoint.effective_config
+    def accept_websocket(
+        self, endpoint: ServedEndpoint, method: str, version: str, headers: list[tuple[bytes, bytes]]
+    ) -> bytes:
+        config = endpoint.effective_config
+        response, _subprotocol = accept_handshake(
+            method, version, headers, subprotocols=config.subprotocols or None, allowed_origins=config.allowed_origins
+        )
+        return response
 
     def open_websocket(
         self, endpoint: ServedEndpoint, transport: asyncio.Transport, initial: bytes, query: str,

@@ -105,6 +105,14 @@ def test_the_server_does_not_import_the_app_or_the_endpoints() -> None:
     assert "robyn_fast.server" not in protocol and "robyn_fast.app" not in protocol
 
 
+def test_http_knows_nothing_of_websockets() -> None:
+    """The HTTP layer hands upgrades to its host; the WebSocket side builds on
+    HTTP types, never the other way round."""
+    for mod, edges in _imports(_modules()).items():
+        if mod.startswith("robyn_fast.http"):
+            assert not {t for t, _ in edges if t.startswith("robyn_fast.websocket")}, mod
+
+
 def test_no_module_imports_private_names_of_another() -> None:
     offenders = [
         f"{mod} imports {name} from {target}"

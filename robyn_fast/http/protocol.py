@@ -39,7 +39,6 @@ import httptools
 
 from ..config import Config
 from ..exceptions import HandshakeError
-from ..websocket.handshake import accept_handshake, is_upgrade_request
 from .types import error_response
 
 __all__ = ["HttpHandler", "HttpHost", "HttpProtocol"]
@@ -72,11 +71,14 @@ class HttpHost(Protocol):
     #: The answer to one request (``robyn_fast.http.routes.Routes.handle``).
     handle_http: HttpHandler
 
-    def match_websocket(self, path: str) -> tuple[Any, dict[str, str]] | None:
-        """The WebSocket endpoint at ``path`` and its path parameters, or None."""
+    def websocket_upgrade(
+        self, path: str, parser_upgrade: bool, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[Any, dict[str, str]] | None:
+        """The WebSocket endpoint (and its path parameters) this request asks
+        to switch to, or None to answer it as HTTP."""
 
-    def websocket_config(self, endpoint: Any) -> Config:
-        """The configuration that governs ``endpoint``'s connections."""
+    def accept_websocket(self, endpoint: Any, method: str, version: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """The ``101 Switching Protocols`` response, or HandshakeError."""
 
     def open_websocket(
         self, endpoint: Any, transport: asyncio.Transport, initial: bytes, query: str,
@@ -447,8 +449,8 @@ class HttpProtocol(asyncio.Protocol):
         async handler is running (stop the queue)."""
         assert self.transport is not None
         path = req.target.partition("?")[0]
-        match = self.host.match_websocket(path)
-        if match is not None and (req.upgrade or is_upgrade_request(req.headers)):
+        match = self.host.websocket_upgrade(path, req.upgrade, req.headers)
+        if match is not None:
             self._upgrade(req, match[0], match[1])
             return True
         if req.upgrade:
@@ -508,15 +510,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _upgrade(self, req: _Request, endpoint: Any, path_params: dict[str, str]) -> None:
         assert self.transport is not None
-        config = self.host.websocket_config(endpoint)
         try:
-            response, _subprotocol = accept_handshake(
-                req.method,
-                req.version,
-                req.headers,
-                subprotocols=config.subprotocols or None,
-                allowed_origins=config.allowed_origins,
-            )
+            response = self.host.accept_websocket(endpoint, req.method, req.version, req.headers)
         except HandshakeError as exc:
             self.closing = True
             self.queue.clear()

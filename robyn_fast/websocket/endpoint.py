@@ -29,7 +29,7 @@ from .._core.connection import BufferedConnection, Hub, message_frame
 from ..config import Config
 from ..dependency_injection import DependencyMap
 from ..encoding import dumps
-from ..exceptions import InvalidState
+from ..exceptions import ServerNotRunning
 from ..http.router import compile_path
 from ..http.types import Headers, QueryParams
 from .ids import new_id
@@ -119,7 +119,7 @@ class WebSocketConnector:
         """``fn(*args)`` on the server's loop; ``closed`` if the server has stopped."""
         try:
             return self._server.call(fn, *args)
-        except InvalidState:
+        except ServerNotRunning:
             return closed
 
     @property
