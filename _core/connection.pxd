@@ -100,6 +100,7 @@ cdef class Connection(MessageSink):
     # Output: frames queued until the hub flushes this connection.
     cdef list out
     cdef size_t out_bytes
+    cdef size_t tbuf                      # the transport's write buffer when this iteration's output began
     cdef bint in_dirty
     cdef bint using_shared                # the last get_buffer() lent the hub's shared buffer
     cdef readonly bint reading_paused
@@ -131,6 +132,7 @@ cdef class Connection(MessageSink):
     cdef int _job_done(self, object job) except -1
     cdef int send_frame(self, bytes frame) except -1
     cdef int _queue_control(self, bytes frame) except -1
+    cdef int _dirty(self) except -1
     cdef int _flush(self) except -1
     cdef int _keepalive(self, double now) except -1
     cdef void _cancel_close_timer(self)

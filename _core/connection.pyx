@@ -503,7 +503,7 @@ cdef class Connection(MessageSink):
         self.next_ping = self.pong_deadline = 0.0
         self.close_after_flush = True      # then the server closes TCP (§7.1.1)
         if not self.in_dirty:
-            self.hub.mark_dirty(self)
+            self._dirty()
         self._arm_close_timer()
         return 0
 
@@ -522,7 +522,7 @@ cdef class Connection(MessageSink):
         self.next_ping = self.pong_deadline = 0.0
         self.close_after_flush = True
         if not self.in_dirty:
-            self.hub.mark_dirty(self)
+            self._dirty()
         self._arm_close_timer()
         return 0
 
@@ -770,9 +770,11 @@ cdef class Connection(MessageSink):
         cdef Hub hub = self.hub
         if self.state != ST_OPEN:
             return 0
-        buffered = self.out_bytes + <size_t>self.transport.get_write_buffer_size()
-        if self.state != ST_OPEN:
-            return 0            # the transport reported the connection lost just now
+        if not self.in_dirty:
+            self._dirty()
+            if self.state != ST_OPEN:
+                return 0        # the transport reported the connection lost just now
+        buffered = self.out_bytes + self.tbuf
         # The bound is on backlog: one message larger than the limit still goes
         # out to a client that has read everything before it.
         if buffered and buffered + size > hub.max_backpressure:
@@ -792,21 +794,26 @@ cdef class Connection(MessageSink):
         else:
             self.out.append(frame)
         self.out_bytes += size
-        if not self.in_dirty:
-            hub.mark_dirty(self)
         return 1
 
     cdef int _queue_control(self, bytes frame) except -1:
         if self.state == ST_CLOSED:
             return 0
+        if not self.in_dirty:
+            self._dirty()
         if self.out is None:
             self.out = [frame]
         else:
             self.out.append(frame)
         self.out_bytes += <size_t>PyBytes_GET_SIZE(frame)
-        if not self.in_dirty:
-            self.hub.mark_dirty(self)
         return 0
+
+    cdef int _dirty(self) except -1:
+        """The first output of this loop iteration: note what the transport
+        still buffers (it cannot grow before our flush writes, so later sends
+        in the iteration need not ask again) and join the hub's flush."""
+        self.tbuf = <size_t>self.transport.get_write_buffer_size()
+        return self.hub.mark_dirty(self)
 
     cdef int _flush(self) except -1:
         cdef list out = self.out
