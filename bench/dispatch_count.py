@@ -1,0 +1,124 @@
+"""Instructions per message on the dispatch path, counted by callgrind.
+
+Load tests on a shared 2-vCPU machine cannot resolve a few percent; instruction counts can, and
+they are the same from run to run. This feeds masked frames to compiled connections on fake
+transports (no sockets), with an echo handler (sync, or async with ``--async``), and runs one
+uvloop iteration per round so the end-of-iteration flush runs too.
+
+    python bench/dispatch_count.py [--per-read 16] [--size 1024] [--conns 8] [--async]
+        [PYTHON ...]            # each interpreter's robyn_fast is measured (default: this one)
+
+For each interpreter it runs the workload under ``valgrind --tool=callgrind`` with 1 and with 3
+repetitions and prints (total 3 - total 1) / messages of 2 repetitions, so start-up (imports,
+compilation) cancels out. An interpreter may belong to another checkout (``/tmp/base/.venv/bin/
+python``): the workload speaks the connection API of this tree and of the one before issue 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROUNDS = 200
+
+
+def workload(per_read: int, size: int, conns: int, is_async: bool, reps: int) -> None:
+    import asyncio
+
+    import uvloop
+
+    from robyn_fast import Config
+    from robyn_fast._core import connection as core
+    from robyn_fast._core.codec import build_text
+
+    data = b"".join(build_text("x" * size, mask=b"\x01\x02\x03\x04") for _ in range(per_read))
+
+    class Transport:
+        def write(self, d: bytes) -> None: ...
+        def writelines(self, d: list[bytes]) -> None: ...
+        def get_write_buffer_size(self) -> int:
+            return 0
+        def close(self) -> None: ...
+        def abort(self) -> None: ...
+        def pause_reading(self) -> None: ...
+        def resume_reading(self) -> None: ...
+
+    def echo(conn: object, msg: object) -> object:
+        return msg
+
+    async def async_echo(conn: object, msg: object) -> object:
+        return msg
+
+    handler = async_echo if is_async else echo
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    config = Config(ping_interval=None)
+    connections = []
+    if hasattr(core, "Hub") and hasattr(core, "start_task"):  # this tree: Hub(loop, config, json_dumps=)
+        from robyn_fast.encoding import dumps
+
+        hub = core.Hub(loop, config, json_dumps=dumps)
+        make = lambda i: core.Connection(hub, f"c{i}", None, handler, None)  # noqa: E731
+    else:  # before issue 8: Connection(loop, config, table, key, ...)
+        make = lambda i: core.Connection(loop, config, {}, f"c{i}", None, handler, None)  # noqa: E731
+    for i in range(conns):
+        conn = make(i)
+        conn.connector = conn
+        conn.start(Transport())
+        connections.append(conn)
+
+    async def rounds() -> None:
+        for _ in range(ROUNDS):
+            for conn in connections:
+                conn.data_received(data)
+            await asyncio.sleep(0)
+        for _ in range(per_read * 4):  # async handlers on 3.10/3.11: let their Tasks finish
+            await asyncio.sleep(0)
+
+    for _ in range(reps):
+        loop.run_until_complete(rounds())
+
+
+def count(python: str, args: argparse.Namespace, reps: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, __file__, "--run",
+               "--per-read", str(args.per_read), "--size", str(args.size), "--conns", str(args.conns),
+               "--reps", str(reps)] + (["--async"] if args.is_async else [])
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=tmp)
+        m = re.search(r"Collected : (\d+)", r.stderr)
+        if r.returncode != 0 or not m:
+            raise SystemExit(f"{python}: callgrind failed:\n{r.stderr[-2000:]}")
+        return int(m.group(1))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("pythons", nargs="*", default=[sys.executable])
+    p.add_argument("--per-read", type=int, default=16, help="frames in each data_received")
+    p.add_argument("--size", type=int, default=1024, help="payload bytes")
+    p.add_argument("--conns", type=int, default=8)
+    p.add_argument("--async", dest="is_async", action="store_true", help="an async echo handler")
+    p.add_argument("--run", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--reps", type=int, default=1, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.run:
+        workload(a.per_read, a.size, a.conns, a.is_async, a.reps)
+        return 0
+    if shutil.which("valgrind") is None:
+        p.error("needs valgrind (apt-get install valgrind)")
+    messages = 2 * ROUNDS * a.conns * a.per_read
+    for python in map(os.path.abspath, a.pythons):
+        per_msg = (count(python, a, 3) - count(python, a, 1)) / messages
+        print(f"{python}: {per_msg:,.0f} instructions per message "
+              f"({'async' if a.is_async else 'sync'} echo, {a.per_read} x {a.size} B per read, {a.conns} conns)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
