@@ -79,10 +79,10 @@ def _extensions() -> list[Extension]:
 
 
 setup(
+    # Every package under robyn_fast/, and the compiled core from _core/.
     packages=[
-        "robyn_fast", "robyn_fast._reference", "robyn_fast._core", "robyn_fast.http", "robyn_fast.websocket",
-        "robyn_fast.compat", "robyn_fast.compat.robyn",
-    ],
+        ".".join(init.parent.relative_to(ROOT).parts) for init in sorted((ROOT / "robyn_fast").rglob("__init__.py"))
+    ] + ["robyn_fast._core"],
     package_dir={"robyn_fast": "robyn_fast", "robyn_fast._core": "_core"},
     # .pxd contracts and the header they declare ship so other Cython code can cimport the core.
     package_data={"robyn_fast": ["py.typed", "*.pyi"], "robyn_fast._core": ["*.pyi", "*.pxd", "*.h"]},

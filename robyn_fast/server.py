@@ -28,14 +28,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from ._core.connection import Hub, start_task
+from .broker import ALL, ROOM, TO, Broker
 from .config import Config
 from .encoding import dumps
-from .exceptions import HandshakeError, ServerNotRunning
+from .exceptions import ServerNotRunning
 from .http.protocol import HttpHandler, HttpProtocol
 from .http.routes import Routes
 from .websocket.handshake import accept_handshake, is_upgrade_request
+from .websocket.ids import node_of
 
-__all__ = ["Server", "ServedApp", "ServedEndpoint", "ServerNotRunning", "run", "new_event_loop"]
+__all__ = ["Server", "ServedApp", "ServedEndpoint", "ServerNotRunning", "run", "new_event_loop", "url_of", "announce"]
 
 log = logging.getLogger("robyn_fast.server")
 
@@ -89,13 +91,15 @@ class Server:
     shutdown()``.
     """
 
-    def __init__(self, app: ServedApp, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, app: ServedApp, loop: asyncio.AbstractEventLoop, *, broker: Broker | None = None) -> None:
         self.app = app
         self.loop = loop
+        self.broker = broker
         self.config: Config = app.config
         self.handle_http: HttpHandler = app.routes.handle
         self.context: contextvars.Context = contextvars.copy_context()
         self.hubs: dict[ServedEndpoint, Hub] = {}
+        self._by_path: dict[str, ServedEndpoint] = {}
         self.http_connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Future[Any]] = set()
         self.aserver: asyncio.AbstractServer | None = None
@@ -124,6 +128,8 @@ class Server:
         try:
             for endpoint in self.app.websocket_endpoints():
                 self.hub(endpoint)
+            if self.broker is not None:
+                await self.broker.start(self.loop, self._deliver)
             for hook in self.app.startup_handlers:
                 await _maybe_await(hook())
             if sock is not None:
@@ -177,6 +183,9 @@ class Server:
                     await _maybe_await(hook())
                 except Exception:
                     log.exception("shutdown handler failed")
+            if self.broker is not None:
+                # Last: close handlers and hooks may still publish to other workers.
+                await self.broker.close()
             if self.aserver is not None:
                 try:
                     await asyncio.wait_for(self.aserver.wait_closed(), 1.0)
@@ -227,7 +236,27 @@ class Server:
         if hub is None:
             hub = self.hubs[endpoint] = Hub(self.loop, endpoint.effective_config, json_dumps=dumps,
                                             context=self.context)
+            self._by_path[endpoint.endpoint] = endpoint
         return hub
+
+    def check_room(self, room: Any) -> None:
+        """TypeError for a room name the broker cannot carry to other
+        workers (with one, room names are str or int)."""
+        if self.broker is not None and type(room) is not str and type(room) is not int:
+            raise TypeError(
+                f"with worker processes a room name is a str or an int (it travels between them), "
+                f"not {type(room).__name__}"
+            )
+
+    def stats(self) -> dict[str, Any]:
+        """Live WebSocket connections and handler Tasks of this server, and
+        its broker's counters (``None`` without one)."""
+        return {
+            "pid": os.getpid(),
+            "connections": self.live_connections,
+            "tasks": self.live_tasks,
+            "broker": self.broker.stats() if self.broker is not None else None,
+        }
 
     @property
     def live_connections(self) -> int:
@@ -302,13 +331,42 @@ class Server:
 
     def _send_to(self, endpoint: ServedEndpoint, conn_id: str, frame: bytes) -> bool:
         conn = self.hub(endpoint).connections.get(conn_id)
-        return conn is not None and bool(conn.send_frame_bytes(frame))
+        if conn is not None:
+            return bool(conn.send_frame_bytes(frame))
+        broker = self.broker
+        if broker is None:
+            return False
+        node = node_of(conn_id)
+        if node is None or node == broker.node:
+            return False
+        return broker.publish_to(node, endpoint.endpoint, conn_id, frame)
 
     def _broadcast(self, endpoint: ServedEndpoint, frame: bytes, room: Any, exclude: Any) -> int:
         hub = self.hub(endpoint)
+        # Local recipients first, then one message per other node.
         if room is None:
-            return hub.broadcast_frame(frame, exclude)
-        return hub.broadcast_room(room, frame, exclude)
+            count = hub.broadcast_frame(frame, exclude)
+        else:
+            count = hub.broadcast_room(room, frame, exclude)
+        if self.broker is not None:
+            self.broker.publish(ALL if room is None else ROOM, endpoint.endpoint, room, frame)
+        return count
+
+    def _deliver(self, kind: int, path: str, key: Any, frame: bytes) -> None:
+        """What another node published, for this node's connections."""
+        endpoint = self._by_path.get(path)
+        if endpoint is None:
+            log.warning("bus: a message for %r, which is not a WebSocket endpoint of this app", path)
+            return
+        hub = self.hub(endpoint)
+        if kind == ALL:
+            hub.broadcast_frame(frame)
+        elif kind == ROOM:
+            hub.broadcast_room(key, frame)
+        elif kind == TO:
+            conn = hub.connections.get(key)
+            if conn is not None:
+                conn.send_frame_bytes(frame)
 
     # -- HttpHost (what each HttpProtocol asks of the server) ---------------------------
 
@@ -384,15 +442,22 @@ def run(
     *,
     sock: socket.socket | None = None,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    broker: Broker | None = None,
+    on_ready: Callable[[Server], Awaitable[None]] | None = None,
+    on_serving: Callable[[str], None] | None = None,
 ) -> int:
     """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully.
 
+    ``broker`` joins this server to the other nodes (a worker's
+    :class:`~robyn_fast.broker.local.LocalBus`). ``on_ready`` (a worker's)
+    is awaited once the server listens, instead of announcing it on stderr;
+    ``on_serving(url)`` is called after that announcement.
     Returns the process exit code: 0 after a graceful shutdown, 1 when the
     address cannot be bound (the reason is printed as one line on stderr).
     """
     loop = (loop_factory or new_event_loop)()
     asyncio.set_event_loop(loop)
-    server = Server(app, loop)
+    server = Server(app, loop, broker=broker)
     where = f"{host}:{port}" if sock is None else str(sock.getsockname())
     try:
         try:
@@ -409,10 +474,16 @@ def run(
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):  # not the main thread
                 pass
-        bound = ", ".join(_url(s) for s in server.sockets)
-        _announce(f"robyn_fast: serving on {bound}")
+        if on_ready is not None:
+            loop.run_until_complete(on_ready(server))
+        else:
+            urls = [url_of(s) for s in server.sockets]
+            announce(f"robyn_fast: serving on {', '.join(urls)}")
+            if on_serving is not None and urls:
+                on_serving(urls[0])
         loop.run_until_complete(stop.wait())
-        _announce("robyn_fast: shutting down")
+        if on_ready is None:
+            announce("robyn_fast: shutting down")
         loop.run_until_complete(server.shutdown())
         return 0
     finally:
@@ -429,7 +500,7 @@ def run(
             loop.close()
 
 
-def _url(sock: socket.socket) -> str:
+def url_of(sock: socket.socket) -> str:
     name = sock.getsockname()
     if isinstance(name, tuple):
         host = name[0]
@@ -437,7 +508,7 @@ def _url(sock: socket.socket) -> str:
     return f"unix:{name}"
 
 
-def _announce(message: str) -> None:
+def announce(message: str) -> None:
     """Say ``message`` once: as a log record when logging will show it,
     otherwise on stderr."""
     if log.isEnabledFor(logging.INFO) and logging.getLogger().hasHandlers():

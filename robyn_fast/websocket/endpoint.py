@@ -129,9 +129,12 @@ class WebSocketConnector:
         return frozenset() if rooms is None else frozenset(rooms)
 
     def join(self, room: Any) -> bool:
-        """Join ``room`` (any hashable name) of this endpoint; a connection
-        leaves its rooms when it closes. False if the connection is closing."""
+        """Join ``room`` of this endpoint: any hashable name, or a str or an
+        int when the server runs worker processes (rooms span them). A
+        connection leaves its rooms when it closes. False if the connection
+        is closing."""
         _check_room(room)
+        self._server.check_room(room)
         return bool(self._on_loop(self._conn.join, room))
 
     def leave(self, room: Any) -> bool:
@@ -484,6 +487,7 @@ class WebSocket:
         server = self._server()
         if server is None:
             return 0
+        server.check_room(room)
         return server.broadcast(self, frame, room, exclude._conn if exclude is not None else None)
 
     def rooms(self) -> dict[Any, int]:

@@ -1,0 +1,321 @@
+"""The bus between the worker processes of one host: a mesh of Unix stream
+sockets, no service to run.
+
+Every worker listens on ``<rundir>/<slot>.sock`` (the run directory the
+supervisor made, mode 0700) and dials every other worker's socket. A link
+carries messages one way, from the dialer to the listener, so the messages
+from one worker to another travel one ordered stream; both ends open it
+with a hello naming their node tag, which is how a worker learns that a slot
+was restarted (and dials its new generation). A worker that starts while a
+peer is still starting simply misses it; the peer dials it when it comes up.
+
+Writes are corked: every message published to a peer during one loop
+iteration leaves in one ``writelines`` at its end. Each peer's backlog (the
+corked messages plus what its transport still buffers) is bounded by
+``buffer_limit``; past it, or while a peer is down, messages to it are
+dropped and counted, with one warning when an episode starts and one line
+when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any, cast
+
+from . import Broker, Deliver, node_slot
+from .wire import HELLO, Decoder, Key, WireError, encode, encode_hello
+
+__all__ = ["LocalBus", "DEFAULT_BUFFER_LIMIT"]
+
+log = logging.getLogger("robyn_fast.bus")
+
+DEFAULT_BUFFER_LIMIT = 8 * 1024 * 1024
+
+
+class _Outbound(asyncio.Protocol):
+    """Our end of a link to a peer: messages go out, only its hello comes in."""
+
+    def __init__(self, bus: LocalBus, slot: int) -> None:
+        self.bus = bus
+        self.slot = slot
+        self.tag: int | None = None  # the peer's node tag, once its hello arrived
+        self.transport: asyncio.Transport | None = None
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.flush_scheduled = False
+        self.decoder = Decoder()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are no asyncio.Transport subclasses: no isinstance() here.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(encode_hello(self.bus.node))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for m in self.decoder.feed(data):
+                if m.kind != HELLO or self.tag is not None:
+                    raise WireError("a peer sent more than its hello on our link")
+                self.tag = m.origin
+                self.bus._outbound_ready(self)
+        except WireError as exc:
+            log.error("bus: link to worker %d: %s; closing it", self.slot, exc)
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pending = []
+        self.bus._outbound_lost(self)
+
+    def queue(self, message: bytes) -> bool:
+        """Cork ``message``; False (nothing queued) when over the buffer limit."""
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return False
+        backlog = self.pending_bytes + transport.get_write_buffer_size()
+        if backlog and backlog + len(message) > self.bus.buffer_limit:
+            return False
+        self.pending.append(message)
+        self.pending_bytes += len(message)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.bus.loop.call_soon(self.flush)
+        return True
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        pending, self.pending, self.pending_bytes = self.pending, [], 0
+        if pending and self.transport is not None and not self.closed:
+            self.transport.writelines(pending)
+            self.bus.writes += 1
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Inbound(asyncio.Protocol):
+    """A peer's link to us: its hello, then its messages."""
+
+    def __init__(self, bus: LocalBus) -> None:
+        self.bus = bus
+        self.peer: int | None = None
+        self.transport: asyncio.Transport | None = None
+        self.decoder = Decoder()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.bus._inbound.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        bus = self.bus
+        try:
+            messages = self.decoder.feed(data)
+        except WireError as exc:
+            messages = []
+            error: WireError | None = exc
+        else:
+            error = None
+        for m in messages:
+            if self.peer is None:
+                if m.kind != HELLO:
+                    error = WireError("a link that does not start with a hello")
+                    break
+                if not bus._accept_peer(m.origin):
+                    error = WireError(f"a hello from node {m.origin:#010x}, not a worker of this server")
+                    break
+                self.peer = m.origin
+                assert self.transport is not None
+                self.transport.write(encode_hello(bus.node))
+                continue
+            if m.kind == HELLO:
+                error = WireError("a second hello")
+                break
+            bus.received += 1
+            try:
+                bus.deliver(m.kind, m.endpoint, m.key, m.frame)
+            except Exception:  # the app's business (an endpoint gone...): never the link's
+                log.exception("bus: delivering a message from worker %d failed", node_slot(m.origin)[1])
+        if error is not None:
+            who = f"worker {node_slot(self.peer)[1]}" if self.peer is not None else "an unknown peer"
+            log.error("bus: malformed message from %s: %s; closing the link", who, error)
+            if self.transport is not None:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.bus._inbound.discard(self)
+
+
+class LocalBus(Broker):
+    """The mesh between the ``slots`` worker processes of one host (see the
+    module docstring). ``node`` is this worker's tag
+    (:func:`~robyn_fast.broker.make_node_tag`)."""
+
+    def __init__(self, rundir: str, node: int, slots: int, *, buffer_limit: int = DEFAULT_BUFFER_LIMIT) -> None:
+        host, slot, _ = node_slot(node)
+        if not 0 <= slot < slots:
+            raise ValueError(f"slot {slot} outside 0..{slots - 1}")
+        self.rundir = rundir
+        self.node = node
+        self.host = host
+        self.slot = slot
+        self.slots = slots
+        self.buffer_limit = buffer_limit
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
+        self.deliver: Deliver = _no_delivery
+        self.links: dict[int, _Outbound] = {}  # slot -> our ready link to it
+        self._dialing: dict[int, _Outbound] = {}
+        self._inbound: set[_Inbound] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._meshed: asyncio.Future[None] | None = None
+        self._closed = False
+        self._dropping: dict[int, int] = {}  # slot -> messages dropped in the current episode
+        self.published = 0
+        self.received = 0
+        self.dropped = 0
+        self.writes = 0
+
+    def path(self, slot: int) -> str:
+        return os.path.join(self.rundir, f"{slot}.sock")
+
+    async def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> None:
+        self.loop = loop
+        self.deliver = deliver
+        own = self.path(self.slot)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(own)  # left by this slot's previous generation
+        self._server = await loop.create_unix_server(lambda: _Inbound(self), own)
+        await asyncio.gather(*(self._dial(slot) for slot in range(self.slots) if slot != self.slot))
+
+    async def _dial(self, slot: int) -> None:
+        if self._closed or slot in self._dialing:
+            return
+        link = _Outbound(self, slot)
+        self._dialing[slot] = link
+        try:
+            await self.loop.create_unix_connection(lambda: link, self.path(slot))
+        except OSError:
+            self._dialing.pop(slot, None)  # not up yet: it dials us when it starts
+
+    def _spawn_dial(self, slot: int) -> None:
+        task = self.loop.create_task(self._dial(slot))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _accept_peer(self, tag: int) -> bool:
+        """A hello on an inbound link: a worker of ours (new, or a new generation) is up."""
+        host, slot, _ = node_slot(tag)
+        if host != self.host or not 0 <= slot < self.slots or slot == self.slot:
+            return False
+        link = self.links.get(slot)
+        if (link is None or link.tag != tag) and slot not in self._dialing:
+            self._spawn_dial(slot)
+        return True
+
+    def _outbound_ready(self, link: _Outbound) -> None:
+        slot = link.slot
+        if self._dialing.get(slot) is link:
+            del self._dialing[slot]
+        old = self.links.get(slot)
+        self.links[slot] = link
+        if old is not None and old is not link:
+            old.close()
+        dropped = self._dropping.pop(slot, 0)
+        if dropped:
+            log.warning("bus: worker %d reachable again; %d message(s) to it were dropped meanwhile", slot, dropped)
+        if self._meshed is not None and not self._meshed.done() and len(self.links) == self.slots - 1:
+            self._meshed.set_result(None)
+
+    async def wait_meshed(self, timeout: float) -> bool:
+        """Wait until this worker has a link to every other slot; False after
+        ``timeout`` (some worker is down or still starting)."""
+        if len(self.links) == self.slots - 1:
+            return True
+        if self._meshed is None or self._meshed.done():
+            self._meshed = self.loop.create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._meshed), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def _outbound_lost(self, link: _Outbound) -> None:
+        if self.links.get(link.slot) is link:
+            del self.links[link.slot]
+        if self._dialing.get(link.slot) is link:
+            del self._dialing[link.slot]
+
+    def _drop(self, slot: int, why: str) -> None:
+        self.dropped += 1
+        count = self._dropping.get(slot, 0)
+        if count == 0 and not self._closed:
+            log.warning("bus: worker %d %s; dropping messages to it until it catches up", slot, why)
+        self._dropping[slot] = count + 1
+
+    def _send(self, slot: int, message: bytes) -> bool:
+        link = self.links.get(slot)
+        if link is None:
+            self._drop(slot, "is unreachable")
+            return False
+        if not link.queue(message):
+            self._drop(slot, f"is too slow (backlog over {self.buffer_limit} bytes)")
+            return False
+        dropped = self._dropping.get(slot)
+        if dropped and link.pending_bytes == len(message):
+            # The first message of an iteration went through: the episode is over.
+            del self._dropping[slot]
+            log.warning("bus: worker %d caught up; %d message(s) to it were dropped", slot, dropped)
+        return True
+
+    def publish(self, kind: int, endpoint: str, key: Key, frame: bytes) -> None:
+        message = encode(kind, self.node, endpoint, key, frame)
+        self.published += 1
+        for slot in range(self.slots):
+            if slot != self.slot:
+                self._send(slot, message)
+
+    def publish_to(self, node: int, endpoint: str, conn_id: str, frame: bytes) -> bool:
+        host, slot, _ = node_slot(node)
+        if host != self.host or not 0 <= slot < self.slots or slot == self.slot:
+            return False
+        link = self.links.get(slot)
+        if link is not None and link.tag is not None and link.tag != node:
+            return False  # the id belongs to a generation of that worker that is gone
+        self.published += 1
+        return self._send(slot, encode(3, self.node, endpoint, conn_id, frame))
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+        for link in [*self.links.values(), *self._dialing.values()]:
+            link.flush()
+            link.close()
+        for inbound in list(self._inbound):
+            if inbound.transport is not None:
+                inbound.transport.close()
+        self.links.clear()
+        self._dialing.clear()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(self.slot))
+        await asyncio.sleep(0)  # let the transports' connection_lost callbacks run
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "kind": "local",
+            "node": self.node,
+            "peers": len(self.links),
+            "published": self.published,
+            "received": self.received,
+            "dropped": self.dropped,
+        }
+
+
+def _no_delivery(kind: int, endpoint: str, key: Key, frame: bytes) -> None:
+    raise RuntimeError("LocalBus.start() was not called")
