@@ -5,7 +5,7 @@ as ``__main__`` the way ``python path/to/app.py [args...]`` would:
 ``sys.argv`` is ``[path/to/app.py, *args]`` and the script's directory comes
 first on ``sys.path``. The arguments are the script's: Robyn's own flags
 (``--processes``, ``--workers``, ``--dev``, ``--log-level``...) reach it
-untouched and nothing here interprets them.
+untouched, and ``app.start()`` reads them (:mod:`robyn_fast.cli`).
 
 A usage error (no script, a script that is not a file, an option before the
 script) prints one line to stderr and exits with status 2.
@@ -35,9 +35,17 @@ def main(argv: list[str] | None = None) -> int:
         return _usage_error("no script given")
     script = args[0]
     if script in ("-h", "--help"):
+        from robyn_fast.cli import help_text
+
         print(USAGE)
-        print("Runs a script written for Robyn's legacy API with robyn_fast; "
-              "the arguments after the script are passed to it.")
+        print("Runs a script written for Robyn's legacy API with robyn_fast. The arguments after the script are "
+              "the script's; app.start() reads Robyn's flags among them:\n")
+        print(help_text("python -m robyn_fast app.py"))
+        return 0
+    if script == "--version":
+        from robyn_fast import __version__
+
+        print(f"robyn_fast {__version__} (Robyn's WebSocket API; Python {sys.version.split()[0]})")
         return 0
     if script.startswith("-"):
         return _usage_error(f"unknown option {script!r}; options of the app go after the script")

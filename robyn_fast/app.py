@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -24,7 +24,11 @@ from .dependency_injection import DependencyMap
 from .exceptions import InvalidState
 from .http.router import Router
 from .http.routes import Routes
+from . import cli
 from .server import ServedEndpoint, Server, run
+from .workers.reloader import Reloader, is_dev_child
+from .workers.sockets import bind, reuse_port_available
+from .workers.supervisor import Supervisor
 
 __all__ = ["Robyn"]
 
@@ -45,6 +49,8 @@ class Robyn:
             raise TypeError(f"config must be a robyn_fast.Config, not {type(config).__name__}")
         self.file_path = file_object
         self.directory_path = os.path.dirname(os.path.abspath(file_object))
+        # As Robyn: robyn.env next to the app fills in variables not set yet.
+        cli.load_env_file(self.directory_path)
         self.config: Config = config if config is not None else Config()
         self.dependencies = DependencyMap()
         self.routes = Routes(self.dependencies, self, self._is_websocket_path)
@@ -207,25 +213,70 @@ class Robyn:
         _check_port: bool = True,
         client_timeout: float | None = None,
         keep_alive_timeout: float | None = None,
+        *,
+        processes: int | None = None,
+        workers: int | None = None,
+        argv: Sequence[str] | None = None,
     ) -> None:
-        """Serve until SIGINT/SIGTERM, then close every WebSocket with 1001 and
-        return. ``ROBYN_HOST`` and ``ROBYN_PORT`` override the arguments. A
-        busy port prints one line and exits with status 1."""
-        host = os.environ.get("ROBYN_HOST", host)
-        port_text = os.environ.get("ROBYN_PORT", str(port))
+        """Serve until SIGINT/SIGTERM, then close every WebSocket with 1001
+        and return.
+
+        Reads Robyn's command line from ``argv`` (default ``sys.argv[1:]``;
+        pass ``[]`` when the script has flags of its own) and Robyn's
+        environment variables (:mod:`robyn_fast.cli`): a flag wins over the
+        environment, which wins over these arguments. ``processes`` x
+        ``workers`` worker processes serve the app when that is more than one
+        (:mod:`robyn_fast.workers.supervisor`); ``--dev`` serves one process
+        restarted on source changes. A busy port prints one line and exits
+        with status 1; a bad flag or variable exits with status 2.
+        """
+        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "app"
+        options = cli.parse(sys.argv[1:] if argv is None else argv, prog)
         try:
-            port = int(port_text)
-            if not 0 <= port <= 65535:
-                raise ValueError
-        except ValueError:
-            print(f"robyn_fast: invalid port {port_text!r}", file=sys.stderr)
+            settings = cli.resolve(options, os.environ, host, port, processes, workers, client_timeout,
+                                   keep_alive_timeout)
+        except cli.UsageError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-        if keep_alive_timeout is not None:
-            self.config = replace(self.config, keep_alive_timeout=keep_alive_timeout)
-        if client_timeout is not None:
-            self.config = replace(self.config, header_timeout=client_timeout)
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        code = run(self, host, port)
+        if settings.keep_alive_timeout is not None:
+            self.config = replace(self.config, keep_alive_timeout=settings.keep_alive_timeout)
+        if settings.header_timeout is not None:
+            self.config = replace(self.config, header_timeout=settings.header_timeout)
+        root = logging.getLogger()
+        if not root.handlers:
+            fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+            if settings.processes > 1:
+                fmt = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+            logging.basicConfig(format=fmt)
+        root.setLevel(settings.log_level)
+        on_serving = _open_browser if settings.open_browser else None
+        close_timeout = max([self.config.close_timeout] + [ws.effective_config.close_timeout
+                                                           for ws in self.websocket_endpoints()])
+        if settings.dev and not is_dev_child():
+            code = Reloader(list(sys.orig_argv), self.directory_path, settings.host, settings.port,
+                            close_timeout=close_timeout).run()
+        elif settings.processes > 1:
+            code = Supervisor(self, settings.host, settings.port, settings.processes, close_timeout=close_timeout,
+                              on_serving=on_serving).run()
+        elif is_dev_child() and reuse_port_available():
+            try:
+                sock = bind(settings.host, settings.port, reuse_port=True, backlog=self.config.backlog)
+            except OSError as exc:
+                print(f"robyn_fast: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+                      file=sys.stderr)
+                raise SystemExit(1) from None
+            code = run(self, sock=sock, on_serving=on_serving)
+        else:
+            code = run(self, settings.host, settings.port, on_serving=on_serving)
         if code:
             raise SystemExit(code)
+
+
+def _open_browser(url: str) -> None:
+    """``--open-browser``: the served URL in the user's browser ($BROWSER)."""
+    import webbrowser
+
+    try:
+        webbrowser.open(url)
+    except Exception:  # a missing browser is no reason to stop serving
+        log.warning("could not open a browser on %s", url, exc_info=True)

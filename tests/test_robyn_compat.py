@@ -36,7 +36,7 @@ from .process_helpers import ROOT, ServerProcess, serve_script
 from .server_helpers import wait_for
 
 APP = Path("tests") / "robyn_apps" / "base_routes_ws.py"  # relative to ROOT, as a user types it
-ROBYN_FLAGS = ["--processes", "2", "--workers", "2", "--dev", "--log-level", "DEBUG"]
+ROBYN_FLAGS = ["--processes", "1", "--workers", "1", "--log-level", "DEBUG"]  # read by app.start(): one process
 TIMEOUT = 5.0  # every receive and HTTP request
 
 

@@ -1,0 +1,253 @@
+"""Robyn's command line, for ``python app.py [flags]`` and ``python -m
+robyn_fast app.py [flags]``: flags, environment variables and ``robyn.env``.
+
+Flags (Robyn's):
+
+- ``--processes N`` and ``--workers M``: serve with N x M worker processes.
+  Robyn's workers are threads inside a process; with the GIL a thread adds
+  no core, so here every worker is a process with its own event loop and the
+  total is the product. Default 1 x 1: one process.
+- ``--fast``: one worker process per CPU and log level WARNING (each can
+  still be set by its own flag). Robyn's ``--fast`` asks for 2 x CPUs + 1
+  processes of 2 threads each; for single-threaded processes that would only
+  add context switches.
+- ``--dev``: serve one process and restart it when a ``.py`` file or
+  ``robyn.env`` under the app's directory changes (not with the flags above).
+- ``--log-level LEVEL``: DEBUG, INFO (the default; DEBUG with ``--dev``),
+  WARNING (or WARN), ERROR or CRITICAL, for the root logger.
+- ``--open-browser``: open the served URL in a browser once serving.
+- ``--version``, ``--help``: print and exit 0, without serving.
+- ``--disable-openapi`` is accepted and changes nothing (robyn_fast serves no
+  OpenAPI docs); ``--create``, ``--docs``, ``--compile-rust-path`` and
+  ``--create-rust-file`` are Robyn's tools, not a server's: each says so in
+  one line and exits 2.
+
+Anything else (an unknown flag, ``--processes two``) is a usage error: the
+usage and one line saying what is wrong on stderr, exit status 2.
+
+Environment: ``ROBYN_HOST``, ``ROBYN_PORT``, ``ROBYN_CLIENT_TIMEOUT`` (the
+request-head timeout, seconds), ``ROBYN_KEEP_ALIVE_TIMEOUT``,
+``ROBYN_DEV_MODE=true``, ``ROBYN_BROWSER_OPEN``, and robyn_fast's own
+``ROBYN_PROCESSES`` / ``ROBYN_WORKERS``. A flag wins over the environment,
+which wins over the arguments of ``app.start()``. ``robyn.env`` next to the
+app (``KEY=VALUE`` lines, ``#`` comments) fills in variables that are not set
+yet, when the app object is created (as Robyn does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from .exceptions import RobynFastError
+
+__all__ = ["Options", "Settings", "UsageError", "parse", "resolve", "load_env_file", "LOG_LEVELS", "help_text"]
+
+LOG_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "WARN": logging.WARNING,
+              "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
+
+_NOT_A_SERVER_FLAG = {
+    "create": "creating a project is Robyn's scaffolding tool",
+    "docs": "opening Robyn's documentation is Robyn's CLI",
+    "compile_rust_path": "compiling Rust files is Robyn's build tool",
+    "create_rust_file": "creating Rust files is Robyn's build tool",
+}
+
+
+class UsageError(RobynFastError, ValueError):
+    """A command line, environment variable or ``robyn.env`` that cannot be
+    used; ``str()`` is the one line to print (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the command line asked for (None: not given)."""
+
+    processes: int | None = None
+    workers: int | None = None
+    fast: bool = False
+    dev: bool = False
+    log_level: str | None = None
+    open_browser: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to serve, once flags, environment and ``app.start()`` arguments are combined."""
+
+    host: str
+    port: int
+    processes: int  # worker processes in all (processes x workers)
+    dev: bool
+    log_level: int
+    open_browser: bool
+    header_timeout: float | None
+    keep_alive_timeout: float | None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def _log_level(text: str) -> str:
+    name = text.upper()
+    if name not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return name
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description="Serve this app with robyn_fast (Robyn's command line).",
+                allow_abbrev=False)
+    p.add_argument("--processes", type=_positive_int, metavar="N", help="worker processes (default 1)")
+    p.add_argument("--workers", type=_positive_int, metavar="M",
+                   help="workers per process; each is a process too: N x M in all (default 1)")
+    p.add_argument("--fast", action="store_true", help="one worker process per CPU, log level WARNING")
+    p.add_argument("--dev", action="store_true", help="one process, restarted when a source file changes")
+    p.add_argument("--log-level", type=_log_level, metavar="LEVEL",
+                   help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO, DEBUG with --dev)")
+    p.add_argument("--open-browser", action="store_true", help="open the served URL in a browser")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--disable-openapi", action="store_true", help="accepted; robyn_fast serves no OpenAPI docs")
+    p.add_argument("--create", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--docs", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--compile-rust-path", metavar="PATH", help=argparse.SUPPRESS)
+    p.add_argument("--create-rust-file", metavar="NAME", help=argparse.SUPPRESS)
+    return p
+
+
+def help_text(prog: str) -> str:
+    """The ``--help`` text."""
+    return _parser(prog).format_help()
+
+
+def parse(argv: Sequence[str], prog: str) -> Options:
+    """The options of ``argv`` (the arguments after the script). Prints and
+    exits 0 for ``--help``/``--version``; exits 2 with the usage and one line
+    for anything it cannot use."""
+    from . import __version__
+
+    args = _parser(prog).parse_args(list(argv))
+    if args.version:
+        print(f"robyn_fast {__version__} (Robyn's WebSocket API; Python {sys.version.split()[0]})")
+        raise SystemExit(0)
+    for name, why in _NOT_A_SERVER_FLAG.items():
+        if getattr(args, name):
+            flag = "--" + name.replace("_", "-")
+            print(f"{prog}: {flag} is not supported by robyn_fast: {why}", file=sys.stderr)
+            raise SystemExit(2)
+    if args.disable_openapi:
+        print(f"{prog}: --disable-openapi changes nothing: robyn_fast serves no OpenAPI docs", file=sys.stderr)
+    if args.dev and (args.processes not in (None, 1) or args.workers not in (None, 1) or args.fast):
+        print(f"{prog}: --dev serves one process; it cannot be combined with --processes, --workers or --fast",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return Options(args.processes, args.workers, args.fast, args.dev, args.log_level, args.open_browser)
+
+
+def _env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float], minimum: float) -> float | None:
+    text = env.get(name)
+    if text is None or text.strip() == "":
+        return None
+    try:
+        value: float = kind(text.strip())
+    except ValueError:
+        raise UsageError(f"{name}={text!r} is not a {'whole ' if kind is int else ''}number") from None
+    if not math.isfinite(value) or value < minimum:
+        raise UsageError(f"{name}={text!r} must be at least {minimum:g}")
+    return value
+
+
+def resolve(
+    options: Options,
+    env: Mapping[str, str],
+    host: str,
+    port: int,
+    processes: int | None = None,
+    workers: int | None = None,
+    client_timeout: float | None = None,
+    keep_alive_timeout: float | None = None,
+) -> Settings:
+    """Flags over environment over ``app.start()`` arguments. UsageError for
+    a malformed environment variable or argument."""
+    for name, value in (("processes", processes), ("workers", workers)):
+        if value is not None and (type(value) is not int or value < 1):
+            raise UsageError(f"app.start({name}={value!r}): expected a whole number of 1 or more")
+    host = env.get("ROBYN_HOST", host)
+    env_port = _env_number(env, "ROBYN_PORT", int, 0)
+    port = int(env_port) if env_port is not None else port
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise UsageError(f"invalid port {port!r}: expected 0..65535")
+    env_processes = _env_number(env, "ROBYN_PROCESSES", int, 1)
+    env_workers = _env_number(env, "ROBYN_WORKERS", int, 1)
+    cpus = os.cpu_count() or 1
+    n = options.processes or (int(env_processes) if env_processes else None) or processes
+    m = options.workers or (int(env_workers) if env_workers else None) or workers
+    if options.fast:
+        n = n or cpus
+    dev = options.dev or env.get("ROBYN_DEV_MODE", "").strip().lower() in ("1", "true", "yes", "on")
+    total = (n or 1) * (m or 1)
+    if dev and total > 1:
+        raise UsageError("dev mode (--dev or ROBYN_DEV_MODE) serves one process; drop --processes/--workers")
+    level_name = options.log_level or ("WARNING" if options.fast else None) or ("DEBUG" if dev else "INFO")
+    header_timeout = _env_number(env, "ROBYN_CLIENT_TIMEOUT", float, 0.001)
+    env_keep_alive = _env_number(env, "ROBYN_KEEP_ALIVE_TIMEOUT", float, 0.001)
+    browser = options.open_browser or env.get("ROBYN_BROWSER_OPEN", "").strip().lower() in ("1", "true", "yes", "on")
+    return Settings(
+        host=host,
+        port=port,
+        processes=total,
+        dev=dev,
+        log_level=LOG_LEVELS[level_name],
+        open_browser=browser,
+        header_timeout=header_timeout if header_timeout is not None else client_timeout,
+        keep_alive_timeout=env_keep_alive if env_keep_alive is not None else keep_alive_timeout,
+    )
+
+
+def load_env_file(directory: str | Path, environ: dict[str, str] | None = None) -> list[str]:
+    """Set the variables of ``<directory>/robyn.env`` that are not set yet
+    (in ``os.environ`` by default); returns their names. Lines are
+    ``KEY=VALUE`` (the value is everything after the first ``=``; surrounding
+    whitespace is dropped), blank, or ``#`` comments. UsageError naming the
+    file and line for anything else."""
+    target = os.environ if environ is None else environ
+    path = Path(directory) / "robyn.env"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read it: {exc}") from None
+    loaded = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.partition("=")
+        key = key.strip()
+        if not sep or not key or not (key.replace("_", "a").isalnum() and not key[0].isdigit()):
+            raise UsageError(f"{path}:{number}: expected KEY=VALUE, got {line!r}")
+        if key not in target:
+            target[key] = value.strip()
+            loaded.append(key)
+    return loaded

@@ -1,0 +1,130 @@
+"""``--dev``: serve from a child process and start a fresh one when a source
+file changes.
+
+The child is the same command line run again (``sys.orig_argv``) with
+``ROBYN_FAST_DEV_CHILD=1``, so it imports the changed code; it serves one
+process on the same address (on Linux it binds with ``SO_REUSEPORT`` next to
+the reloader's socket that holds the port, so a port of 0 stays the same
+port across restarts). Every half second the reloader looks at the
+modification times of the ``.py`` files and ``robyn.env`` under the app's
+directory (skipping hidden directories, virtualenvs and ``__pycache__``); on
+a change the child gets SIGTERM (a graceful shutdown: Close 1001 to every
+WebSocket) and a new child starts. A child that crashes is reported and
+restarted on the next change. SIGTERM/SIGINT to the reloader stop the child
+and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .sockets import bind, reuse_port_available
+
+__all__ = ["Reloader", "DEV_CHILD_ENV", "is_dev_child"]
+
+log = logging.getLogger("robyn_fast.workers")
+
+DEV_CHILD_ENV = "ROBYN_FAST_DEV_CHILD"
+_SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "build", "dist"}
+
+
+def is_dev_child() -> bool:
+    return os.environ.get(DEV_CHILD_ENV) == "1"
+
+
+class Reloader:
+    """Runs ``argv`` as a child and restarts it on source changes under ``root``."""
+
+    def __init__(self, argv: list[str], root: str, host: str, port: int, *, close_timeout: float,
+                 interval: float = 0.5) -> None:
+        self.argv = argv
+        self.root = Path(root)
+        self.host = host
+        self.port = port
+        self.close_timeout = close_timeout
+        self.interval = interval
+        self.child: subprocess.Popen[bytes] | None = None
+        self.stop = threading.Event()
+
+    def _files(self) -> Iterator[Path]:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS
+                           and not (Path(dirpath, d) / "pyvenv.cfg").exists()]
+            for name in filenames:
+                if name.endswith(".py") or name == "robyn.env":
+                    yield Path(dirpath, name)
+
+    def _snapshot(self) -> dict[Path, int]:
+        stamps = {}
+        for path in self._files():
+            try:
+                stamps[path] = path.stat().st_mtime_ns
+            except OSError:
+                continue
+        return stamps
+
+    def _start_child(self) -> None:
+        env = dict(os.environ, **{DEV_CHILD_ENV: "1", "ROBYN_HOST": self.host, "ROBYN_PORT": str(self.port)})
+        self.child = subprocess.Popen(self.argv, env=env)
+        log.info("dev: serving from pid %d", self.child.pid)
+
+    def _stop_child(self) -> None:
+        child = self.child
+        self.child = None
+        if child is None or child.poll() is not None:
+            return
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(self.close_timeout + 5.0)
+        except subprocess.TimeoutExpired:
+            log.warning("dev: pid %d did not stop in time; killing it", child.pid)
+            child.kill()
+            child.wait()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop.set()
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (exit status 0); 1 when the address
+        cannot be bound (one line on stderr)."""
+        try:
+            holder = bind(self.host, self.port, reuse_port=reuse_port_available(), backlog=None)
+        except OSError as exc:
+            print(f"robyn_fast: cannot listen on {self.host}:{self.port}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        self.port = holder.getsockname()[1]
+        if not reuse_port_available():
+            holder.close()  # elsewhere the child binds the port itself (a small window for a port of 0)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            stamps = self._snapshot()
+            self._start_child()
+            reported = False
+            while not self.stop.wait(self.interval):
+                if self.child is not None and self.child.poll() is not None and not reported:
+                    log.error("dev: the app exited with status %d; waiting for a change to start it again",
+                              self.child.returncode)
+                    reported = True
+                now = self._snapshot()
+                changed = sorted(str(p) for p in now.keys() | stamps.keys() if now.get(p) != stamps.get(p))
+                if changed:
+                    stamps = now
+                    log.warning("dev: %s changed; restarting", changed[0] if len(changed) == 1
+                                else f"{changed[0]} and {len(changed) - 1} more")
+                    self._stop_child()
+                    self._start_child()
+                    reported = False
+            self._stop_child()
+            return 0
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            holder.close()

@@ -1,0 +1,341 @@
+"""Worker processes on one host: :class:`Supervisor` forks them before any
+event loop exists, restarts those that die, and stops them gracefully.
+
+Each worker is one process with one event loop (one core's worth of Python),
+serving the whole app. On Linux each worker listens on a socket of its own
+bound with ``SO_REUSEPORT`` to the same address, so the kernel spreads new
+connections over them (the supervisor keeps one more bound, not listening, to
+hold the port while workers come and go); elsewhere the supervisor listens
+once and the workers inherit that socket. The workers are joined by a
+:class:`~robyn_fast.broker.local.LocalBus`, so broadcasts, rooms and
+``send_to`` reach every connection of the host. Each worker's ids carry its
+node tag (:mod:`robyn_fast.websocket.ids`).
+
+Supervision:
+
+- SIGTERM or SIGINT: every worker gets SIGTERM and shuts down gracefully
+  (Close 1001, close handlers, shutdown hooks); the supervisor waits for them
+  (SIGKILL after the longest ``close_timeout`` plus 5 s) and exits 0.
+- A worker that dies is logged with its exit status and restarted after a
+  backoff (0.5 s, doubling with each restart of that slot in the last minute,
+  at most 30 s) as the next generation of its slot, so ids of the dead one
+  are never routed to the new one.
+- A worker that exits before it serves (a startup hook that raises, a port it
+  cannot bind) stops everything with exit status 1 when it is the first start
+  or the third such failure in a row of a slot; its error is on stderr.
+
+What runs where: the code before ``app.start()`` runs once, in the
+supervisor; startup and shutdown handlers run in every worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..broker import make_node_tag
+from ..broker.local import LocalBus
+from ..server import ServedApp, Server, announce, run
+from ..websocket.ids import set_node_tag
+from .sockets import bind, reuse_port_available
+
+__all__ = ["Supervisor", "MAX_WORKERS"]
+
+log = logging.getLogger("robyn_fast.workers")
+
+MAX_WORKERS = 255  # a node tag has 8 bits for the slot
+READY_TIMEOUT = 60.0  # a worker not serving by then counts as failed at start-up
+MESH_TIMEOUT = 5.0  # how long a starting worker waits for links to every other worker
+STARTUP_FAILURES = 3  # consecutive failures before serving that end a slot's restarts
+
+
+@dataclass
+class _Slot:
+    index: int
+    generation: int = 0
+    pid: int | None = None
+    ready_fd: int | None = None
+    ready: bool = False
+    started_at: float = 0.0
+    failures_before_ready: int = 0
+    restarts: list[float] = field(default_factory=list)
+    restart_at: float | None = None
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"killed by {signal.Signals(sig).name}"
+        except ValueError:
+            return f"killed by signal {sig}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+class Supervisor:
+    """Serves ``app`` on ``host:port`` with ``processes`` worker processes."""
+
+    def __init__(
+        self,
+        app: ServedApp,
+        host: str,
+        port: int,
+        processes: int,
+        *,
+        close_timeout: float,
+        loop_factory: Callable[[], Any] | None = None,
+        on_serving: Callable[[str], None] | None = None,
+    ) -> None:
+        if not 1 <= processes <= MAX_WORKERS:
+            raise ValueError(f"processes must be 1..{MAX_WORKERS}, got {processes}")
+        self.app = app
+        self.host = host
+        self.port = port
+        self.slots = [_Slot(i) for i in range(processes)]
+        self.close_timeout = close_timeout
+        self.loop_factory = loop_factory
+        self.on_serving = on_serving
+        self.host_id = secrets.randbelow(0xFFFF) + 1
+        self.rundir = ""
+        self.listener: socket.socket | None = None  # the reservation (reuseport) or the shared listening socket
+        self.reuse_port = reuse_port_available()
+        self.stopping = False
+        self.exit_code = 0
+        self.stop_deadline: float | None = None
+        self.announced = False
+        self._wakeup_r = self._wakeup_w = -1
+
+    # -- the supervisor ------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (0) or a crash at start-up (1); 1 also
+        when the address cannot be bound (one line on stderr)."""
+        try:
+            self.listener = self._bind()
+        except OSError as exc:
+            print(f"robyn_fast: cannot listen on {self.host}:{self.port}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        self.port = self.listener.getsockname()[1]
+        self.rundir = tempfile.mkdtemp(prefix="robyn_fast-")
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        os.set_blocking(self._wakeup_r, False)
+        os.set_blocking(self._wakeup_w, False)
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
+        old_wakeup = signal.set_wakeup_fd(self._wakeup_w)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to wake select()
+        try:
+            for slot in self.slots:
+                self._spawn(slot)
+            self._loop()
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for fd in (self._wakeup_r, self._wakeup_w):
+                os.close(fd)
+            for slot in self.slots:
+                self._close_ready(slot)
+            self.listener.close()
+            shutil.rmtree(self.rundir, ignore_errors=True)
+        return self.exit_code
+
+    def _bind(self) -> socket.socket:
+        if self.reuse_port:  # hold the port while workers bind and rebind theirs
+            return bind(self.host, self.port, reuse_port=True, backlog=None)
+        sock = bind(self.host, self.port, reuse_port=False, backlog=self.app.config.backlog)
+        sock.set_inheritable(True)
+        return sock
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            log.info("workers: %s received; stopping the workers gracefully", signal.Signals(signum).name)
+            self._stop(0)
+
+    def _stop(self, code: int) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.exit_code = code
+        self.stop_deadline = time.monotonic() + self.close_timeout + 5.0
+        for slot in self.slots:
+            slot.restart_at = None
+            if slot.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signal.SIGTERM)
+
+    def _loop(self) -> None:
+        while True:
+            self._reap()
+            live = [s for s in self.slots if s.pid is not None]
+            if self.stopping and not live:
+                return
+            now = time.monotonic()
+            if self.stopping and self.stop_deadline is not None and now >= self.stop_deadline:
+                for slot in live:
+                    log.warning("workers: worker %d (pid %d) still running; killing it", slot.index, slot.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(slot.pid, signal.SIGKILL)  # type: ignore[arg-type]
+                self.stop_deadline = None
+            for slot in self.slots:
+                if slot.restart_at is not None and now >= slot.restart_at and not self.stopping:
+                    slot.restart_at = None
+                    self._spawn(slot)
+                if (slot.pid is not None and not slot.ready and not self.stopping
+                        and now - slot.started_at > READY_TIMEOUT):
+                    log.error("workers: worker %d (pid %d) not serving after %.0f s; killing it",
+                              slot.index, slot.pid, READY_TIMEOUT)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(slot.pid, signal.SIGKILL)
+            timeout = 1.0
+            for when in [s.restart_at for s in self.slots if s.restart_at is not None] + (
+                [self.stop_deadline] if self.stop_deadline is not None else []
+            ):
+                timeout = min(timeout, max(0.0, when - now))
+            fds = [self._wakeup_r] + [s.ready_fd for s in self.slots if s.ready_fd is not None]
+            try:
+                readable, _, _ = select.select(fds, [], [], timeout)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
+                continue
+            for fd in readable:
+                if fd == self._wakeup_r:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self._wakeup_r, 512):
+                            pass
+                else:
+                    self._on_ready_fd(fd)
+
+    def _on_ready_fd(self, fd: int) -> None:
+        slot = next(s for s in self.slots if s.ready_fd == fd)
+        data = os.read(fd, 16)
+        self._close_ready(slot)
+        if data != b"R":
+            return  # the worker died before it served: _reap handles it
+        slot.ready = True
+        slot.failures_before_ready = 0
+        if self.announced:
+            log.info("workers: worker %d (pid %s) serving again (generation %d)", slot.index, slot.pid,
+                     slot.generation)
+        if not self.announced and all(s.ready for s in self.slots):
+            self.announced = True
+            where = f"http://[{self.host}]:{self.port}" if ":" in self.host else f"http://{self.host}:{self.port}"
+            pids = ", ".join(str(s.pid) for s in self.slots)
+            announce(f"robyn_fast: serving on {where} with {len(self.slots)} worker processes (pids {pids})")
+            if self.on_serving is not None:
+                self.on_serving(where)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = next((s for s in self.slots if s.pid == pid), None)
+            if slot is None:
+                continue  # not a worker (something the app started before app.start())
+            self._close_ready(slot)
+            slot.pid = None
+            was_ready, slot.ready = slot.ready, False
+            if self.stopping:
+                if status != 0:
+                    log.info("workers: worker %d (pid %d) stopped with %s", slot.index, pid, _describe(status))
+                continue
+            if not was_ready:
+                slot.failures_before_ready += 1
+                if not self.announced or slot.failures_before_ready >= STARTUP_FAILURES:
+                    log.error("workers: worker %d (pid %d) exited (%s) before it was serving; stopping",
+                              slot.index, pid, _describe(status))
+                    self._stop(1)
+                    continue
+            now = time.monotonic()
+            slot.restarts = [t for t in slot.restarts if now - t < 60.0]
+            delay = min(30.0, 0.5 * 2 ** len(slot.restarts))
+            slot.restarts.append(now)
+            slot.restart_at = now + delay
+            log.warning("workers: worker %d (pid %d) died (%s); restarting it in %.1f s",
+                        slot.index, pid, _describe(status), delay)
+
+    def _close_ready(self, slot: _Slot) -> None:
+        if slot.ready_fd is not None:
+            os.close(slot.ready_fd)
+            slot.ready_fd = None
+
+    def _spawn(self, slot: _Slot) -> None:
+        if slot.pid is not None:
+            return
+        if slot.started_at:
+            slot.generation = (slot.generation + 1) & 0xFF
+        ready_r, ready_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(ready_r)
+            self._worker(slot, ready_w)  # never returns
+        os.close(ready_w)
+        slot.pid = pid
+        slot.ready_fd = ready_r
+        slot.ready = False
+        slot.started_at = time.monotonic()
+
+    # -- a worker --------------------------------------------------------------------------
+
+    def _worker(self, slot: _Slot, ready_w: int) -> None:
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            os.close(self._wakeup_r)
+            os.close(self._wakeup_w)
+            for other in self.slots:
+                if other.ready_fd is not None:
+                    os.close(other.ready_fd)
+            code = self._serve(slot, ready_w)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def _serve(self, slot: _Slot, ready_w: int) -> int:
+        assert self.listener is not None
+        tag = make_node_tag(self.host_id, slot.index, slot.generation)
+        set_node_tag(tag)
+        if self.reuse_port:
+            self.listener.close()  # the supervisor's reservation, not ours
+            sock = bind(self.host, self.port, reuse_port=True, backlog=self.app.config.backlog)
+        else:
+            sock = self.listener
+        bus = LocalBus(self.rundir, tag, len(self.slots))
+
+        async def ready(server: Server) -> None:
+            if not await bus.wait_meshed(MESH_TIMEOUT):
+                log.warning("workers: worker %d serving without links to every other worker (%d of %d)",
+                            slot.index, len(bus.links), len(self.slots) - 1)
+            os.write(ready_w, b"R")
+            os.close(ready_w)
+
+        return run(self.app, sock=sock, loop_factory=self.loop_factory, broker=bus, on_ready=ready)
