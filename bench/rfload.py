@@ -5,7 +5,7 @@
 MODE:
   echo     -c connections, -p messages in flight on each, -s payload bytes;
            msgs/s and round-trip latency percentiles.
-  fanout   -c subscribers + 1 publisher on the same URL; the server must send
+  fanout   -c subscribers + 1 publisher (spread over the -u URLs); the server must send
            every message to every connection. Closed loop: the next message is
            published when every open subscriber got the previous one.
            Deliveries/s and publish -> last-subscriber latency.
@@ -107,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rfload", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["echo", "fanout", "connect", "idle"])
-    p.add_argument("-u", "--url", default="ws://127.0.0.1:8080/ws", help="ws://127.0.0.1:PORT/PATH")
+    p.add_argument("-u", "--url", action="append", default=None,
+                   help="ws://127.0.0.1:PORT/PATH (default ws://127.0.0.1:8080/ws); repeat it to spread the "
+                        "connections over several servers: connection i dials URL i mod N (fanout: the "
+                        "publisher is the last connection); every URL has the same path")
     p.add_argument("-c", "--conns", type=int, default=None,
                    help="connections / subscribers / slots (default 64; idle: 2000)")
     p.add_argument("-p", "--pipeline", type=int, default=1, help="echo: messages in flight per connection")
@@ -130,11 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    urls = args.url or ["ws://127.0.0.1:8080/ws"]
     try:
-        port, target = parse_url(args.url)
+        parsed = [parse_url(url) for url in urls]
+        if len({target for _, target in parsed}) > 1:
+            raise ValueError("every -u URL must have the same path and query")
     except ValueError as exc:
         print(f"rfload: {exc}", file=sys.stderr)
         return 2
+    ports, target = [port for port, _ in parsed], parsed[0][1]
     if args.conns is None:
         args.conns = 2000 if args.mode == "idle" else 64
     pids = tuple(int(x) for x in args.server_pid.split(",") if x.strip())
@@ -165,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         runner = _rfload.Runner(
-            args.mode, port, target, args.conns, pipeline=args.pipeline, size=args.size, binary=args.binary,
+            args.mode, ports, target, args.conns, pipeline=args.pipeline, size=args.size, binary=args.binary,
             warmup=args.warmup, duration=args.duration, timeout=args.timeout, settle=args.settle,
             setup_timeout=args.setup_timeout, max_pending=args.max_pending, parser=args.parser,
             server_pids=pids, rss_reader=read_rss_kb, cpu_reader=read_cpu_s, io_reader=read_syscalls,
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(0)
     report = {
         "mode": args.mode,
-        "url": args.url,
+        "url": urls[0] if len(urls) == 1 else urls,
         "conns": args.conns,
         "pipeline": args.pipeline if args.mode == "echo" else None,
         "size": args.size if args.mode in ("echo", "fanout") else None,

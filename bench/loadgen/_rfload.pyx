@@ -259,6 +259,7 @@ cdef class Conn:
     cdef int fd
     cdef int state
     cdef bint is_pub             # fanout: the publisher
+    cdef uint16_t port           # the server port this connection dials (connections spread over -u URLs)
     cdef bint epollout           # EPOLLOUT currently requested
     cdef bint close_sent
     cdef bint got_close          # the server's Close frame arrived
@@ -389,7 +390,7 @@ cdef class Runner:
     cdef int64_t settle_ns
     cdef int max_pending
     cdef bint use_codec
-    cdef uint16_t port
+    cdef tuple ports             # server ports; connection i dials ports[i % len(ports)]
     cdef bytes filler            # the expected payload after the sequence digits ("x" * size)
     cdef list requests           # N_KEYS handshake requests (bytes)
     cdef list accepts            # the matching Sec-WebSocket-Accept values (bytes)
@@ -467,7 +468,7 @@ cdef class Runner:
         self.epfd = -1
         memset(self.errors, 0, sizeof(self.errors))
 
-    def __init__(self, str mode, int port, bytes path, int conns, int pipeline=1, size_t size=32,
+    def __init__(self, str mode, ports, bytes path, int conns, int pipeline=1, size_t size=32,
                  bint binary=False, double warmup=1.0, double duration=5.0, double timeout=2.0,
                  double settle=1.0, double setup_timeout=15.0, int max_pending=64, str parser="codec", server_pids=(),
                  rss_reader=None, cpu_reader=None, io_reader=None):
@@ -480,8 +481,10 @@ cdef class Runner:
             raise ValueError("conns, pipeline and max_pending must be >= 1")
         if mode == "fanout" and size < 4:
             raise ValueError("fanout needs a payload of at least 4 bytes (it carries the round id)")
+        self.ports = tuple(ports) if isinstance(ports, (tuple, list)) else (ports,)
+        if not self.ports or not all(isinstance(p, int) and 0 < p < 65536 for p in self.ports):
+            raise ValueError(f"ports must be one or more of 1..65535, got {ports!r}")
         self.mode = modes[mode]
-        self.port = port
         self.nconns = conns
         self.pipeline = pipeline
         self.size = size
@@ -505,7 +508,7 @@ cdef class Runner:
         # A pool of random keys, each with its expected accept value (RFC 6455 §4.2.2).
         self.requests = []
         self.accepts = []
-        host = f"127.0.0.1:{port}".encode()
+        host = f"127.0.0.1:{self.ports[0]}".encode()
         for _ in range(N_KEYS):
             key = base64.b64encode(os.urandom(16))
             accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
@@ -520,6 +523,7 @@ cdef class Runner:
             c = Conn()
             c.idx = i
             c.is_pub = self.mode == MODE_FANOUT and i == conns
+            c.port = <uint16_t>self.ports[i % len(self.ports)]
             self.conns.append(c)
         if self.mode == MODE_FANOUT:
             self.pub = <Conn>self.conns[conns]
@@ -570,7 +574,7 @@ cdef class Runner:
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
         memset(&sa, 0, sizeof(sa))
         sa.sin_family = AF_INET
-        sa.sin_port = htons(self.port)
+        sa.sin_port = htons(c.port)
         sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK)   # never anything but 127.0.0.1
         r = connect(fd, <sockaddr *>&sa, sizeof(sa))
         if r < 0 and errno != EINPROGRESS:
