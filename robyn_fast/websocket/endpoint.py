@@ -157,7 +157,8 @@ class WebSocketConnector:
 
     def sync_broadcast(self, data: str | bytes | dict[str, Any] | list[Any]) -> int:
         """Send ``data`` to every open connection of this endpoint, this one
-        included; returns how many accepted it."""
+        included, on every worker process; returns how many of this
+        process's connections accepted it."""
         return self._ws.broadcast(data)
 
     async def async_broadcast(self, data: str | bytes | dict[str, Any] | list[Any]) -> int:
@@ -168,7 +169,8 @@ class WebSocketConnector:
         self, room: Any, data: str | bytes | dict[str, Any] | list[Any], exclude_self: bool = False
     ) -> int:
         """Send ``data`` to every open connection in ``room`` (this one too,
-        unless ``exclude_self``); returns how many accepted it."""
+        unless ``exclude_self``) on every worker process; returns how many
+        of this process's connections accepted it."""
         return self._ws.broadcast_to(room, data, exclude=self if exclude_self else None)
 
     async def async_broadcast_to(
@@ -455,8 +457,11 @@ class WebSocket:
 
     def send_to(self, recipient_id: str, data: str | bytes | dict[str, Any] | list[Any]) -> bool:
         """Send ``data`` to one connection of this endpoint; False if the id is
-        unknown or the connection is closing. Raises ``TypeError`` for a
-        non-str id or a value that cannot be sent. Safe from any thread."""
+        unknown or the connection is closing. With worker processes, an id of
+        another worker goes to that worker alone: True once handed to the bus
+        (at-most-once; that worker drops it if the connection is gone), False
+        when no live worker owns the id. Raises ``TypeError`` for a non-str id
+        or a value that cannot be sent. Safe from any thread."""
         if not isinstance(recipient_id, str):
             raise TypeError(f"a connection id is a str, not {type(recipient_id).__name__}")
         frame = _frame(data)
@@ -468,7 +473,8 @@ class WebSocket:
     def broadcast(self, data: str | bytes | dict[str, Any] | list[Any]) -> int:
         """Send ``data`` to every open connection of this endpoint: the frame
         is built once and the compiled loop queues the same bytes object to
-        each. Returns how many accepted it. Safe from any thread."""
+        each; other worker processes get it over the bus. Returns how many of
+        this process's connections accepted it. Safe from any thread."""
         frame = _frame(data)
         server = self._server()
         if server is None:
@@ -479,7 +485,8 @@ class WebSocket:
         self, room: Any, data: str | bytes | dict[str, Any] | list[Any], exclude: WebSocketConnector | None = None
     ) -> int:
         """Send ``data`` to every open connection in ``room``, but ``exclude``
-        (a connector) if given; returns how many accepted it."""
+        (a connector) if given, on every worker process; returns how many of
+        this process's connections accepted it."""
         _check_room(room)
         if exclude is not None and not isinstance(exclude, WebSocketConnector):
             raise TypeError(f"exclude must be a WebSocketConnector, not {type(exclude).__name__}")
