@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -159,6 +160,41 @@ def serve_script(
         server.stop()
 
 
+def worker_pids(supervisor: int) -> list[int]:
+    """The supervisor's children: its workers."""
+    with open(f"/proc/{supervisor}/task/{supervisor}/children") as f:
+        return sorted(int(pid) for pid in f.read().split())
+
+
+def _server_inode(server_port: int, client_port: int) -> int | None:
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], int(fields[9])
+            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
+                return inode
+    return None
+
+
+def owner(client: socket.socket | None, server_port: int, pids: list[int]) -> int:
+    """The worker process whose fd table holds the server end of the TCP
+    connection ``client`` (a client's connected socket) to ``server_port``."""
+    assert client is not None, "a client that is not connected"
+    inode = _server_inode(server_port, client.getsockname()[1])
+    assert inode, "no server-side socket for this client in /proc/net/tcp"
+    wanted = f"socket:[{inode}]"
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == wanted:
+                    return pid
+    raise AssertionError(f"no worker among {pids} holds {wanted}")
+
+
 def process_rss(pid: int) -> int:
     """Resident set size of process ``pid`` in bytes (Linux /proc)."""
     with open(f"/proc/{pid}/status") as f:
@@ -173,4 +209,6 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-__all__ = ["ROOT", "EXAMPLES", "ServerProcess", "serve_script", "process_rss", "open_fds", "wait_for"]
+__all__ = [
+    "ROOT", "EXAMPLES", "ServerProcess", "serve_script", "worker_pids", "owner", "process_rss", "open_fds", "wait_for",
+]

@@ -21,47 +21,11 @@ import websocket as wsclient
 
 from robyn_fast.websocket.ids import node_of
 
-from .process_helpers import ROOT, ServerProcess, serve_script
+from .process_helpers import ROOT, ServerProcess, owner, serve_script, worker_pids
 from .server_helpers import eventually
 
 CHAT = ROOT / "tests" / "robyn_apps" / "chat.py"
 TIMEOUT = 10.0
-
-
-# -- who holds which connection: the kernel's socket table ------------------------------------------
-
-
-def worker_pids(supervisor: int) -> list[int]:
-    """The supervisor's children: its workers."""
-    with open(f"/proc/{supervisor}/task/{supervisor}/children") as f:
-        return sorted(int(pid) for pid in f.read().split())
-
-
-def _server_inode(server_port: int, client_port: int) -> int | None:
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, remote, inode = fields[1], fields[2], int(fields[9])
-            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
-                return inode
-    return None
-
-
-def owner(client: Client, server_port: int, pids: list[int]) -> int:
-    """The worker process whose fd table holds the server end of ``client``'s TCP connection."""
-    inode = _server_inode(server_port, client.ws.sock.getsockname()[1])
-    assert inode, "no server-side socket for this client in /proc/net/tcp"
-    wanted = f"socket:[{inode}]"
-    for pid in pids:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == wanted:
-                    return pid
-    raise AssertionError(f"no worker among {pids} holds {wanted}")
 
 
 # -- chat clients ------------------------------------------------------------------------------------------
@@ -122,7 +86,7 @@ def spread_clients(port: int, pids: list[int], per_worker: int = 2, limit: int =
         assert opened < limit, f"{limit} connections and still {({p: len(c) for p, c in placed.items()})}"
         client = Client(port)
         opened += 1
-        placed[owner(client, port, pids)].append(client)
+        placed[owner(client.ws.sock, port, pids)].append(client)
     return placed
 
 
@@ -171,9 +135,12 @@ def test_an_unmodified_robyn_chat_crosses_workers(loop_kind: str) -> None:
             for client in everyone:
                 client.close()
     out = server.output()
-    assert sorted(re.findall(r"^CLOSED (\S+)$", out, re.M)) == sorted(c.id for c in everyone)
-    assert sorted(int(p) for p in re.findall(r"^STOPPED (\d+)$", out, re.M)) == pids
-    assert sorted(int(p) for p in re.findall(r"^STARTED (\d+)$", out, re.M)) == pids
+    # Not anchored to lines: print() writes its text and its newline apart, so
+    # two workers' lines can interleave ("STARTED 1STARTED 2\n\n").
+    uuid = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    assert sorted(re.findall(rf"CLOSED ({uuid})", out)) == sorted(c.id for c in everyone)
+    assert sorted(int(p) for p in re.findall(r"STOPPED (\d+)", out)) == pids
+    assert sorted(int(p) for p in re.findall(r"STARTED (\d+)", out)) == pids
     assert "Traceback" not in out
 
 
@@ -268,3 +235,117 @@ def test_workers_times_processes_worker_processes(processes: int) -> None:
     with serve_script(CHAT, args=["--processes", str(processes), "--workers", "2"], module=True) as server:
         assert len(worker_pids(server.pid)) == processes * 2
         assert f"with {processes * 2} worker processes" in server.output()
+
+
+# -- rooms, HTTP routes and other threads across workers ----------------------------------------------
+
+ROOMS_APP = """
+    import asyncio
+    from robyn_fast import Robyn, WebSocket
+
+    app = Robyn(__file__)
+    ws = WebSocket(app, "/chat")
+
+
+    @ws.on("connect")
+    def connect(ws):
+        return f"welcome {ws.id}"
+
+
+    @ws.on("message")
+    def message(ws, msg):
+        cmd, _, arg = msg.partition(" ")
+        if cmd == "join":
+            room = int(arg) if arg.isdigit() else arg
+            return f"in {arg} {ws.join(room)}"
+        if cmd == "say":  # say <room> <text>: to the room, the sender excluded
+            room, _, text = arg.partition(" ")
+            n = ws.sync_broadcast_to(int(room) if room.isdigit() else room, f"{room}> {text}", exclude_self=True)
+            return f"said locally to {n}"
+        if cmd == "bad-room":
+            try:
+                ws.join((1, 2))
+            except TypeError as exc:
+                return f"TypeError: {exc}"
+        return None
+
+
+    @app.post("/announce")
+    def announce(request):
+        return f"announced locally to {ws.broadcast(request.body)}"
+
+
+    @app.post("/to/:conn_id")
+    def to(request):
+        return str(ws.send_to(request.path_params["conn_id"], request.body))
+
+
+    @app.post("/room/:room")
+    async def to_room(request):
+        # From another thread (the loop waits without blocking): the call
+        # runs on the loop and crosses workers too.
+        n = await asyncio.to_thread(ws.broadcast_to, request.path_params["room"], request.body)
+        return f"room locally {n}"
+
+
+    app.start(host="127.0.0.1", port=0)
+"""
+
+
+def _post(port: int, path: str, body: str) -> str:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        conn.request("POST", path, body=body.encode())
+        response = conn.getresponse()
+        assert response.status == 200, (response.status, response.read())
+        return response.read().decode()
+    finally:
+        conn.close()
+
+
+def test_rooms_http_routes_and_threads_reach_every_worker(tmp_path: Path, loop_kind: str) -> None:
+    script = _app(tmp_path, ROOMS_APP)
+    everyone: list[Client] = []
+    with serve_script(script, loop_kind, args=["--processes", "2"], cwd=tmp_path) as server:
+        port = server.port
+        assert port is not None
+        pids = worker_pids(server.pid)
+        placed = spread_clients(port, pids, per_worker=2)
+        everyone = [c for clients in placed.values() for c in clients]
+        try:
+            (a1, a2), (b1, b2) = placed[pids[0]][:2], placed[pids[1]][:2]
+            # Room "red": a1 and b1 (one per worker); room 7 (an int): a2 and b2.
+            for client, room in ((a1, "red"), (b1, "red"), (a2, "7"), (b2, "7")):
+                client.ws.send(f"join {room}")
+                client.expect(rf"^in {room} True$")
+            a1.ws.send("say red hello reds")
+            b1.expect(r"^red> hello reds$")
+            a1.expect(r"^said locally to 0$")  # the sender is excluded and is its worker's only red member
+            b2.ws.send("say 7 hello sevens")
+            a2.expect(r"^7> hello sevens$")
+            # Nobody outside a room heard it: a marker broadcast arrives first everywhere else.
+            assert _post(port, "/announce", "marker") .startswith("announced locally to ")
+            for client in everyone:
+                client.expect(r"^marker$")
+                assert not any("hello" in text for text in client.seen if not text.startswith(("red>", "7>"))), \
+                    client.seen
+            assert not any(t.startswith("7>") for t in a1.seen + b1.seen)
+            assert not any(t.startswith("red>") for t in a2.seen + b2.seen)
+            # An HTTP route (served by whichever worker) reaches a connection on either worker by id.
+            for target in (a1, b1, a2, b2):
+                assert _post(port, f"/to/{target.id}", f"for {target.id}") == "True"
+                target.expect(rf"^for {target.id}$")
+            assert _post(port, "/to/00000000-0000-4000-8000-000000000000", "nobody") == "False"
+            # From another thread in an HTTP route, to a room on both workers.
+            _post(port, "/room/red", "red from a thread")
+            a1.expect(r"^red from a thread$")
+            b1.expect(r"^red from a thread$")
+            # With workers a room name must travel: a tuple is a TypeError in the caller.
+            a1.ws.send("bad-room")
+            a1.expect(r"^TypeError: with worker processes a room name is a str or an int")
+            assert "Traceback" not in server.output()
+        finally:
+            for client in everyone:
+                client.close()

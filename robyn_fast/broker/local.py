@@ -14,7 +14,8 @@ iteration leaves in one ``writelines`` at its end. Each peer's backlog (the
 corked messages plus what its transport still buffers) is bounded by
 ``buffer_limit``; past it, or while a peer is down, messages to it are
 dropped and counted, with one warning when an episode starts and one line
-when it ends.
+when it ends (a slow peer's episode ends when its backlog is down to half
+the limit).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class _Outbound(asyncio.Protocol):
             for m in self.decoder.feed(data):
                 if m.kind != HELLO or self.tag is not None:
                     raise WireError("a peer sent more than its hello on our link")
+                host, slot, _ = node_slot(m.origin)
+                if host != self.bus.host or slot != self.slot:
+                    raise WireError(f"a hello from node {m.origin:#010x}, not worker {self.slot} of this server")
                 self.tag = m.origin
                 self.bus._outbound_ready(self)
         except WireError as exc:
@@ -70,13 +74,13 @@ class _Outbound(asyncio.Protocol):
         self.pending = []
         self.bus._outbound_lost(self)
 
-    def queue(self, message: bytes) -> bool:
-        """Cork ``message``; False (nothing queued) when over the buffer limit."""
+    def queue(self, message: bytes, limit: int) -> bool:
+        """Cork ``message``; False (nothing queued) when the backlog would pass ``limit``."""
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             return False
         backlog = self.pending_bytes + transport.get_write_buffer_size()
-        if backlog and backlog + len(message) > self.bus.buffer_limit:
+        if backlog and backlog + len(message) > limit:
             return False
         self.pending.append(message)
         self.pending_bytes += len(message)
@@ -261,12 +265,15 @@ class LocalBus(Broker):
         if link is None:
             self._drop(slot, "is unreachable")
             return False
-        if not link.queue(message):
+        dropped = self._dropping.get(slot)
+        # In an episode, the backlog must come down to half the limit before
+        # anything is queued again: a peer that still reads nothing does not
+        # "catch up" because a smaller message fits in the room left.
+        if not link.queue(message, self.buffer_limit // 2 if dropped else self.buffer_limit):
             self._drop(slot, f"is too slow (backlog over {self.buffer_limit} bytes)")
             return False
-        dropped = self._dropping.get(slot)
-        if dropped and link.pending_bytes == len(message):
-            # The first message of an iteration went through: the episode is over.
+        if dropped:
+            # A message went through: the episode is over.
             del self._dropping[slot]
             log.warning("bus: worker %d caught up; %d message(s) to it were dropped", slot, dropped)
         return True

@@ -20,6 +20,7 @@ anything malformed.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from typing import NamedTuple, Union
 
@@ -85,9 +86,10 @@ def _decode_key(key_type: int, raw: bytes) -> Key:
         if key_type == _STR:
             return raw.decode("utf-8")
         if key_type == _INT:
-            if not raw or not raw.lstrip(b"-").isdigit():
-                raise WireError(f"an int key that is not decimal: {raw[:20]!r}")
-            return int(raw)
+            if raw.removeprefix(b"-").isdigit():
+                with contextlib.suppress(ValueError):  # more digits than int() converts
+                    return int(raw)
+            raise WireError(f"an int key that is not decimal: {raw[:20]!r}")
     except UnicodeDecodeError as exc:
         raise WireError(f"a str key that is not UTF-8: {exc}") from None
     raise WireError(f"unknown key type {key_type}")
