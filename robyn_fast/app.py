@@ -50,7 +50,7 @@ class Robyn:
         self.file_path = file_object
         self.directory_path = os.path.dirname(os.path.abspath(file_object))
         # As Robyn: robyn.env next to the app fills in variables not set yet.
-        cli.load_env_file(self.directory_path)
+        self._env_file_names = cli.load_env_file(self.directory_path)
         self.config: Config = config if config is not None else Config()
         self.dependencies = DependencyMap()
         self.routes = Routes(self.dependencies, self, self._is_websocket_path)
@@ -254,7 +254,7 @@ class Robyn:
                                                            for ws in self.websocket_endpoints()])
         if settings.dev and not is_dev_child():
             code = Reloader(list(sys.orig_argv), self.directory_path, settings.host, settings.port,
-                            close_timeout=close_timeout).run()
+                            close_timeout=close_timeout, env_file_names=self._env_file_names).run()
         elif settings.processes > 1:
             code = Supervisor(self, settings.host, settings.port, settings.processes, close_timeout=close_timeout,
                               on_serving=on_serving).run()

@@ -164,7 +164,8 @@ def parse(argv: Sequence[str], prog: str) -> Options:
     return Options(args.processes, args.workers, args.fast, args.dev, args.log_level, args.open_browser)
 
 
-def _env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float], minimum: float) -> float | None:
+def _env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float], minimum: float,
+                maximum: float = math.inf) -> float | None:
     text = env.get(name)
     if text is None or text.strip() == "":
         return None
@@ -174,6 +175,8 @@ def _env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float]
         raise UsageError(f"{name}={text!r} is not a {'whole ' if kind is int else ''}number") from None
     if not math.isfinite(value) or value < minimum:
         raise UsageError(f"{name}={text!r} must be at least {minimum:g}")
+    if value > maximum:
+        raise UsageError(f"{name}={text!r} must be at most {maximum:g}")
     return value
 
 
@@ -193,7 +196,7 @@ def resolve(
         if value is not None and (type(value) is not int or value < 1):
             raise UsageError(f"app.start({name}={value!r}): expected a whole number of 1 or more")
     host = env.get("ROBYN_HOST", host)
-    env_port = _env_number(env, "ROBYN_PORT", int, 0)
+    env_port = _env_number(env, "ROBYN_PORT", int, 0, 65535)
     port = int(env_port) if env_port is not None else port
     if type(port) is not int or not 0 <= port <= 65535:
         raise UsageError(f"invalid port {port!r}: expected 0..65535")

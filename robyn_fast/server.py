@@ -469,19 +469,26 @@ def run(
             print(f"robyn_fast: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
             return 1
         stop = server.stopping
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):  # not the main thread
-                pass
-        if on_ready is not None:
-            loop.run_until_complete(on_ready(server))
-        else:
-            urls = [url_of(s) for s in server.sockets]
-            announce(f"robyn_fast: serving on {', '.join(urls)}")
-            if on_serving is not None and urls:
-                on_serving(urls[0])
-        loop.run_until_complete(stop.wait())
+
+        async def serve() -> None:
+            # In one run of the loop: uvloop listens for signals only while
+            # its loop runs, so a SIGTERM arriving between two
+            # run_until_complete() calls (just after the announcement) was lost.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, stop.set)
+                except (NotImplementedError, RuntimeError):  # not the main thread
+                    pass
+            if on_ready is not None:
+                await on_ready(server)
+            else:
+                urls = [url_of(s) for s in server.sockets]
+                announce(f"robyn_fast: serving on {', '.join(urls)}")
+                if on_serving is not None and urls:
+                    on_serving(urls[0])
+            await stop.wait()
+
+        loop.run_until_complete(serve())
         if on_ready is None:
             announce("robyn_fast: shutting down")
         loop.run_until_complete(server.shutdown())

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,16 @@ class Reloader:
     """Runs ``argv`` as a child and restarts it on source changes under ``root``."""
 
     def __init__(self, argv: list[str], root: str, host: str, port: int, *, close_timeout: float,
-                 interval: float = 0.5) -> None:
+                 interval: float = 0.5, env_file_names: Sequence[str] = ()) -> None:
         self.argv = argv
         self.root = Path(root)
         self.host = host
         self.port = port
         self.close_timeout = close_timeout
         self.interval = interval
+        # The variables this process took from robyn.env: not passed on, so
+        # that each child reads robyn.env as it is now.
+        self.env_file_names = frozenset(env_file_names)
         self.child: subprocess.Popen[bytes] | None = None
         self.stop = threading.Event()
 
@@ -72,7 +75,8 @@ class Reloader:
         return stamps
 
     def _start_child(self) -> None:
-        env = dict(os.environ, **{DEV_CHILD_ENV: "1", "ROBYN_HOST": self.host, "ROBYN_PORT": str(self.port)})
+        env = {name: value for name, value in os.environ.items() if name not in self.env_file_names}
+        env.update({DEV_CHILD_ENV: "1", "ROBYN_HOST": self.host, "ROBYN_PORT": str(self.port)})
         self.child = subprocess.Popen(self.argv, env=env)
         log.info("dev: serving from pid %d", self.child.pid)
 
