@@ -50,7 +50,11 @@ class Robyn:
         self.file_path = file_object
         self.directory_path = os.path.dirname(os.path.abspath(file_object))
         # As Robyn: robyn.env next to the app fills in variables not set yet.
-        self._env_file_names = cli.load_env_file(self.directory_path)
+        try:
+            self._env_file_names = cli.load_env_file(self.directory_path)
+            self._env_file_error: cli.UsageError | None = None
+        except cli.UsageError as exc:  # reported by start(), as every other usage error
+            self._env_file_names, self._env_file_error = [], exc
         self.config: Config = config if config is not None else Config()
         self.dependencies = DependencyMap()
         self.routes = Routes(self.dependencies, self, self._is_websocket_path)
@@ -233,6 +237,8 @@ class Robyn:
         prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "app"
         options = cli.parse(sys.argv[1:] if argv is None else argv, prog)
         try:
+            if self._env_file_error is not None:
+                raise self._env_file_error
             settings = cli.resolve(options, os.environ, host, port, processes, workers, client_timeout,
                                    keep_alive_timeout)
         except cli.UsageError as exc:

@@ -16,12 +16,13 @@ and exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ class Reloader:
         # that each child reads robyn.env as it is now.
         self.env_file_names = frozenset(env_file_names)
         self.child: subprocess.Popen[bytes] | None = None
-        self.stop = threading.Event()
+        self.stopping = False
 
     def _files(self) -> Iterator[Path]:
         for dirpath, dirnames, filenames in os.walk(self.root):
@@ -94,7 +95,19 @@ class Reloader:
             child.wait()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.stop.set()
+        # No lock here (an Event's could be held by the very code this
+        # interrupts): a flag, and the wakeup fd ends the wait at once.
+        self.stopping = True
+
+    def _wait(self, wakeup: int) -> bool:
+        """Wait one interval or until a stop signal; True to go on."""
+        if not self.stopping:
+            with contextlib.suppress(InterruptedError):
+                select.select([wakeup], [], [], self.interval)
+            with contextlib.suppress(BlockingIOError):
+                while os.read(wakeup, 512):
+                    pass
+        return not self.stopping
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (exit status 0); 1 when the address
@@ -107,12 +120,16 @@ class Reloader:
         self.port = holder.getsockname()[1]
         if not reuse_port_available():
             holder.close()  # elsewhere the child binds the port itself (a small window for a port of 0)
+        wakeup_r, wakeup_w = os.pipe()
+        os.set_blocking(wakeup_r, False)
+        os.set_blocking(wakeup_w, False)
+        old_wakeup = signal.set_wakeup_fd(wakeup_w)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             stamps = self._snapshot()
             self._start_child()
             reported = False
-            while not self.stop.wait(self.interval):
+            while self._wait(wakeup_r):
                 if self.child is not None and self.child.poll() is not None and not reported:
                     log.error("dev: the app exited with status %d; waiting for a change to start it again",
                               self.child.returncode)
@@ -131,4 +148,7 @@ class Reloader:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            signal.set_wakeup_fd(old_wakeup)
+            os.close(wakeup_r)
+            os.close(wakeup_w)
             holder.close()
