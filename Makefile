@@ -28,7 +28,7 @@ BENCH_STAMP := $(VENV)/.robyn_fast-bench-installed
 LOADGEN := bench/loadgen/.rfload-built
 LOAD_ARGS ?= --quick
 
-.PHONY: install run test bench bench-loadgen bench-load clean browser
+.PHONY: install run test bench bench-loadgen bench-load clean browser redis
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,11 @@ run: install
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
-test: install browser
+# Debian's redis-server, for the Redis broker tests (they start their own servers on private ports).
+redis:
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+
+test: install browser redis
 	$(BIN)/python -m pytest tests
 
 $(BENCH_STAMP): $(STAMP)

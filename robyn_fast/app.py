@@ -25,7 +25,9 @@ from .exceptions import InvalidState
 from .http.router import Router
 from .http.routes import Routes
 from . import cli
+from .broker import Broker, random_node_tag
 from .server import ServedEndpoint, Server, run
+from .websocket.ids import set_node_tag
 from .workers.reloader import Reloader, is_dev_child
 from .workers.sockets import bind, reuse_port_available
 from .workers.supervisor import Supervisor
@@ -193,6 +195,15 @@ class Robyn:
         """The server serving this app right now, or None."""
         return self._server
 
+    def stats(self) -> dict[str, Any]:
+        """This process's figures while it serves: ``pid``, live WebSocket
+        ``connections`` and handler ``tasks``, and ``broker`` (None without
+        one): the local bus's or Redis broker's state and counters
+        (``connected``/``peers``, ``published``, ``received``, ``dropped``...).
+        Empty when the app is not being served. Safe from any thread."""
+        server = self._server
+        return {} if server is None else server.stats()
+
     def attach_server(self, server: Server) -> None:
         """Called by a server as it starts. One server at a time serves an
         app: :class:`~robyn_fast.exceptions.InvalidState` otherwise."""
@@ -221,6 +232,7 @@ class Robyn:
         processes: int | None = None,
         workers: int | None = None,
         argv: Sequence[str] | None = None,
+        broker: str | None = None,
     ) -> None:
         """Serve until SIGINT/SIGTERM, then close every WebSocket with 1001
         and return.
@@ -231,7 +243,10 @@ class Robyn:
         environment, which wins over these arguments. ``processes`` x
         ``workers`` worker processes serve the app when that is more than one
         (:mod:`robyn_fast.workers.supervisor`); ``--dev`` serves one process
-        restarted on source changes. A busy port prints one line and exits
+        restarted on source changes. ``broker`` (or ``--broker``,
+        ``ROBYN_FAST_BROKER``): a Redis URL that makes every worker process a
+        node joined to the servers of other hosts naming the same Redis
+        (:mod:`robyn_fast.broker.redis`). A busy port prints one line and exits
         with status 1; a bad flag or variable exits with status 2.
         """
         prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "app"
@@ -240,7 +255,7 @@ class Robyn:
             if self._env_file_error is not None:
                 raise self._env_file_error
             settings = cli.resolve(options, os.environ, host, port, processes, workers, client_timeout,
-                                   keep_alive_timeout)
+                                   keep_alive_timeout, broker)
         except cli.UsageError as exc:
             print(f"{prog}: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -263,17 +278,25 @@ class Robyn:
                             close_timeout=close_timeout, env_file_names=self._env_file_names).run()
         elif settings.processes > 1:
             code = Supervisor(self, settings.host, settings.port, settings.processes, close_timeout=close_timeout,
-                              on_serving=on_serving).run()
-        elif is_dev_child() and reuse_port_available():
-            try:
-                sock = bind(settings.host, settings.port, reuse_port=True, backlog=self.config.backlog)
-            except OSError as exc:
-                print(f"robyn_fast: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
-                      file=sys.stderr)
-                raise SystemExit(1) from None
-            code = run(self, sock=sock, on_serving=on_serving)
+                              on_serving=on_serving, broker=settings.broker).run()
         else:
-            code = run(self, settings.host, settings.port, on_serving=on_serving)
+            node: Broker | None = None
+            if settings.broker is not None:  # one process, a node on Redis
+                from .broker.redis import RedisBroker
+
+                tag = random_node_tag()
+                set_node_tag(tag)
+                node = RedisBroker(settings.broker, tag)
+            if is_dev_child() and reuse_port_available():
+                try:
+                    sock = bind(settings.host, settings.port, reuse_port=True, backlog=self.config.backlog)
+                except OSError as exc:
+                    print(f"robyn_fast: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+                          file=sys.stderr)
+                    raise SystemExit(1) from None
+                code = run(self, sock=sock, on_serving=on_serving, broker=node)
+            else:
+                code = run(self, settings.host, settings.port, on_serving=on_serving, broker=node)
         if code:
             raise SystemExit(code)
 

@@ -28,7 +28,9 @@ usage and one line saying what is wrong on stderr, exit status 2.
 Environment: ``ROBYN_HOST``, ``ROBYN_PORT``, ``ROBYN_CLIENT_TIMEOUT`` (the
 request-head timeout, seconds), ``ROBYN_KEEP_ALIVE_TIMEOUT``,
 ``ROBYN_DEV_MODE=true``, ``ROBYN_BROWSER_OPEN``, and robyn_fast's own
-``ROBYN_PROCESSES`` / ``ROBYN_WORKERS``. A flag wins over the environment,
+``ROBYN_PROCESSES`` / ``ROBYN_WORKERS`` and ``ROBYN_FAST_BROKER`` (as
+``--broker URL``: every worker a node on that Redis,
+:mod:`robyn_fast.broker.redis`). A flag wins over the environment,
 which wins over the arguments of ``app.start()``. ``robyn.env`` next to the
 app (``KEY=VALUE`` lines, ``#`` comments) fills in variables that are not set
 yet, when the app object is created (as Robyn does).
@@ -46,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from .broker.resp import RedisAddress
 from .exceptions import RobynFastError
 
 __all__ = ["Options", "Settings", "UsageError", "parse", "resolve", "load_env_file", "LOG_LEVELS", "help_text"]
@@ -76,6 +79,7 @@ class Options:
     dev: bool = False
     log_level: str | None = None
     open_browser: bool = False
+    broker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class Settings:
     open_browser: bool
     header_timeout: float | None
     keep_alive_timeout: float | None
+    broker: RedisAddress | None = None  # None: no broker (the workers of this host share a local bus)
 
 
 def _positive_int(text: str) -> int:
@@ -126,6 +131,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--log-level", type=_log_level, metavar="LEVEL",
                    help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO, DEBUG with --dev)")
     p.add_argument("--open-browser", action="store_true", help="open the served URL in a browser")
+    p.add_argument("--broker", metavar="URL",
+                   help="join the servers that name the same Redis: redis://[user:password@]host:port/db, "
+                        "rediss://... (TLS) or unix:///path (default: none; the workers of this host only)")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--disable-openapi", action="store_true", help="accepted; robyn_fast serves no OpenAPI docs")
     p.add_argument("--create", action="store_true", help=argparse.SUPPRESS)
@@ -161,7 +169,8 @@ def parse(argv: Sequence[str], prog: str) -> Options:
         print(f"{prog}: --dev serves one process; it cannot be combined with --processes, --workers or --fast",
               file=sys.stderr)
         raise SystemExit(2)
-    return Options(args.processes, args.workers, args.fast, args.dev, args.log_level, args.open_browser)
+    return Options(args.processes, args.workers, args.fast, args.dev, args.log_level, args.open_browser,
+                   args.broker)
 
 
 def _env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float], minimum: float,
@@ -189,6 +198,7 @@ def resolve(
     workers: int | None = None,
     client_timeout: float | None = None,
     keep_alive_timeout: float | None = None,
+    broker: str | None = None,
 ) -> Settings:
     """Flags over environment over ``app.start()`` arguments. UsageError for
     a malformed environment variable or argument."""
@@ -215,7 +225,20 @@ def resolve(
     header_timeout = _env_number(env, "ROBYN_CLIENT_TIMEOUT", float, 0.001)
     env_keep_alive = _env_number(env, "ROBYN_KEEP_ALIVE_TIMEOUT", float, 0.001)
     browser = options.open_browser or env.get("ROBYN_BROWSER_OPEN", "").strip().lower() in ("1", "true", "yes", "on")
+    broker_url = options.broker or env.get("ROBYN_FAST_BROKER", "").strip() or broker
+    address = None
+    if broker_url:
+        from .broker.redis import hiredis_available
+        from .broker.resp import BrokerURLError, parse_url
+
+        try:
+            address = parse_url(broker_url)
+        except BrokerURLError as exc:
+            raise UsageError(str(exc)) from None
+        if not hiredis_available():
+            raise UsageError("a Redis broker needs hiredis: pip install 'robyn_fast[redis]'")
     return Settings(
+        broker=address,
         host=host,
         port=port,
         processes=total,

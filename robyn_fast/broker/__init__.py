@@ -1,6 +1,7 @@
 """Delivery across the nodes of one server: the worker processes of a host
-today (:class:`~robyn_fast.broker.local.LocalBus`), hosts joined by Redis
-next. One interface, :class:`Broker`, whatever carries the messages.
+(:class:`~robyn_fast.broker.local.LocalBus`), or every worker of several
+hosts joined by Redis (:class:`~robyn_fast.broker.redis.RedisBroker`). One
+interface, :class:`Broker`, whatever carries the messages.
 
 A node's server delivers to its own connections first, then hands the
 broker one message per broadcast (the ready-built frame and a small header,
@@ -21,12 +22,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import secrets
 from collections.abc import Callable
 from typing import Any
 
 from .wire import ALL, ROOM, TO, Key
 
-__all__ = ["Broker", "Deliver", "ALL", "ROOM", "TO", "node_slot", "make_node_tag"]
+__all__ = ["Broker", "Deliver", "ALL", "ROOM", "TO", "node_slot", "make_node_tag", "random_node_tag"]
 
 #: ``deliver(kind, endpoint path, key, frame)``: what a broker calls, on the
 #: loop, for each message another node published (``key``: the room for
@@ -41,6 +43,13 @@ def make_node_tag(host: int, slot: int, generation: int) -> int:
     if not 0 < host < 1 << 16 or not 0 <= slot < 1 << 8 or not 0 <= generation < 1 << 8:
         raise ValueError(f"bad node tag parts: host={host} slot={slot} generation={generation}")
     return host << 16 | slot << 8 | generation
+
+
+def random_node_tag() -> int:
+    """A node tag for a node on a broker shared by several hosts: 32 random
+    bits, not 0 (two of 100 nodes share one with odds of about 1 in a
+    million; a restarted worker draws a new one)."""
+    return secrets.randbits(32) or 1
 
 
 def node_slot(tag: int) -> tuple[int, int, int]:

@@ -46,8 +46,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..broker import make_node_tag
+from ..broker import Broker, make_node_tag, random_node_tag
 from ..broker.local import LocalBus
+from ..broker.resp import RedisAddress
 from ..server import ServedApp, Server, announce, run
 from ..websocket.ids import set_node_tag
 from .sockets import bind, reuse_port_available
@@ -98,6 +99,7 @@ class Supervisor:
         close_timeout: float,
         loop_factory: Callable[[], Any] | None = None,
         on_serving: Callable[[str], None] | None = None,
+        broker: RedisAddress | None = None,
     ) -> None:
         if not 1 <= processes <= MAX_WORKERS:
             raise ValueError(f"processes must be 1..{MAX_WORKERS}, got {processes}")
@@ -108,6 +110,7 @@ class Supervisor:
         self.close_timeout = close_timeout
         self.loop_factory = loop_factory
         self.on_serving = on_serving
+        self.broker = broker  # None: the workers are joined by a LocalBus; else each is a node on Redis
         self.host_id = secrets.randbelow(0xFFFF) + 1
         self.rundir = ""
         self.listener: socket.socket | None = None  # the reservation (reuseport) or the shared listening socket
@@ -322,17 +325,25 @@ class Supervisor:
 
     def _serve(self, slot: _Slot, ready_w: int) -> int:
         assert self.listener is not None
-        tag = make_node_tag(self.host_id, slot.index, slot.generation)
-        set_node_tag(tag)
         if self.reuse_port:
             self.listener.close()  # the supervisor's reservation, not ours
             sock = bind(self.host, self.port, reuse_port=True, backlog=self.app.config.backlog)
         else:
             sock = self.listener
-        bus = LocalBus(self.rundir, tag, len(self.slots))
+        bus: Broker
+        if self.broker is not None:
+            from ..broker.redis import RedisBroker
+
+            # A node among the workers of every host on this Redis: a random tag.
+            tag = random_node_tag()
+            bus = RedisBroker(self.broker, tag)
+        else:
+            tag = make_node_tag(self.host_id, slot.index, slot.generation)
+            bus = LocalBus(self.rundir, tag, len(self.slots))
+        set_node_tag(tag)
 
         async def ready(server: Server) -> None:
-            if not await bus.wait_meshed(MESH_TIMEOUT):
+            if isinstance(bus, LocalBus) and not await bus.wait_meshed(MESH_TIMEOUT):
                 log.warning("workers: worker %d serving without links to every other worker (%d of %d)",
                             slot.index, len(bus.links), len(self.slots) - 1)
             os.write(ready_w, b"R")

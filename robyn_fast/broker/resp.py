@@ -1,0 +1,148 @@
+"""Redis, sans-I/O: RESP2 commands as bytes (redis.io/docs/reference/protocol-spec)
+and the broker URL. Replies are parsed by ``hiredis.Reader`` (C) in
+:mod:`robyn_fast.broker.redis`.
+
+A broker URL is one of::
+
+    redis://[[user]:password@]host[:port][/db][?prefix=NAME]
+    rediss://...   (TLS; ?ssl_cert_reqs=none, ?ssl_ca_certs=PATH, ?ssl_check_hostname=false)
+    unix://[[user]:password@]/path/to/redis.sock[?db=N&prefix=NAME]
+
+``prefix`` names the channels (default ``robyn_fast``): servers of one app
+share it, different apps on one Redis use different ones.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..exceptions import RobynFastError
+
+__all__ = ["command", "BrokerURLError", "RedisAddress", "parse_url", "DEFAULT_PREFIX"]
+
+DEFAULT_PREFIX = "robyn_fast"
+
+
+class BrokerURLError(RobynFastError, ValueError):
+    """A broker URL that cannot be used; ``str()`` says why in one line."""
+
+
+def command(*args: bytes | str | int) -> bytes:
+    """One RESP2 command: an array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        raw = arg if isinstance(arg, bytes) else str(arg).encode("utf-8")
+        out.append(b"$%d\r\n" % len(raw))
+        out.append(raw)
+        out.append(b"\r\n")
+    return b"".join(out)
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where Redis is and how to log in. ``url`` is for logs: no password."""
+
+    url: str
+    host: str | None
+    port: int
+    path: str | None
+    db: int
+    username: str | None
+    password: str | None
+    tls: ssl.SSLContext | None
+    server_hostname: str | None
+    prefix: str
+
+    def login(self) -> list[bytes]:
+        """The commands a new connection sends first (AUTH, then SELECT)."""
+        cmds = []
+        if self.password is not None:
+            if self.username:
+                cmds.append(command("AUTH", self.username, self.password))
+            else:
+                cmds.append(command("AUTH", self.password))
+        if self.db:
+            cmds.append(command("SELECT", self.db))
+        return cmds
+
+
+def _flag(query: dict[str, list[str]], name: str, url: str) -> bool | None:
+    values = query.pop(name, None)
+    if values is None:
+        return None
+    value = values[-1].lower()
+    if value in ("1", "true", "yes", "required"):
+        return True
+    if value in ("0", "false", "no", "none"):
+        return False
+    raise BrokerURLError(f"broker URL {url!r}: {name}={values[-1]!r} is not a yes/no value")
+
+
+def parse_url(url: str) -> RedisAddress:
+    """The :class:`RedisAddress` of a broker URL (see the module docstring);
+    BrokerURLError naming what is wrong."""
+    if not isinstance(url, str) or not url:
+        raise BrokerURLError(f"a broker URL is a non-empty str, not {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise BrokerURLError(f"broker URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise BrokerURLError(f"broker URL {url!r}: the scheme is redis://, rediss:// or unix://, not {scheme!r}://")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if username is not None and password is None:  # redis://secret@host: the password alone, as redis-py reads it
+        username, password = None, username
+    prefix = query.pop("prefix", [DEFAULT_PREFIX])[-1]
+    if not prefix or any(c.isspace() for c in prefix):
+        raise BrokerURLError(f"broker URL {url!r}: prefix must be non-empty without spaces")
+    db_text = query.pop("db", [None])[-1]
+    host: str | None = None
+    path: str | None = None
+    tls: ssl.SSLContext | None = None
+    server_hostname = None
+    if scheme == "unix":
+        path = unquote(parts.path)
+        if not path:
+            raise BrokerURLError(f"broker URL {url!r}: no socket path")
+        port = 0
+    else:
+        host = parts.hostname or "127.0.0.1"
+        port = port or 6379
+        tail = parts.path.strip("/")
+        if tail:
+            if db_text is not None:
+                raise BrokerURLError(f"broker URL {url!r}: the db is given twice")
+            db_text = tail
+        if scheme == "rediss":
+            tls = ssl.create_default_context()
+            ca = query.pop("ssl_ca_certs", None)
+            if ca:
+                try:
+                    tls.load_verify_locations(cafile=ca[-1])
+                except (OSError, ssl.SSLError) as exc:
+                    raise BrokerURLError(f"broker URL {url!r}: cannot load ssl_ca_certs: {exc}") from None
+            verify = _flag(query, "ssl_cert_reqs", url)
+            check = _flag(query, "ssl_check_hostname", url)
+            if verify is False:
+                tls.check_hostname = False
+                tls.verify_mode = ssl.CERT_NONE
+            elif check is False:
+                tls.check_hostname = False
+            server_hostname = host
+    try:
+        db = int(db_text) if db_text not in (None, "") else 0
+    except ValueError:
+        raise BrokerURLError(f"broker URL {url!r}: the db is a number, not {db_text!r}") from None
+    if db < 0:
+        raise BrokerURLError(f"broker URL {url!r}: the db is 0 or more")
+    if query:
+        raise BrokerURLError(f"broker URL {url!r}: unknown option(s) {', '.join(sorted(query))}")
+    where = path if path is not None else f"{host}:{port}"
+    shown = f"{scheme}://{where}" + (f"/{db}" if db else "")
+    return RedisAddress(shown, host, port, path, db, username, password, tls, server_hostname, prefix)

@@ -1,0 +1,321 @@
+"""The Redis broker against a real redis-server (tests/redis_helpers.py):
+URLs, RESP, two nodes in one process on both loops (every kind of message,
+order, batching, own echo), AUTH and db select, a garbage message on our
+channel, Redis killed and restarted, paused (SIGSTOP), absent at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import uvloop
+
+from robyn_fast.broker.redis import RedisBroker
+from robyn_fast.broker.resp import BrokerURLError, command, parse_url
+from robyn_fast.broker.wire import ALL, ROOM, TO, encode
+
+from .redis_helpers import RedisServer, redis_server
+
+# -- URLs and commands (no Redis needed) ------------------------------------------------------------------
+
+
+def test_commands_are_resp_arrays_of_bulk_strings() -> None:
+    assert command("PING") == b"*1\r\n$4\r\nPING\r\n"
+    assert command("PUBLISH", b"ch", b"a\r\nb") == b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$4\r\na\r\nb\r\n"
+    assert command("SELECT", 3) == b"*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n"
+    assert command("AUTH", "pässword") == b"*2\r\n$4\r\nAUTH\r\n$9\r\np\xc3\xa4ssword\r\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "where", "db", "user", "password", "prefix", "tls"),
+    [
+        ("redis://127.0.0.1:6380/2", ("127.0.0.1", 6380, None), 2, None, None, "robyn_fast", False),
+        ("redis://localhost", ("localhost", 6379, None), 0, None, None, "robyn_fast", False),
+        ("redis://:s%40cret@h:1/0?prefix=chat", ("h", 1, None), 0, None, "s@cret", "chat", False),
+        ("redis://secret@h:1", ("h", 1, None), 0, None, "secret", "robyn_fast", False),
+        ("redis://alice:pw@h:1/5", ("h", 1, None), 5, "alice", "pw", "robyn_fast", False),
+        ("rediss://h:6390/1?ssl_cert_reqs=none", ("h", 6390, None), 1, None, None, "robyn_fast", True),
+        ("unix:///run/redis.sock?db=4&prefix=p", (None, 0, "/run/redis.sock"), 4, None, None, "p", False),
+        ("unix://:pw@/run/r.sock", (None, 0, "/run/r.sock"), 0, None, "pw", "robyn_fast", False),
+    ],
+)
+def test_broker_urls(url: str, where: tuple[Any, ...], db: int, user: str | None, password: str | None,
+                     prefix: str, tls: bool) -> None:
+    a = parse_url(url)
+    assert (a.host, a.port, a.path) == where
+    assert (a.db, a.username, a.password, a.prefix, a.tls is not None) == (db, user, password, prefix, tls)
+    assert "pw" not in a.url and "secret" not in a.url and "cret" not in a.url
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://h:1", "scheme"),
+        ("redis://h:port", "Port could not be cast"),
+        ("redis://h:1/x", "db is a number"),
+        ("redis://h:1/-1", "db is 0 or more"),
+        ("redis://h:1/1?db=2", "given twice"),
+        ("redis://h:1?timeout=3", "unknown option"),
+        ("redis://h:1?prefix=", "prefix"),
+        ("unix://", "no socket path"),
+        ("rediss://h:1?ssl_cert_reqs=maybe", "yes/no"),
+        ("", "non-empty"),
+    ],
+)
+def test_bad_broker_urls_say_why(url: str, says: str) -> None:
+    with pytest.raises(BrokerURLError, match=says):
+        parse_url(url)
+
+
+# -- two nodes in one process ----------------------------------------------------------------------------
+
+
+def run_on(loop_kind: str, main: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
+    loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), timeout))
+    finally:
+        loop.close()
+
+
+class Node:
+    """A broker and what it delivered."""
+
+    def __init__(self, url: str, tag: int, **kwargs: Any) -> None:
+        self.broker = RedisBroker(url, tag, **kwargs)
+        self.got: list[tuple[int, str, Any, bytes]] = []
+        self.arrived = asyncio.Event()
+
+    def deliver(self, kind: int, endpoint: str, key: Any, frame: bytes) -> None:
+        self.got.append((kind, endpoint, key, frame))
+        self.arrived.set()
+
+    async def start(self) -> Node:
+        await self.broker.start(asyncio.get_running_loop(), self.deliver)
+        return self
+
+    async def wait_count(self, n: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.got) < n:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{len(self.got)} of {n} delivered after {timeout}s: {self.got[-3:]}"
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def redis() -> Any:
+    with redis_server() as server:
+        yield server
+
+
+def test_every_kind_crosses_with_its_exact_frame_and_no_echo(redis: RedisServer, loop_kind: str) -> None:
+    async def main() -> None:
+        a = await Node(redis.url + "?prefix=kinds", 0x0A0A0A0A).start()
+        b = await Node(redis.unix_url + "?prefix=kinds", 0x0B0B0B0B).start()
+        assert await a.broker.wait_connected(5) and await b.broker.wait_connected(5)
+        frame = b"\x81\x05hello"
+        a.broker.publish(ALL, "/chat", None, frame)
+        a.broker.publish(ROOM, "/chat", "red", frame + b"!")
+        a.broker.publish(ROOM, "/chat", 7, frame + b"?")
+        assert a.broker.publish_to(0x0B0B0B0B, "/chat", "0b0b0b0b-1111-8111-8111-111111111111", b"\x82\x01x")
+        assert not a.broker.publish_to(0x0A0A0A0A, "/chat", "itself", frame)  # its own node: not via Redis
+        await b.wait_count(4)
+        assert b.got == [(ALL, "/chat", None, frame), (ROOM, "/chat", "red", frame + b"!"),
+                         (ROOM, "/chat", 7, frame + b"?"),
+                         (TO, "/chat", "0b0b0b0b-1111-8111-8111-111111111111", b"\x82\x01x")]
+        # A message to another node's id does not reach a node it is not for.
+        a.broker.publish_to(0x0C0C0C0C, "/chat", "nobody", frame)
+        b.broker.publish(ALL, "/chat", None, b"from b")
+        await a.wait_count(1)
+        await b.wait_count(4)
+        assert a.got == [(ALL, "/chat", None, b"from b")]  # and not its own four
+        assert len(b.got) == 4  # not its own broadcast, not the send_to for node 0c0c0c0c
+        s = a.broker.stats()
+        assert (s["connected"], s["published"], s["received"], s["dropped"]) == (True, 5, 1, 0)
+        await a.broker.close()
+        await b.broker.close()
+
+    run_on(loop_kind, main)
+
+
+def test_many_messages_arrive_in_order_in_few_publishes(redis: RedisServer, loop_kind: str) -> None:
+    async def main() -> None:
+        a = await Node(redis.url + "?prefix=order", 1).start()
+        b = await Node(redis.url + "?prefix=order", 2).start()
+        assert await a.broker.wait_connected(5) and await b.broker.wait_connected(5)
+        expected = []
+        for batch in range(50):
+            for i in range(100):
+                n = batch * 100 + i
+                if n % 3 == 0:
+                    a.broker.publish_to(2, "/ws", "x", b"%d" % n)  # interleaved with broadcasts: one order
+                else:
+                    a.broker.publish(ALL, "/ws", None, b"%d" % n)
+                expected.append(b"%d" % n)
+            await asyncio.sleep(0)  # the next loop iteration: the batch is flushed
+        await b.wait_count(5000, timeout=20)
+        assert [m[3] for m in b.got] == expected
+        # Corked per iteration and joined per run of one channel: far fewer PUBLISH commands than messages.
+        assert a.broker.stats()["publishes"] < 5000 * 0.75
+        await a.broker.close()
+        await b.broker.close()
+
+    run_on(loop_kind, main)
+
+
+def test_a_garbage_message_on_our_channel_is_logged_and_ignored(
+    redis: RedisServer, loop_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        a = await Node(redis.url + "?prefix=garbage", 1).start()
+        assert await a.broker.wait_connected(5)
+        loop = asyncio.get_running_loop()
+        good = encode(ALL, 99, "/ws", None, b"\x81\x02ok")
+        for payload in (b"hello", b"\x01" * 40, good[:-1], b""):
+            await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:all", payload)
+        await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:all", good)
+        await a.wait_count(1)
+        assert a.got == [(ALL, "/ws", None, b"\x81\x02ok")]
+        assert a.broker.stats()["malformed"] == 4
+        await a.broker.close()
+
+    with caplog.at_level(logging.WARNING, logger="robyn_fast.broker"):
+        run_on(loop_kind, main)
+    reports = [r for r in caplog.records if "not one of ours" in r.getMessage()]
+    assert len(reports) == 1, [r.getMessage() for r in caplog.records]  # at most one line per 10 s
+
+
+def test_auth_and_db_select(loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    with redis_server(password="s3cret") as redis:
+        async def main() -> None:
+            wrong = await Node(f"redis://:nope@127.0.0.1:{redis.port}/3?prefix=auth", 1).start()
+            right = await Node(f"redis://:s3cret@127.0.0.1:{redis.port}/3?prefix=auth", 2).start()
+            other = await Node(f"unix://default:s3cret@{redis.socket}?db=3&prefix=auth", 3).start()
+            assert await right.broker.wait_connected(5) and await other.broker.wait_connected(5)
+            assert not wrong.broker.connected
+            right.broker.publish(ALL, "/ws", None, b"x")
+            await other.wait_count(1)
+            assert other.got == [(ALL, "/ws", None, b"x")]
+            # The wrong password never connects; its messages wait in the outage buffer.
+            wrong.broker.publish(ALL, "/ws", None, b"y")
+            assert wrong.broker.stats()["buffered"] == 1 and not wrong.broker.connected
+            for node in (wrong, right, other):
+                await node.broker.close()
+
+        with caplog.at_level(logging.WARNING, logger="robyn_fast.broker"):
+            run_on(loop_kind, main)
+        refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert refused and ("WRONGPASS" in refused[0] or "invalid" in refused[0]), refused
+        assert len(refused) == 1, refused  # said once, not once per retry
+
+
+def test_redis_killed_and_restarted(loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    with redis_server() as redis:
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            a = await Node(redis.url + "?prefix=outage", 1, outage_limit=10 * 100).start()
+            b = await Node(redis.url + "?prefix=outage", 2).start()
+            assert await a.broker.wait_connected(5) and await b.broker.wait_connected(5)
+            a.broker.publish(ALL, "/ws", None, b"before")
+            await b.wait_count(1)
+            await loop.run_in_executor(None, redis.kill)
+            deadline = time.monotonic() + 5
+            while a.broker.connected and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert not a.broker.connected
+            # During the outage: a bounded buffer, then drops, counted.
+            frame = b"m" * 60  # 60 + 16 + 3 bytes a message: 12 fit in 1000 bytes
+            for _ in range(20):
+                a.broker.publish(ALL, "/ws", None, frame)
+            s = a.broker.stats()
+            assert (s["buffered"], s["dropped"]) == (12, 8), s
+            await loop.run_in_executor(None, redis.start)
+            t0 = time.monotonic()
+            assert await a.broker.wait_connected(5) and await b.broker.wait_connected(5)
+            assert time.monotonic() - t0 < 5.0
+            a.broker.publish(ALL, "/ws", None, b"after")
+            while b.got[-1][3] != b"after":
+                await b.wait_count(len(b.got) + 1)
+            assert b.got[0][3] == b"before" and b.got[-1][3] == b"after"
+            assert all(m[3] == frame for m in b.got[1:-1])  # buffered ones that found b resubscribed, no others
+            assert a.broker.stats()["outages"] == 1
+            for node in (a, b):
+                await node.broker.close()
+
+        with caplog.at_level(logging.INFO, logger="robyn_fast.broker"):
+            run_on(loop_kind, main)
+    messages = [r.getMessage() for r in caplog.records if "node 00000001" in r.getMessage()
+                or "reconnecting" in r.getMessage() or "again after" in r.getMessage()
+                or "buffer is full" in r.getMessage()]
+    lost = [m for m in messages if "reconnecting" in m]
+    full = [m for m in messages if "buffer is full" in m]
+    back = [m for m in messages if "again after" in m]
+    assert len(full) == 1, messages  # once per outage, not per message
+    assert lost and back, messages
+    assert any("12 buffered message(s) sent, 8 dropped" in m for m in back), back
+
+
+def test_a_paused_redis_is_noticed_and_recovered(loop_kind: str) -> None:
+    with redis_server() as redis:
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            a = await Node(redis.url + "?prefix=pause", 1).start()
+            b = await Node(redis.url + "?prefix=pause", 2).start()
+            assert await a.broker.wait_connected(5) and await b.broker.wait_connected(5)
+            redis.pause()
+            try:
+                deadline = time.monotonic() + 10
+                while a.broker.connected and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert not a.broker.connected  # no PONG within the timeout
+            finally:
+                redis.resume()
+            assert await a.broker.wait_connected(5) and await b.broker.wait_connected(5)
+            a.broker.publish(ALL, "/ws", None, b"after the pause")
+            deadline = time.monotonic() + 5
+            while not any(m[3] == b"after the pause" for m in b.got):
+                assert time.monotonic() < deadline, b.got
+                await asyncio.sleep(0.01)
+            for node in (a, b):
+                await node.broker.close()
+            await loop.run_in_executor(None, lambda: None)
+
+        run_on(loop_kind, main)
+
+
+def test_a_broker_starts_without_redis_and_connects_when_it_comes(loop_kind: str) -> None:
+    redis = RedisServer()
+    try:
+        redis.port = _unused_port()
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            t0 = time.monotonic()
+            a = await Node(redis.url + "?prefix=late", 1).start()
+            assert time.monotonic() - t0 < 3.0 and not a.broker.connected  # start() does not wait for Redis
+            a.broker.publish(ALL, "/ws", None, b"early")
+            assert a.broker.stats()["buffered"] == 1
+            await loop.run_in_executor(None, redis.start)
+            assert await a.broker.wait_connected(5)
+            assert a.broker.stats()["buffered"] == 0
+            await a.broker.close()
+
+        run_on(loop_kind, main)
+    finally:
+        redis.close()
+
+
+def _unused_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
