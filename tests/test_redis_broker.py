@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -319,3 +320,71 @@ def _unused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_tls_to_a_real_redis_with_a_ca_made_here(tmp_path: Path, loop_kind: str) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_pem, cert_pem, key_pem = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    cert.cert_chain_pems[0].write_to_path(str(cert_pem))
+    cert.private_key_pem.write_to_path(str(key_pem))
+    tls_port = _unused_port()
+    extra = ("--tls-port", str(tls_port), "--tls-cert-file", str(cert_pem), "--tls-key-file", str(key_pem),
+             "--tls-ca-cert-file", str(ca_pem), "--tls-auth-clients", "no")
+    with redis_server(extra=extra) as redis:
+        async def main() -> None:
+            url = f"rediss://127.0.0.1:{tls_port}/0?prefix=tls&ssl_ca_certs={ca_pem}"
+            a = await Node(url, 1).start()
+            b = await Node(url, 2).start()
+            untrusted = await Node(f"rediss://127.0.0.1:{tls_port}/0?prefix=tls", 3).start()  # the system CAs only
+            assert await a.broker.wait_connected(5) and await b.broker.wait_connected(5)
+            a.broker.publish(ALL, "/ws", None, b"over tls")
+            await b.wait_count(1)
+            assert b.got == [(ALL, "/ws", None, b"over tls")]
+            assert not untrusted.broker.connected  # a certificate nobody vouches for is refused
+            for node in (a, b, untrusted):
+                await node.broker.close()
+
+        run_on(loop_kind, main)
+    del redis
+
+
+def test_a_subscriber_redis_disconnects_for_being_slow_resubscribes(
+    loop_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis drops a subscriber whose output buffer passes 256 KiB (what a stalled node makes it buffer).
+    with redis_server(extra=("--client-output-buffer-limit", "pubsub 256kb 128kb 1")) as redis:
+        async def main() -> None:
+            a = await Node(redis.url + "?prefix=slow", 1).start()
+            b = await Node(redis.url + "?prefix=slow", 2).start()
+            assert await a.broker.wait_connected(5) and await b.broker.wait_connected(5)
+            sub = b.broker.links["subscriber"]
+            assert sub is not None and sub.transport is not None
+            sub.transport.pause_reading()  # b stalls: Redis buffers for it
+            frame = b"z" * 10_000
+            # 30 MiB: more than the kernel's socket buffers can hide from Redis.
+            for _ in range(30):
+                for _ in range(100):
+                    a.broker.publish(ALL, "/ws", None, frame)
+                await asyncio.sleep(0.02)
+            sub.transport.resume_reading()
+            # Redis closed b's subscriber; b reconnects, resubscribes and hears new messages.
+            deadline = time.monotonic() + 10
+            while True:
+                a.broker.publish(ALL, "/ws", None, b"later")
+                await asyncio.sleep(0.05)
+                if any(m[3] == b"later" for m in b.got):
+                    break
+                assert time.monotonic() < deadline, (b.broker.stats(), len(b.got))
+            assert b.broker.stats()["outages"] >= 1
+            assert len([m for m in b.got if m[3] == frame]) < 3000  # some were lost with the dropped link
+            for node in (a, b):
+                await node.broker.close()
+
+        with caplog.at_level(logging.WARNING, logger="robyn_fast.broker"):
+            run_on(loop_kind, main)
+    lost = [r.getMessage() for r in caplog.records if "subscriber connection" in r.getMessage()]
+    assert lost, [r.getMessage() for r in caplog.records]
