@@ -57,6 +57,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own: stop() can kill what it forked too
         )
         self.port: int | None = None
         self._lines: list[str] = []
@@ -134,7 +135,8 @@ class ServerProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)  # workers included: nothing outlives the test
                 self.proc.wait(5)
         return self.wait(5)
 

@@ -349,3 +349,28 @@ def test_rooms_http_routes_and_threads_reach_every_worker(tmp_path: Path, loop_k
         finally:
             for client in everyone:
                 client.close()
+
+
+def test_workers_of_a_supervisor_killed_by_sigkill_shut_down_gracefully() -> None:
+    with chat(2) as server:
+        assert server.port is not None
+        pids = worker_pids(server.pid)
+        placed = spread_clients(server.port, pids, per_worker=1)
+        server.proc.kill()  # no chance to stop its workers itself
+        for clients in placed.values():
+            for client in clients:
+                assert client.close_frame() == (1001, b"server shutting down")
+                client.ws.send_close()
+        for pid in pids:
+            eventually(lambda pid=pid: not os.path.exists(f"/proc/{pid}") or _zombie(pid), timeout=15)
+        for clients in placed.values():
+            for client in clients:
+                client.close()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
