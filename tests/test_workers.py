@@ -22,6 +22,7 @@ import websocket as wsclient
 from robyn_fast.websocket.ids import node_of
 
 from .process_helpers import ROOT, ServerProcess, owner, serve_script, worker_pids
+from .redis_helpers import redis_server
 from .server_helpers import eventually
 
 CHAT = ROOT / "tests" / "robyn_apps" / "chat.py"
@@ -305,10 +306,19 @@ def _post(port: int, path: str, body: str) -> str:
         conn.close()
 
 
-def test_rooms_http_routes_and_threads_reach_every_worker(tmp_path: Path, loop_kind: str) -> None:
+@pytest.mark.parametrize("bus", ["local", "redis"])
+def test_rooms_http_routes_and_threads_reach_every_worker(tmp_path: Path, loop_kind: str, bus: str) -> None:
+    """Over the local bus, and with every worker a node on a real Redis (``--broker``)."""
     script = _app(tmp_path, ROOMS_APP)
     everyone: list[Client] = []
-    with serve_script(script, loop_kind, args=["--processes", "2"], cwd=tmp_path) as server:
+    with contextlib.ExitStack() as stack:
+        args = ["--processes", "2"]
+        if bus == "redis":
+            redis = stack.enter_context(redis_server())
+            args += ["--broker", redis.url + "?prefix=rooms"]
+        server = stack.enter_context(serve_script(script, loop_kind, args=args, cwd=tmp_path))
+        if bus == "redis":  # both workers are nodes on Redis
+            eventually(lambda: len(re.findall(r"broker: connected to Redis", server.output())), lambda n: n == 2)
         port = server.port
         assert port is not None
         pids = worker_pids(server.pid)
