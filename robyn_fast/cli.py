@@ -64,6 +64,9 @@ _NOT_A_SERVER_FLAG = {
 }
 
 
+MAX_PROCESSES = 255  # a worker's node tag has 8 bits for its slot (robyn_fast.workers.supervisor.MAX_WORKERS)
+
+
 class UsageError(RobynFastError, ValueError):
     """A command line, environment variable or ``robyn.env`` that cannot be
     used; ``str()`` is the one line to print (exit status 2)."""
@@ -205,20 +208,23 @@ def resolve(
     for name, value in (("processes", processes), ("workers", workers)):
         if value is not None and (type(value) is not int or value < 1):
             raise UsageError(f"app.start({name}={value!r}): expected a whole number of 1 or more")
-    host = env.get("ROBYN_HOST", host)
+    host = env.get("ROBYN_HOST", "").strip() or host  # an empty variable is no address (not "every interface")
     env_port = _env_number(env, "ROBYN_PORT", int, 0, 65535)
     port = int(env_port) if env_port is not None else port
     if type(port) is not int or not 0 <= port <= 65535:
         raise UsageError(f"invalid port {port!r}: expected 0..65535")
     env_processes = _env_number(env, "ROBYN_PROCESSES", int, 1)
     env_workers = _env_number(env, "ROBYN_WORKERS", int, 1)
-    cpus = os.cpu_count() or 1
-    n = options.processes or (int(env_processes) if env_processes else None) or processes
+    # --fast is a flag: one process per CPU this process may run on, over the environment and app.start();
+    # only --processes says otherwise.
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = options.processes or (cpus if options.fast else None) or (int(env_processes) if env_processes else None) \
+        or processes
     m = options.workers or (int(env_workers) if env_workers else None) or workers
-    if options.fast:
-        n = n or cpus
     dev = options.dev or env.get("ROBYN_DEV_MODE", "").strip().lower() in ("1", "true", "yes", "on")
     total = (n or 1) * (m or 1)
+    if total > MAX_PROCESSES:
+        raise UsageError(f"{n or 1} x {m or 1} = {total} worker processes; at most {MAX_PROCESSES}")
     if dev and total > 1:
         raise UsageError("dev mode (--dev or ROBYN_DEV_MODE) serves one process; drop --processes/--workers")
     level_name = options.log_level or ("WARNING" if options.fast else None) or ("DEBUG" if dev else "INFO")

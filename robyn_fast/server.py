@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import os
@@ -141,6 +142,9 @@ class Server:
                     lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=self.config.backlog
                 )
         except BaseException:
+            if self.broker is not None:
+                with contextlib.suppress(Exception):  # its tasks and connections go too; the first error stands
+                    await self.broker.close()
             self._stopped()
             raise
 

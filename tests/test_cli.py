@@ -244,12 +244,22 @@ def test_dev_mode_from_the_environment_with_more_than_one_process_is_a_usage_err
 
 
 def test_fast_is_one_process_per_cpu_at_warning_unless_a_flag_says_otherwise() -> None:
-    cpus = os.cpu_count() or 1
+    cpus = len(os.sched_getaffinity(0))  # the CPUs this process may run on, not the machine's
     fast = resolve("--fast")
     assert (fast.processes, fast.log_level, fast.dev) == (cpus, logging.WARNING, False)
     assert resolve("--fast", "--processes", "3").processes == 3
     assert resolve("--fast", "--workers", "2").processes == cpus * 2
     assert resolve("--fast", "--log-level", "ERROR").log_level == logging.ERROR
+    # A flag wins over the environment and app.start(): --fast too.
+    assert resolve("--fast", env={"ROBYN_PROCESSES": "7"}, processes=5).processes == cpus
+
+
+def test_too_many_processes_and_an_empty_host_variable() -> None:
+    with pytest.raises(UsageError, match="16 x 16 = 256 worker processes; at most 255"):
+        resolve("--processes", "16", "--workers", "16")
+    assert resolve("--processes", "15", "--workers", "17").processes == 255
+    assert resolve(env={"ROBYN_HOST": ""}).host == "127.0.0.1"  # not "" (every interface)
+    assert resolve(env={"ROBYN_HOST": " 127.0.0.5 "}).host == "127.0.0.5"
 
 
 @pytest.mark.parametrize(

@@ -388,3 +388,53 @@ def test_a_subscriber_redis_disconnects_for_being_slow_resubscribes(
             run_on(loop_kind, main)
     lost = [r.getMessage() for r in caplog.records if "subscriber connection" in r.getMessage()]
     assert lost, [r.getMessage() for r in caplog.records]
+
+
+def test_a_peer_that_accepts_and_never_answers_the_set_up_is_dropped_and_retried(
+    loop_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts (the kernel does), never answers: a proxy whose Redis is gone
+    port = silent.getsockname()[1]
+    try:
+        async def main() -> None:
+            a = await Node(f"redis://:pw@127.0.0.1:{port}/0?prefix=silent", 1).start()
+            deadline = time.monotonic() + 10
+            while not any("no answer to the connection's set-up" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+                await asyncio.sleep(0.05)
+            assert not a.broker.connected
+            await a.broker.close()
+
+        with caplog.at_level(logging.WARNING, logger="robyn_fast.broker"):
+            run_on(loop_kind, main)
+    finally:
+        silent.close()
+
+
+def test_messages_redis_refuses_are_counted_and_logged_once(loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    with redis_server() as redis:
+        # An ACL user that may subscribe but not publish.
+        redis.command("ACL", "SETUSER", "mute", "on", ">pw", "~*", "&*", "+@all", "-publish")
+
+        async def main() -> None:
+            mute = await Node(f"redis://mute:pw@127.0.0.1:{redis.port}/0?prefix=acl", 1).start()
+            assert await mute.broker.wait_connected(5)
+            for i in range(30):
+                mute.broker.publish(ALL, "/ws", None, b"%d" % i)
+                if i % 10 == 9:
+                    await asyncio.sleep(0)  # three PUBLISH commands of 10 messages each
+            deadline = time.monotonic() + 5
+            while mute.broker.stats()["dropped"] < 30:
+                assert time.monotonic() < deadline, mute.broker.stats()
+                await asyncio.sleep(0.01)
+            assert mute.broker.stats()["dropped"] == 30 and mute.broker.stats()["publishes"] == 3
+            await mute.broker.close()
+
+        with caplog.at_level(logging.WARNING, logger="robyn_fast.broker"):
+            run_on(loop_kind, main)
+    errors = [r.getMessage() for r in caplog.records if "answered the publisher with an error" in r.getMessage()]
+    assert len(errors) == 1 and "NOPERM" in errors[0], errors

@@ -33,6 +33,7 @@ and ignored.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -52,6 +53,7 @@ PING_INTERVAL = 1.0
 PING_TIMEOUT = 3.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 1.0
 CONNECT_TIMEOUT = 3.0
+MAX_PUBLISH = 512 * 1024  # bytes of joined messages in one PUBLISH
 MALFORMED_LOG_EVERY = 10.0
 
 
@@ -79,9 +81,14 @@ class _Link(asyncio.Protocol):
         self.ping_sent: float | None = None
         self.error: str | None = None
         self.failed = False
+        self.connected_at = 0.0
+        # Publisher: what each command in flight carried, in order (a PUBLISH's message count, 0 for a PING),
+        # so that an error reply counts the messages it lost.
+        self.in_flight: collections.deque[int] = collections.deque()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are no asyncio.Transport subclasses
+        self.connected_at = time.monotonic()
         self.broker.links[self.role] = self
         address = self.broker.address
         first = address.login()
@@ -120,20 +127,25 @@ class _Link(asyncio.Protocol):
             if not self.ready:
                 self.fail(f"Redis refused the connection's set-up (AUTH, SELECT, SUBSCRIBE): {reply}")
             else:
-                self.broker._redis_error(self, str(reply))
+                lost = self.in_flight.popleft() if self.role == "publisher" and self.in_flight else 0
+                self.broker._redis_error(self, str(reply), lost)
             return
         if not self.ready:
             self.handshake -= 1
             if self.handshake <= 0:
                 self._ready()
             return
-        if self.role == "subscriber" and isinstance(reply, list) and reply and reply[0] == b"message":
-            self.broker._on_payload(reply[2])
+        if self.role == "subscriber":
+            if isinstance(reply, list) and reply and reply[0] == b"message":
+                self.broker._on_payload(reply[2])
+        elif self.in_flight and self.in_flight.popleft():
+            self.broker._published_ok()
 
     def fail(self, why: str) -> None:
         if self.error is None:  # the first reason, not what follows from it
             self.error = why
         self.failed = True
+        self.ready = False  # nothing more is written to it (a transport accepts writes after abort())
         if self.transport is not None:
             self.transport.abort()
 
@@ -145,13 +157,19 @@ class _Link(asyncio.Protocol):
         self.broker._link_lost(self)
 
     def ping(self, now: float) -> None:
-        if self.transport is None or not self.ready:
+        if self.transport is None or self.failed:
+            return
+        if not self.ready:
+            if now - self.connected_at > PING_TIMEOUT:  # a peer that accepts and never answers the set-up
+                self.fail(f"no answer to the connection's set-up within {PING_TIMEOUT:g} s")
             return
         if self.ping_sent is not None:
             if now - self.ping_sent > PING_TIMEOUT:
                 self.fail(f"no answer to PING within {PING_TIMEOUT:g} s")
             return
         self.ping_sent = now
+        if self.role == "publisher":
+            self.in_flight.append(0)
         self.transport.write(command("PING"))
 
 
@@ -187,6 +205,8 @@ class RedisBroker(Broker):
         self._outage_bytes = 0
         self._down_since: float | None = None  # monotonic time the current outage started
         self._outage_dropped = 0
+        self._outage_sent = 0  # buffered messages sent since the publisher came back
+        self._refused = 0  # messages Redis refused in the current episode
         self._slow_dropped = 0
         self._last_malformed_log = 0.0
         self._malformed_unlogged = 0
@@ -262,6 +282,12 @@ class RedisBroker(Broker):
                     link.ping(now)
 
     def _link_ready(self, link: _Link) -> None:
+        if link.role == "publisher" and self._outage:
+            # What waited goes first, before anything published from now on.
+            outage, self._outage, self._outage_bytes = self._outage, [], 0
+            self._outage_sent += len(outage)
+            for channel, message in outage:
+                self._cork(channel, message)
         if all(lk is not None and lk.ready for lk in self.links.values()):
             self._up()
 
@@ -298,10 +324,7 @@ class RedisBroker(Broker):
         self._down_reason = None
         if self._first_ready is not None and not self._first_ready.done():
             self._first_ready.set_result(None)
-        buffered = len(self._outage)
-        outage, self._outage, self._outage_bytes = self._outage, [], 0
-        for channel, message in outage:
-            self._cork(channel, message)
+        buffered, self._outage_sent = self._outage_sent, 0
         down = time.monotonic() - self._down_since if self._down_since is not None else 0.0
         self._down_since = None
         if self.outages or buffered or self._outage_dropped:
@@ -311,9 +334,20 @@ class RedisBroker(Broker):
             log.info("broker: connected to Redis at %s as node %08x", self.address.url, self.node)
         self._outage_dropped = 0
 
-    def _redis_error(self, link: _Link, text: str) -> None:
-        self.dropped += 1
-        log.error("broker: Redis answered the %s with an error: %s", link.role, text)
+    def _redis_error(self, link: _Link, text: str, lost: int) -> None:
+        """An error reply after set-up (a PUBLISH refused by an ACL, a Redis
+        out of memory): its messages are counted as dropped; one line per
+        episode, which ends at the next PUBLISH that succeeds."""
+        self.dropped += lost
+        if not self._refused:
+            log.error("broker: Redis answered the %s with an error: %s; messages it refuses are dropped",
+                      link.role, text)
+        self._refused += lost
+
+    def _published_ok(self) -> None:
+        if self._refused:
+            log.warning("broker: Redis accepts messages again; %d were refused", self._refused)
+            self._refused = 0
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -393,10 +427,13 @@ class RedisBroker(Broker):
 
     def _cork(self, channel: bytes, message: bytes) -> None:
         pending = self._pending
-        if pending and pending[-1][0] == channel:
+        # Consecutive messages to one channel share a PUBLISH, up to MAX_PUBLISH bytes: Redis disconnects
+        # subscribers whose output buffer passes 8-32 MB, so no single payload comes near that.
+        if pending and pending[-1][0] == channel and pending[-1][2] + len(message) <= MAX_PUBLISH:
             pending[-1][1].append(message)
+            pending[-1][2] += len(message)
         else:
-            pending.append([channel, [message]])
+            pending.append([channel, [message], len(message)])
         self._pending_bytes += len(message)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -412,14 +449,15 @@ class RedisBroker(Broker):
             return
         pending, self._pending, self._pending_bytes = self._pending, [], 0
         publisher.transport.writelines([command("PUBLISH", channel, b"".join(messages))
-                                        for channel, messages in pending])
+                                        for channel, messages, _ in pending])
+        publisher.in_flight.extend(len(messages) for _, messages, _ in pending)
         self.publishes += len(pending)
 
     def _requeue_pending(self) -> None:
         """Corked messages of a publisher that went away go back to the
         outage buffer, in order (as far as it has room)."""
         pending, self._pending, self._pending_bytes = self._pending, [], 0
-        for channel, messages in pending:
+        for channel, messages, _ in pending:
             for message in messages:
                 if self._outage_bytes + len(message) > self.outage_limit:
                     self._drop_in_outage()

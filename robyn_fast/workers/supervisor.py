@@ -226,12 +226,10 @@ class Supervisor:
                 [self.stop_deadline] if self.stop_deadline is not None else []
             ):
                 timeout = min(timeout, max(0.0, when - now))
-            fds = [self._wakeup_r] + [s.ready_fd for s in self.slots if s.ready_fd is not None]
-            try:
-                readable, _, _ = select.select(fds, [], [], timeout)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
-                continue
-            for fd in readable:
+            poller = select.poll()  # not select(): an app may hold fds past 1023 before start()
+            for fd in [self._wakeup_r] + [s.ready_fd for s in self.slots if s.ready_fd is not None]:
+                poller.register(fd, select.POLLIN)
+            for fd, _ in poller.poll(timeout * 1000):
                 if fd == self._wakeup_r:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(self._wakeup_r, 512):
@@ -277,19 +275,27 @@ class Supervisor:
                     log.info("workers: worker %d (pid %d) stopped with %s", slot.index, pid, _describe(status))
                 continue
             if not was_ready:
-                slot.failures_before_ready += 1
-                if not self.announced or slot.failures_before_ready >= STARTUP_FAILURES:
-                    log.error("workers: worker %d (pid %d) exited (%s) before it was serving; stopping",
-                              slot.index, pid, _describe(status))
-                    self._stop(1)
-                    continue
-            now = time.monotonic()
-            slot.restarts = [t for t in slot.restarts if now - t < 60.0]
-            delay = min(30.0, 0.5 * 2 ** len(slot.restarts))
-            slot.restarts.append(now)
-            slot.restart_at = now + delay
-            log.warning("workers: worker %d (pid %d) died (%s); restarting it in %.1f s",
-                        slot.index, pid, _describe(status), delay)
+                self._failed_to_start(slot, f"(pid {pid}) exited ({_describe(status)}) before it was serving")
+            else:
+                self._restart_later(slot, f"(pid {pid}) died ({_describe(status)})")
+
+    def _failed_to_start(self, slot: _Slot, what: str) -> None:
+        """A worker that never served: everything stops (exit 1) at the
+        first start or after STARTUP_FAILURES in a row; else a restart."""
+        slot.failures_before_ready += 1
+        if not self.announced or slot.failures_before_ready >= STARTUP_FAILURES:
+            log.error("workers: worker %d %s; stopping", slot.index, what)
+            self._stop(1)
+        else:
+            self._restart_later(slot, what)
+
+    def _restart_later(self, slot: _Slot, what: str) -> None:
+        now = time.monotonic()
+        slot.restarts = [t for t in slot.restarts if now - t < 60.0]
+        delay = min(30.0, 0.5 * 2 ** len(slot.restarts))
+        slot.restarts.append(now)
+        slot.restart_at = now + delay
+        log.warning("workers: worker %d %s; restarting it in %.1f s", slot.index, what, delay)
 
     def _close_ready(self, slot: _Slot) -> None:
         if slot.ready_fd is not None:
@@ -297,23 +303,38 @@ class Supervisor:
             slot.ready_fd = None
 
     def _spawn(self, slot: _Slot) -> None:
-        if slot.pid is not None:
+        if slot.pid is not None or self.stopping:
             return
         if slot.started_at:
             slot.generation = (slot.generation + 1) & 0xFF
-        ready_r, ready_w = os.pipe()
+        slot.started_at = time.monotonic()
         sys.stdout.flush()
         sys.stderr.flush()
         supervisor = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            os.close(ready_r)
-            self._worker(slot, ready_w, supervisor)  # never returns
-        os.close(ready_w)
-        slot.pid = pid
+        # Stop signals wait until the fork is done and the pid recorded: one arriving in between would
+        # otherwise miss the new worker (or run the supervisor's handler in it).
+        stop_signals = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        try:
+            ready_r, ready_w = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(ready_r)
+                os.close(ready_w)
+                raise
+            if pid == 0:  # the worker
+                os.close(ready_r)
+                self._worker(slot, ready_w, supervisor)  # never returns
+            os.close(ready_w)
+            slot.pid = pid
+        except OSError as exc:  # no process or pipe to be had (a pid or fd limit)
+            self._failed_to_start(slot, f"cannot start it: {exc}")
+            return
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
         slot.ready_fd = ready_r
         slot.ready = False
-        slot.started_at = time.monotonic()
 
     # -- a worker --------------------------------------------------------------------------
 
@@ -323,6 +344,7 @@ class Supervisor:
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})  # blocked by _spawn
             _die_with(supervisor)
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)
@@ -331,7 +353,7 @@ class Supervisor:
                     os.close(other.ready_fd)
             code = self._serve(slot, ready_w)
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
             traceback.print_exc()
             code = 1
