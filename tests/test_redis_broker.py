@@ -166,6 +166,15 @@ def test_many_messages_arrive_in_order_in_few_publishes(redis: RedisServer, loop
         assert [m[3] for m in b.got] == expected
         # Corked per iteration and joined per run of one channel: far fewer PUBLISH commands than messages.
         assert a.broker.stats()["publishes"] < 5000 * 0.75
+        # But no PUBLISH carries more than 512 KiB (Redis drops subscribers whose buffer passes 8-32 MB):
+        # 40 messages of 100 KB in one iteration leave as at least 8 PUBLISH commands, in order.
+        before = a.broker.stats()["publishes"]
+        big = [bytes([65 + i % 26]) * 100_000 for i in range(40)]
+        for frame in big:
+            a.broker.publish(ALL, "/ws", None, frame)
+        await b.wait_count(5040, timeout=20)
+        assert [m[3] for m in b.got[5000:]] == big
+        assert a.broker.stats()["publishes"] - before >= 8
         await a.broker.close()
         await b.broker.close()
 
