@@ -28,12 +28,17 @@ from typing import Any
 
 from .wire import ALL, ROOM, TO, Key
 
-__all__ = ["Broker", "Deliver", "ALL", "ROOM", "TO", "node_slot", "make_node_tag", "random_node_tag"]
+__all__ = ["Broker", "Deliver", "ALL", "ROOM", "TO", "node_slot", "make_node_tag", "random_node_tag", "not_started"]
 
 #: ``deliver(kind, endpoint path, key, frame)``: what a broker calls, on the
 #: loop, for each message another node published (``key``: the room for
 #: ROOM, the connection id for TO, None for ALL).
 Deliver = Callable[[int, str, Key, bytes], None]
+
+
+def not_started(kind: int, endpoint: str, key: Key, frame: bytes) -> None:
+    """A broker's ``deliver`` until ``start()`` gives it the server's."""
+    raise RuntimeError("a broker delivered a message before start()")
 
 
 def make_node_tag(host: int, slot: int, generation: int) -> int:

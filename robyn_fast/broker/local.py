@@ -26,7 +26,7 @@ import logging
 import os
 from typing import Any, cast
 
-from . import Broker, Deliver, node_slot
+from . import Broker, Deliver, node_slot, not_started
 from .wire import HELLO, Decoder, Key, WireError, encode, encode_hello
 
 __all__ = ["LocalBus", "DEFAULT_BUFFER_LIMIT"]
@@ -169,7 +169,7 @@ class LocalBus(Broker):
         self.slots = slots
         self.buffer_limit = buffer_limit
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
-        self.deliver: Deliver = _no_delivery
+        self.deliver: Deliver = not_started
         self.links: dict[int, _Outbound] = {}  # slot -> our ready link to it
         self._dialing: dict[int, _Outbound] = {}
         self._inbound: set[_Inbound] = set()
@@ -322,7 +322,3 @@ class LocalBus(Broker):
             "received": self.received,
             "dropped": self.dropped,
         }
-
-
-def _no_delivery(kind: int, endpoint: str, key: Key, frame: bytes) -> None:
-    raise RuntimeError("LocalBus.start() was not called")

@@ -39,7 +39,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from . import Broker, Deliver
+from . import Broker, Deliver, not_started
 from .resp import RedisAddress, command, parse_url
 from .wire import TO, Decoder, Key, WireError, encode
 
@@ -192,7 +192,7 @@ class RedisBroker(Broker):
         self.all_channel = f"{prefix}:all".encode()
         self.channels = [self.all_channel, self.node_channel(node)]
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
-        self.deliver: Deliver = _no_delivery
+        self.deliver: Deliver = not_started
         self.links: dict[str, _Link | None] = {"publisher": None, "subscriber": None}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -502,7 +502,3 @@ class RedisBroker(Broker):
             "outages": self.outages,
             "publishes": self.publishes,
         }
-
-
-def _no_delivery(kind: int, endpoint: str, key: Key, frame: bytes) -> None:
-    raise RuntimeError("RedisBroker.start() was not called")
