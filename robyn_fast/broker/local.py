@@ -92,9 +92,16 @@ class _Outbound(asyncio.Protocol):
     def flush(self) -> None:
         self.flush_scheduled = False
         pending, self.pending, self.pending_bytes = self.pending, [], 0
-        if pending and self.transport is not None and not self.closed:
-            self.transport.writelines(pending)
-            self.bus.writes += 1
+        if not pending:
+            return
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
+            # The link went (its peer stopped, or we are shutting down) after these were queued: a
+            # closed asyncio transport must not be written to (3.12+ raises), and they are dropped.
+            self.bus._dropped_on_closed_link(self.slot, len(pending))
+            return
+        transport.writelines(pending)
+        self.bus.writes += 1
 
     def close(self) -> None:
         if self.transport is not None:
@@ -259,6 +266,10 @@ class LocalBus(Broker):
         if count == 0 and not self._closed:
             log.warning("bus: worker %d %s; dropping messages to it until it catches up", slot, why)
         self._dropping[slot] = count + 1
+
+    def _dropped_on_closed_link(self, slot: int, count: int) -> None:
+        for _ in range(count):
+            self._drop(slot, "went away with messages queued to it")
 
     def _send(self, slot: int, message: bytes) -> bool:
         link = self.links.get(slot)
