@@ -395,9 +395,18 @@ class RedisBroker(Broker):
         self.published += 1
         return self._send(self.node_channel(node), encode(TO, self.node, endpoint, conn_id, frame))
 
-    def _send(self, channel: bytes, message: bytes) -> bool:
+    def _writable(self) -> _Link | None:
+        """The publisher link if it can take writes now (asyncio 3.12+ raises
+        writing to a transport that close() was called on)."""
         publisher = self.links["publisher"]
-        if publisher is None or not publisher.ready or publisher.transport is None:
+        if publisher is None or not publisher.ready or publisher.transport is None \
+                or publisher.transport.is_closing():
+            return None
+        return publisher
+
+    def _send(self, channel: bytes, message: bytes) -> bool:
+        publisher = self._writable()
+        if publisher is None or publisher.transport is None:
             if self._outage_bytes + len(message) > self.outage_limit:
                 self._drop_in_outage()
                 return False
@@ -441,10 +450,10 @@ class RedisBroker(Broker):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        publisher = self.links["publisher"]
         if not self._pending:
             return
-        if publisher is None or not publisher.ready or publisher.transport is None:
+        publisher = self._writable()
+        if publisher is None or publisher.transport is None:
             self._requeue_pending()
             return
         pending, self._pending, self._pending_bytes = self._pending, [], 0
