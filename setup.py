@@ -24,6 +24,8 @@ MODULES: dict[str, list[str]] = {
     "codec": ["wsutil.c"],
     "connection": [],
 }
+# C libraries each links: zlib for permessage-deflate (the system's, as Python's own zlib module uses).
+LIBRARIES: dict[str, list[str]] = {"codec": ["z"]}
 
 DIRECTIVES = {
     "language_level": 3,
@@ -66,6 +68,7 @@ def _extensions() -> list[Extension]:
             include_dirs=["_core"],
             define_macros=macros,
             extra_compile_args=cflags,
+            libraries=LIBRARIES.get(name, []),
         )
         for name, csources in MODULES.items()
     ]

@@ -12,6 +12,14 @@ cdef extern from "wsutil.h" nogil:
     const uint32_t RF_UTF8_ACCEPT
     const uint32_t RF_UTF8_REJECT
 
+cdef extern from "zlib.h" nogil:
+    ctypedef struct z_stream:
+        const uint8_t *next_in
+        unsigned int avail_in
+        uint8_t *next_out
+        unsigned int avail_out
+        const char *msg
+
 
 # Opcodes (RFC 6455 §5.2) and RSV bits as they sit in the first header byte.
 cdef enum:
@@ -37,6 +45,47 @@ cdef class Message:
     cdef readonly int rsv               # RSV bits of the first frame (0 unless an extension allowed them)
     cdef readonly object close_code     # int for a Close frame with a body, else None
     cdef readonly str close_reason      # decoded close reason ("" when absent)
+
+
+# permessage-deflate (RFC 7692). An Inflater or Deflater owns one zlib stream,
+# initialised when first used (an idle connection holds ~200 bytes, not
+# zlib's state). Both write through one module-wide scratch buffer, so no
+# per-connection output buffer exists; they hold the GIL while they use it.
+cdef enum:
+    INF_OK = 0
+    INF_TOO_BIG = 1                     # the inflated message passed the limit
+    INF_BAD_DATA = 2                    # not a valid DEFLATE stream
+    INF_BAD_UTF8 = 3                    # a text message whose inflated bytes are not UTF-8
+
+
+cdef class Inflater:
+    cdef z_stream _z
+    cdef bint _ready                    # inflateInit2 was called (state allocated)
+    cdef bint _dirty                    # a message went through since the last reset
+    cdef readonly int window_bits       # 9..15: largest window it can decode
+    cdef readonly bint no_context_takeover  # reset before every message
+    cdef readonly Py_ssize_t messages   # messages inflated
+    # Inflate one message's payload (the 00 00 ff ff tail is added here) into
+    # str (text) or bytes; None with *status set on failure.
+    cdef object inflate_c(self, const uint8_t *src, size_t n, uint64_t limit, bint text, int *status)
+    cdef int _init(self) except -1
+
+
+cdef class Deflater:
+    cdef z_stream _z
+    cdef bint _ready
+    cdef bint _dirty                    # history present (a message went through since the last reset)
+    cdef readonly int window_bits       # 9..15
+    cdef readonly int mem_level         # 1..9
+    cdef readonly int level             # 0..9
+    cdef readonly bint no_context_takeover
+    cdef readonly Py_ssize_t compressions   # messages compressed
+    # One final frame with RSV1 set whose payload is the compressed `payload`.
+    cdef bytes frame_c(self, int opcode, const uint8_t *payload, size_t n, const uint8_t *mask)
+    # Drop the history: the next message refers to nothing sent before it
+    # (after the peer's decoder saw a frame this stream did not make).
+    cdef int forget(self) except -1
+    cdef int _init(self) except -1
 
 
 # Fill `view` to export `length` writable bytes at `buf` on behalf of `owner`
@@ -83,6 +132,8 @@ cdef class FrameParser:
     cdef int _msg_rsv
     cdef uint32_t _utf8                 # UTF-8 validator state across fragments
     cdef MessageSink _sink              # where parse(None) delivers
+    cdef Inflater _inflater             # permessage-deflate negotiated: RSV1 messages are inflated
+    cdef uint64_t _climit               # bound on a compressed message's bytes (a little over _limit)
 
     # BufferedProtocol plumbing: the writable window (at least READ_MIN bytes),
     # then account for `n` bytes the transport wrote into it.
@@ -98,6 +149,8 @@ cdef class FrameParser:
     cdef int parse_external(self, uint8_t *data, size_t n, list out) except -1
     cdef bint can_parse_external(self)
     cdef int set_sink(self, MessageSink sink) except -1
+    cdef int set_inflater(self, Inflater inflater) except -1
+    cdef object _inflate(self, const uint8_t *src, size_t n, int opcode, list out)
     cdef int _emit_data(self, list out, int opcode, object data, int rsv) except -1
     cdef int _emit_control(self, list out, Message m) except -1
     # Copy `n` bytes at `data` into the read buffer (growing it) without parsing.
@@ -116,3 +169,5 @@ cdef class FrameParser:
 cdef bytes build_frame_c(int opcode, const uint8_t *payload, size_t n, bint fin,
                          int rsv, const uint8_t *mask)
 cdef bytes build_message_c(object data, const uint8_t *mask)
+# Where the payload of a server frame built here starts, and its size.
+cdef size_t frame_payload(bytes frame, size_t *n)

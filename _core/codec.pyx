@@ -14,7 +14,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, UINT64_MAX
 from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcmp, memcpy, memmove, memset
 
 from robyn_fast.exceptions import InvalidPayloadData, MessageTooBig, ProtocolError
 
@@ -22,6 +22,18 @@ cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
     object PyUnicode_DecodeUTF8(const char *s, Py_ssize_t size, const char *errors)
     object PyMemoryView_FromObject(object obj)
+
+cdef extern from "zlib.h" nogil:
+    int Z_OK, Z_STREAM_END, Z_BUF_ERROR, Z_SYNC_FLUSH, Z_DEFLATED, Z_DEFAULT_STRATEGY, Z_MEM_ERROR
+    int inflateInit2(z_stream *strm, int windowBits)
+    int inflate(z_stream *strm, int flush)
+    int inflateReset(z_stream *strm)
+    int inflateEnd(z_stream *strm)
+    int deflateInit2(z_stream *strm, int level, int method, int windowBits, int memLevel, int strategy)
+    int deflate(z_stream *strm, int flush)
+    int deflateReset(z_stream *strm)
+    int deflateEnd(z_stream *strm)
+    unsigned long deflateBound(z_stream *strm, unsigned long sourceLen)
 
 OP_CONT = OPC_CONT
 OP_TEXT = OPC_TEXT
@@ -179,7 +191,7 @@ cdef class FrameParser:
         self._utf8 = RF_UTF8_ACCEPT
 
     def __init__(self, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, *, bint client=False,
-                 int allowed_rsv=0):
+                 int allowed_rsv=0, Inflater inflater=None):
         if max_message_size is None:
             self._limit = UINT64_MAX
         elif not isinstance(max_message_size, int) or isinstance(max_message_size, bool):
@@ -193,6 +205,7 @@ cdef class FrameParser:
         self._max_message_size = max_message_size
         self._client = client
         self._allowed_rsv = allowed_rsv
+        self.set_inflater(inflater)
         cdef _ReadWindow window = _ReadWindow.__new__(_ReadWindow)
         window.parser = self
         self._window = window
@@ -361,7 +374,9 @@ cdef class FrameParser:
         cdef object data
         cdef int opcode = self._msg_opcode
         cdef int rsv = self._msg_rsv
-        if opcode == OPC_TEXT:
+        if rsv & 0x40 and self._inflater is not None:
+            data = self._inflate(self._mbuf, self._mlen, opcode, out)
+        elif opcode == OPC_TEXT:
             if self._utf8 != RF_UTF8_ACCEPT:
                 self._fail(InvalidPayloadData, "invalid UTF-8 in text message", out)
             data = PyUnicode_DecodeUTF8(<char *>self._mbuf, self._mlen, NULL)
@@ -393,6 +408,27 @@ cdef class FrameParser:
     cdef int set_sink(self, MessageSink sink) except -1:
         self._sink = sink
         return 0
+
+    cdef int set_inflater(self, Inflater inflater) except -1:
+        self._inflater = inflater
+        if inflater is not None:
+            self._allowed_rsv |= 0x40
+        # A compressed message may be a little larger than what it inflates
+        # to (stored blocks: 5 bytes per block), so its bound has slack; the
+        # inflated size is held to _limit exactly.
+        if self._limit == UINT64_MAX or self._limit > (UINT64_MAX >> 2):
+            self._climit = self._limit
+        else:
+            self._climit = self._limit + (self._limit >> 8) + 64
+        return 0
+
+    cdef object _inflate(self, const uint8_t *src, size_t n, int opcode, list out):
+        cdef int status
+        data = self._inflater.inflate_c(src, n, self._limit, opcode == OPC_TEXT, &status)
+        if status != INF_OK:
+            exc = _inflate_error(status)
+            self._fail(type(exc), str(exc.args[0]), out)
+        return data
 
     cdef bint can_parse_external(self):
         return self._rstart == self._rend and self._state < PS_CLOSED
@@ -456,7 +492,7 @@ cdef class FrameParser:
                     self._phase += take
                     self._remaining -= take
                     self._mlen += take
-                    if self._msg_opcode == OPC_TEXT:
+                    if self._msg_opcode == OPC_TEXT and not (self._msg_rsv & 0x40 and self._inflater is not None):
                         self._utf8 = rf_utf8_step(self._utf8, dst, take, NULL)
                         if self._utf8 == RF_UTF8_REJECT:
                             self._fail(InvalidPayloadData, "invalid UTF-8 in text message", out)
@@ -478,6 +514,11 @@ cdef class FrameParser:
             len7 = b1 & 0x7F
             if rsv & ~self._allowed_rsv:
                 self._fail(ProtocolError, "reserved bits must be 0", out)
+            if rsv & 0x40 and self._inflater is not None:
+                if opcode >= OPC_CLOSE:
+                    self._fail(ProtocolError, "RSV1 set on a control frame", out)
+                if opcode == OPC_CONT:
+                    self._fail(ProtocolError, "RSV1 set on a continuation frame", out)
             if not (opcode <= OPC_BINARY or OPC_CLOSE <= opcode <= OPC_PONG):
                 self._fail(ProtocolError, f"unknown opcode {opcode}", out)
             if masked == self._client:
@@ -514,9 +555,14 @@ cdef class FrameParser:
                     self._fail(ProtocolError, "frame length has the most significant bit set", out)
             else:
                 length = len7
-            # _mlen <= _limit always holds, so the subtraction cannot wrap.
-            if opcode < OPC_CLOSE and length > self._limit - self._mlen:
-                self._fail(MessageTooBig, "message too big", out)
+            # _mlen <= the bound always holds, so the subtraction cannot wrap. A
+            # compressed message is bounded by _climit here, and by _limit once inflated.
+            if opcode < OPC_CLOSE:
+                if self._inflater is not None and (rsv if opcode != OPC_CONT else self._msg_rsv) & 0x40:
+                    if length > self._climit - self._mlen:
+                        self._fail(MessageTooBig, "message too big", out)
+                elif length > self._limit - self._mlen:
+                    self._fail(MessageTooBig, "message too big", out)
             if masked:
                 memcpy(key, p + hlen - 4, 4)
 
@@ -546,7 +592,9 @@ cdef class FrameParser:
                     p = self._rbuf + self._rstart
                     if masked:
                         rf_mask(p, p, <size_t>length, key, 0)
-                    if opcode == OPC_TEXT:
+                    if rsv & 0x40 and self._inflater is not None:
+                        data = self._inflate(p, <size_t>length, opcode, out)
+                    elif opcode == OPC_TEXT:
                         if rf_utf8_step(RF_UTF8_ACCEPT, p, <size_t>length, NULL) != RF_UTF8_ACCEPT:
                             self._fail(InvalidPayloadData, "invalid UTF-8 in text message", out)
                         data = PyUnicode_DecodeUTF8(<char *>p, <Py_ssize_t>length, NULL)
@@ -616,6 +664,344 @@ def validate_utf8(data):
         state = rf_utf8_step(RF_UTF8_ACCEPT, <const uint8_t *>view.buf, <size_t>view.len, NULL)
     PyBuffer_Release(&view)
     return state == RF_UTF8_ACCEPT
+
+
+# -- permessage-deflate (RFC 7692) ----------------------------------------------
+
+# One scratch buffer for the whole module: inflate and deflate write their
+# output here, then one copy makes the str/bytes or the frame. Nothing in
+# between can re-enter (the GIL is held throughout), so one buffer serves
+# every connection of every loop; after a large message it shrinks back.
+cdef uint8_t *_scratch = NULL
+cdef size_t _scratch_cap = 0
+
+cdef enum:
+    SCRATCH_KEEP = 262144       # a scratch buffer larger than this is shrunk after use
+    SCRATCH_MIN = 16384
+
+cdef uint8_t _TAIL[4]                    # the end of a sync flush, stripped by senders (§7.2.1)
+_TAIL[0] = 0x00
+_TAIL[1] = 0x00
+_TAIL[2] = 0xFF
+_TAIL[3] = 0xFF
+
+
+cdef int _scratch_reserve(size_t need) except -1:
+    global _scratch, _scratch_cap
+    cdef size_t newcap
+    cdef uint8_t *p
+    if need <= _scratch_cap:
+        return 0
+    newcap = _scratch_cap * 2 if _scratch_cap else SCRATCH_MIN
+    if newcap < need:
+        newcap = need
+    p = <uint8_t *>realloc(_scratch, newcap)
+    if p == NULL:
+        raise MemoryError()
+    _scratch = p
+    _scratch_cap = newcap
+    return 0
+
+
+cdef void _scratch_trim():
+    global _scratch, _scratch_cap
+    if _scratch_cap > SCRATCH_KEEP:
+        free(_scratch)
+        _scratch = NULL
+        _scratch_cap = 0
+
+
+def scratch_size():
+    """Bytes held by the module's (de)compression scratch buffer (for tests)."""
+    return _scratch_cap
+
+
+cdef inline int _check_window(int bits, str what) except -1:
+    if not 9 <= bits <= 15:
+        raise ValueError(f"{what} must be 9..15, got {bits}")
+    return 0
+
+
+@cython.final
+cdef class Inflater:
+    """The decompressor of permessage-deflate (RFC 7692 §7.2.2), sans-I/O.
+
+    ``window_bits`` (9..15) is the largest LZ77 window it decodes (a peer
+    limited to a smaller one is read as well). With ``no_context_takeover``
+    every message starts afresh, so one Inflater can serve any number of
+    connections; without it, it keeps the peer's history between messages
+    and belongs to one connection. zlib's state is allocated on first use.
+    """
+
+    def __cinit__(self):
+        memset(&self._z, 0, sizeof(z_stream))
+
+    def __init__(self, int window_bits=15, *, bint no_context_takeover=True):
+        _check_window(window_bits, "window_bits")
+        self.window_bits = window_bits
+        self.no_context_takeover = no_context_takeover
+
+    def __dealloc__(self):
+        if self._ready:
+            inflateEnd(&self._z)
+
+    @property
+    def allocated(self):
+        """True once zlib's state exists (the first compressed message)."""
+        return self._ready
+
+    cdef int _init(self) except -1:
+        cdef int rc = inflateInit2(&self._z, -self.window_bits)
+        if rc != Z_OK:
+            raise MemoryError() if rc == Z_MEM_ERROR else RuntimeError(f"inflateInit2 failed ({rc})")
+        self._ready = True
+        return 0
+
+    cdef object inflate_c(self, const uint8_t *src, size_t n, uint64_t limit, bint text, int *status):
+        cdef z_stream *z = &self._z
+        cdef size_t produced = 0
+        cdef size_t cap
+        cdef int rc, part = 0
+        cdef bint ended = False
+        cdef unsigned int avail_before
+        cdef object data
+        status[0] = INF_OK
+        if not self._ready:
+            self._init()
+        elif self.no_context_takeover and self._dirty:
+            inflateReset(z)
+        self._dirty = True
+        z.next_in = src
+        z.avail_in = <unsigned int>n if n < 0x40000000 else 0x40000000
+        while True:
+            if produced == _scratch_cap:
+                # Grow, but never much past the limit: a bomb costs at most limit + 1 bytes here.
+                cap = _scratch_cap * 2 if _scratch_cap else SCRATCH_MIN
+                if limit < UINT64_MAX and cap > limit + 1:
+                    cap = <size_t>(limit + 1) if limit + 1 > produced else produced + 1
+                _scratch_reserve(cap)
+            z.next_out = _scratch + produced
+            cap = _scratch_cap - produced
+            z.avail_out = <unsigned int>cap if cap < 0x40000000 else 0x40000000
+            cap = z.avail_out
+            avail_before = z.avail_in
+            rc = inflate(z, Z_SYNC_FLUSH)
+            produced += cap - z.avail_out
+            if produced > limit:
+                status[0] = INF_TOO_BIG
+                break
+            if rc == Z_STREAM_END:
+                # A final block (BFINAL=1): the stream ends here; what follows starts a new
+                # one, and no tail is added after it (RFC 7692 §7.2.3.4).
+                inflateReset(z)
+                ended = True
+            elif rc != Z_OK and rc != Z_BUF_ERROR:
+                status[0] = INF_BAD_DATA
+                break
+            elif cap != z.avail_out or z.avail_in != avail_before:
+                ended = False
+            if z.avail_out == 0:
+                continue                    # more output may be pending
+            if z.avail_in == 0:
+                if src + n > z.next_in:     # the rest of a payload over 1 GiB
+                    cap = <size_t>(src + n - z.next_in)
+                    z.avail_in = <unsigned int>cap if cap < 0x40000000 else 0x40000000
+                    continue
+                if part == 0 and not ended:
+                    part = 1
+                    src = _TAIL
+                    n = 4
+                    z.next_in = _TAIL
+                    z.avail_in = 4
+                    continue
+                break
+            if rc == Z_BUF_ERROR:
+                status[0] = INF_BAD_DATA    # input left but no progress possible
+                break
+        if status[0] != INF_OK:
+            # The stream is unusable now; a context-keeping one cannot go on.
+            inflateReset(z)
+            _scratch_trim()
+            return None
+        self.messages += 1
+        if text:
+            if rf_utf8_step(RF_UTF8_ACCEPT, _scratch, produced, NULL) != RF_UTF8_ACCEPT:
+                status[0] = INF_BAD_UTF8
+                _scratch_trim()
+                return None
+            data = PyUnicode_DecodeUTF8(<char *>_scratch, <Py_ssize_t>produced, NULL)
+        else:
+            data = PyBytes_FromStringAndSize(<char *>_scratch, <Py_ssize_t>produced)
+        _scratch_trim()
+        return data
+
+    def inflate(self, payload, max_size=DEFAULT_MAX_MESSAGE_SIZE, *, bint text=False):
+        """The message ``payload`` (one message's compressed bytes, without
+        the 00 00 ff ff tail) decompresses to: ``bytes``, or ``str`` with
+        ``text=True``. MessageTooBig once it passes ``max_size`` (``None``:
+        no bound), InvalidPayloadData for data that is not DEFLATE or text
+        that is not UTF-8."""
+        cdef Py_buffer view
+        cdef int status
+        cdef uint64_t limit
+        if max_size is None:
+            limit = UINT64_MAX
+        elif not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 0:
+            raise ValueError("max_size must be an int >= 0 or None")
+        else:
+            limit = <uint64_t>min(max_size, UINT64_MAX)
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        try:
+            data = self.inflate_c(<const uint8_t *>view.buf, <size_t>view.len, limit, text, &status)
+        finally:
+            PyBuffer_Release(&view)
+        if status != INF_OK:
+            raise _inflate_error(status)
+        return data
+
+
+cdef object _inflate_error(int status):
+    if status == INF_TOO_BIG:
+        return MessageTooBig("message too big once decompressed")
+    if status == INF_BAD_UTF8:
+        return InvalidPayloadData("invalid UTF-8 in text message")
+    return InvalidPayloadData("invalid compressed data")
+
+
+@cython.final
+cdef class Deflater:
+    """The compressor of permessage-deflate (RFC 7692 §7.2.1), sans-I/O.
+
+    Each message is compressed with a sync flush and loses its 00 00 ff ff
+    tail. With ``no_context_takeover`` (the default) every message starts
+    afresh, so one Deflater can serve any number of connections and its
+    frames can go to all of them; without it, it keeps the history and
+    belongs to one connection. ``window_bits`` 9..15, ``mem_level`` 1..9,
+    ``level`` 0..9 as zlib's. zlib's state is allocated on first use.
+    """
+
+    def __cinit__(self):
+        memset(&self._z, 0, sizeof(z_stream))
+
+    def __init__(self, int window_bits=15, *, int mem_level=8, int level=6, bint no_context_takeover=True):
+        _check_window(window_bits, "window_bits")
+        if not 1 <= mem_level <= 9:
+            raise ValueError(f"mem_level must be 1..9, got {mem_level}")
+        if not 0 <= level <= 9:
+            raise ValueError(f"level must be 0..9, got {level}")
+        self.window_bits = window_bits
+        self.mem_level = mem_level
+        self.level = level
+        self.no_context_takeover = no_context_takeover
+
+    def __dealloc__(self):
+        if self._ready:
+            deflateEnd(&self._z)
+
+    @property
+    def allocated(self):
+        """True once zlib's state exists (the first compressed message)."""
+        return self._ready
+
+    cdef int _init(self) except -1:
+        cdef int rc = deflateInit2(&self._z, self.level, Z_DEFLATED, -self.window_bits, self.mem_level,
+                                   Z_DEFAULT_STRATEGY)
+        if rc != Z_OK:
+            raise MemoryError() if rc == Z_MEM_ERROR else RuntimeError(f"deflateInit2 failed ({rc})")
+        self._ready = True
+        return 0
+
+    cdef int forget(self) except -1:
+        if self._ready and self._dirty:
+            deflateReset(&self._z)
+            self._dirty = False
+        return 0
+
+    cdef bytes frame_c(self, int opcode, const uint8_t *payload, size_t n, const uint8_t *mask):
+        cdef z_stream *z = &self._z
+        cdef size_t produced = 0
+        cdef size_t cap
+        cdef int rc
+        cdef bytes frame
+        if n > 0x40000000:
+            raise ValueError("a message over 1 GiB cannot be compressed")
+        if n == 0:
+            # An empty stored block without its tail (RFC 7692 §7.2.3.6). zlib
+            # would emit nothing for a second sync flush in a row, and an empty
+            # payload after a compressed message is not a valid one.
+            self.compressions += 1
+            return build_frame_c(opcode, _TAIL, 1, True, 0x40, mask)
+        if not self._ready:
+            self._init()
+        elif self.no_context_takeover and self._dirty:
+            deflateReset(z)
+        self._dirty = True
+        # deflateBound covers Z_FINISH; a sync flush adds an empty stored block (5 bytes) and a
+        # partial block's bits: 16 more is ample, and the loop grows the buffer if not.
+        _scratch_reserve(<size_t>deflateBound(z, <unsigned long>n) + 16)
+        z.next_in = payload
+        z.avail_in = <unsigned int>n
+        while True:
+            z.next_out = _scratch + produced
+            cap = _scratch_cap - produced
+            z.avail_out = <unsigned int>cap
+            rc = deflate(z, Z_SYNC_FLUSH)
+            produced += cap - z.avail_out
+            if rc != Z_OK and rc != Z_BUF_ERROR:
+                deflateReset(z)
+                raise RuntimeError(f"deflate failed ({rc})")
+            if z.avail_out != 0:
+                break
+            _scratch_reserve(_scratch_cap * 2)
+        if produced >= 4 and memcmp(_scratch + produced - 4, _TAIL, 4) == 0:
+            produced -= 4
+        self.compressions += 1
+        frame = build_frame_c(opcode, _scratch, produced, True, 0x40, mask)
+        _scratch_trim()
+        return frame
+
+    def compress(self, data):
+        """The compressed payload of one message (``str`` as UTF-8), without
+        the 00 00 ff ff tail."""
+        cdef size_t off, n
+        frame = self.build_message(data)
+        off = frame_payload(frame, &n)
+        return frame[off:]
+
+    def build_message(self, data, *, mask=None):
+        """One final frame carrying ``data`` compressed, RSV1 set: text for
+        ``str``, binary for bytes-like data (the client passes its mask)."""
+        cdef uint8_t key[4]
+        cdef int has_mask = _check_mask(mask, key)
+        cdef Py_buffer view
+        cdef Py_ssize_t n
+        cdef const char *p
+        if isinstance(data, str):
+            p = PyUnicode_AsUTF8AndSize(data, &n)
+            return self.frame_c(OPC_TEXT, <const uint8_t *>p, <size_t>n, key if has_mask else NULL)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be str, bytes, bytearray or memoryview, not {type(data).__name__}")
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            return self.frame_c(OPC_BINARY, <const uint8_t *>view.buf, <size_t>view.len,
+                                key if has_mask else NULL)
+        finally:
+            PyBuffer_Release(&view)
+
+
+cdef size_t frame_payload(bytes frame, size_t *n):
+    cdef const uint8_t *o = <const uint8_t *>PyBytes_AS_STRING(frame)
+    cdef size_t size = <size_t>PyBytes_GET_SIZE(frame)
+    cdef size_t hlen = 2
+    cdef int len7 = o[1] & 0x7F
+    if len7 == 126:
+        hlen = 4
+    elif len7 == 127:
+        hlen = 10
+    if o[1] & 0x80:
+        hlen += 4
+    n[0] = size - hlen
+    return hlen
 
 
 # -- frame building -----------------------------------------------------------

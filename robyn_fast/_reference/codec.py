@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import struct
+import zlib
 from typing import Final
 
 from ..exceptions import InvalidPayloadData, MessageTooBig, ProtocolError
@@ -42,6 +43,9 @@ __all__ = [
     "build_ping",
     "build_pong",
     "build_close",
+    "Inflater",
+    "Deflater",
+    "scratch_size",
 ]
 
 OP_CONT: Final = 0x0
@@ -274,6 +278,138 @@ def build_close(code: int | None = 1000, reason: str = "", *, mask: bytes | None
     return build_frame(OP_CLOSE, body, mask=mask)
 
 
+_TAIL: Final = b"\x00\x00\xff\xff"
+
+
+def scratch_size() -> int:
+    """Bytes held by a (de)compression scratch buffer: this codec has none."""
+    return 0
+
+
+def _window(bits: int, what: str) -> int:
+    if not 9 <= bits <= 15:
+        raise ValueError(f"{what} must be 9..15, got {bits}")
+    return bits
+
+
+class Inflater:
+    """The decompressor of permessage-deflate (RFC 7692 §7.2.2), sans-I/O.
+
+    ``window_bits`` (9..15) is the largest LZ77 window it decodes. With
+    ``no_context_takeover`` every message starts afresh, so one Inflater can
+    serve any number of connections; without it, it keeps the peer's
+    history between messages and belongs to one connection.
+    """
+
+    def __init__(self, window_bits: int = 15, *, no_context_takeover: bool = True) -> None:
+        self.window_bits = _window(window_bits, "window_bits")
+        self.no_context_takeover = bool(no_context_takeover)
+        self.messages = 0
+        self._z: zlib._Decompress | None = None
+
+    @property
+    def allocated(self) -> bool:
+        """True once zlib's state exists (the first compressed message)."""
+        return self._z is not None
+
+    def _inflate_bytes(self, payload: bytes, limit: int) -> bytes:
+        if self._z is None or self.no_context_takeover:
+            self._z = zlib.decompressobj(-self.window_bits)
+        out = bytearray()
+        data = payload
+        ended = False
+        for part in (0, 1):
+            if part == 1 and ended:
+                break  # after a final block no tail is added (RFC 7692 §7.2.3.4)
+            while data:
+                ended = False
+                try:
+                    chunk = self._z.decompress(data, 0 if limit >= _UNLIMITED else limit + 1 - len(out))
+                except zlib.error:
+                    self._z = None
+                    raise InvalidPayloadData("invalid compressed data") from None
+                out += chunk
+                if len(out) > limit:
+                    self._z = None
+                    raise MessageTooBig("message too big once decompressed")
+                if self._z.eof:  # a final block: what follows starts a new stream
+                    data = self._z.unused_data
+                    self._z = zlib.decompressobj(-self.window_bits)
+                    ended = True
+                    continue
+                data = self._z.unconsumed_tail
+            data = _TAIL if part == 0 else b""
+        return bytes(out)
+
+    def inflate(self, payload: bytes | bytearray | memoryview, max_size: int | None = DEFAULT_MAX_MESSAGE_SIZE, *,
+                text: bool = False) -> str | bytes:
+        """The message ``payload`` (one message's compressed bytes, without
+        the 00 00 ff ff tail) decompresses to: ``bytes``, or ``str`` with
+        ``text=True``. MessageTooBig once it passes ``max_size`` (``None``:
+        no bound), InvalidPayloadData for data that is not DEFLATE or text
+        that is not UTF-8."""
+        if max_size is None:
+            limit = _UNLIMITED
+        elif not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 0:
+            raise ValueError("max_size must be an int >= 0 or None")
+        else:
+            limit = min(max_size, _UNLIMITED)
+        raw = self._inflate_bytes(bytes(payload), limit)
+        self.messages += 1
+        if not text:
+            return raw
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidPayloadData("invalid UTF-8 in text message") from None
+
+
+class Deflater:
+    """The compressor of permessage-deflate (RFC 7692 §7.2.1), sans-I/O.
+
+    Each message is compressed with a sync flush and loses its 00 00 ff ff
+    tail. With ``no_context_takeover`` (the default) every message starts
+    afresh; without it, the history is kept. ``window_bits`` 9..15,
+    ``mem_level`` 1..9, ``level`` 0..9 as zlib's.
+    """
+
+    def __init__(self, window_bits: int = 15, *, mem_level: int = 8, level: int = 6,
+                 no_context_takeover: bool = True) -> None:
+        self.window_bits = _window(window_bits, "window_bits")
+        if not 1 <= mem_level <= 9:
+            raise ValueError(f"mem_level must be 1..9, got {mem_level}")
+        if not 0 <= level <= 9:
+            raise ValueError(f"level must be 0..9, got {level}")
+        self.mem_level = mem_level
+        self.level = level
+        self.no_context_takeover = bool(no_context_takeover)
+        self.compressions = 0
+        self._z: zlib._Compress | None = None
+
+    @property
+    def allocated(self) -> bool:
+        """True once zlib's state exists (the first compressed message)."""
+        return self._z is not None
+
+    def compress(self, data: str | bytes | bytearray | memoryview) -> bytes:
+        """The compressed payload of one message (``str`` as UTF-8), without
+        the 00 00 ff ff tail."""
+        raw = _payload_bytes(data)
+        if self._z is None or self.no_context_takeover:
+            self._z = zlib.compressobj(self.level, zlib.DEFLATED, -self.window_bits, self.mem_level)
+        out = self._z.compress(raw) + self._z.flush(zlib.Z_SYNC_FLUSH)
+        self.compressions += 1
+        return out[:-4] if out.endswith(_TAIL) else out
+
+    def build_message(self, data: str | bytes | bytearray | memoryview, *, mask: bytes | None = None) -> bytes:
+        """One final frame carrying ``data`` compressed, RSV1 set: text for
+        ``str``, binary for bytes-like data (the client passes its mask)."""
+        if not isinstance(data, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be str, bytes, bytearray or memoryview, not {type(data).__name__}")
+        opcode = OP_TEXT if isinstance(data, str) else OP_BINARY
+        return build_frame(opcode, self.compress(data), rsv=RSV1, mask=mask)
+
+
 class FrameParser:
     """Incremental RFC 6455 frame parser and message reassembler (sans-I/O).
 
@@ -292,7 +428,12 @@ class FrameParser:
     ``client=True`` requires every frame to be unmasked (RFC 6455 §5.1).
     ``max_message_size`` bounds a whole message (``None``: no bound) and is
     enforced from each frame header before its payload is buffered.
-    ``allowed_rsv`` lists the RSV bits an extension negotiated.
+    ``allowed_rsv`` lists the RSV bits an extension negotiated. With an
+    ``inflater`` (permessage-deflate negotiated) RSV1 is allowed on the
+    first frame of a data message, whose payload is then inflated when the
+    message completes (held to ``max_message_size`` once inflated, and a
+    little over it while compressed); RSV1 on a control or continuation
+    frame is a ProtocolError.
     """
 
     def __init__(
@@ -301,6 +442,7 @@ class FrameParser:
         *,
         client: bool = False,
         allowed_rsv: int = 0,
+        inflater: Inflater | None = None,
     ) -> None:
         if max_message_size is None:
             limit = _UNLIMITED
@@ -313,6 +455,11 @@ class FrameParser:
         if allowed_rsv & ~(RSV1 | RSV2 | RSV3):
             raise ValueError("allowed_rsv must be a combination of RSV1, RSV2 and RSV3")
         self._limit = limit
+        self._inflater = inflater
+        if inflater is not None:
+            allowed_rsv |= RSV1
+        # A compressed message may be a little larger than what it inflates to.
+        self._climit = limit if limit > _UNLIMITED >> 2 else limit + (limit >> 8) + 64
         self._max_message_size = max_message_size
         self._client = bool(client)
         self._allowed_rsv = allowed_rsv
@@ -406,7 +553,9 @@ class FrameParser:
                     self._phase += take
                     self._remaining -= take
                     self._msg += chunk
-                    if self._decoder is not None and not _decode_eagerly(self._decoder, chunk):
+                    if self._compressed():
+                        pass
+                    elif self._decoder is not None and not _decode_eagerly(self._decoder, chunk):
                         self._fail(InvalidPayloadData("invalid UTF-8 in text message"), out)
                 if self._remaining == 0:
                     self._state = _HEADER
@@ -423,6 +572,11 @@ class FrameParser:
             len7 = b1 & 0x7F
             if rsv & ~self._allowed_rsv:
                 self._fail(ProtocolError("reserved bits must be 0"), out)
+            if rsv & RSV1 and self._inflater is not None:
+                if opcode >= OP_CLOSE:
+                    self._fail(ProtocolError("RSV1 set on a control frame"), out)
+                if opcode == OP_CONT:
+                    self._fail(ProtocolError("RSV1 set on a continuation frame"), out)
             if opcode not in _KNOWN_OPCODES:
                 self._fail(ProtocolError(f"unknown opcode {opcode}"), out)
             if masked == self._client:
@@ -449,8 +603,10 @@ class FrameParser:
                     self._fail(ProtocolError("frame length has the most significant bit set"), out)
             else:
                 length = len7
-            if opcode < OP_CLOSE and length > self._limit - len(self._msg):
-                self._fail(MessageTooBig("message too big"), out)
+            if opcode < OP_CLOSE:
+                compressed = self._inflater is not None and (rsv if opcode != OP_CONT else self._msg_rsv) & RSV1
+                if length > (self._climit if compressed else self._limit) - len(self._msg):
+                    self._fail(MessageTooBig("message too big"), out)
             mask = bytes(buf[hlen - 4 : hlen]) if masked else None
             if opcode >= OP_CLOSE:
                 if len(buf) < hlen + length:
@@ -476,9 +632,18 @@ class FrameParser:
             self._mask = mask
             self._phase = 0
 
+    def _compressed(self) -> bool:
+        return self._inflater is not None and bool(self._msg_rsv & RSV1)
+
     def _finish_message(self, out: list[Message]) -> Message:
         data: str | bytes
-        if self._msg_opcode == OP_TEXT:
+        if self._compressed():
+            assert self._inflater is not None
+            try:
+                data = self._inflater.inflate(bytes(self._msg), self._limit, text=self._msg_opcode == OP_TEXT)
+            except ProtocolError as exc:
+                self._fail(exc, out)
+        elif self._msg_opcode == OP_TEXT:
             assert self._decoder is not None
             try:
                 self._decoder.decode(b"", True)
