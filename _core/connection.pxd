@@ -17,7 +17,7 @@
 # real asyncio Task from its first line (started eagerly on Python >= 3.12).
 
 from libc.stdint cimport uint8_t
-from robyn_fast._core.codec cimport FrameParser, Message, MessageSink
+from robyn_fast._core.codec cimport Deflater, FrameParser, Inflater, Message, MessageSink
 
 cdef enum:
     ST_OPEN = 0          # open: data flows both ways
@@ -46,6 +46,14 @@ cdef class Hub:
     cdef bint close_on_error
     cdef Py_ssize_t high_water
     cdef Py_ssize_t low_water
+    # permessage-deflate (Config.compression*).
+    cdef readonly str compression         # "off", "shared" or "dedicated"
+    cdef size_t compress_threshold        # smaller payloads go out uncompressed
+    cdef int compress_level
+    cdef int compress_mem_level           # of per-connection compressors (dedicated mode)
+    cdef Inflater shared_inflater         # for every client without context takeover; created on first use
+    cdef list shared_deflaters            # [window_bits - 9] -> Deflater without context takeover, created on first use
+    cdef readonly Py_ssize_t compressions # messages compressed for this hub's connections
     # Output cork.
     cdef list dirty                       # connections with queued output this iteration
     cdef bint flush_scheduled
@@ -71,6 +79,8 @@ cdef class Hub:
     cpdef int join(self, Connection conn, object room) except -1
     cpdef int leave(self, Connection conn, object room) except -1
     cdef int _arm_keepalive(self) except -1
+    cdef Inflater inflater(self)
+    cdef Deflater deflater_for(self, int window_bits)
 
 
 cdef class Connection(MessageSink):
@@ -112,6 +122,11 @@ cdef class Connection(MessageSink):
     cdef double pong_deadline             # loop time by which the pong must arrive (0: none)
     cdef bytes ping_payload
     cdef unsigned int ping_seq
+    # permessage-deflate, when negotiated (enable_deflate before start).
+    cdef Deflater deflater                # None: messages go out plain
+    cdef int deflate_bits                 # the window our frames may use (9..15)
+    cdef bint deflate_shared              # deflater is the hub's (no context takeover)
+    cdef readonly object deflate_params   # what was agreed (robyn_fast.websocket.extensions.DeflateParams) or None
 
     cdef int _read(self, size_t nbytes) except -1
     cdef int _on_close_frame(self, Message m) except -1
@@ -131,6 +146,11 @@ cdef class Connection(MessageSink):
     cdef int _after_error(self, object job) except -1
     cdef int _job_done(self, object job) except -1
     cdef int send_frame(self, bytes frame) except -1
+    # Queue a plain data frame built by codec.build_message_c, compressed first
+    # when deflate was negotiated and the payload reaches the threshold.
+    # `cache` (a broadcast's, 7 slots by window bits) holds the compressed
+    # frames made so far, so a broadcast compresses once per window size.
+    cdef int send_data(self, bytes frame, list cache) except -1
     cdef int _queue_control(self, bytes frame) except -1
     cdef int _dirty(self) except -1
     cdef int _flush(self) except -1

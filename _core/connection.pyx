@@ -27,14 +27,15 @@
 # 1009) and closes. close() is never deferred behind a suspended handler.
 
 cimport cython
-from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Values
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from robyn_fast._core.codec cimport (
-    FrameParser, Message, MessageSink, build_frame_c, build_message_c, fill_buffer_view,
+    Deflater, FrameParser, Inflater, Message, MessageSink, build_frame_c, build_message_c, fill_buffer_view,
+    frame_payload,
     OPC_TEXT, OPC_BINARY, OPC_CLOSE, OPC_PING, OPC_PONG,
 )
 
@@ -152,6 +153,11 @@ cdef class Hub:
         self.close_on_error = config.close_on_handler_error
         self.high_water = config.read_high_water
         self.low_water = config.read_low_water
+        self.compression = config.compression
+        self.compress_threshold = config.compression_threshold
+        self.compress_level = config.compression_level
+        self.compress_mem_level = config.compression_mem_level
+        self.shared_deflaters = [None] * 7
         self.flush_cb = self.flush
         cdef _SharedWindow window = _SharedWindow.__new__(_SharedWindow)
         window.hub = self
@@ -172,6 +178,23 @@ cdef class Hub:
                 raise MemoryError()
             self.shared_cap = SHARED_READ
         return self.shared_window
+
+    # -- permessage-deflate ---------------------------------------------------------
+
+    cdef Inflater inflater(self):
+        """The decompressor shared by every connection whose client keeps no context."""
+        if self.shared_inflater is None:
+            self.shared_inflater = Inflater(15, no_context_takeover=True)
+        return self.shared_inflater
+
+    cdef Deflater deflater_for(self, int window_bits):
+        """The compressor without context takeover for frames of ``window_bits``,
+        shared by every connection of this hub (and used once per broadcast)."""
+        cdef Deflater d = self.shared_deflaters[window_bits - 9]
+        if d is None:
+            d = Deflater(window_bits, mem_level=8, level=self.compress_level, no_context_takeover=True)
+            self.shared_deflaters[window_bits - 9] = d
+        return d
 
     # -- table ------------------------------------------------------------------
 
@@ -337,6 +360,7 @@ cdef class Hub:
 cdef Py_ssize_t _broadcast(dict members, bytes frame, object exclude):
     cdef Py_ssize_t count = 0
     cdef Connection conn
+    cdef list cache = None
     # A snapshot of the members: whatever a send leads to (a close, a
     # connection_lost a transport reports at once, a join or leave) cannot
     # change what this loop walks.
@@ -344,7 +368,12 @@ cdef Py_ssize_t _broadcast(dict members, bytes frame, object exclude):
         if conn.state != ST_OPEN or conn is exclude:
             continue
         try:
-            count += conn.send_frame(frame)
+            if conn.deflater is None:
+                count += conn.send_frame(frame)         # the plain frame, the same object for all
+            else:
+                if cache is None:
+                    cache = [None] * 7
+                count += conn.send_data(frame, cache)
         except Exception:
             _log.exception("websocket %s: broadcast send failed", conn.key)
     return count
@@ -387,6 +416,34 @@ cdef class Connection(MessageSink):
         if initial and self.state == ST_OPEN:
             self.parser.append_input(<const uint8_t *><char *>initial, <size_t>len(initial))
             self._read(0)
+
+    def enable_deflate(self, params):
+        """Use permessage-deflate as agreed in ``params`` (a
+        :class:`~robyn_fast.websocket.extensions.DeflateParams`); before
+        :meth:`start`. A client without context takeover shares the hub's
+        decompressor, frames without it the hub's compressor for their
+        window; otherwise this connection gets its own, allocated when first
+        used."""
+        cdef int server_bits = params.server_max_window_bits
+        cdef int client_bits = params.client_max_window_bits
+        cdef Hub hub = self.hub
+        if self.started:
+            raise InvalidState(f"websocket {self.key}: enable_deflate() after start()")
+        if not 9 <= server_bits <= 15 or not 8 <= client_bits <= 15:
+            raise ValueError("server_max_window_bits must be 9..15 and client_max_window_bits 8..15")
+        if params.client_no_context_takeover:
+            self.parser.set_inflater(hub.inflater())
+        else:
+            self.parser.set_inflater(Inflater(client_bits if client_bits >= 9 else 9, no_context_takeover=False))
+        if params.server_no_context_takeover:
+            self.deflater = hub.deflater_for(server_bits)
+            self.deflate_shared = True
+        else:
+            self.deflater = Deflater(server_bits, mem_level=hub.compress_mem_level, level=hub.compress_level,
+                                     no_context_takeover=False)
+            self.deflate_shared = False
+        self.deflate_bits = server_bits
+        self.deflate_params = params
 
     def connection_made(self, transport):
         # Not called after set_protocol(); kept so the class is a complete protocol.
@@ -716,7 +773,7 @@ cdef class Connection(MessageSink):
                            type(exc).__name__, exc)
                 return self._after_error(job)
             if self.state == ST_OPEN:
-                self.send_frame(frame)
+                self.send_data(frame, None)
             else:
                 _log.debug("websocket %s: connection closing; the handler's return value was dropped", self.key)
         self._close_pending()
@@ -757,12 +814,46 @@ cdef class Connection(MessageSink):
         binary, dict/list as JSON text. Returns False if the connection is not
         open or the message was refused by the backpressure policy. Raises
         TypeError (or ValueError) for a value that cannot be sent."""
-        return self.send_frame(_frame(data, self.hub.json_dumps)) == 1
+        return self.send_data(_frame(data, self.hub.json_dumps), None) == 1
 
     def send_frame_bytes(self, bytes frame not None):
-        """Queue a prebuilt server frame (broadcasts use one frame object for
-        every connection). Returns False if it was not queued."""
-        return self.send_frame(frame) == 1
+        """Queue a prebuilt server data frame (from ``message_frame``; it is
+        compressed for this connection if deflate was negotiated). Returns
+        False if it was not queued."""
+        return self.send_data(frame, None) == 1
+
+    cdef int send_data(self, bytes frame, list cache) except -1:
+        cdef Hub hub = self.hub
+        cdef Deflater d = self.deflater
+        cdef bytes out
+        cdef size_t off, n
+        cdef int slot
+        cdef const uint8_t *p
+        if d is None or self.state != ST_OPEN:
+            return self.send_frame(frame)
+        off = frame_payload(frame, &n)
+        if n < hub.compress_threshold:
+            return self.send_frame(frame)
+        p = <const uint8_t *>PyBytes_AS_STRING(frame)
+        if cache is not None:
+            slot = self.deflate_bits - 9
+            out = cache[slot]
+            if out is None:
+                out = hub.deflater_for(self.deflate_bits).frame_c(p[0] & 0x0F, p + off, n, NULL)
+                hub.compressions += 1
+                cache[slot] = out
+            if not self.deflate_shared:
+                # The client's decoder now holds bytes this connection's compressor
+                # never saw: its next message must refer to nothing before.
+                d.forget()
+            return self.send_frame(out)
+        out = d.frame_c(p[0] & 0x0F, p + off, n, NULL)
+        hub.compressions += 1
+        if self.send_frame(out):
+            return 1
+        if not self.deflate_shared:
+            d.forget()          # dropped: the client never sees what the compressor now remembers
+        return 0
 
     cdef int send_frame(self, bytes frame) except -1:
         cdef size_t size = <size_t>PyBytes_GET_SIZE(frame)

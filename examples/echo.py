@@ -5,12 +5,20 @@ size is raised to 64 MiB; the suite needs >= 16 MiB). GET / serves a small page
 to try it from a browser.
 
     python examples/echo.py          # http://127.0.0.1:8080 (ROBYN_HOST/ROBYN_PORT override)
+
+permessage-deflate is answered in the default "shared" mode; ECHO_COMPRESSION
+picks another (off, shared or dedicated) and ECHO_COMPRESSION_THRESHOLD the
+size from which replies are compressed (default 1024), as the Autobahn tests do.
 """
+
+import os
 
 from robyn_fast import Config, Robyn, WebSocket
 
 app = Robyn(__file__)
-ws = WebSocket(app, "/ws", config=Config(max_message_size=64 * 1024 * 1024))
+ws = WebSocket(app, "/ws", config=Config(max_message_size=64 * 1024 * 1024,
+                                         compression=os.environ.get("ECHO_COMPRESSION", "shared"),  # type: ignore[arg-type]
+                                         compression_threshold=int(os.environ.get("ECHO_COMPRESSION_THRESHOLD", 1024))))
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">

@@ -197,7 +197,8 @@ class Robyn:
 
     def stats(self) -> dict[str, Any]:
         """This process's figures while it serves: ``pid``, live WebSocket
-        ``connections`` and handler ``tasks``, and ``broker`` (None without
+        ``connections`` and handler ``tasks``, ``compressions`` (messages
+        compressed for permessage-deflate), and ``broker`` (None without
         one): the local bus's or Redis broker's state and counters
         (``connected``/``peers``, ``published``, ``received``, ``dropped``...).
         Empty when the app is not being served. Safe from any thread."""

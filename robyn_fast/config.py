@@ -13,12 +13,22 @@ import math
 from dataclasses import dataclass, fields
 from typing import Literal
 
-__all__ = ["Config", "BackpressurePolicy"]
+__all__ = ["Config", "BackpressurePolicy", "Compression"]
 
 BackpressurePolicy = Literal["close", "drop"]
+Compression = Literal["off", "shared", "dedicated"]
 
 KiB = 1024
 MiB = 1024 * 1024
+
+
+# Integer settings with a range of their own (the others must be positive).
+_INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "compression_threshold": (0, None),
+    "compression_level": (0, 9),
+    "compression_window_bits": (9, 15),
+    "compression_mem_level": (1, 9),
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,26 @@ class Config:
     - ``close_on_handler_error``: close with 1011 when a handler raises
       (default: log the traceback and keep the connection open).
     - ``backlog``: listen backlog of the server socket.
+
+    Compression (permessage-deflate, RFC 7692; what a client offers is
+    answered, nothing is forced on a client that does not offer it):
+
+    - ``compression``: ``"shared"`` (the default): no context takeover either
+      way, so one compressor and one decompressor per event loop serve every
+      connection and a connection holds no zlib memory at all; a broadcast is
+      compressed once. ``"dedicated"``: each connection keeps its own
+      compression contexts (better ratios for streams of similar messages,
+      ~50 KiB per connection once both are in use; they are created when
+      first needed). ``"off"``: decline every offer.
+    - ``compression_threshold``: messages smaller than this many bytes go out
+      uncompressed (RSV1 clear); small messages barely shrink without context.
+    - ``compression_level``: zlib's level, 0-9. 1 (zlib's fastest, as
+      aiohttp uses) by default: zlib's default 6 made 128 KiB JSON messages
+      15% smaller here at 4x the CPU, and 800-byte ones 1.5% smaller at 1.3x.
+    - ``compression_window_bits`` / ``compression_mem_level``: the window
+      (9-15) and memLevel (1-9) of per-connection contexts in dedicated mode;
+      the window is also asked of clients that offer
+      ``client_max_window_bits``.
     """
 
     # HTTP
@@ -88,6 +118,12 @@ class Config:
     subprotocols: tuple[str, ...] = ()
     allowed_origins: frozenset[str] | None = None
     close_on_handler_error: bool = False
+    # Compression
+    compression: Compression = "shared"
+    compression_threshold: int = 1024
+    compression_level: int = 1
+    compression_window_bits: int = 12
+    compression_mem_level: int = 5
     # Server
     backlog: int = 2048
 
@@ -95,8 +131,17 @@ class Config:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in (
-                "subprotocols", "allowed_origins", "backpressure_policy", "close_on_handler_error",
+                "subprotocols", "allowed_origins", "backpressure_policy", "close_on_handler_error", "compression",
             ):
+                continue
+            if f.name in _INT_RANGES:
+                low, high = _INT_RANGES[f.name]
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise TypeError(f"Config.{f.name} must be an int, not {type(value).__name__}")
+                if high is None and value < low:
+                    raise ValueError(f"Config.{f.name} must be >= {low}, got {value!r}")
+                if high is not None and not low <= value <= high:
+                    raise ValueError(f"Config.{f.name} must be {low}..{high}, got {value!r}")
                 continue
             if value is None and f.name in ("max_message_size", "ping_interval", "ping_timeout"):
                 continue
@@ -104,6 +149,8 @@ class Config:
                 raise TypeError(f"Config.{f.name} must be a number, not {type(value).__name__}")
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"Config.{f.name} must be a positive finite number, got {value!r}")
+        if self.compression not in ("off", "shared", "dedicated"):
+            raise ValueError(f"Config.compression must be 'off', 'shared' or 'dedicated', got {self.compression!r}")
         if self.backpressure_policy not in ("close", "drop"):
             raise ValueError(f"Config.backpressure_policy must be 'close' or 'drop', got {self.backpressure_policy!r}")
         if self.read_low_water > self.read_high_water:

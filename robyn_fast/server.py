@@ -35,7 +35,8 @@ from .encoding import dumps
 from .exceptions import ServerNotRunning
 from .http.protocol import HttpHandler, HttpProtocol
 from .http.routes import Routes
-from .websocket.handshake import accept_handshake, is_upgrade_request
+from .websocket.extensions import DeflateParams
+from .websocket.handshake import accept_handshake, is_upgrade_request, negotiate_compression
 from .websocket.ids import node_of
 
 __all__ = ["Server", "ServedApp", "ServedEndpoint", "ServerNotRunning", "run", "new_event_loop", "url_of", "announce"]
@@ -253,12 +254,14 @@ class Server:
             )
 
     def stats(self) -> dict[str, Any]:
-        """Live WebSocket connections and handler Tasks of this server, and
-        its broker's counters (``None`` without one)."""
+        """Live WebSocket connections and handler Tasks of this server, the
+        messages it compressed (permessage-deflate: a broadcast counts once
+        per window size), and its broker's counters (``None`` without one)."""
         return {
             "pid": os.getpid(),
             "connections": self.live_connections,
             "tasks": self.live_tasks,
+            "compressions": sum(hub.compressions for hub in self.hubs.values()),
             "broker": self.broker.stats() if self.broker is not None else None,
         }
 
@@ -384,19 +387,21 @@ class Server:
 
     def accept_websocket(
         self, endpoint: ServedEndpoint, method: str, version: str, headers: list[tuple[bytes, bytes]]
-    ) -> bytes:
+    ) -> tuple[bytes, DeflateParams | None]:
         config = endpoint.effective_config
         response, _subprotocol = accept_handshake(
             method, version, headers, subprotocols=config.subprotocols or None, allowed_origins=config.allowed_origins
         )
-        return response
+        return negotiate_compression(response, headers, config.compression,
+                                     window_bits=config.compression_window_bits)
 
     def open_websocket(
         self, endpoint: ServedEndpoint, transport: asyncio.Transport, initial: bytes, query: str,
         path_params: dict[str, str], headers: list[tuple[bytes, bytes]], peer: tuple[str, int] | None,
+        deflate: DeflateParams | None = None,
     ) -> None:
         hub = self.hub(endpoint)
-        endpoint.open_connection(self, hub, transport, initial, query, path_params, headers, peer)
+        endpoint.open_connection(self, hub, transport, initial, query, path_params, headers, peer, deflate)
         if self._shutting_down:
             # A handshake that completed while shutdown was under way.
             hub.close_all(1001, "server shutting down")

@@ -77,12 +77,16 @@ class HttpHost(Protocol):
         """The WebSocket endpoint (and its path parameters) this request asks
         to switch to, or None to answer it as HTTP."""
 
-    def accept_websocket(self, endpoint: Any, method: str, version: str, headers: list[tuple[bytes, bytes]]) -> bytes:
-        """The ``101 Switching Protocols`` response, or HandshakeError."""
+    def accept_websocket(
+        self, endpoint: Any, method: str, version: str, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[bytes, Any]:
+        """The ``101 Switching Protocols`` response and what was agreed with
+        the client (handed back to open_websocket), or HandshakeError."""
 
     def open_websocket(
         self, endpoint: Any, transport: asyncio.Transport, initial: bytes, query: str,
         path_params: dict[str, str], headers: list[tuple[bytes, bytes]], peer: tuple[str, int] | None,
+        agreed: Any = None,
     ) -> None:
         """Hand ``transport`` (the 101 already written) to ``endpoint``."""
 
@@ -511,7 +515,7 @@ class HttpProtocol(asyncio.Protocol):
     def _upgrade(self, req: _Request, endpoint: Any, path_params: dict[str, str]) -> None:
         assert self.transport is not None
         try:
-            response = self.host.accept_websocket(endpoint, req.method, req.version, req.headers)
+            response, agreed = self.host.accept_websocket(endpoint, req.method, req.version, req.headers)
         except HandshakeError as exc:
             self.closing = True
             self.queue.clear()
@@ -535,4 +539,5 @@ class HttpProtocol(asyncio.Protocol):
         if self.reading_paused:
             self.reading_paused = False
             transport.resume_reading()
-        self.host.open_websocket(endpoint, transport, leftover, query, path_params, req.headers, self.peer_addr)
+        self.host.open_websocket(endpoint, transport, leftover, query, path_params, req.headers, self.peer_addr,
+                                 agreed)

@@ -32,6 +32,7 @@ from ..encoding import dumps
 from ..exceptions import ServerNotRunning
 from ..http.router import compile_path
 from ..http.types import Headers, QueryParams
+from .extensions import DeflateParams
 from .ids import new_id
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class WebSocketConnector:
     ``id`` is a uuid4 string; ``query_params`` (percent-decoded),
     ``path_params`` and ``headers`` come from the upgrade request;
     ``remote_addr`` is the client's ``(host, port)``; ``endpoint`` the
-    endpoint's path pattern.
+    endpoint's path pattern; ``compression`` what permessage-deflate agreed.
     """
 
     __slots__ = (
@@ -109,6 +110,13 @@ class WebSocketConnector:
             self._headers = Headers(self._raw_headers)
             self._raw_headers = []
         return self._headers
+
+    @property
+    def compression(self) -> DeflateParams | None:
+        """What permessage-deflate agreed with this client (window sizes,
+        context takeover, the response header sent), or None if nothing was."""
+        params: DeflateParams | None = self._conn.deflate_params
+        return params
 
     @property
     def closed(self) -> bool:
@@ -524,9 +532,11 @@ class WebSocket:
         path_params: dict[str, str],
         raw_headers: list[tuple[bytes, bytes]],
         remote_addr: tuple[str, int] | None = None,
+        deflate: DeflateParams | None = None,
     ) -> Connection:
         """Install a connection of this endpoint on ``transport`` (after the
-        101 was written), in ``hub``, and run its connect handler."""
+        101 was written), in ``hub``, with permessage-deflate as agreed in
+        ``deflate``, and run its connect handler."""
         conn_id = new_id()
         conn = BufferedConnection(
             hub,
@@ -535,6 +545,8 @@ class WebSocket:
             self._bound.get("message"),
             self._bound.get("close"),
         )
+        if deflate is not None:
+            conn.enable_deflate(deflate)
         conn.connector = WebSocketConnector(self, server, conn, conn_id, query, path_params, raw_headers, remote_addr)
         transport.set_protocol(conn)
         conn.start(transport, initial)

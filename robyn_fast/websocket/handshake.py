@@ -51,6 +51,7 @@ from collections.abc import Collection, Sequence
 from typing import Final
 
 from ..exceptions import ArgumentTypeError, HandshakeError
+from .extensions import DeflateParams, ExtensionsError, negotiate_deflate
 
 __all__ = [
     "WS_GUID",
@@ -59,6 +60,7 @@ __all__ = [
     "header_tokens",
     "is_upgrade_request",
     "accept_handshake",
+    "negotiate_compression",
 ]
 
 WS_GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -243,9 +245,8 @@ def accept_handshake(
     or a trailing slash must be spelt as browsers send it. An empty
     collection refuses every request. ``None`` skips the check.
 
-    ``Sec-WebSocket-Extensions`` is ignored: no extension is supported, so
-    the response never carries it and frames must not use RSV bits
-    (RFC 6455 §9.1).
+    ``Sec-WebSocket-Extensions`` is not looked at here: see
+    :func:`negotiate_compression`, which adds its answer to this response.
     """
     if isinstance(subprotocols, (str, bytes)):
         raise ArgumentTypeError("subprotocols must be a sequence of names, not a single str")
@@ -367,3 +368,36 @@ def accept_handshake(
         _RESPONSE_HEAD + _accept(key) + b"\r\nSec-WebSocket-Protocol: " + chosen + b"\r\n\r\n",
         chosen.decode("latin-1"),
     )
+
+
+def negotiate_compression(
+    response: bytes, headers: Sequence[tuple[bytes, bytes]], mode: str, *, window_bits: int = 12
+) -> tuple[bytes, DeflateParams | None]:
+    """Answer the client's permessage-deflate offers (RFC 7692) in
+    ``response`` (what :func:`accept_handshake` returned): returns the
+    response, with a ``Sec-WebSocket-Extensions`` field when an offer was
+    accepted, and the agreed :class:`DeflateParams` or None. ``mode`` is
+    ``Config.compression`` ("off" declines everything and reads nothing).
+    A ``Sec-WebSocket-Extensions`` value outside RFC 6455 §9.1's grammar is a
+    :class:`HandshakeError` 400 (with compression off it is not read)."""
+    if mode == "off":
+        return response, None
+    values: list[str] = []
+    user_agent: str | None = None
+    for name, value in headers:
+        name = name.lower()
+        if name == b"sec-websocket-extensions":
+            values.append(value.decode("latin-1"))
+        elif name == b"user-agent":
+            user_agent = value.decode("latin-1")
+    if not values:
+        return response, None
+    try:
+        params = negotiate_deflate(values, mode,  # type: ignore[arg-type]
+                                   window_bits=window_bits, client_window_bits=window_bits, user_agent=user_agent)
+    except ExtensionsError as exc:
+        raise HandshakeError(400, f"invalid Sec-WebSocket-Extensions header: {exc}") from None
+    if params is None:
+        return response, None
+    assert response.endswith(b"\r\n\r\n")
+    return response[:-2] + b"Sec-WebSocket-Extensions: " + params.response.encode("latin-1") + b"\r\n\r\n", params
