@@ -2,6 +2,7 @@
 #   make run    - create .venv, build, and serve the demo (examples/echo.py) on http://127.0.0.1:8080
 #   make test   - create .venv, build the extensions, install test extras, run the whole suite
 #                 (`make test PYTHON=python3.13`: the same with that interpreter, in .venv-3.13)
+#   make autobahn-full - Autobahn categories 12/13 (permessage-deflate) in full (~20 min)
 #   make bench  - micro-benchmarks of the codec (pytest-benchmark), pinned to one core
 #   make bench-load - load tests: robyn_fast against other WebSocket servers (bench/README.md);
 #                     quick by default (~3 min), `make bench-load LOAD_ARGS=--full` (~13 min)
@@ -28,7 +29,7 @@ BENCH_STAMP := $(VENV)/.robyn_fast-bench-installed
 LOADGEN := bench/loadgen/.rfload-built
 LOAD_ARGS ?= --quick
 
-.PHONY: install run test bench bench-loadgen bench-load clean browser redis
+.PHONY: install run test autobahn-full bench bench-loadgen bench-load clean browser redis
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +54,11 @@ redis:
 
 test: install browser redis
 	$(BIN)/python -m pytest tests
+
+# Autobahn's permessage-deflate categories 12 and 13 in full (216 cases, both loops, both
+# compression modes: ~20 min); `make test` runs a size-limited selection of them.
+autobahn-full: install
+	AUTOBAHN_FULL=1 $(BIN)/python -m pytest tests/test_autobahn.py -k compression -s
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[bench]'

@@ -11,6 +11,18 @@
 # Everything is bounded: connection set-up, every wait and the final close have
 # deadlines, and the Python wrapper (bench/rfload.py) arms alarm() as a last
 # resort. Only 127.0.0.1 is ever connected to (INADDR_LOOPBACK is hard-coded).
+#
+# permessage-deflate (RFC 7692), when offered (`deflate_offer`) and accepted:
+# server messages are inflated by the codec's Inflater inside the FrameParser
+# (with context takeover unless the server said server_no_context_takeover);
+# client messages come from a pool of `pool_n` payloads compressed once at
+# start-up (each without context, which is valid whatever was agreed, in the
+# window the server allowed), so the generator spends no CPU compressing. A
+# compressed message therefore carries its sequence number modulo pool_n.
+# Given several payloads (`payloads`, e.g. rfload --json: documents that share
+# a structure, not their values), message j carries payload j % pool_n, so a
+# server compressing with context takeover sees a realistic stream rather
+# than the same message again and again.
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -23,13 +35,15 @@ from posix.resource cimport getrusage, rusage, RUSAGE_SELF
 from posix.unistd cimport close as c_close
 
 from robyn_fast._core.codec cimport (
-    FrameParser, Message, build_frame_c,
+    FrameParser, Inflater, Message, build_frame_c,
     OPC_CONT, OPC_TEXT, OPC_BINARY, OPC_CLOSE, OPC_PING, OPC_PONG,
 )
 
 import base64
 import hashlib
 import os
+
+from robyn_fast._core.codec import Deflater
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t *size) except NULL
@@ -151,7 +165,9 @@ cdef enum:
     N_KEYS = 64            # pool of Sec-WebSocket-Key values
     HIST_SUB = 64          # sub-buckets per power of two
     HIST_N = 4096
-    SEQ_DIGITS = 16        # hex digits of the sequence number at the start of a payload
+    SEQ_DIGITS = 16        # hex digits of the sequence number in a payload (at seq_offset)
+    HEAD_MAX = 64          # raw parser: first bytes of a message kept (seq_offset + SEQ_DIGITS at most)
+    RSV1 = 0x40            # "compressed" (permessage-deflate, RFC 7692 §6)
 
 cdef int64_t MS = 1000000
 cdef const char *HEX = b"0123456789abcdef"
@@ -271,6 +287,12 @@ cdef class Conn:
     cdef int64_t retry_at        # connect mode: when a failed slot starts again
     cdef int key_idx
     cdef uint8_t mask[4]
+    # permessage-deflate as agreed in this connection's handshake
+    cdef bint deflate            # negotiated: messages both ways are compressed
+    cdef bint srv_nct            # server_no_context_takeover: each server message stands alone
+    cdef int client_bits         # the window our compressed messages may use (client_max_window_bits)
+    cdef bint use_codec          # server frames go through the codec's FrameParser (else the raw parser)
+    cdef bint exchanging         # idle --exchange: open, its one message not echoed yet
     # message template: a whole masked frame
     cdef bytes frame
     cdef size_t hlen             # header length of `frame`
@@ -291,7 +313,8 @@ cdef class Conn:
     cdef bint fin
     cdef int cur_op              # opcode of the message being received (0: none)
     cdef uint64_t msg_len
-    cdef uint8_t head[SEQ_DIGITS]
+    cdef int msg_rsv             # RSV bits of the message's first frame
+    cdef uint8_t head[HEAD_MAX]
     cdef int head_n
     cdef bint parse_stopped      # a Close frame was parsed; ignore further input
     # echo: FIFO of in-flight messages
@@ -390,8 +413,17 @@ cdef class Runner:
     cdef int64_t settle_ns
     cdef int max_pending
     cdef bint use_codec
+    cdef int inflate_every       # with deflate: only every Nth connection (and the publisher) uses the codec
     cdef tuple ports             # server ports; connection i dials ports[i % len(ports)]
-    cdef bytes filler            # the expected payload after the sequence digits ("x" * size)
+    cdef bytes filler            # the payload with its sequence digits all '0' (default "x" * size)
+    cdef size_t seq_off          # where the sequence digits start in the payload
+    cdef size_t k                # how many digits: min(SEQ_DIGITS, size - seq_off)
+    cdef bytes ext_offer         # Sec-WebSocket-Extensions value offered (None: no offer)
+    cdef bint exchange           # idle: one echoed message per connection before the reading
+    cdef bint vary               # several payloads: message seq carries plain[seq % pool_n]
+    cdef int pool_n              # payloads in a pool: len(payloads), else 256 (fewer for < 2 digits)
+    cdef list plain              # pool_n payloads, payload j with j in its sequence digits
+    cdef dict pools              # client window bits -> the pool_n payloads compressed
     cdef list requests           # N_KEYS handshake requests (bytes)
     cdef list accepts            # the matching Sec-WebSocket-Accept values (bytes)
     cdef object server_pids
@@ -444,6 +476,12 @@ cdef class Runner:
     cdef uint64_t handshakes
     cdef uint64_t handshakes_total
     cdef uint64_t cycles
+    cdef uint64_t wire_rx        # bytes received while measuring (frames, headers included)
+    cdef uint64_t wire_tx        # bytes sent while measuring
+    cdef uint64_t rx_compressed  # counted messages that arrived with RSV1
+    cdef uint64_t n_deflate      # connections that agreed permessage-deflate
+    cdef uint64_t exchanged      # idle --exchange: connections whose message came back
+    cdef readonly object first_ext   # the first Sec-WebSocket-Extensions value answered
     cdef uint64_t closed_clean
     cdef uint64_t close_timeouts_final
     cdef uint64_t eof_final
@@ -471,7 +509,8 @@ cdef class Runner:
     def __init__(self, str mode, ports, bytes path, int conns, int pipeline=1, size_t size=32,
                  bint binary=False, double warmup=1.0, double duration=5.0, double timeout=2.0,
                  double settle=1.0, double setup_timeout=15.0, int max_pending=64, str parser="codec", server_pids=(),
-                 rss_reader=None, cpu_reader=None, io_reader=None):
+                 rss_reader=None, cpu_reader=None, io_reader=None, payloads=None, int seq_offset=0,
+                 str deflate_offer=None, int inflate_every=1, bint exchange=False):
         modes = {"echo": MODE_ECHO, "fanout": MODE_FANOUT, "connect": MODE_CONNECT, "idle": MODE_IDLE}
         if mode not in modes:
             raise ValueError(f"unknown mode {mode!r}")
@@ -481,6 +520,18 @@ cdef class Runner:
             raise ValueError("conns, pipeline and max_pending must be >= 1")
         if mode == "fanout" and size < 4:
             raise ValueError("fanout needs a payload of at least 4 bytes (it carries the round id)")
+        if payloads is not None:
+            payloads = [bytes(x) for x in payloads]
+            if not payloads or any(<size_t>len(x) != size for x in payloads):
+                raise ValueError("payloads must be a non-empty list of `size`-byte payloads")
+        if seq_offset < 0 or seq_offset > HEAD_MAX - SEQ_DIGITS or (size and <size_t>seq_offset >= size):
+            raise ValueError(f"seq_offset must be 0..{HEAD_MAX - SEQ_DIGITS} and inside the payload")
+        if deflate_offer is not None and parser == "raw":
+            raise ValueError("the raw parser cannot inflate: use the codec parser with deflate")
+        if inflate_every < 1:
+            raise ValueError("inflate_every must be >= 1")
+        if exchange and mode != "idle":
+            raise ValueError("exchange is for idle mode")
         self.ports = tuple(ports) if isinstance(ports, (tuple, list)) else (ports,)
         if not self.ports or not all(isinstance(p, int) and 0 < p < 65536 for p in self.ports):
             raise ValueError(f"ports must be one or more of 1..65535, got {ports!r}")
@@ -489,7 +540,27 @@ cdef class Runner:
         self.pipeline = pipeline
         self.size = size
         self.opcode = OPC_BINARY if binary else OPC_TEXT
-        self.filler = b"x" * size
+        self.seq_off = <size_t>seq_offset if size else 0
+        self.k = min(<size_t>SEQ_DIGITS, size - self.seq_off)
+        docs = payloads if payloads is not None else [b"x" * size]
+        self.vary = len(docs) > 1
+        self.pool_n = len(docs) if self.vary else 1 << (4 * min(<size_t>2, self.k))   # 256 with >= 2 digits
+        if self.pool_n > 1 and self.k < 16 and self.pool_n > (1 << (4 * self.k)):
+            raise ValueError(f"{self.pool_n} payloads need more than the {self.k} sequence digits the size leaves")
+        self.plain = []
+        for j in range(self.pool_n):
+            doc = bytearray(docs[j % len(docs)])
+            doc[self.seq_off:self.seq_off + self.k] = f"{j:0{self.k}x}".encode()[-self.k:] if self.k else b""
+            if not binary:
+                bytes(doc).decode("utf-8")     # a text payload must be UTF-8 (raises ValueError)
+            self.plain.append(bytes(doc))
+        tmpl = bytearray(docs[0])
+        tmpl[self.seq_off:self.seq_off + self.k] = b"0" * self.k
+        self.filler = bytes(tmpl)
+        self.ext_offer = deflate_offer.encode("latin-1") if deflate_offer is not None else None
+        self.inflate_every = inflate_every
+        self.exchange = exchange
+        self.pools = {}
         self.warmup_ns = <int64_t>(warmup * 1e9)
         self.duration_ns = <int64_t>(duration * 1e9)
         self.timeout_ns = <int64_t>(timeout * 1e9)
@@ -514,7 +585,9 @@ cdef class Runner:
             accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
             self.requests.append(
                 b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n"
+                + (b"Sec-WebSocket-Extensions: " + self.ext_offer + b"\r\n" if self.ext_offer is not None else b"")
+                + b"\r\n"
             )
             self.accepts.append(accept)
         n = conns + 1 if self.mode == MODE_FANOUT else conns
@@ -558,8 +631,11 @@ cdef class Runner:
         c.rem = c.msg_len = 0
         c.cur_op = 0
         c.head_n = 0
+        c.msg_rsv = 0
         c.parse_stopped = False
         c.ring_head = c.ring_count = 0
+        c.deflate = c.srv_nct = c.exchanging = False
+        c.client_bits = 15
         c.t0 = now
         c.t_cycle = now
         c.deadline = now + self.timeout_ns
@@ -593,7 +669,12 @@ cdef class Runner:
         c.mask[3] = <uint8_t>(m >> 24)
         c.key_idx = <int>(self.key_counter % N_KEYS)
         self.key_counter += 1
-        if self.use_codec:
+        # With deflate, inflating every delivery of a big fan-out can cost the
+        # generator more than the server's writes: --inflate-every N leaves the
+        # others on the raw parser, which counts compressed messages unread.
+        c.use_codec = self.use_codec and (self.ext_offer is None or c.is_pub
+                                          or c.idx % self.inflate_every == 0)
+        if c.use_codec:
             c.parser = FrameParser(None, client=True)
         return 0
 
@@ -610,8 +691,9 @@ cdef class Runner:
         cdef int prev = c.state
         if prev == CS_DEAD:
             return 0
-        if prev == CS_CONNECTING or prev == CS_HANDSHAKE:
+        if prev == CS_CONNECTING or prev == CS_HANDSHAKE or c.exchanging:
             self.pending -= 1
+            c.exchanging = False
             if self.mode != MODE_CONNECT:
                 self.n_failed_open += 1
         # Errors count while setting up and running (connect mode: also the
@@ -639,45 +721,64 @@ cdef class Runner:
         return 0
 
     cdef int on_open(self, Conn c, int64_t now) except -1:
-        cdef size_t k, i
-        cdef bytes payload
-        cdef char *pp
-        self.pending -= 1
+        cdef size_t i
+        cdef int ring
         self.n_open += 1
         self.handshakes_total += 1
         c.state = CS_OPEN
         c.deadline = 0
+        if self.mode == MODE_IDLE and self.exchange:
+            # Still pending until its message comes back (bounded by -T).
+            c.exchanging = True
+            c.deadline = now + self.timeout_ns
+        else:
+            self.pending -= 1
         if self.measuring:
             self.handshakes += 1
             self.hs_hist.add(now - c.t0)
+        if c.deflate:
+            self.n_deflate += 1
+            if c.use_codec:
+                c.parser = FrameParser(None, client=True,
+                                       inflater=Inflater(15, no_context_takeover=c.srv_nct))
+            self.pool_for(c.client_bits)
         if self.mode == MODE_CONNECT:
             self.send_close(c, now)
             return 0
-        if self.mode == MODE_IDLE:
+        if self.mode == MODE_IDLE and not self.exchange:
             return 0
-        # Template frame: `size` bytes, the sequence number goes into the first
-        # min(16, size) of them; built (and masked) by the codec.
-        payload = b"x" * self.size
-        pp = PyBytes_AS_STRING(payload)
-        k = self.size if self.size < SEQ_DIGITS else SEQ_DIGITS
-        for i in range(k):
-            pp[i] = b'0'
-        c.frame = build_frame_c(self.opcode, <const uint8_t *>pp, self.size, True, 0, c.mask)
+        # Template frame: the payload with its sequence digits '0'; built (and
+        # masked) by the codec. The digits are written per message.
+        c.frame = build_frame_c(self.opcode, <const uint8_t *>PyBytes_AS_STRING(self.filler), self.size,
+                                True, 0, c.mask)
         c.hlen = <size_t>PyBytes_GET_SIZE(c.frame) - self.size
-        if self.mode == MODE_ECHO:
+        if self.mode == MODE_ECHO or self.mode == MODE_IDLE:
+            ring = self.pipeline if self.mode == MODE_ECHO else 1
             if c.ring_ts == NULL:
-                c.ring_cap = self.pipeline
-                c.ring_ts = <int64_t *>malloc(sizeof(int64_t) * self.pipeline)
-                c.ring_seq = <uint64_t *>malloc(sizeof(uint64_t) * self.pipeline)
+                c.ring_cap = ring
+                c.ring_ts = <int64_t *>malloc(sizeof(int64_t) * ring)
+                c.ring_seq = <uint64_t *>malloc(sizeof(uint64_t) * ring)
                 if c.ring_ts == NULL or c.ring_seq == NULL:
                     raise MemoryError()
             if self.phase == P_RUN or self.phase == P_SETUP:
-                for i in range(<size_t>self.pipeline):
+                for i in range(<size_t>ring):
                     self.queue_message(c, now)
                 self.flush(c, now)
         elif self.mode == MODE_FANOUT and not c.is_pub:
             self.n_subs_open += 1
         return 0
+
+    cdef list pool_for(self, int bits):
+        """The pool of compressed payloads for a client window of `bits`:
+        payload j carries j in its sequence digits. Compressed once per run
+        with zlib's default level and memLevel, as browsers do."""
+        cdef list pool = self.pools.get(bits)
+        if pool is not None:
+            return pool
+        deflater = Deflater(max(9, bits), mem_level=8, level=6, no_context_takeover=True)
+        pool = [deflater.compress(doc) for doc in self.plain]
+        self.pools[bits] = pool
+        return pool
 
     # -- output -------------------------------------------------------------------
 
@@ -691,12 +792,13 @@ cdef class Runner:
         """Append one data message carrying the next sequence number (echo) or
         the current round id (fanout) to the output buffer."""
         cdef size_t flen = <size_t>PyBytes_GET_SIZE(c.frame)
-        cdef size_t k = self.size if self.size < SEQ_DIGITS else SEQ_DIGITS
+        cdef size_t k = self.k
         cdef size_t i
         cdef uint64_t seq
         cdef uint8_t *dst
         cdef int slot
-        if self.mode == MODE_ECHO:
+        cdef bytes comp, frame
+        if self.mode == MODE_ECHO or self.mode == MODE_IDLE:
             if c.ring_count == c.ring_cap:
                 return 0
             seq = c.next_seq
@@ -707,16 +809,32 @@ cdef class Runner:
             c.ring_count += 1
         else:
             seq = self.cur_round
+        if c.deflate or self.vary:
+            if c.deflate:
+                comp = <bytes>(<list>self.pools[c.client_bits])[seq % <uint64_t>self.pool_n]
+            else:
+                comp = <bytes>self.plain[seq % <uint64_t>self.pool_n]
+            frame = build_frame_c(self.opcode, <const uint8_t *>PyBytes_AS_STRING(comp),
+                                  <size_t>PyBytes_GET_SIZE(comp), True, RSV1 if c.deflate else 0, c.mask)
+            self.queue_bytes(c, <const uint8_t *>PyBytes_AS_STRING(frame), <size_t>PyBytes_GET_SIZE(frame))
+            self.sent_msgs += 1
+            return 0
         reserve(&c.obuf, &c.ocap, c.olen, flen)
         dst = c.obuf + c.olen
         memcpy(dst, PyBytes_AS_STRING(c.frame), flen)
-        dst += c.hlen
+        dst += c.hlen + self.seq_off
         for i in range(k):
-            # digit i of the k-digit hex number, masked at payload offset i
-            dst[i] = (<uint8_t>HEX[(seq >> (4 * (k - 1 - i))) & 15]) ^ c.mask[i & 3]
+            # digit i of the k-digit hex number, masked at its payload offset
+            dst[i] = (<uint8_t>HEX[(seq >> (4 * (k - 1 - i))) & 15]) ^ c.mask[(self.seq_off + i) & 3]
         c.olen += flen
         self.sent_msgs += 1
         return 0
+
+    cdef inline uint64_t carried(self, Conn sender, uint64_t seq):
+        """What a message numbered `seq` from `sender` carries in its digits."""
+        if sender.deflate or self.vary:
+            return seq % <uint64_t>self.pool_n
+        return low_digits(seq, self.k)
 
     cdef int set_epollout(self, Conn c, bint on) except -1:
         cdef epoll_event ev
@@ -735,6 +853,8 @@ cdef class Runner:
             self.sends += 1
             if n > 0:
                 c.ooff += <size_t>n
+                if self.measuring:
+                    self.wire_tx += <uint64_t>n
             elif n < 0 and errno == EAGAIN:
                 self.set_epollout(c, True)
                 return 0
@@ -797,6 +917,8 @@ cdef class Runner:
             n = recv(c.fd, self.rbuf, RECV_SIZE, 0)
             self.recvs += 1
             if n > 0:
+                if self.measuring:
+                    self.wire_rx += <uint64_t>n
                 if c.state == CS_HANDSHAKE:
                     self.on_handshake_bytes(c, self.rbuf, <size_t>n, now)
                 elif not c.parse_stopped:
@@ -844,6 +966,7 @@ cdef class Runner:
         cdef size_t i, end = 0, line_end, vstart, vend
         cdef const uint8_t *p
         cdef bytes accept
+        cdef object ext = None
         cdef bint upgrade_ok = False, accept_ok = False
         if c.ilen + n > HS_MAX:
             self.conn_failed(c, E_HANDSHAKE, now)
@@ -887,8 +1010,16 @@ cdef class Runner:
                     vend -= 1
                 accept_ok = (vend - vstart == <size_t>PyBytes_GET_SIZE(accept)
                              and (<bytes>p[vstart:vend]) == accept)
+            elif ieq_prefix(p + i, line_end - i, "sec-websocket-extensions:", 25):
+                value = (<bytes>p[i + 25:line_end]).decode("latin-1").strip()
+                ext = value if ext is None else ext + ", " + value
             i = line_end + 2
         if not (upgrade_ok and accept_ok):
+            self.conn_failed(c, E_HANDSHAKE, now)
+            return 0
+        if ext is not None and not self.agree(c, ext):
+            if self.first_bad_status is None:
+                self.first_bad_status = "Sec-WebSocket-Extensions: " + ext
             self.conn_failed(c, E_HANDSHAKE, now)
             return 0
         self.on_open(c, now)
@@ -901,10 +1032,47 @@ cdef class Runner:
             c.icap = 0
         return 0
 
+    cdef bint agree(self, Conn c, str ext) except -1:
+        """Read the server's Sec-WebSocket-Extensions answer (RFC 7692 §7.1)
+        into `c`; False when it is not a valid answer to what was offered."""
+        if self.first_ext is None:
+            self.first_ext = ext
+        if self.ext_offer is None:
+            return False                 # nothing was offered
+        elements = [e for e in ext.split(",") if e.strip()]
+        if len(elements) != 1:
+            return False
+        parts = [x.strip() for x in elements[0].split(";")]
+        if parts[0].lower() != "permessage-deflate":
+            return False
+        seen = set()
+        for param in parts[1:]:
+            name, _, value = param.partition("=")
+            name = name.strip().lower()
+            value = value.strip().strip('"')
+            if name in seen:
+                return False
+            seen.add(name)
+            if name == "server_no_context_takeover" and not value:
+                c.srv_nct = True
+            elif name == "client_no_context_takeover" and not value:
+                pass                     # we never take context over anyway
+            elif name == "server_max_window_bits" and value.isdigit() and 8 <= int(value) <= 15:
+                pass                     # an Inflater of window 15 reads any smaller window
+            elif name == "client_max_window_bits" and value.isdigit() and 9 <= int(value) <= 15:
+                # (8 is valid but zlib cannot compress in a 256-byte window: refused here)
+                if b"client_max_window_bits" not in self.ext_offer:
+                    return False         # only allowed when offered
+                c.client_bits = int(value)
+            else:
+                return False
+        c.deflate = True
+        return True
+
     # -- frames -----------------------------------------------------------------------
 
     cdef int feed(self, Conn c, const uint8_t *data, size_t n, int64_t now) except -1:
-        if self.use_codec:
+        if c.use_codec:
             return self.feed_codec(c, data, n, now)
         return self.feed_raw(c, data, n, now)
 
@@ -933,7 +1101,7 @@ cdef class Runner:
             if m.opcode == OPC_CLOSE:
                 self.on_close_frame(c, -1 if m.close_code is None else <int>m.close_code, now)
             else:
-                self.on_frame(c, m.opcode, <const uint8_t *>p, <size_t>dn, <uint64_t>dn, now)
+                self.on_frame(c, m.opcode, m.rsv, <const uint8_t *>p, <size_t>dn, <uint64_t>dn, False, now)
         del out[:]
         if parser.closed:
             c.parse_stopped = True
@@ -962,8 +1130,8 @@ cdef class Runner:
                 take = avail - pos
                 if take > c.rem:
                     take = <size_t>c.rem
-                if c.head_n < SEQ_DIGITS and take:
-                    h = SEQ_DIGITS - c.head_n
+                if c.head_n < HEAD_MAX and take:
+                    h = HEAD_MAX - c.head_n
                     if h > take:
                         h = take
                     memcpy(c.head + c.head_n, p + pos, h)
@@ -977,7 +1145,9 @@ cdef class Runner:
                 if c.fin:
                     op = c.cur_op
                     c.cur_op = 0
-                    self.on_frame(c, op, c.head, <size_t>c.head_n, c.msg_len, now)
+                    # A compressed message is counted, not read (opaque).
+                    self.on_frame(c, op, c.msg_rsv, c.head, <size_t>c.head_n, c.msg_len,
+                                  (c.msg_rsv & RSV1) != 0, now)
                 continue
             if avail - pos < 2:
                 break
@@ -985,8 +1155,11 @@ cdef class Runner:
             b1 = p[pos + 1]
             fin = (b0 & 0x80) != 0
             op = b0 & 0x0F
-            if (b1 & 0x80) or (b0 & 0x70) or (2 < op < 8) or op > 10:
+            if (b1 & 0x80) or (b0 & (0x70 & ~RSV1)) or (2 < op < 8) or op > 10:
                 self.conn_failed(c, E_PROTOCOL, now)     # masked frame, RSV bits, reserved opcode
+                return 0
+            if (b0 & RSV1) and (not c.deflate or op == OPC_CONT or op >= 8):
+                self.conn_failed(c, E_PROTOCOL, now)     # RSV1 only on a first data frame, once agreed
                 return 0
             hlen = 2
             if (b1 & 0x7F) == 126:
@@ -1019,7 +1192,7 @@ cdef class Runner:
                     c.parse_stopped = True
                     self.on_close_frame(c, code, now)
                     break
-                self.on_frame(c, op, p + pos, <size_t>length, length, now)
+                self.on_frame(c, op, 0, p + pos, <size_t>length, length, False, now)
                 pos += <size_t>length
                 continue
             if op == OPC_CONT:
@@ -1031,6 +1204,7 @@ cdef class Runner:
                     self.conn_failed(c, E_PROTOCOL, now)
                     return 0
                 c.cur_op = op
+                c.msg_rsv = b0 & 0x70
                 c.msg_len = 0
                 c.head_n = 0
             pos += hlen
@@ -1084,18 +1258,25 @@ cdef class Runner:
             c.state = CS_CLOSE_RCVD
         return 0
 
-    cdef inline bint payload_ok(self, const uint8_t *p, size_t n, uint64_t total, size_t k):
-        """The bytes after the k sequence digits, when the whole payload is at
-        hand (codec parser): they must be what was sent."""
+    cdef inline bint payload_ok(self, const uint8_t *p, size_t n, uint64_t total, size_t k, uint64_t carried):
+        """The bytes around the k sequence digits (which carried `carried`),
+        when the whole payload is at hand (codec parser): they must be what
+        was sent."""
+        cdef const char *f = PyBytes_AS_STRING(
+            <bytes>self.plain[carried % <uint64_t>self.pool_n] if self.vary else self.filler)
+        cdef size_t end = self.seq_off + k
         if n != total or n <= k:
             return True
-        return memcmp(p + k, PyBytes_AS_STRING(self.filler) + k, n - k) == 0
+        return (memcmp(p, f, self.seq_off) == 0
+                and (n <= end or memcmp(p + end, f + end, n - end) == 0))
 
-    cdef int on_frame(self, Conn c, int op, const uint8_t *p, size_t n, uint64_t total, int64_t now) except -1:
+    cdef int on_frame(self, Conn c, int op, int rsv, const uint8_t *p, size_t n, uint64_t total, bint opaque,
+                      int64_t now) except -1:
         """A control frame (whole payload in p[0:n]) or a data message (its
-        first n bytes in p, `total` bytes long)."""
+        first n bytes in p, `total` bytes long). `opaque`: a compressed message
+        the raw parser did not inflate: counted, its contents unchecked."""
         cdef bytes frame
-        cdef size_t k
+        cdef size_t k = self.k
         cdef uint64_t seq
         cdef bint ok
         cdef int slot
@@ -1108,25 +1289,35 @@ cdef class Runner:
         if op == OPC_PONG:
             return 0
         # a data message
-        if self.mode == MODE_ECHO:
+        if self.mode == MODE_ECHO or (self.mode == MODE_IDLE and c.exchanging):
             if c.ring_count == 0:
                 self.errors[E_UNSOLICITED] += 1
                 return 0
             slot = c.ring_head
             c.ring_head = (c.ring_head + 1) % c.ring_cap
             c.ring_count -= 1
-            if total != self.size:
+            if opaque:
+                pass
+            elif total != self.size:
                 self.errors[E_SIZE] += 1
             elif op != self.opcode:
                 self.errors[E_OPCODE] += 1
             else:
-                k = self.size if self.size < SEQ_DIGITS else SEQ_DIGITS
-                seq = parse_seq(p, k, &ok)
-                if (k and (not ok or seq != low_digits(c.ring_seq[slot], k))) or not self.payload_ok(p, n, total, k):
+                seq = parse_seq(p + self.seq_off, k, &ok)
+                if (k and (not ok or seq != self.carried(c, c.ring_seq[slot]))) \
+                        or not self.payload_ok(p, n, total, k, seq):
                     self.errors[E_PAYLOAD] += 1
+            if self.mode == MODE_IDLE:
+                c.exchanging = False
+                c.deadline = 0
+                self.pending -= 1
+                self.exchanged += 1
+                self.rx_compressed += (rsv & RSV1) != 0
+                return 0
             if self.measuring:
                 self.msgs += 1
                 self.rx_bytes += total
+                self.rx_compressed += (rsv & RSV1) != 0
                 self.hist.add(now - c.ring_ts[slot])
             if self.phase <= P_RUN and c.state == CS_OPEN:    # set-up counts as warm-up
                 self.queue_message(c, now)
@@ -1135,18 +1326,21 @@ cdef class Runner:
             if c.is_pub:
                 self.publisher_echoes += 1
                 return 0
-            k = self.size if self.size < SEQ_DIGITS else SEQ_DIGITS
-            if total != self.size:
-                self.errors[E_SIZE] += 1
-                return 0
-            seq = parse_seq(p, k, &ok)
-            if not ok or not self.payload_ok(p, n, total, k):
-                self.errors[E_PAYLOAD] += 1
-                return 0
+            if opaque:
+                seq = self.carried(self.pub, self.cur_round)
+            else:
+                if total != self.size:
+                    self.errors[E_SIZE] += 1
+                    return 0
+                seq = parse_seq(p + self.seq_off, k, &ok)
+                if not ok or not self.payload_ok(p, n, total, k, seq):
+                    self.errors[E_PAYLOAD] += 1
+                    return 0
             if self.measuring:
                 self.msgs += 1
-                self.rx_bytes += total
-            if self.round_active and seq == low_digits(self.cur_round, k) and c.last_round != self.cur_round:
+                self.rx_bytes += total if not opaque else self.size
+                self.rx_compressed += (rsv & RSV1) != 0
+            if self.round_active and seq == self.carried(self.pub, self.cur_round) and c.last_round != self.cur_round:
                 c.last_round = self.cur_round
                 self.round_got += 1
                 self.check_round(now)
@@ -1206,7 +1400,7 @@ cdef class Runner:
         cdef Conn c
         for c in self.conns:
             if c.deadline and now >= c.deadline and c.fd >= 0:
-                if c.state == CS_CONNECTING or c.state == CS_HANDSHAKE:
+                if c.state == CS_CONNECTING or c.state == CS_HANDSHAKE or c.exchanging:
                     self.conn_failed(c, E_TIMEOUT, now)
                 elif c.state == CS_CLOSE_SENT or c.state == CS_CLOSE_RCVD:
                     self.conn_failed(c, E_CLOSE_TIMEOUT, now)
@@ -1406,6 +1600,12 @@ cdef class Runner:
         errs = {ERROR_NAMES[i]: self.errors[i] for i in range(N_ERRORS) if self.errors[i]}
         cpu = (self.cpu1 - self.cpu0) if self.cpu1 else None
         r["parser"] = "codec" if self.use_codec else "raw"
+        if self.ext_offer is not None:
+            r["deflate_offer"] = self.ext_offer.decode("latin-1")
+            r["deflate_response"] = self.first_ext
+            r["deflate_conns"] = <long long>self.n_deflate
+            if self.inflate_every > 1:
+                r["inflate_every"] = self.inflate_every
         if self.first_bad_status is not None:
             r["first_bad_status"] = self.first_bad_status
         if self.not_attempted:
@@ -1422,6 +1622,9 @@ cdef class Runner:
                                                 / self.handshakes_total, 1)
             else:
                 r["rss_per_conn_bytes"] = None
+            if self.exchange:
+                r["exchanged"] = <long long>self.exchanged
+                r["exchanged_compressed"] = <long long>self.rx_compressed
             r["closed_clean"] = <long long>self.closed_clean
             r["close_timeouts"] = <long long>self.close_timeouts_final
             r["closed_other"] = <long long>self.eof_final
@@ -1468,6 +1671,18 @@ cdef class Runner:
             r["loadgen_user_pct"] = round(100.0 * (self.ucpu1 - self.ucpu0) / window, 1)
         if self.srv_cpu0 is not None and self.srv_cpu1 is not None:
             r["server_cpu_pct"] = round(100.0 * (self.srv_cpu1 - self.srv_cpu0) / window, 1)
+            if total:
+                r["server_cpu_us_per_msg"] = round(1e6 * (self.srv_cpu1 - self.srv_cpu0) / total, 3)
+        if self.mode != MODE_CONNECT and self.msgs:
+            # Bytes on the wire (WebSocket frames, headers included; not TCP/IP) per
+            # counted message: received per message or delivery, sent per message
+            # (echo) or per delivery (fan-out: the publisher's messages over all deliveries).
+            r["wire_rx_bytes"] = <long long>self.wire_rx
+            r["wire_tx_bytes"] = <long long>self.wire_tx
+            r["wire_rx_per_msg"] = round(self.wire_rx / <double>self.msgs, 1)
+            r["wire_tx_per_msg"] = round(self.wire_tx / <double>self.msgs, 2)
+            r["payload_per_msg"] = round(self.rx_bytes / <double>self.msgs, 1)
+            r["rx_compressed_msgs"] = <long long>self.rx_compressed
         if self.srv_io0 is not None and self.srv_io1 is not None and total:
             # The server's own syscalls over the measured window, per message
             # (echo: per reply; fan-out: per delivery; connect: per cycle).

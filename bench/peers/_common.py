@@ -1,6 +1,6 @@
 """Shared by the peer servers: port and event loop from the command line.
 
-    python PEER.py PORT [--loop uvloop|asyncio]     (PORT may also come from $PORT)
+    python PEER.py PORT [--loop uvloop|asyncio] [--deflate]     (PORT may also come from $PORT)
 
 Every peer listens on 127.0.0.1 only and serves its WebSocket on /ws (most
 accept any path). The asyncio-based peers run on uvloop by default, like
@@ -20,8 +20,14 @@ def port() -> int:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     value = args[0] if args else os.environ.get("PORT", "")
     if not value.isdigit():
-        sys.exit(f"usage: {os.path.basename(sys.argv[0])} PORT [--loop uvloop|asyncio]  (or set $PORT)")
+        sys.exit(f"usage: {os.path.basename(sys.argv[0])} PORT [--loop uvloop|asyncio] [--deflate]  (or set $PORT)")
     return int(value)
+
+
+def deflate() -> bool:
+    """``--deflate``: answer permessage-deflate offers (RFC 7692) with the
+    library's own defaults; without it compression is off."""
+    return "--deflate" in sys.argv[1:]
 
 
 def loop_name() -> str:

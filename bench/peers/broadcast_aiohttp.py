@@ -1,20 +1,20 @@
 """Broadcast server on aiohttp.web: every message goes to every connection,
 the sender included.
 
-    python bench/peers/broadcast_aiohttp.py PORT [--loop uvloop|asyncio]
+    python bench/peers/broadcast_aiohttp.py PORT [--loop uvloop|asyncio] [--deflate]
 """
 
 import asyncio
 
 from aiohttp import WSMsgType, web
 
-from _common import HOST, port, run
+from _common import HOST, deflate, port, run
 
 CLIENTS: set[web.WebSocketResponse] = set()
 
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(compress=False)
+    ws = web.WebSocketResponse(compress=deflate())
     await ws.prepare(request)
     CLIENTS.add(ws)
     try:

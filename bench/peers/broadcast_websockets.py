@@ -1,14 +1,14 @@
 """Broadcast server on websockets: every message goes to every connection
 (the sender included) through websockets.broadcast().
 
-    python bench/peers/broadcast_websockets.py PORT [--loop uvloop|asyncio]
+    python bench/peers/broadcast_websockets.py PORT [--loop uvloop|asyncio] [--deflate]
 """
 
 import asyncio
 
 from websockets.asyncio.server import broadcast, serve
 
-from _common import HOST, port, run
+from _common import HOST, deflate, port, run
 
 CLIENTS: set = set()
 
@@ -23,7 +23,7 @@ async def handler(ws) -> None:
 
 
 async def main() -> None:
-    async with serve(handler, HOST, port(), compression=None, backlog=1024):
+    async with serve(handler, HOST, port(), compression="deflate" if deflate() else None, backlog=1024):
         await asyncio.Event().wait()
 
 

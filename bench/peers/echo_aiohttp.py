@@ -1,17 +1,17 @@
 """Echo server on aiohttp.web: every message on /ws comes back.
 
-    python bench/peers/echo_aiohttp.py PORT [--loop uvloop|asyncio]
+    python bench/peers/echo_aiohttp.py PORT [--loop uvloop|asyncio] [--deflate]
 """
 
 import asyncio
 
 from aiohttp import WSMsgType, web
 
-from _common import HOST, port, run
+from _common import HOST, deflate, port, run
 
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024, compress=False)
+    ws = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024, compress=deflate())
     await ws.prepare(request)
     async for msg in ws:  # aiohttp answers the client's Close itself (autoclose)
         if msg.type is WSMsgType.TEXT:

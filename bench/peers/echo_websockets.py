@@ -1,13 +1,13 @@
 """Echo server on websockets (its asyncio implementation).
 
-    python bench/peers/echo_websockets.py PORT [--loop uvloop|asyncio]
+    python bench/peers/echo_websockets.py PORT [--loop uvloop|asyncio] [--deflate]
 """
 
 import asyncio
 
 from websockets.asyncio.server import serve
 
-from _common import HOST, port, run
+from _common import HOST, deflate, port, run
 
 
 async def echo(ws) -> None:
@@ -16,7 +16,7 @@ async def echo(ws) -> None:
 
 
 async def main() -> None:
-    async with serve(echo, HOST, port(), compression=None, max_size=64 * 1024 * 1024, backlog=1024):
+    async with serve(echo, HOST, port(), compression="deflate" if deflate() else None, max_size=64 * 1024 * 1024, backlog=1024):
         await asyncio.Event().wait()
 
 
