@@ -686,14 +686,14 @@ _TAIL[2] = 0xFF
 _TAIL[3] = 0xFF
 
 
-cdef int _scratch_reserve(size_t need) except -1:
+cdef int _scratch_reserve(size_t need, bint exact=False) except -1:
     global _scratch, _scratch_cap
     cdef size_t newcap
     cdef uint8_t *p
     if need <= _scratch_cap:
         return 0
     newcap = _scratch_cap * 2 if _scratch_cap else SCRATCH_MIN
-    if newcap < need:
+    if newcap < need or exact:
         newcap = need
     p = <uint8_t *>realloc(_scratch, newcap)
     if p == NULL:
@@ -775,13 +775,15 @@ cdef class Inflater:
         z.avail_in = <unsigned int>n if n < 0x40000000 else 0x40000000
         while True:
             if produced == _scratch_cap:
-                # Grow, but never much past the limit: a bomb costs at most limit + 1 bytes here.
+                # Grow, but never past the limit: a bomb costs at most limit + 1 bytes here.
                 cap = _scratch_cap * 2 if _scratch_cap else SCRATCH_MIN
                 if limit < UINT64_MAX and cap > limit + 1:
-                    cap = <size_t>(limit + 1) if limit + 1 > produced else produced + 1
-                _scratch_reserve(cap)
+                    cap = <size_t>(limit + 1)
+                _scratch_reserve(cap, True)
             z.next_out = _scratch + produced
             cap = _scratch_cap - produced
+            if limit < UINT64_MAX and cap > limit + 1 - produced:
+                cap = <size_t>(limit + 1 - produced)     # the scratch may be larger than this limit
             z.avail_out = <unsigned int>cap if cap < 0x40000000 else 0x40000000
             cap = z.avail_out
             avail_before = z.avail_in

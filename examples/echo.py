@@ -8,7 +8,8 @@ to try it from a browser.
 
 permessage-deflate is answered in the default "shared" mode; ECHO_COMPRESSION
 picks another (off, shared or dedicated) and ECHO_COMPRESSION_THRESHOLD the
-size from which replies are compressed (default 1024), as the Autobahn tests do.
+size from which replies are compressed (default 1024); ECHO_KEEPALIVE=0 turns
+the keepalive pings off, as the Autobahn tests do.
 """
 
 import os
@@ -18,7 +19,8 @@ from robyn_fast import Config, Robyn, WebSocket
 app = Robyn(__file__)
 ws = WebSocket(app, "/ws", config=Config(max_message_size=64 * 1024 * 1024,
                                          compression=os.environ.get("ECHO_COMPRESSION", "shared"),  # type: ignore[arg-type]
-                                         compression_threshold=int(os.environ.get("ECHO_COMPRESSION_THRESHOLD", 1024))))
+                                         compression_threshold=int(os.environ.get("ECHO_COMPRESSION_THRESHOLD", 1024)),
+                                         ping_interval=None if os.environ.get("ECHO_KEEPALIVE") == "0" else 20.0))
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">

@@ -57,6 +57,7 @@ class ServedEndpoint(Protocol):
     def open_connection(
         self, server: Server, hub: Hub, transport: asyncio.Transport, initial: bytes, query: str,
         path_params: dict[str, str], raw_headers: list[tuple[bytes, bytes]], remote_addr: tuple[str, int] | None,
+        deflate: DeflateParams | None = None,
     ) -> Any: ...
 
 

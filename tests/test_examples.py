@@ -45,10 +45,10 @@ CHROMIUM_ARGS = [
 
 
 @contextlib.contextmanager
-def example(name: str, loop_kind: str = "uvloop") -> Iterator[int]:
+def example(name: str, loop_kind: str = "uvloop", env: dict[str, str] | None = None) -> Iterator[int]:
     """Serve examples/<name>; yield its port. On exit (SIGTERM) the server
     must have exited 0 and logged no traceback."""
-    with serve_script(EXAMPLES / name, loop_kind) as server:
+    with serve_script(EXAMPLES / name, loop_kind, env=env) as server:
         assert server.port is not None
         yield server.port
     output = server.output()
@@ -449,4 +449,58 @@ def test_echo_chat_page_in_headless_chromium(tmp_path: Path) -> None:
             context.close()
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+# Runs in the page: open a WebSocket to /ws, send a 4 MiB text of repeated
+# JSON-like records, and resolve with what was negotiated and whether the echo
+# came back equal.
+ROUND_TRIP_JS = """
+async () => {
+  const ws = new WebSocket(`ws://${location.host}/ws`);
+  await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error("no connection")); });
+  const parts = [];
+  for (let i = 0; parts.join("").length < 4 * 1024 * 1024; i++) {
+    parts.push(`{"seq":${i},"user":"user-${i % 97}","text":"message number ${i} ✓"},`);
+  }
+  const big = parts.join("");
+  const small = "short ✓";
+  const echoes = [];
+  const done = new Promise((ok) => {
+    ws.onmessage = (e) => { echoes.push(e.data); if (echoes.length === 2) ok(); };
+  });
+  ws.send(big);
+  ws.send(small);
+  await done;
+  const result = {extensions: ws.extensions, bigOk: echoes[0] === big, smallOk: echoes[1] === small,
+                  size: big.length};
+  ws.close(1000);
+  return result;
+}
+"""
+
+
+@pytest.mark.parametrize("mode, answer", [
+    ("shared", "permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+    ("dedicated", "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"),
+])
+def test_chromium_negotiates_compression_and_round_trips_a_large_message(
+        tmp_path: Path, mode: str, answer: str) -> None:
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: `make browser` installs Debian's chromium"
+    import playwright.sync_api as playwright_api
+    profile = tmp_path / "chromium-profile"
+    with example("echo.py", env={"ECHO_COMPRESSION": mode}) as port, playwright_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000)
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+            result = page.evaluate(ROUND_TRIP_JS)
+        finally:
+            context.close()
+    # Chromium offers "permessage-deflate; client_max_window_bits" and shows the server's answer.
+    assert result["extensions"] == answer
+    assert result["size"] >= 4 * 1024 * 1024
+    assert result["bigOk"] and result["smallOk"], result
     shutil.rmtree(profile, ignore_errors=True)
