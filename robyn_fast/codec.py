@@ -38,6 +38,8 @@ build_message = _impl.build_message
 build_ping = _impl.build_ping
 build_pong = _impl.build_pong
 build_close = _impl.build_close
+Inflater = _impl.Inflater
+Deflater = _impl.Deflater
 
 
 def implementation() -> Implementation:
@@ -58,6 +60,8 @@ __all__ = [
     "RSV1",
     "RSV2",
     "RSV3",
+    "Inflater",
+    "Deflater",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "Message",
     "FrameParser",
