@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import random
+import re
 import socket
 import textwrap
 import time
@@ -855,3 +856,28 @@ def test_decompression_bomb_costs_at_most_the_limit_plus_1_mib(
         assert close_code(sock, rest) == 1009
         growth = _status(server.pid, "VmHWM") - rss_before
         assert growth < limit + MiB, f"peak RSS grew by {growth / MiB:.2f} MiB"
+
+
+# -- Config ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kw", "error", "message"), [
+    ({"compression": "gzip"}, ValueError, "Config.compression must be 'off', 'shared' or 'dedicated'"),
+    ({"compression_threshold": -1}, ValueError, "Config.compression_threshold must be >= 0"),
+    ({"compression_level": 10}, ValueError, "Config.compression_level must be 0..9"),
+    ({"compression_level": 1.5}, TypeError, "Config.compression_level must be an int"),
+    ({"compression_window_bits": 8}, ValueError, "Config.compression_window_bits must be 9..15"),
+    ({"compression_mem_level": 0}, ValueError, "Config.compression_mem_level must be 1..9"),
+    ({"compression_mem_level": True}, TypeError, "Config.compression_mem_level must be an int"),
+])
+def test_bad_compression_settings_are_refused_with_their_name(kw: dict[str, Any], error: type[Exception],
+                                                               message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        Config(**kw)
+
+
+def test_compression_defaults() -> None:
+    config = Config()
+    assert (config.compression, config.compression_threshold, config.compression_level,
+            config.compression_window_bits, config.compression_mem_level) == ("shared", 1024, 1, 12, 5)
+    assert Config(compression_threshold=0).compression_threshold == 0
