@@ -134,3 +134,13 @@ def test_bad_settings_are_value_errors() -> None:
         negotiate_deflate([FIREFOX], "sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="window_bits"):
         negotiate_deflate([FIREFOX], "dedicated", window_bits=8)
+
+
+def test_connections_that_agree_alike_share_one_params_object() -> None:
+    # One DeflateParams per distinct agreement, not one per connection (memory per connection).
+    first = negotiate_deflate(["permessage-deflate; client_max_window_bits"], "shared")
+    again = negotiate_deflate(["permessage-deflate; client_max_window_bits"], "shared")
+    other = negotiate_deflate(["permessage-deflate; server_max_window_bits=10"], "shared")
+    assert first is not None and first is again
+    assert other is not None and other is not first and other.server_max_window_bits == 10
+    assert not hasattr(first, "__dict__")

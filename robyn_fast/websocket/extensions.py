@@ -114,7 +114,7 @@ def parse_extensions(values: list[str]) -> list[Extension]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeflateParams:
     """What was agreed for one connection (RFC 7692 §7.1)."""
 
@@ -208,5 +208,18 @@ def negotiate_deflate(values: list[str], mode: Mode, *, window_bits: int = 12, c
                 parts.append(f"client_max_window_bits={client_bits}")
             else:
                 client_bits = 15  # the client did not say it can limit its window: it may use 15
-        return DeflateParams(server_nct, client_nct, server_bits, client_bits, "; ".join(parts))
+        return _agreed(server_nct, client_nct, server_bits, client_bits, "; ".join(parts))
     return None
+
+
+# Every DeflateParams made, by value: connections that agreed alike share one object (at most
+# 2 x 2 x 7 x 8 combinations, each with one response text), so none costs memory of its own.
+_AGREED: dict[tuple[bool, bool, int, int, str], DeflateParams] = {}
+
+
+def _agreed(server_nct: bool, client_nct: bool, server_bits: int, client_bits: int, response: str) -> DeflateParams:
+    key = (server_nct, client_nct, server_bits, client_bits, response)
+    params = _AGREED.get(key)
+    if params is None:
+        params = _AGREED[key] = DeflateParams(*key)
+    return params
