@@ -421,8 +421,8 @@ cdef class Runner:
     cdef bytes ext_offer         # Sec-WebSocket-Extensions value offered (None: no offer)
     cdef bint exchange           # idle: one echoed message per connection before the reading
     cdef bint vary               # several payloads: message seq carries plain[seq % pool_n]
-    cdef int pool_n              # payloads in a pool: len(payloads), else 256 (fewer for < 2 digits)
-    cdef list plain              # pool_n payloads, payload j with j in its sequence digits
+    cdef int pool_n              # payloads in a pool: len(payloads), else 256 (16 over 64 KiB; fewer digits: fewer)
+    cdef list plain              # vary: pool_n payloads, payload j with j in its sequence digits (else None)
     cdef dict pools              # client window bits -> the pool_n payloads compressed
     cdef list requests           # N_KEYS handshake requests (bytes)
     cdef list accepts            # the matching Sec-WebSocket-Accept values (bytes)
@@ -545,18 +545,19 @@ cdef class Runner:
         docs = payloads if payloads is not None else [b"x" * size]
         self.vary = len(docs) > 1
         self.pool_n = len(docs) if self.vary else 1 << (4 * min(<size_t>2, self.k))   # 256 with >= 2 digits
-        if self.pool_n > 1 and self.k < 16 and self.pool_n > (1 << (4 * self.k)):
+        if not self.vary and size > 65536:
+            self.pool_n = min(self.pool_n, 16)      # compressing 256 big payloads would take seconds
+        if self.k < 16 and <uint64_t>self.pool_n > (<uint64_t>1 << (4 * self.k)):
             raise ValueError(f"{self.pool_n} payloads need more than the {self.k} sequence digits the size leaves")
-        self.plain = []
-        for j in range(self.pool_n):
-            doc = bytearray(docs[j % len(docs)])
-            doc[self.seq_off:self.seq_off + self.k] = f"{j:0{self.k}x}".encode()[-self.k:] if self.k else b""
-            if not binary:
-                bytes(doc).decode("utf-8")     # a text payload must be UTF-8 (raises ValueError)
-            self.plain.append(bytes(doc))
         tmpl = bytearray(docs[0])
         tmpl[self.seq_off:self.seq_off + self.k] = b"0" * self.k
         self.filler = bytes(tmpl)
+        # One payload for each value the digits carry; built here only when they
+        # differ (else only pool_for needs them, and only with deflate).
+        self.plain = [self.numbered(docs[j], j) for j in range(self.pool_n)] if self.vary else None
+        if not binary:
+            for doc in (self.plain or [self.filler]):
+                doc.decode("utf-8")     # a text payload must be UTF-8 (raises ValueError)
         self.ext_offer = deflate_offer.encode("latin-1") if deflate_offer is not None else None
         self.inflate_every = inflate_every
         self.exchange = exchange
@@ -768,6 +769,13 @@ cdef class Runner:
             self.n_subs_open += 1
         return 0
 
+    cdef bytes numbered(self, bytes doc, size_t j):
+        """`doc` with j in its sequence digits."""
+        cdef bytearray b = bytearray(doc)
+        if self.k:
+            b[self.seq_off:self.seq_off + self.k] = f"{j:0{self.k}x}".encode()[-self.k:]
+        return bytes(b)
+
     cdef list pool_for(self, int bits):
         """The pool of compressed payloads for a client window of `bits`:
         payload j carries j in its sequence digits. Compressed once per run
@@ -776,7 +784,8 @@ cdef class Runner:
         if pool is not None:
             return pool
         deflater = Deflater(max(9, bits), mem_level=8, level=6, no_context_takeover=True)
-        pool = [deflater.compress(doc) for doc in self.plain]
+        pool = [deflater.compress(self.plain[j] if self.vary else self.numbered(self.filler, j))
+                for j in range(self.pool_n)]
         self.pools[bits] = pool
         return pool
 
@@ -1316,7 +1325,7 @@ cdef class Runner:
                 return 0
             if self.measuring:
                 self.msgs += 1
-                self.rx_bytes += total
+                self.rx_bytes += total if not opaque else self.size
                 self.rx_compressed += (rsv & RSV1) != 0
                 self.hist.add(now - c.ring_ts[slot])
             if self.phase <= P_RUN and c.state == CS_OPEN:    # set-up counts as warm-up
