@@ -460,14 +460,19 @@ async () => {
   const ws = new WebSocket(`ws://${location.host}/ws`);
   await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error("no connection")); });
   const parts = [];
-  for (let i = 0; parts.join("").length < 4 * 1024 * 1024; i++) {
-    parts.push(`{"seq":${i},"user":"user-${i % 97}","text":"message number ${i} ✓"},`);
+  let total = 0;
+  for (let i = 0; total < 4 * 1024 * 1024; i++) {
+    const part = `{"seq":${i},"user":"user-${i % 97}","text":"message number ${i} ✓"},`;
+    parts.push(part);
+    total += part.length;
   }
   const big = parts.join("");
   const small = "short ✓";
   const echoes = [];
-  const done = new Promise((ok) => {
+  const done = new Promise((ok, fail) => {
     ws.onmessage = (e) => { echoes.push(e.data); if (echoes.length === 2) ok(); };
+    ws.onclose = (e) => fail(new Error(`closed ${e.code} ${e.reason} after ${echoes.length} echoes`));
+    setTimeout(() => fail(new Error(`no echo within 20 s (${echoes.length} so far)`)), 20000);
   });
   ws.send(big);
   ws.send(small);
