@@ -134,6 +134,7 @@ cdef class FrameParser:
     cdef MessageSink _sink              # where parse(None) delivers
     cdef Inflater _inflater             # permessage-deflate negotiated: RSV1 messages are inflated
     cdef uint64_t _climit               # bound on a compressed message's bytes (a little over _limit)
+    cdef uint64_t _cframes              # frames of the compressed message being assembled
 
     # BufferedProtocol plumbing: the writable window (at least READ_MIN bytes),
     # then account for `n` bytes the transport wrote into it.

@@ -556,10 +556,14 @@ cdef class FrameParser:
             else:
                 length = len7
             # _mlen <= the bound always holds, so the subtraction cannot wrap. A
-            # compressed message is bounded by _climit here, and by _limit once inflated.
+            # compressed message is bounded by _climit plus 16 bytes a frame here (a
+            # sender may flush, and start a new block, in every fragment), and by
+            # _limit once inflated.
             if opcode < OPC_CLOSE:
                 if self._inflater is not None and (rsv if opcode != OPC_CONT else self._msg_rsv) & 0x40:
-                    if length > self._climit - self._mlen:
+                    self._cframes = 1 if opcode != OPC_CONT else self._cframes + 1
+                    if self._climit <= (UINT64_MAX >> 1) and \
+                            length > self._climit + 16 * self._cframes - self._mlen:
                         self._fail(MessageTooBig, "message too big", out)
                 elif length > self._limit - self._mlen:
                     self._fail(MessageTooBig, "message too big", out)
@@ -946,7 +950,8 @@ cdef class Deflater:
         while True:
             z.next_out = _scratch + produced
             cap = _scratch_cap - produced
-            z.avail_out = <unsigned int>cap
+            z.avail_out = <unsigned int>cap if cap < 0x40000000 else 0x40000000
+            cap = z.avail_out
             rc = deflate(z, Z_SYNC_FLUSH)
             produced += cap - z.avail_out
             if rc != Z_OK and rc != Z_BUF_ERROR:
@@ -954,7 +959,8 @@ cdef class Deflater:
                 raise RuntimeError(f"deflate failed ({rc})")
             if z.avail_out != 0:
                 break
-            _scratch_reserve(_scratch_cap * 2)
+            if produced == _scratch_cap:
+                _scratch_reserve(_scratch_cap * 2)
         if produced >= 4 and memcmp(_scratch + produced - 4, _TAIL, 4) == 0:
             produced -= 4
         self.compressions += 1
@@ -995,13 +1001,19 @@ cdef size_t frame_payload(bytes frame, size_t *n):
     cdef const uint8_t *o = <const uint8_t *>PyBytes_AS_STRING(frame)
     cdef size_t size = <size_t>PyBytes_GET_SIZE(frame)
     cdef size_t hlen = 2
-    cdef int len7 = o[1] & 0x7F
+    cdef int len7 = o[1] & 0x7F if size >= 2 else 0
     if len7 == 126:
         hlen = 4
     elif len7 == 127:
         hlen = 10
+    if size < 2:
+        n[0] = 0
+        return size
     if o[1] & 0x80:
         hlen += 4
+    if size < hlen:
+        n[0] = 0
+        return size
     n[0] = size - hlen
     return hlen
 

@@ -832,7 +832,8 @@ cdef class Connection(MessageSink):
         if d is None or self.state != ST_OPEN:
             return self.send_frame(frame)
         off = frame_payload(frame, &n)
-        if n < hub.compress_threshold:
+        if n < hub.compress_threshold or n > 0x40000000 or off < 2:
+            # Small, over 1 GiB (zlib's int sizes), or not a frame: it goes out as it is.
             return self.send_frame(frame)
         p = <const uint8_t *>PyBytes_AS_STRING(frame)
         if cache is not None:

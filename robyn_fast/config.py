@@ -84,7 +84,9 @@ class Config:
       compressed once. ``"dedicated"``: each connection keeps its own
       compression contexts (better ratios for streams of similar messages,
       ~50 KiB per connection once both are in use; they are created when
-      first needed). ``"off"``: decline every offer.
+      first needed). ``"off"``: decline every offer. With
+      ``max_message_size=None`` compression is declined too (nothing would
+      bound what a small compressed frame inflates to), with a warning.
     - ``compression_threshold``: messages smaller than this many bytes go out
       uncompressed (RSV1 clear); small messages barely shrink without context.
     - ``compression_level``: zlib's level, 0-9. 1 (zlib's fastest, as

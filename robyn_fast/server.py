@@ -240,8 +240,12 @@ class Server:
         """``endpoint``'s connection table on this server (created on first use)."""
         hub = self.hubs.get(endpoint)
         if hub is None:
-            hub = self.hubs[endpoint] = Hub(self.loop, endpoint.effective_config, json_dumps=dumps,
-                                            context=self.context)
+            config = endpoint.effective_config
+            hub = self.hubs[endpoint] = Hub(self.loop, config, json_dumps=dumps, context=self.context)
+            if config.max_message_size is None and config.compression != "off":
+                log.warning("websocket %s: max_message_size=None, so permessage-deflate is declined (nothing would "
+                            "bound what a compressed message inflates to); set a max_message_size to compress",
+                            endpoint.endpoint)
             self._by_path[endpoint.endpoint] = endpoint
         return hub
 
@@ -393,8 +397,10 @@ class Server:
         response, _subprotocol = accept_handshake(
             method, version, headers, subprotocols=config.subprotocols or None, allowed_origins=config.allowed_origins
         )
-        return negotiate_compression(response, headers, config.compression,
-                                     window_bits=config.compression_window_bits)
+        # Without a message size limit nothing would bound what a small compressed frame
+        # inflates to (a decompression bomb): compression is declined then.
+        mode = config.compression if config.max_message_size is not None else "off"
+        return negotiate_compression(response, headers, mode, window_bits=config.compression_window_bits)
 
     def open_websocket(
         self, endpoint: ServedEndpoint, transport: asyncio.Transport, initial: bytes, query: str,

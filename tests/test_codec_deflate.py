@@ -198,6 +198,26 @@ def test_the_compressed_size_is_bounded_too_with_slack_for_stored_blocks(codec: 
         "MessageTooBig", 1009, "message too big")
 
 
+@pytest.mark.parametrize("fragment", [10, 100])
+def test_a_message_flushed_in_every_fragment_fits_when_it_inflates_within_the_limit(
+        codec: ModuleType, fragment: int) -> None:
+    # websockets compresses each fragment with a sync flush of its own: incompressible data then
+    # grows by a few bytes a frame, which the compressed-size bound must allow for.
+    data = random.Random(3).randbytes(99_000)
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    pieces = [c.compress(data[i:i + fragment]) + c.flush(zlib.Z_SYNC_FLUSH) for i in range(0, len(data), fragment)]
+    pieces[-1] = pieces[-1][:-4]
+    assert sum(map(len, pieces)) > 100_000 + (100_000 >> 8) + 64  # more than the old bound
+    stream = b"".join(
+        masked((0x80 if i == len(pieces) - 1 else 0) | (0x40 | 0x2 if i == 0 else 0), piece)
+        for i, piece in enumerate(pieces))
+    assert run(codec, [stream], max_message_size=100_000, inflater=codec.Inflater()) == (
+        [(2, data, 0x40, None, "")], None)
+    # Inflated past the limit, it is still refused.
+    assert run(codec, [stream], max_message_size=98_999, inflater=codec.Inflater())[1] == (
+        "MessageTooBig", 1009, "message too big once decompressed")
+
+
 def test_invalid_utf8_after_inflation_is_1007(codec: ModuleType) -> None:
     assert run(codec, [compressed_frame(b"ok \xed\xa0\x80")], inflater=codec.Inflater()) == (
         [], ("InvalidPayloadData", 1007, "invalid UTF-8 in text message"))
@@ -277,3 +297,21 @@ def test_compiled_and_reference_compress_alike(data: bytes, bits: int, level: in
 
 def test_exceptions_are_the_codec_s_own() -> None:
     assert issubclass(MessageTooBig, ProtocolError) and issubclass(InvalidPayloadData, ProtocolError)
+
+
+@given(st.lists(st.binary(max_size=400), min_size=1, max_size=6), st.sampled_from([9, 12, 15]),
+       st.lists(st.integers(0, 4000), max_size=5))
+@SETTINGS
+def test_compiled_and_reference_agree_on_context_takeover_streams(messages: list[bytes], bits: int,
+                                                                  cuts: list[int]) -> None:
+    # Several messages on one context-keeping stream, each one frame, cut at random points.
+    c = zlib.compressobj(6, zlib.DEFLATED, -bits, 5)
+    data = b""
+    for m in messages:
+        out = c.compress(m) + c.flush(zlib.Z_SYNC_FLUSH)
+        data += masked(0xC2, out[:-4])
+    bounds = [0, *sorted(x for x in cuts if x <= len(data)), len(data)]
+    chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    got = run(compiled, chunks, inflater=compiled.Inflater(bits, no_context_takeover=False))
+    want = run(reference, chunks, inflater=reference.Inflater(bits, no_context_takeover=False))
+    assert got == want == ([(2, m, 0x40, None, "") for m in messages], None)

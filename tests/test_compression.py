@@ -60,6 +60,7 @@ ENDPOINTS = {
     "dedicated": Config(compression="dedicated"),
     "dedicated10": Config(compression="dedicated", compression_window_bits=10),
     "off": Config(compression="off"),
+    "unbounded": Config(compression="shared", max_message_size=None),
 }
 
 
@@ -388,6 +389,9 @@ NEGOTIATIONS: list[tuple[str, str | None, dict[str, Any] | None]] = [
     ("off", None, None),
     ("off", PD, None),
     ("off", f"{PD}; client_max_window_bits", None),
+    # No message size limit: nothing would bound a decompression bomb, so compression is declined.
+    ("unbounded", PD, None),
+    ("unbounded", f"{PD}; client_max_window_bits", None),
 ]
 
 

@@ -460,6 +460,7 @@ class FrameParser:
             allowed_rsv |= RSV1
         # A compressed message may be a little larger than what it inflates to.
         self._climit = limit if limit > _UNLIMITED >> 2 else limit + (limit >> 8) + 64
+        self._cframes = 0
         self._max_message_size = max_message_size
         self._client = bool(client)
         self._allowed_rsv = allowed_rsv
@@ -605,7 +606,12 @@ class FrameParser:
                 length = len7
             if opcode < OP_CLOSE:
                 compressed = self._inflater is not None and (rsv if opcode != OP_CONT else self._msg_rsv) & RSV1
-                if length > (self._climit if compressed else self._limit) - len(self._msg):
+                if compressed:
+                    # 16 bytes a frame on top: a sender may flush, and start a block, in every fragment.
+                    self._cframes = 1 if opcode != OP_CONT else self._cframes + 1
+                    if self._climit <= _UNLIMITED >> 1 and length > self._climit + 16 * self._cframes - len(self._msg):
+                        self._fail(MessageTooBig("message too big"), out)
+                elif length > self._limit - len(self._msg):
                     self._fail(MessageTooBig("message too big"), out)
             mask = bytes(buf[hlen - 4 : hlen]) if masked else None
             if opcode >= OP_CLOSE:
