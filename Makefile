@@ -2,7 +2,7 @@
 #   make run    - create .venv, build, and serve the demo (examples/echo.py) on http://127.0.0.1:8080
 #   make test   - create .venv, build the extensions, install test extras, run the whole suite
 #                 (`make test PYTHON=python3.13`: the same with that interpreter, in .venv-3.13)
-#   make autobahn-full - Autobahn categories 12/13 (permessage-deflate) in full (~20 min)
+#   make autobahn-full - Autobahn categories 12/13 (permessage-deflate) in full (~25 min)
 #   make bench  - micro-benchmarks of the codec (pytest-benchmark), pinned to one core
 #   make bench-load - load tests: robyn_fast against other WebSocket servers (bench/README.md);
 #                     quick by default (~3 min), `make bench-load LOAD_ARGS=--full` (~13 min)
@@ -56,7 +56,7 @@ test: install browser redis
 	$(BIN)/python -m pytest tests
 
 # Autobahn's permessage-deflate categories 12 and 13 in full (216 cases, both loops, both
-# compression modes: ~20 min); `make test` runs a size-limited selection of them.
+# compression modes: ~25 min); `make test` runs a size-limited selection of them.
 autobahn-full: install
 	AUTOBAHN_FULL=1 $(BIN)/python -m pytest tests/test_autobahn.py -k compression -s
 
