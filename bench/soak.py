@@ -344,7 +344,8 @@ class Load:
 
         async def body() -> None:
             sock = await small_rcvbuf_connect(self.port, a.slow_rcvbuf)
-            async with await self.open("/slowdrop", sock=sock, max_queue=4) as ws:
+            ws = await self.open("/slowdrop", sock=sock, max_queue=4)
+            try:
                 await ws.send(f"feed {a.dropper_size} {a.dropper_interval_ms}")
                 end = now() + a.dropper_life
                 last = -1
@@ -358,6 +359,14 @@ class Load:
                     last = seq
                     self.rec.count("dropper_read")
                     await self.pause(a.dropper_read_delay_ms / 1000)
+            finally:
+                # Read what is still on its way while closing, or the Close would wait behind it.
+                drain = asyncio.ensure_future(self._discard(ws))
+                await ws.close()
+                with contextlib.suppress(ConnectionClosed):
+                    await drain
+            if ws.close_code != 1000:
+                self.rec.error("dropper: close code", f"{ws.close_code}")
             self.rec.outcomes["dropper_sessions"] += 1
 
         await self.session("dropper", body, retry=0.2)
@@ -648,6 +657,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     samples = result["samples"]
     t = [s["t"] / 60 for s in samples]
     roles = sorted({r for s in samples for r in s["processes"]})
+    workers = [r for r in roles if r != "master"]
 
     def series(role: str, key: str, scale: float = 1.0) -> list[float | None]:
         out = []
@@ -657,58 +667,84 @@ def chart(result: dict[str, Any], path: Path) -> None:
             out.append(None if v is None else v / scale)
         return out
 
-    fig, axes = plt.subplots(5, 1, figsize=(11, 15), sharex=True)
+    def legend(ax: Any) -> None:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
+
+    fig, axes = plt.subplots(6, 1, figsize=(13, 18), sharex=True)
     verdict = result["verdict"]
-    fig.suptitle(f"robyn_fast soak, {result['config']['processes']} workers, {result['config']['minutes']} min "
-                 f"({result['date']}): flat memory {'PASS' if verdict['flat_memory']['ok'] else 'FAIL'}, "
-                 f"no error {'PASS' if verdict['no_error']['ok'] else 'FAIL'}", fontsize=13)
+    cfg = result["config"]
+    fig.suptitle(f"robyn_fast soak: {cfg['processes']} workers, {cfg['minutes']:g} min ({result['date']} UTC) - "
+                 f"flat memory {'PASS' if verdict['flat_memory']['ok'] else 'FAIL'}, "
+                 f"no error {'PASS' if verdict['no_error']['ok'] else 'FAIL'}", fontsize=14)
     ax = axes[0]
+    rss_all = []
     for role in roles:
-        ax.plot(t, series(role, "rss", 2**20), marker=".", label=role)
-    ax.axvline(result["config"]["warmup"] / 60, color="grey", linestyle=":", label="end of warm-up")
+        values = series(role, "rss", 2**20)
+        rss_all += [v for v in values if v is not None]
+        ax.plot(t, values, marker=".", label=role)
+    if rss_all:  # at least 8 MiB of range, so that noise of a few pages does not look like a slope
+        mid, half = (max(rss_all) + min(rss_all)) / 2, max(4.0, (max(rss_all) - min(rss_all)) / 2 + 1)
+        ax.set_ylim(mid - half, mid + half)
+    ax.axvline(cfg["warmup"] / 60, color="grey", linestyle=":", label="end of warm-up")
     ax.set_ylabel("RSS (MiB)")
     ax.set_title("RSS per server process")
-    ax.legend(loc="upper left", fontsize=9)
+    legend(ax)
     ax = axes[1]
     for role in roles:
         ax.plot(t, series(role, "fds"), marker=".", label=role)
     ax.set_ylabel("open fds")
     ax.set_title("open file descriptors per process")
-    ax.legend(loc="upper left", fontsize=9)
+    legend(ax)
     ax = axes[2]
-    for role in roles:
-        if role == "master":
-            continue
-        ax.plot(t, series(role, "asyncio_tasks"), marker=".", label=f"{role} asyncio tasks")
+    right = ax.twinx()
+    for n, role in enumerate(workers):
+        color = f"C{n + 1}"
+        ax.plot(t, series(role, "asyncio_tasks"), marker=".", color=color, label=f"{role} asyncio tasks (left)")
         conns = [None if (p := s["processes"].get(role)) is None or not p.get("app_stats")
                  else p["app_stats"]["connections"] for s in samples]
-        ax.plot(t, conns, linestyle="--", label=f"{role} WebSocket connections")
-    ax.set_ylabel("count")
-    ax.set_title("asyncio tasks and live connections per worker")
-    ax.legend(loc="upper left", fontsize=9, ncol=2)
+        right.plot(t, conns, linestyle="--", color=color, alpha=0.6, label=f"{role} WebSockets (right)")
+    ax.set_ylabel("asyncio tasks")
+    right.set_ylabel("live WebSocket connections")
+    ax.set_ylim(bottom=0)
+    right.set_ylim(bottom=0)
+    ax.set_title("asyncio tasks (len(asyncio.all_tasks())) and live WebSocket connections per worker")
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", bbox_to_anchor=(1.07, 1.0), fontsize=9,
+              borderaxespad=0)
     ax = axes[3]
-    for key, style in (("echo", "-"), ("bcast", "-"), ("ping", "-")):
-        ax.plot(t, [s["latency_ms"].get(key, {}).get("p99") for s in samples], style, marker=".", label=f"{key} p99")
-        ax.plot(t, [s["latency_ms"].get(key, {}).get("p50") for s in samples], ":", label=f"{key} p50")
-    ax.set_ylabel("ms")
+    for n, key in enumerate(("echo", "bcast", "ping")):
+        ax.plot(t, [s["latency_ms"].get(key, {}).get("p99") for s in samples], color=f"C{n}", marker=".",
+                label=f"{key} p99")
+        ax.plot(t, [s["latency_ms"].get(key, {}).get("p50") for s in samples], color=f"C{n}", linestyle=":",
+                label=f"{key} p50")
+    ax.set_ylabel("ms (log)")
     ax.set_yscale("log")
-    ax.set_title("latency per interval (echo: round trip; bcast: publish to delivery; ping: window of Pings to last Pong)")
-    ax.legend(loc="upper left", fontsize=9, ncol=3)
+    ax.set_title("latency per interval (echo: round trip; bcast: publish to delivery; ping: a window of Pings)")
+    legend(ax)
     ax = axes[4]
     for key, label in (("echo", "echo replies"), ("bcast_delivered", "broadcast deliveries"), ("pongs", "pongs"),
-                       ("dropper_read", "slow-reader reads"), ("dropper_gaps", "messages dropped (drop policy)")):
+                       ("dropper_read", "slow-reader reads"), ("dropper_gaps", "dropped (drop policy)")):
         ax.plot(t, [s["rates"].get(key, 0) for s in samples], marker=".", label=label)
     churn = [sum(v for k, v in s["rates"].items() if k.startswith("churn_")) for s in samples]
     ax.plot(t, churn, marker=".", label="churned connections")
-    ax.set_ylabel("per second")
-    ax.set_xlabel("minutes")
+    ax.set_ylabel("per second (symlog)")
     ax.set_yscale("symlog", linthresh=10)
     ax.set_title("throughput")
-    ax.legend(loc="upper left", fontsize=9, ncol=3)
+    legend(ax)
+    ax = axes[5]
+    for role in roles:
+        ax.plot(t, series(role, "cpu_pct"), marker=".", label=f"server {role}")
+    ax.plot(t, [s.get("loadgen_cpu_pct") for s in samples], marker=".", color="black", label="load generator")
+    ax.set_ylabel("% of one CPU")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("minutes since the load started")
+    ax.set_title(f"CPU (server on CPUs {cfg['server_cpus'] or 'any'}, load generator on {cfg['load_cpus'] or 'any'})")
+    legend(ax)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(path, dpi=72)
     plt.close(fig)
 
 
