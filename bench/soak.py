@@ -783,9 +783,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stopper-interval-ms", type=int, default=10)
     p.add_argument("--stall", type=float, default=15.0, help="seconds a stopper stops reading")
     p.add_argument("--droppers", type=int, default=2, help="slow readers that read too slowly (drop policy)")
-    p.add_argument("--dropper-size", type=int, default=4096)
-    p.add_argument("--dropper-interval-ms", type=int, default=5)
-    p.add_argument("--dropper-read-delay-ms", type=int, default=10)
+    # What the kernel buffers for a slow reader (several MB on loopback) must be read within the
+    # server's keepalive (a Ping waits behind it: 20 s, then 20 s for the Pong): 800 KB/s read here.
+    p.add_argument("--dropper-size", type=int, default=16384)
+    p.add_argument("--dropper-interval-ms", type=int, default=10)
+    p.add_argument("--dropper-read-delay-ms", type=int, default=20)
     p.add_argument("--dropper-life", type=float, default=40.0)
     p.add_argument("--slow-rcvbuf", type=int, default=16384, help="SO_RCVBUF of slow readers' sockets")
     p.add_argument("--ping-flooders", type=int, default=2)
