@@ -109,6 +109,12 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     return {"n": n, "p50": at(0.50), "p99": at(0.99), "max": round(values[-1] * 1000, 3)}
 
 
+def text(msg: str | bytes) -> str:
+    if not isinstance(msg, str):
+        raise ValueError(f"expected a text message, got {msg[:40]!r}")
+    return msg
+
+
 def close_code(exc: ConnectionClosed) -> int:
     return exc.rcvd.code if exc.rcvd is not None else 1006
 
@@ -166,7 +172,7 @@ class Load:
             except ConnectionClosed as exc:
                 if not self.stop.is_set():
                     self.rec.closed_unexpectedly(who, exc)
-            except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
+            except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake, ValueError) as exc:
                 if not self.stop.is_set():
                     self.rec.error(f"{who}: {type(exc).__name__}", repr(exc))
             await self.pause(retry)
@@ -207,7 +213,7 @@ class Load:
                 self.listening.add(ws)
                 try:
                     while not self.stop.is_set():
-                        msg = await ws.recv()
+                        msg = text(await ws.recv())
                         t = now()
                         seq_s, sent_s, _ = msg.split(":", 2)
                         seq = int(seq_s)
@@ -350,7 +356,7 @@ class Load:
                 end = now() + a.dropper_life
                 last = -1
                 while now() < end and not self.stop.is_set():
-                    msg = await asyncio.wait_for(ws.recv(), 10)
+                    msg = text(await asyncio.wait_for(ws.recv(), 10))
                     seq = int(msg.split(":", 1)[0])
                     if seq <= last:
                         self.rec.error("dropper: out of order", f"#{seq} after #{last}")
@@ -580,6 +586,8 @@ class Sampler:
         for role, pid in self.roles.items():
             if role != "master" and procs.get(role) is not None:
                 answer = stats.get(pid)
+                if answer is None:
+                    self.load.rec.error("stats: a worker did not answer in 64 tries", f"{role} (pid {pid})")
                 procs[role]["asyncio_tasks"] = None if answer is None else answer["asyncio_tasks"]
                 procs[role]["app_stats"] = None if answer is None else answer["stats"]
         cpu = time.process_time()
@@ -838,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import uvloop
 
-            runner = uvloop.run
+            runner: Any = uvloop.run
         except ImportError:
             runner = asyncio.run
         result = runner(soak(args, server))
