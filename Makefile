@@ -6,6 +6,8 @@
 #   make bench  - micro-benchmarks of the codec (pytest-benchmark), pinned to one core
 #   make bench-load - load tests: robyn_fast against other WebSocket servers (bench/README.md);
 #                     quick by default (~3 min), `make bench-load LOAD_ARGS=--full` (~13 min)
+#   make soak   - soak test: a 2-worker server under mixed load for SOAK_MINUTES (default 10);
+#                 writes bench/results/soak-<date>.json/.png, exits 1 unless memory is flat and nothing failed
 
 # The interpreter: `make test PYTHON=python3.13` (or a path) builds and tests in a virtualenv of
 # its own, .venv-<version>; without PYTHON= the default one lives in .venv.
@@ -28,8 +30,9 @@ BENCH_STAMP := $(VENV)/.robyn_fast-bench-installed
 # so it is rebuilt whenever the codec's contract (.pxd) or the install changes.
 LOADGEN := bench/loadgen/.rfload-built
 LOAD_ARGS ?= --quick
+SOAK_MINUTES ?= 10
 
-.PHONY: install run test autobahn-full bench bench-loadgen bench-load clean browser redis
+.PHONY: install run test autobahn-full bench bench-loadgen bench-load soak clean browser redis
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +84,10 @@ bench-loadgen: $(LOADGEN)
 # Creates bench/.venv-robyn077 (robyn==0.77.0) on first use; writes bench/results/load-*.json and load.png.
 bench-load: $(LOADGEN)
 	$(BIN)/python bench/run.py $(LOAD_ARGS)
+
+# Soak test (bench/README.md, "Soak test"): needs only the bench extras.
+soak: $(BENCH_STAMP)
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf build dist *.egg-info .venv .venv-* _core/*.so .pytest_cache .hypothesis .benchmarks
