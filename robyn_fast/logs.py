@@ -94,7 +94,7 @@ def _exception_line(exc: BaseException) -> str:
     message = _str(exc)
     line = f"{name}: {printable(message)}" if message else name
     try:
-        notes = exc.__notes__  # type: ignore[attr-defined]
+        notes = getattr(exc, "__notes__", None)
     except Exception:  # a hostile __getattr__ or property: no notes rather than no log line
         notes = None
     if isinstance(notes, (list, tuple)):
