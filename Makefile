@@ -37,9 +37,24 @@ SOAK_MINUTES ?= 10
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# Editable installs are "strict": a tree of links to the sources (build/__editable__.*) on a
+# plain .pth path, which mypy and other static tools follow (setuptools' default, an import
+# hook, they cannot: `import robyn_fast` would type as Any in users' code). The links follow
+# edits to existing files; adding or removing a file needs a reinstall, so the list of the
+# package's files is kept in LINKED and a change to it reinstalls.
+EDITABLE := --config-settings editable_mode=strict
+LINKED := $(VENV)/.robyn_fast-files
+LINKED_NOW := $(sort $(shell find robyn_fast _core -type f \( -name '*.py' -o -name '*.pyi' -o -name py.typed \) -not -path '*/__pycache__/*' 2>/dev/null))
+ifneq ($(wildcard $(VENV)),)
+ifneq ($(shell cat $(LINKED) 2>/dev/null),$(LINKED_NOW))
+$(shell echo '$(LINKED_NOW)' > $(LINKED))
+endif
+endif
+
 # Editable install: builds every _core/ extension in place and installs the test extras.
-$(STAMP): $(BIN)/python $(SOURCES)
-	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test]'
+$(STAMP): $(BIN)/python $(SOURCES) $(wildcard $(LINKED))
+	$(BIN)/python -m pip install --disable-pip-version-check $(EDITABLE) -e '.[test]'
+	@echo '$(LINKED_NOW)' > $(LINKED)
 	@touch $@
 
 install: $(STAMP)
@@ -66,7 +81,7 @@ autobahn-full: install
 	AUTOBAHN_FULL=1 $(BIN)/python -m pytest tests/test_autobahn.py -k "$(AUTOBAHN_K)" -s
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[bench]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q $(EDITABLE) -e '.[bench]'
 	@touch $@
 
 bench: $(BENCH_STAMP)

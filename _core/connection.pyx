@@ -42,19 +42,19 @@ from robyn_fast._core.codec cimport (
 import asyncio
 import collections
 import contextvars
-import logging
 import sys
 import types
 
 from robyn_fast._core.codec import build_close
 from robyn_fast.exceptions import InvalidState, ProtocolError
+from robyn_fast.logs import get_logger
 
 cdef extern from "Python.h":
     object PyContext_Copy(object ctx)
     int PyContext_Enter(object ctx) except -1
     int PyContext_Exit(object ctx) except -1
 
-cdef object _log = logging.getLogger("robyn_fast.websocket")
+cdef object _log = get_logger("robyn_fast.websocket")
 cdef object _deque = collections.deque
 cdef object _coroutine_type = types.CoroutineType
 cdef object _iscoroutine = asyncio.iscoroutine

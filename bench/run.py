@@ -596,31 +596,43 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
     for ax, wname in zip(flat, names):
         w = summary[wname]
         servers = list(w["servers"])
-        meds = [w["servers"][s]["median"] or 0 for s in servers]
-        lo = [m - (w["servers"][s]["min"] or m) for s, m in zip(servers, meds)]
-        hi = [(w["servers"][s]["max"] or m) - m for s, m in zip(servers, meds)]
-        scale, unit = 1.0, w["unit"]
-        if unit == "B/conn":
-            scale, unit = 1024.0, "KiB per connection"
-        elif max(meds or [0]) >= 10000:
-            scale, unit = 1000.0, "thousand " + unit
+        rows = [w["servers"][s] for s in servers]
+        # Every panel reads the same way: taller is better, and a label is how many times
+        # robyn_fast's figure is the server's (above 1: robyn_fast ahead). A lower-is-better
+        # metric (memory per connection) is shown as its inverse (connections per MiB).
+        inverse = not w["higher_is_better"]
+        if inverse:
+            def shown(v: float | None) -> float:
+                return 1048576.0 / v if v else 0.0
+            meds = [shown(r["median"]) for r in rows]
+            lows = [shown(r["max"] or r["median"]) for r in rows]
+            highs = [shown(r["min"] or r["median"]) for r in rows]
+            scale, unit = 1.0, "connections per MiB of RSS"
+        else:
+            meds = [r["median"] or 0 for r in rows]
+            lows = [r["min"] or m for r, m in zip(rows, meds)]
+            highs = [r["max"] or m for r, m in zip(rows, meds)]
+            scale, unit = 1.0, w["unit"]
+            if max(meds or [0]) >= 10000:
+                scale, unit = 1000.0, "thousand " + unit
         colors = ["#d62728" if s == "robyn_fast" else "#7f7f7f" for s in servers]
         bars = ax.bar(range(len(servers)), [m / scale for m in meds], color=colors,
-                      yerr=[[v / scale for v in lo], [v / scale for v in hi]], capsize=3)
-        for i, s in enumerate(servers):
-            row = w["servers"][s]
+                      yerr=[[(m - lo) / scale for m, lo in zip(meds, lows)],
+                            [(hi - m) / scale for m, hi in zip(meds, highs)]], capsize=3)
+        for i, (s, row) in enumerate(zip(servers, rows)):
             if loadgen_bound(row):
                 bars[i].set_hatch("//")
                 bars[i].set_edgecolor("white")
+            ratio = row.get("ratio_robyn_fast_over_server")
             if not row["median"]:
                 ax.text(i, 0, " failed", rotation=90, ha="center", va="bottom", fontsize=9, color="#d62728")
-            elif row.get("ratio_robyn_fast_over_server") and s != "robyn_fast":
-                ax.text(i, (row["max"] or row["median"]) / scale, f"{row['ratio_robyn_fast_over_server']:.2f}×",
+            elif ratio and s != "robyn_fast":
+                ax.text(i, highs[i] / scale, f"{(1 / ratio if inverse else ratio):.2f}×",
                         ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(servers)))
         ax.set_xticklabels(servers, rotation=30, ha="right", fontsize=9)
-        ax.set_title(w["title"] or wname, fontsize=10)
-        ax.set_ylabel(unit + (" (lower is better)" if not w["higher_is_better"] else ""), fontsize=9)
+        ax.set_title((w["title"] or wname) + (",\nshown as connections per MiB" if inverse else ""), fontsize=10)
+        ax.set_ylabel(unit + " (higher is better)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     for ax in flat[len(names):]:
         ax.axis("off")
@@ -628,7 +640,9 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
         flat[-1].text(0.0, 0.5,
                       f"{meta['date']}, {meta['preset']} run: {meta['rounds']} interleaved rounds,\n"
                       f"{meta['warmup_s']} s warm-up + {meta['duration_s']} s each; bars = median,\n"
-                      f"whiskers = min-max over rounds; labels = robyn_fast ÷ server.\n"
+                      f"whiskers = min-max over rounds. Every panel: higher is better;\n"
+                      f"labels = robyn_fast's figure ÷ the server's (> 1: robyn_fast ahead).\n"
+                      f"Memory is shown as connections per MiB of RSS growth.\n"
                       f"Hatched: rfload used >= {LOADGEN_BOUND:.0f} % of its core, so the\n"
                       f"figure may be rfload's limit rather than the server's.\n"
                       f"2-vCPU VM shared with other work: ±30 % is noise.\n"
@@ -673,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-timeout", type=float, default=30.0)
     p.add_argument("--date", default=_dt.date.today().isoformat(), help="date in the file names")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--plot", type=Path, metavar="RESULTS_JSON",
+                   help="only redraw bench/results/load.png from a results file (no load run)")
     p.add_argument("--baseline", type=Path, metavar="CHECKOUT",
                    help="also run robyn_fast from another checkout (built with `make install` there, so that "
                         "CHECKOUT/.venv exists) as server robyn_fast@base, side by side")
@@ -682,6 +698,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="the interpreter for this checkout's robyn_fast servers (default: this one); e.g. "
                         ".venv-3.12/bin/python after `make install PYTHON=python3.12`")
     a = p.parse_args(argv)
+    if a.plot is not None:
+        data = json.loads(a.plot.read_text(encoding="utf-8"))
+        plot(data["summary"], data["meta"], RESULTS / "load.png")
+        log(f"redrawn bench/results/load.png from {a.plot}")
+        return 0
     a.preset = a.preset or "quick"
     for k, v in PRESETS[a.preset].items():
         if getattr(a, k) is None:

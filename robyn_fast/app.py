@@ -22,6 +22,7 @@ from typing import Any
 from .config import Config
 from .dependency_injection import DependencyMap
 from .exceptions import InvalidState
+from .logs import get_logger
 from .http.router import Router
 from .http.routes import Routes
 from . import cli
@@ -34,7 +35,7 @@ from .workers.supervisor import Supervisor
 
 __all__ = ["Robyn"]
 
-log = logging.getLogger("robyn_fast.app")
+log = get_logger("robyn_fast.app")
 
 Handler = Callable[..., Any]
 

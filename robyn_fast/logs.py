@@ -13,9 +13,11 @@ included) may use it.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import traceback
 import unicodedata
+from collections.abc import Mapping
 from types import TracebackType
 
 __all__ = ["printable", "exception_text", "SafeRecords", "get_logger"]
@@ -31,10 +33,13 @@ def _escape_char(ch: str) -> str:
     if short is not None:
         return short
     code = ord(ch)
-    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte (surrogateescape)
-        return f"\\x{code - 0xDC00:02x}"
-    if code <= 0xFF:
+    # \xNN is reserved for what is a byte either way: ASCII controls, and the bytes that
+    # were not UTF-8 (which surrogateescape carries as U+DC80..U+DCFF); a C1 control
+    # (U+0080..U+009F) is \u0080.., so b"\x80" and b"\xc2\x80" read differently.
+    if code < 0x80:
         return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
     if code <= 0xFFFF:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
@@ -51,22 +56,26 @@ def printable(value: object, limit: int | None = DEFAULT_LIMIT) -> str:
     """``value`` as one line of log-safe text.
 
     ``bytes``-like values are decoded as UTF-8 (undecodable bytes become ``\\xNN``); anything
-    else goes through ``str()``. Control, format and separator characters, and the backslash
-    itself (so the escaping cannot be forged), are written as Python-style escapes. Text
-    longer than ``limit`` characters is cut and ends with ``...[N more]``.
+    else goes through ``str()`` (a ``str()`` that raises gives a placeholder naming the type).
+    Control, format and separator characters, and the backslash itself (so the escaping
+    cannot be forged), are written as Python-style escapes: ``\\n``, ``\\x1b``, ``\\u202e``.
+    When the text has more than ``limit`` characters, the first ``limit`` are kept (an
+    escape is never cut in two) and ``...[N more]`` says how many were left out.
     """
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise ValueError(f"limit must be an int >= 0 or None, not {limit!r}")
     if isinstance(value, (bytes, bytearray, memoryview)):
         # undecodable bytes become lone surrogates, written back as \xNN below
         text = bytes(value).decode("utf-8", "surrogateescape")
     else:
         text = value if isinstance(value, str) else _str(value)
-    if text.isprintable() and "\\" not in text:
-        out = text
-    else:
-        out = "".join(_escape_char(ch) if _unsafe(ch) else ch for ch in text)
-    if limit is not None and len(out) > limit:
-        return f"{out[:limit]}...[{len(out) - limit} more]"
-    return out
+    left_out = 0
+    if limit is not None and len(text) > limit:
+        left_out = len(text) - limit
+        text = text[:limit]  # cut before escaping: huge input costs no more than the limit
+    if not text.isprintable() or "\\" in text:
+        text = "".join(_escape_char(ch) if _unsafe(ch) else ch for ch in text)
+    return f"{text}...[{left_out} more]" if left_out else text
 
 
 def _str(value: object) -> str:
@@ -84,21 +93,37 @@ def _exception_line(exc: BaseException) -> str:
         name = f"{module}.{name}"
     message = _str(exc)
     line = f"{name}: {printable(message)}" if message else name
-    notes = getattr(exc, "__notes__", None)
+    try:
+        notes = getattr(exc, "__notes__", None)
+    except Exception:  # a hostile __getattr__ or property: no notes rather than no log line
+        notes = None
     if isinstance(notes, (list, tuple)):
         line += "".join(f"\n{printable(note)}" for note in notes)
     return line
 
 
+#: How many exceptions of one chain, and how deep into exception groups, a traceback shows.
+_MAX_CHAIN = 32
+_MAX_GROUP_DEPTH = 8
+_MAX_GROUP_ITEMS = 16
+#: BaseExceptionGroup (Python 3.11+; None before)
+_GROUP: type[BaseException] | None = getattr(builtins, "BaseExceptionGroup", None)
+
+
 def exception_text(exc: BaseException, tb: TracebackType | None = None) -> str:
-    """A traceback of ``exc`` (and its causes), in the usual layout, with every exception
-    message passed through :func:`printable`: only the frames (code locations, which the
-    client does not control) span lines."""
+    """A traceback of ``exc`` (its causes and contexts, and the members of an exception group),
+    in the usual layout, with every exception message and note passed through
+    :func:`printable`: only the frames (code locations, which the client does not control)
+    span lines. ``tb`` replaces ``exc.__traceback__`` for ``exc`` itself."""
+    return "".join(_chain_text(exc, tb, 0)).rstrip("\n")
+
+
+def _chain_text(exc: BaseException, tb: TracebackType | None, depth: int) -> list[str]:
     # newest first: (exception, the sentence linking it to the older one it was raised from)
     chain: list[tuple[BaseException, str | None]] = []
     seen: set[int] = set()
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen and len(chain) < 32:
+    while current is not None and id(current) not in seen and len(chain) < _MAX_CHAIN:
         seen.add(id(current))
         older: BaseException | None = None
         sentence: str | None = None
@@ -110,33 +135,52 @@ def exception_text(exc: BaseException, tb: TracebackType | None = None) -> str:
             sentence = "During handling of the above exception, another exception occurred:"
         chain.append((current, sentence if older is not None and id(older) not in seen else None))
         current = older
-    # sentences go between an older exception and the newer one raised from it
+    # oldest first; a sentence goes between an older exception and the newer one raised from it
     out: list[str] = []
-    pieces = list(reversed(chain))
-    for position, (item, _) in enumerate(pieces):
-        newer_sentence = pieces[position][1] if position > 0 else None
+    for position, (item, sentence) in enumerate(reversed(chain)):
         frames = tb if (item is exc and tb is not None) else item.__traceback__
-        if newer_sentence:
-            out.append(f"\n{newer_sentence}\n\n")
+        if sentence and position > 0:
+            out.append(f"\n{sentence}\n\n")
         if frames is not None:
             out.append("Traceback (most recent call last):\n")
             out.extend(traceback.format_tb(frames))
         out.append(_exception_line(item) + "\n")
-    return "".join(out).rstrip("\n")
+        members = getattr(item, "exceptions", None) if _GROUP is not None and isinstance(item, _GROUP) else None
+        if isinstance(members, tuple) and members:
+            out.extend(_group_text(members, depth + 1))
+    return out
+
+
+def _group_text(members: tuple[BaseException, ...], depth: int) -> list[str]:
+    if depth > _MAX_GROUP_DEPTH:
+        return ["  | ... (exception groups nested deeper are not shown)\n"]
+    out: list[str] = []
+    for number, member in enumerate(members[:_MAX_GROUP_ITEMS], 1):
+        out.append(f"  +---------------- {number} of {len(members)} ----------------\n")
+        for line in "".join(_chain_text(member, None, depth)).splitlines():
+            out.append(f"  | {line}\n")
+    if len(members) > _MAX_GROUP_ITEMS:
+        out.append(f"  +---------------- ... {len(members) - _MAX_GROUP_ITEMS} more ----------------\n")
+    return out
 
 
 class SafeRecords(logging.Filter):
-    """Escapes a record's arguments and renders its traceback with :func:`exception_text`.
+    """Makes a record safe to format: escapes its arguments with :func:`printable` (numbers,
+    ``None`` and booleans stay as they are, so ``%d`` and ``%.1f`` work; ``%r`` shows an escaped
+    ``repr()``), and renders its traceback with :func:`exception_text`.
 
-    Messages are robyn_fast's own constant templates; the arguments and exceptions are where
-    client-derived text arrives, so they are what this filter makes safe.
+    A message that is not a ``str`` (``log.error(exc)``) is escaped too. A ``str`` message is
+    taken to be robyn_fast's own constant template: client-derived text belongs in the
+    arguments, never formatted into the template. Filtering a record twice changes nothing.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str):
+            record.msg = printable(record.msg, limit=None)
         args = record.args
         if isinstance(args, tuple) and args:
             record.args = tuple(_safe_arg(a) for a in args)
-        elif isinstance(args, dict) and args:
+        elif isinstance(args, Mapping) and args:
             record.args = {k: _safe_arg(v) for k, v in args.items()}
         exc_info = record.exc_info
         if exc_info and exc_info[1] is not None and not record.exc_text:
@@ -144,19 +188,44 @@ class SafeRecords(logging.Filter):
         return True
 
 
+class _Escaped(str):
+    """An argument already made safe: ``%s`` gives the escaped text, ``%r`` an escaped
+    ``repr()`` of the original value."""
+
+    _repr: str  # (a str subclass can have no __slots__)
+
+    def __repr__(self) -> str:
+        return self._repr
+
+
 def _safe_arg(value: object) -> object:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value  # keeps %d and %.1f working
-    if value is None or isinstance(value, bool):
-        return value
-    return printable(value)
+    if value is None or isinstance(value, (bool, int, float, _Escaped)):
+        return value  # numbers keep %d, %x and %.1f working; their str() is code, not client text
+    escaped = _Escaped(printable(value))
+    if isinstance(value, (str, bytes)):
+        # repr() of str and bytes escapes every unprintable character and the backslash
+        shown = repr(value[:DEFAULT_LIMIT])
+        escaped._repr = shown if len(value) <= DEFAULT_LIMIT else f"{shown}...[{len(value) - DEFAULT_LIMIT} more]"
+    else:
+        escaped._repr = printable(_repr(value))
+    return escaped
+
+
+def _repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<{type(value).__name__} with unprintable repr(): {type(exc).__name__}>"
 
 
 _FILTER = SafeRecords()
 
 
 def get_logger(name: str) -> logging.Logger:
-    """``logging.getLogger(name)`` with :class:`SafeRecords` attached (once)."""
+    """``logging.getLogger(name)`` with :class:`SafeRecords` attached (once).
+
+    Every logger of robyn_fast comes from here. The filter belongs to the logger, so it
+    makes safe the records that logger creates, whichever handlers they reach."""
     logger = logging.getLogger(name)
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)

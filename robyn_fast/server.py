@@ -32,6 +32,7 @@ from ._core.connection import Hub, start_task
 from .broker import ALL, ROOM, TO, Broker
 from .config import Config
 from .encoding import dumps
+from .logs import get_logger
 from .exceptions import ServerNotRunning
 from .http.protocol import HttpHandler, HttpProtocol
 from .http.routes import Routes
@@ -41,7 +42,7 @@ from .websocket.ids import node_of
 
 __all__ = ["Server", "ServedApp", "ServedEndpoint", "ServerNotRunning", "run", "new_event_loop", "url_of", "announce"]
 
-log = logging.getLogger("robyn_fast.server")
+log = get_logger("robyn_fast.server")
 
 T = TypeVar("T")
 

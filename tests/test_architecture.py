@@ -1,7 +1,8 @@
 """The shape of the package: dependency arrows that point one way (no import
 cycle among robyn_fast's modules, counting every import statement, also those
 under TYPE_CHECKING or inside functions), a compiled core that imports
-nothing of robyn_fast but its exceptions, and no module importing another's
+nothing of robyn_fast but its exceptions and its safe-logging module (both
+leaves), and no module importing another's
 private names."""
 
 from __future__ import annotations
@@ -124,11 +125,26 @@ def test_no_module_imports_private_names_of_another() -> None:
     assert offenders == []
 
 
-def test_the_compiled_core_imports_only_the_exceptions_of_robyn_fast() -> None:
+def test_the_compiled_core_imports_only_the_exceptions_and_logs_of_robyn_fast() -> None:
     imports = set()
     for source in (ROOT / "_core").glob("*.py[xd]"):
         for line in source.read_text().splitlines():
             m = re.match(r"\s*(?:from|cimport|import)\s+(robyn_fast[\w.]*)", line)
             if m:
                 imports.add(m.group(1))
-    assert imports == {"robyn_fast.exceptions", "robyn_fast._core.codec"}
+    assert imports == {"robyn_fast.exceptions", "robyn_fast.logs", "robyn_fast._core.codec"}
+
+
+def test_the_modules_the_core_imports_are_leaves() -> None:
+    # robyn_fast.logs and robyn_fast.exceptions import nothing of robyn_fast, so the
+    # compiled core depends on no other part of the Python layer through them.
+    for module in ("exceptions", "logs"):
+        tree = ast.parse((ROOT / "robyn_fast" / f"{module}.py").read_text())
+        imported = [
+            node.module or "" if isinstance(node, ast.ImportFrom) else alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in node.names
+        ]
+        relative = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level > 0]
+        assert relative == [] and [name for name in imported if name.startswith("robyn_fast")] == [], module

@@ -29,7 +29,7 @@ def test_import_without_the_compiled_core_fails_at_once_naming_the_fix(tmp_path:
     # A source tree whose extensions were never built: the package, and
     # _core/ with its .pyx/.pxd sources but no compiled module.
     package = tmp_path / "robyn_fast"
-    shutil.copytree(ROOT / "robyn_fast", package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "robyn_fast", package, ignore=shutil.ignore_patterns("__pycache__", "_core"))
     shutil.copytree(ROOT / "_core", package / "_core", ignore=shutil.ignore_patterns("*.so", "*.pyd", "*.c"))
     assert not list(package.rglob("*.so"))
     # -S: no site-packages, so the editable install of the real tree is not found.

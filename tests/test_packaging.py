@@ -1,5 +1,6 @@
 """`pip install .` produces compiled modules inside robyn_fast, with stubs
-that match them (checked with mypy.stubtest against the built wheel)."""
+that match them (checked with mypy.stubtest against the built wheel); the
+sdist builds that wheel and, like it, carries the MIT LICENSE."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -16,31 +18,80 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the wheel the way `pip install .` does (isolated build, Cython
-    fetched as a build requirement) and unpack it."""
-    out = tmp_path_factory.mktemp("wheel")
-    # From a copy of the sources, as a fresh clone has them: setuptools keeps
-    # build/lib/ between builds, which would let a module deleted from the
-    # tree live on in the wheel.
-    source = out / "source"
+def source_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the sources, as a fresh clone has them: setuptools keeps
+    build/lib/ between builds, which would let a module deleted from the
+    tree live on in the wheel."""
+    source = tmp_path_factory.mktemp("copy") / "source"
     shutil.copytree(
-        ROOT, source,
+        ROOT, source, symlinks=True,
         ignore=shutil.ignore_patterns(
             ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "*.so", ".hypothesis",
             ".pytest_cache", ".mypy_cache", ".benchmarks", "results", "node_modules",
         ),
     )
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(out)],
-        check=True,
-        timeout=600,
+    return source
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, source_copy: Path) -> Path:
+    """The sdist, and the wheel built from that sdist (so the sdist must hold every
+    source a build needs), by `python -m build`: isolated, as `pip install .` builds,
+    Cython fetched as a build requirement."""
+    out = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(source_copy)],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
-    (wheel,) = out.glob("robyn_fast-*.whl")
-    target = out / "unpacked"
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def unpacked_wheel(built: Path) -> Path:
+    (wheel,) = built.glob("robyn_fast-*.whl")
+    target = built / "unpacked"
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(target)
     return target
+
+
+@pytest.fixture(scope="module")
+def sdist_names(built: Path) -> dict[str, bytes]:
+    """The files of the sdist, by path inside it."""
+    (sdist,) = built.glob("robyn_fast-*.tar.gz")
+    with tarfile.open(sdist) as tf:
+        return {
+            member.name.split("/", 1)[1]: tf.extractfile(member).read()  # type: ignore[union-attr]
+            for member in tf.getmembers()
+            if member.isfile() and "/" in member.name
+        }
+
+
+def _license_ok(text: str) -> None:
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 The robyn_fast authors\n")
+    assert "Permission is hereby granted, free of charge" in text
+
+
+def test_the_license_is_mit_and_ships_in_the_wheel(unpacked_wheel: Path) -> None:
+    _license_ok((ROOT / "LICENSE").read_text())
+    (info,) = unpacked_wheel.glob("robyn_fast-*.dist-info")
+    assert (info / "licenses" / "LICENSE").read_text() == (ROOT / "LICENSE").read_text()
+    metadata = (info / "METADATA").read_text()
+    assert "License-Expression: MIT" in metadata.splitlines()
+    assert "License-File: LICENSE" in metadata.splitlines()
+
+
+def test_the_sdist_has_the_license_and_what_a_build_needs(sdist_names: dict[str, bytes]) -> None:
+    _license_ok(sdist_names["LICENSE"].decode())
+    pkg_info = sdist_names["PKG-INFO"].decode().splitlines()
+    assert "License-Expression: MIT" in pkg_info and "License-File: LICENSE" in pkg_info
+    for needed in ("pyproject.toml", "setup.py", "README.md", "_core/codec.pyx", "_core/connection.pyx",
+                   "_core/wsutil.c", "_core/wsutil.h", "robyn_fast/logs.py", "robyn_fast/py.typed"):
+        assert needed in sdist_names, needed
+    assert not [name for name in sdist_names if name.endswith(".so") or name in ("_core/codec.c", "_core/connection.c")]
 
 
 def test_wheel_contains_compiled_modules_stubs_and_marker(unpacked_wheel: Path) -> None:

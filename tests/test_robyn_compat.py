@@ -199,6 +199,13 @@ def test_http_routes_of_the_robyn_app(server: Served) -> None:
     assert server.get_json("/sync/queries?a=1&a=2&b=x") == {"a": ["1", "2"], "b": ["x"]}
 
 
+def test_robyn_html_is_a_text_html_response(server: Served) -> None:
+    with urllib.request.urlopen(server.http_url + "/sync/html", timeout=TIMEOUT) as resp:
+        assert resp.status == 200
+        assert resp.headers.get_all("content-type") == ["text/html"]  # as Robyn sends it: no charset
+        assert resp.read() == "<h1>Hello, world! \u00e9</h1>".encode()
+
+
 def test_robyn_cli_flags_reach_the_script(server: Served) -> None:
     assert server.get_json("/argv") == [str(APP), *ROBYN_FLAGS]
 
@@ -326,6 +333,18 @@ def test_supported_names_are_robyn_fasts(shim: None) -> None:
     assert len(status_codes.__all__) == 63
     assert {"PathParams", "Method", "FormData", "Files", "IPAddress", "JSONResponse", "Body"} <= set(dir(robyn.types))
     assert jsonify({"a": [1, "é"]}) == '{"a":[1,"é"]}'
+
+
+def test_html_builds_robyns_text_html_response(shim: None) -> None:
+    from robyn import Response, html
+
+    page = html("<p>hi</p>")
+    assert isinstance(page, Response)
+    assert (page.status_code, page.description) == (200, "<p>hi</p>")
+    assert page.headers.get("content-type") == "text/html"
+    assert html(b"<p>raw</p>").description == b"<p>raw</p>"
+    with pytest.raises(TypeError, match="html\\(\\) takes the HTML as a str, not int"):
+        html(42)  # type: ignore[arg-type]
 
 
 def test_app_and_endpoint_work_as_in_robyn(shim: None) -> None:

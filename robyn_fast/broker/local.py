@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 from typing import Any, cast
 
+from ..logs import get_logger
 from . import Broker, Deliver, node_slot, not_started
 from .wire import HELLO, Decoder, Key, WireError, encode, encode_hello
 
 __all__ = ["LocalBus", "DEFAULT_BUFFER_LIMIT"]
 
-log = logging.getLogger("robyn_fast.bus")
+log = get_logger("robyn_fast.bus")
 
 DEFAULT_BUFFER_LIMIT = 8 * 1024 * 1024
 

@@ -35,17 +35,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import logging
 import time
 from typing import Any, Callable
 
+from ..logs import get_logger
 from . import Broker, Deliver, not_started
 from .resp import RedisAddress, command, parse_url
 from .wire import TO, Decoder, Key, WireError, encode
 
 __all__ = ["RedisBroker", "DEFAULT_OUTAGE_LIMIT", "DEFAULT_BUFFER_LIMIT", "hiredis_available"]
 
-log = logging.getLogger("robyn_fast.broker")
+log = get_logger("robyn_fast.broker")
 
 DEFAULT_OUTAGE_LIMIT = 1024 * 1024  # bytes kept for other nodes while Redis is away
 DEFAULT_BUFFER_LIMIT = 16 * 1024 * 1024  # bytes queued to a connected Redis that reads slowly

@@ -86,7 +86,6 @@ UNSUPPORTED_NAMES: dict[str, dict[str, str]] = {
         "AuthenticationHandler": "authentication handlers",
         "serve_file": "file responses",
         "serve_html": "HTML file responses",
-        "html": "HTML file responses",
         "StreamingResponse": "streaming responses",
         "SSEResponse": "server-sent events",
         "SSEMessage": "server-sent events",

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 from collections.abc import Awaitable, Callable
 from contextvars import Context
 from typing import Any, Protocol
@@ -39,11 +38,12 @@ import httptools
 
 from ..config import Config
 from ..exceptions import HandshakeError
+from ..logs import get_logger
 from .types import error_response
 
 __all__ = ["HttpHandler", "HttpHost", "HttpProtocol"]
 
-log = logging.getLogger("robyn_fast.server")
+log = get_logger("robyn_fast.server")
 
 # Data is fed to httptools in slices of at most this many bytes so the bytes
 # of an unfinished request head can be counted (httptools buffers header
@@ -517,6 +517,9 @@ class HttpProtocol(asyncio.Protocol):
         try:
             response, agreed = self.host.accept_websocket(endpoint, req.method, req.version, req.headers)
         except HandshakeError as exc:
+            # path and Origin are the client's: they go in as arguments, which the logger escapes
+            log.info("%s: WebSocket handshake for %s refused with %d %s (Origin: %s)", self.peer_addr, req.target,
+                     exc.status, exc.reason, b", ".join(v for n, v in req.headers if n.lower() == b"origin") or None)
             self.closing = True
             self.queue.clear()
             self.leftover = []

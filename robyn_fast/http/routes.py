@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..dependency_injection import DependencyMap
 from ..exceptions import HTTPError, InvalidHeader, MethodNotAllowed, NotFound
+from ..logs import get_logger
 from .router import Router, compile_path
 from .types import Headers, Request, error_response, render, serialize_response
 
 __all__ = ["Route", "Routes", "bind_http"]
 
-log = logging.getLogger("robyn_fast.http")
+log = get_logger("robyn_fast.http")
 
 Handler = Callable[..., Any]
 Getter = Callable[[Request], Any]

@@ -17,7 +17,6 @@ and exit 0.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import signal
@@ -27,11 +26,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..logs import get_logger
 from .sockets import bind, reuse_port_available
 
 __all__ = ["Reloader", "DEV_CHILD_ENV", "is_dev_child"]
 
-log = logging.getLogger("robyn_fast.workers")
+log = get_logger("robyn_fast.workers")
 
 DEV_CHILD_ENV = "ROBYN_FAST_DEV_CHILD"
 _SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "build", "dist"}

@@ -31,7 +31,6 @@ supervisor; startup and shutdown handlers run in every worker.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import secrets
 import select
@@ -47,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..broker import Broker, make_node_tag, random_node_tag
+from ..logs import get_logger
 from ..broker.local import LocalBus
 from ..broker.resp import RedisAddress
 from ..server import ServedApp, Server, announce, run
@@ -55,7 +55,7 @@ from .sockets import bind, reuse_port_available
 
 __all__ = ["Supervisor", "MAX_WORKERS"]
 
-log = logging.getLogger("robyn_fast.workers")
+log = get_logger("robyn_fast.workers")
 
 MAX_WORKERS = 255  # a node tag has 8 bits for the slot
 READY_TIMEOUT = 60.0  # a worker not serving by then counts as failed at start-up

@@ -31,7 +31,7 @@ HTTP: GET /sync/queries (the query string as JSON), GET /web_socket_di/closes
 import sys
 from collections import defaultdict
 
-from robyn import Request, Robyn, WebSocket, WebSocketConnector, jsonify
+from robyn import Request, Robyn, WebSocket, WebSocketConnector, html, jsonify
 from robyn.robyn import QueryParams
 from robyn.ws import WebSocket as LegacyWebSocket
 
@@ -164,6 +164,11 @@ def raise_message(ws, msg):
 @app.get("/sync/queries")
 def sync_queries(request: Request):
     return jsonify(request.query_params.to_dict())
+
+
+@app.get("/sync/html")
+def sync_html():
+    return html("<h1>Hello, world! \u00e9</h1>")
 
 
 @app.get("/argv")

@@ -31,6 +31,7 @@ __all__ = [
     "WebSocketConnector",
     "DependencyMap",
     "status_codes",
+    "html",
 ]
 
 
@@ -48,6 +49,19 @@ class Robyn(robyn_fast.Robyn):
         if what is not None:
             raise UnsupportedRobynMethod(f"Robyn.{name}", what)
         raise AttributeError(f"'Robyn' object has no attribute {name!r}", name=name, obj=self)
+
+
+def html(html: str | bytes) -> Response:
+    """Robyn's ``robyn.html(html)``: a 200 response with ``Content-Type: text/html``
+    (no charset parameter, as Robyn sends it) and ``html`` as its body, sent UTF-8 encoded.
+
+    As in Robyn, this is for a string of HTML (``bytes`` are sent as they are, as Robyn's
+    ``Response`` does); ``serve_html(path)`` (a file) is not provided. Anything else raises
+    ``TypeError``.
+    """
+    if not isinstance(html, (str, bytes)):
+        raise TypeError(f"html() takes the HTML as a str, not {type(html).__name__}")
+    return Response(200, Headers({"Content-Type": "text/html"}), html)
 
 
 __getattr__ = module_getattr("robyn")

@@ -1,0 +1,72 @@
+"""mypy sees robyn_fast's types from the installed package (the test venv's editable
+install, as `make install` makes it): a correct user script passes --strict, and a wrong
+call is reported, so the types are really found (an untyped or unfound package would make
+every name Any and let the wrong call through)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CORRECT = '''
+from robyn_fast import Config, Robyn, WebSocket
+from robyn_fast.logs import get_logger, printable
+
+app = Robyn(__file__, config=Config(max_message_size=64 * 1024, ping_interval=None))
+chat = WebSocket(app, "/chat")
+log = get_logger("myapp")
+
+
+@chat.on("message")
+async def message(ws: object, msg: str) -> str:
+    log.info("got %s", printable(msg, limit=80))
+    return msg.upper()
+
+
+size: int | None = Config().max_message_size
+'''
+
+WRONG = '''
+from robyn_fast import Config
+from robyn_fast.logs import printable
+
+Config(max_message_size="64 KiB")
+text: int = printable("x")
+'''
+
+
+def _mypy(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "user_app.py"
+    script.write_text(source)
+    env = {k: v for k, v in os.environ.items() if k not in ("MYPYPATH", "PYTHONPATH")}
+    # from an empty folder: robyn_fast can only come from the installed package
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", os.devnull, str(script)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    assert not (tmp_path / "robyn_fast").exists()
+    return tmp_path
+
+
+def test_a_correct_script_type_checks(folder: Path) -> None:
+    result = _mypy(folder, CORRECT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Success: no issues found in 1 source file" in result.stdout
+
+
+def test_a_wrong_call_is_reported(folder: Path) -> None:
+    result = _mypy(folder, WRONG)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "import-not-found" not in result.stdout and "import-untyped" not in result.stdout, result.stdout
+    assert 'Argument "max_message_size" to "Config" has incompatible type "str"; expected "int | None"' in (
+        result.stdout), result.stdout
+    assert 'Incompatible types in assignment (expression has type "str", variable has type "int")' in (
+        result.stdout), result.stdout
