@@ -545,7 +545,10 @@ class HttpProtocol(asyncio.Protocol):
             self.queue.clear()
             self.leftover = []
             self._cancel_timer()
-            self.transport.write(error_response(exc.status, exc.reason, exc.headers))
+            refusal = error_response(exc.status, exc.reason, exc.headers)
+            if self.access_log:
+                self._log_access(req.method, req.target, refusal, None)
+            self.transport.write(refusal)
             self.transport.close()
             return
         self._cancel_timer()
