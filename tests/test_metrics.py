@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from robyn_fast import Config, Robyn, WebSocket, metrics
 
 from .process_helpers import ServerProcess, owner, serve_script, worker_pids
+from .redis_helpers import redis_server
 from .server_helpers import connect, eventually, running
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -436,3 +437,43 @@ def test_the_cli_refuses_a_bad_metrics_path(tmp_path: Path) -> None:
     server = ServerProcess([str(script), "--metrics-path", "metrics"], cwd=tmp_path)
     assert server.wait() == 2
     assert "--metrics-path: Config.metrics_path must be a path" in server.output()
+
+
+BROADCAST_APP = """
+    from robyn_fast import Robyn, WebSocket
+
+    app = Robyn(__file__)
+    ws = WebSocket(app, "/ws")
+
+
+    @ws.on("message")
+    def message(ws, msg):
+        ws.sync_broadcast(msg)
+
+
+    app.start(host="127.0.0.1", port=0)
+"""
+
+
+def test_the_redis_brokers_figures_are_summed_over_the_workers(tmp_path: Path) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(BROADCAST_APP))
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(redis_server())
+        args = ["--processes", "2", "--metrics-path", "/metrics", "--broker", redis.url + "?prefix=metrics"]
+        server = stack.enter_context(serve_script(script, args=args, cwd=tmp_path))
+        port = server.port
+        assert port is not None
+        eventually(lambda: scrape(port), lambda s: value(s, "robyn_fast_broker_up") == 2, timeout=10)
+        c = wsclient.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
+        try:
+            c.send("hello")
+            assert c.recv() == "hello"
+            # The broadcast went to the other worker through Redis: one published, one received,
+            # by different workers, and a scrape on either sees both (copied within a second).
+            samples = eventually(lambda: scrape(port), lambda s: value(s, "robyn_fast_broker_published_total") == 1
+                                 and value(s, "robyn_fast_broker_received_total") == 1, timeout=10)
+            assert value(samples, "robyn_fast_broker_dropped_total") == 0
+            assert value(samples, "robyn_fast_broker_reconnects_total") == 0
+        finally:
+            c.close(timeout=1)
