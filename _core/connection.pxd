@@ -18,6 +18,7 @@
 
 from libc.stdint cimport uint8_t
 from robyn_fast._core.codec cimport Deflater, FrameParser, Inflater, Message, MessageSink
+from robyn_fast._core.metrics cimport ws_counters_t
 
 cdef enum:
     ST_OPEN = 0          # open: data flows both ways
@@ -68,6 +69,7 @@ cdef class Hub:
     cdef double keepalive_tick
     cdef readonly Py_ssize_t flushes      # flush rounds run (for tests and benchmarks)
     cdef readonly Py_ssize_t writes       # transport write calls made by flushes
+    cdef ws_counters_t *m                 # this process's counters (robyn_fast._core.metrics)
 
     cdef object lend_window(self)
     cdef int add(self, Connection conn) except -1

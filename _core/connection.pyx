@@ -38,6 +38,7 @@ from robyn_fast._core.codec cimport (
     frame_payload,
     OPC_TEXT, OPC_BINARY, OPC_CLOSE, OPC_PING, OPC_PONG,
 )
+from robyn_fast._core.metrics cimport count_close, current_counters
 
 import asyncio
 import collections
@@ -137,6 +138,7 @@ cdef class Hub:
         self.idle_waiters = []
         self.dirty = []
         self.shared = NULL
+        self.m = current_counters()
 
     def __init__(self, loop, config, *, json_dumps, context=None):
         if not callable(json_dumps):
@@ -201,6 +203,7 @@ cdef class Hub:
     cdef int add(self, Connection conn) except -1:
         self.connections[conn.key] = conn
         self.live += 1
+        self.m.opened += 1
         if self.keepalive_tick > 0 and self.keepalive_timer is None:
             self._arm_keepalive()
         return 0
@@ -409,6 +412,7 @@ cdef class Connection(MessageSink):
             raise InvalidState(f"websocket {self.key} was already started")
         self.started = True
         self.transport = transport
+        self.hub.m.bytes_in += <size_t>len(initial)
         if self.hub.ping_interval > 0:
             self.next_ping = self.hub.loop.time() + self.hub.ping_interval
         self.hub.add(self)
@@ -461,6 +465,7 @@ cdef class Connection(MessageSink):
         return self.parser.read_window()
 
     def buffer_updated(self, Py_ssize_t nbytes):
+        self.hub.m.bytes_in += <size_t>nbytes
         self._read(<size_t>nbytes)
 
     def data_received(self, bytes data):
@@ -469,6 +474,7 @@ cdef class Connection(MessageSink):
         # read into the shared buffer, since the codec unmasks in place.
         cdef size_t n = <size_t>len(data)
         cdef object window = None
+        self.hub.m.bytes_in += n
         if self.parser.can_parse_external() and n <= SHARED_READ:
             window = self.hub.lend_window()
         if window is not None:
@@ -495,6 +501,7 @@ cdef class Connection(MessageSink):
         self.state = ST_CLOSED
         if self.close_code is None:
             self.close_code = 1006      # closed without a Close frame (RFC 6455 §7.1.5)
+        count_close(self.hub.m, self.close_code)
         self._cancel_close_timer()
         self.next_ping = self.pong_deadline = 0.0
         self.out = None
@@ -522,6 +529,7 @@ cdef class Connection(MessageSink):
         return 0
 
     cdef int on_data(self, int opcode, object data, int rsv) except -1:
+        self.hub.m.messages_in += 1
         # Fast path: nothing queued and no handler running or suspended: run it now.
         if self.task is None and not self.running and (self.queue is None or not self.queue):
             if self.on_message is not None:
@@ -533,11 +541,14 @@ cdef class Connection(MessageSink):
         cdef int op = m.opcode
         cdef bytes payload
         if op == OPC_PING:
+            self.hub.m.pings_received += 1
             if self.state == ST_OPEN:
+                self.hub.m.pongs_sent += 1
                 payload = m.data
                 self._queue_control(build_frame_c(OPC_PONG, <const uint8_t *><char *>payload,
                                                   <size_t>PyBytes_GET_SIZE(payload), True, 0, NULL))
         elif op == OPC_PONG:
+            self.hub.m.pongs_received += 1
             if self.ping_payload is not None and m.data == self.ping_payload:
                 self.ping_payload = None
                 self.pong_deadline = 0.0
@@ -785,6 +796,7 @@ cdef class Connection(MessageSink):
         return self._after_error(job)
 
     cdef int _after_error(self, object job) except -1:
+        self.hub.m.handler_errors += 1
         if self.pending_close is not None:
             self._close_pending()
         elif self.hub.close_on_error and job is not _CLOSE:
@@ -872,6 +884,7 @@ cdef class Connection(MessageSink):
         if buffered and buffered + size > hub.max_backpressure:
             if hub.drop_policy:
                 self.dropped += 1
+                hub.m.backpressure_drops += 1
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     _log.warning("websocket %s: client reads too slowly; %d message(s) dropped "
                                  "(write buffer over max_backpressure=%d)",
@@ -879,6 +892,7 @@ cdef class Connection(MessageSink):
                 return 0
             _log.warning("websocket %s: client reads too slowly (write buffer over max_backpressure=%d); "
                          "closing with 1008", self.key, hub.max_backpressure)
+            hub.m.backpressure_closes += 1
             self._do_close(1008, "client too slow")
             return 0
         if self.out is None:
@@ -886,6 +900,7 @@ cdef class Connection(MessageSink):
         else:
             self.out.append(frame)
         self.out_bytes += size
+        hub.m.messages_out += 1
         return 1
 
     cdef int _queue_control(self, bytes frame) except -1:
@@ -912,6 +927,7 @@ cdef class Connection(MessageSink):
         if self.state == ST_CLOSED:
             return 0
         if out:
+            self.hub.m.bytes_out += self.out_bytes
             self.out = None
             self.out_bytes = 0
             if len(out) == 1:
@@ -953,6 +969,7 @@ cdef class Connection(MessageSink):
             self.ping_payload = b"ka" + (self.ping_seq & 0xFFFFFFFF).to_bytes(4, "big")
             self._queue_control(build_frame_c(OPC_PING, <const uint8_t *><char *>self.ping_payload,
                                               6, True, 0, NULL))
+            hub.m.pings_sent += 1
             self.next_ping = 0.0
             if hub.ping_timeout > 0:
                 self.pong_deadline = now + hub.ping_timeout

@@ -25,7 +25,7 @@ from .exceptions import InvalidState
 from .logs import get_logger
 from .http.router import Router
 from .http.routes import Routes
-from . import cli
+from . import cli, metrics
 from .broker import Broker, random_node_tag
 from .server import ServedEndpoint, Server, run
 from .websocket.ids import set_node_tag
@@ -201,10 +201,22 @@ class Robyn:
         ``connections`` and handler ``tasks``, ``compressions`` (messages
         compressed for permessage-deflate), and ``broker`` (None without
         one): the local bus's or Redis broker's state and counters
-        (``connected``/``peers``, ``published``, ``received``, ``dropped``...).
-        Empty when the app is not being served. Safe from any thread."""
+        (``connected``/``peers``, ``published``, ``received``, ``dropped``...),
+        and ``counters``: this process's WebSocket counters
+        (:func:`robyn_fast.metrics.counters`: connections ``opened``,
+        ``closed`` by close code, ``messages_in``/``_out``, wire
+        ``bytes_in``/``_out``, ``backpressure_drops``/``_closes``, pings,
+        pongs, ``handler_errors``). Empty when the app is not being served.
+        Safe from any thread."""
         server = self._server
         return {} if server is None else server.stats()
+
+    def stats_all_workers(self) -> dict[str, Any]:
+        """The WebSocket counters of ``stats()["counters"]`` summed over every
+        worker process of this server (read from shared memory, no message to
+        the other workers), with ``workers``: how many were summed (1 when this
+        process serves alone). What ``Config.metrics_path`` exposes."""
+        return metrics.totals()
 
     def attach_server(self, server: Server) -> None:
         """Called by a server as it starts. One server at a time serves an
@@ -265,6 +277,10 @@ class Robyn:
             self.config = replace(self.config, keep_alive_timeout=settings.keep_alive_timeout)
         if settings.header_timeout is not None:
             self.config = replace(self.config, header_timeout=settings.header_timeout)
+        if settings.metrics_path is not None:
+            self.config = replace(self.config, metrics_path=settings.metrics_path)
+        if settings.access_log:
+            self.config = replace(self.config, access_log=True)
         root = logging.getLogger()
         if not root.handlers:
             fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"

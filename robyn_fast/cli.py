@@ -83,6 +83,8 @@ class Options:
     log_level: str | None = None
     open_browser: bool = False
     broker: str | None = None
+    metrics_path: str | None = None
+    access_log: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class Settings:
     header_timeout: float | None
     keep_alive_timeout: float | None
     broker: RedisAddress | None = None  # None: no broker (the workers of this host share a local bus)
+    metrics_path: str | None = None  # Config.metrics_path from --metrics-path (None: the app's own)
+    access_log: bool = False  # --access-log: Config.access_log on
 
 
 def _positive_int(text: str) -> int:
@@ -108,6 +112,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
     return value
+
+
+def _metrics_path(text: str) -> str:
+    from .config import Config
+
+    try:
+        Config(metrics_path=text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _log_level(text: str) -> str:
@@ -137,6 +151,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--broker", metavar="URL",
                    help="join the servers that name the same Redis: redis://[user:password@]host:port/db, "
                         "rediss://... (TLS) or unix:///path (default: none; the workers of this host only)")
+    p.add_argument("--metrics-path", metavar="PATH", type=_metrics_path,
+                   help="serve Prometheus metrics of every worker at PATH (e.g. /metrics)")
+    p.add_argument("--access-log", action="store_true",
+                   help="log every HTTP request and WebSocket open/close on the robyn_fast.access logger")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--disable-openapi", action="store_true", help="accepted; robyn_fast serves no OpenAPI docs")
     p.add_argument("--create", action="store_true", help=argparse.SUPPRESS)
@@ -173,7 +191,7 @@ def parse(argv: Sequence[str], prog: str) -> Options:
               file=sys.stderr)
         raise SystemExit(2)
     return Options(args.processes, args.workers, args.fast, args.dev, args.log_level, args.open_browser,
-                   args.broker)
+                   args.broker, args.metrics_path, args.access_log)
 
 
 def _env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float], minimum: float,
@@ -253,6 +271,8 @@ def resolve(
         open_browser=browser,
         header_timeout=header_timeout if header_timeout is not None else client_timeout,
         keep_alive_timeout=env_keep_alive if env_keep_alive is not None else keep_alive_timeout,
+        metrics_path=options.metrics_path,
+        access_log=options.access_log,
     )
 
 

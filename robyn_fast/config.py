@@ -75,6 +75,15 @@ class Config:
       (default: log the traceback and keep the connection open).
     - ``backlog``: listen backlog of the server socket.
 
+    Observability (read from the app's Config; an endpoint's own is ignored here):
+
+    - ``metrics_path``: a path (``"/metrics"``) where ``GET`` answers the
+      server's counters in the Prometheus text format, summed over every
+      worker process (:mod:`robyn_fast.metrics`); ``None`` (the default): not
+      served. It takes precedence over an app route at the same path.
+    - ``access_log``: log one line per HTTP request and per WebSocket open and
+      close on the ``robyn_fast.access`` logger (level INFO).
+
     Compression (permessage-deflate, RFC 7692; what a client offers is
     answered, nothing is forced on a client that does not offer it):
 
@@ -128,12 +137,16 @@ class Config:
     compression_mem_level: int = 5
     # Server
     backlog: int = 2048
+    # Observability
+    metrics_path: str | None = None
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in (
                 "subprotocols", "allowed_origins", "backpressure_policy", "close_on_handler_error", "compression",
+                "metrics_path", "access_log",
             ):
                 continue
             if f.name in _INT_RANGES:
@@ -155,6 +168,15 @@ class Config:
             raise ValueError(f"Config.compression must be 'off', 'shared' or 'dedicated', got {self.compression!r}")
         if self.backpressure_policy not in ("close", "drop"):
             raise ValueError(f"Config.backpressure_policy must be 'close' or 'drop', got {self.backpressure_policy!r}")
+        if self.metrics_path is not None:
+            if not isinstance(self.metrics_path, str):
+                raise TypeError(f"Config.metrics_path must be a str or None, not {type(self.metrics_path).__name__}")
+            if (not self.metrics_path.startswith("/") or "?" in self.metrics_path or "#" in self.metrics_path
+                    or not self.metrics_path.isprintable() or " " in self.metrics_path):
+                raise ValueError(f"Config.metrics_path must be a path such as '/metrics' (starting with '/', "
+                                 f"no query, spaces or control characters), got {self.metrics_path!r}")
+        if not isinstance(self.access_log, bool):
+            raise TypeError(f"Config.access_log must be a bool, not {type(self.access_log).__name__}")
         if self.read_low_water > self.read_high_water:
             raise ValueError("Config.read_low_water must not exceed read_high_water")
         if isinstance(self.subprotocols, str) or not all(isinstance(p, str) and p for p in self.subprotocols):

@@ -36,6 +36,8 @@ from .logs import get_logger
 from .exceptions import ServerNotRunning
 from .http.protocol import HttpHandler, HttpProtocol
 from .http.routes import Routes
+from .http.types import error_response, serialize_response
+from . import metrics
 from .websocket.extensions import DeflateParams
 from .websocket.handshake import accept_handshake, is_upgrade_request, negotiate_compression
 from .websocket.ids import node_of
@@ -101,6 +103,9 @@ class Server:
         self.broker = broker
         self.config: Config = app.config
         self.handle_http: HttpHandler = app.routes.handle
+        if self.config.metrics_path is not None:
+            self.handle_http = self._handle_with_metrics
+        self._broker_timer: asyncio.TimerHandle | None = None
         self.context: contextvars.Context = contextvars.copy_context()
         self.hubs: dict[ServedEndpoint, Hub] = {}
         self._by_path: dict[str, ServedEndpoint] = {}
@@ -134,6 +139,8 @@ class Server:
                 self.hub(endpoint)
             if self.broker is not None:
                 await self.broker.start(self.loop, self._deliver)
+                if self.config.metrics_path is not None:
+                    self._record_broker()
             for hook in self.app.startup_handlers:
                 await _maybe_await(hook())
             if sock is not None:
@@ -228,6 +235,9 @@ class Server:
                 fut.cancel()
 
     def _stopped(self) -> None:
+        if self._broker_timer is not None:
+            self._broker_timer.cancel()
+            self._broker_timer = None
         self.app.detach_server(self)
         with self._calls_lock:
             self._running = False
@@ -269,7 +279,35 @@ class Server:
             "tasks": self.live_tasks,
             "compressions": sum(hub.compressions for hub in self.hubs.values()),
             "broker": self.broker.stats() if self.broker is not None else None,
+            "counters": metrics.counters(),
         }
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def _record_broker(self) -> None:
+        """Copy the broker's figures into this process's counters, where the
+        worker serving a scrape sums them; again every second."""
+        self._broker_timer = None
+        if self.broker is None or not self._running:
+            return
+        metrics.record_broker(self.broker.stats())
+        self._broker_timer = self.loop.call_later(1.0, self._record_broker)
+
+    def _handle_with_metrics(
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
+        peer: str | None,
+    ) -> bytes | Awaitable[bytes]:
+        """Config.metrics_path answers the Prometheus text of every worker's
+        counters; every other request goes to the app's routes."""
+        if target.partition("?")[0] != self.config.metrics_path:
+            return self.app.routes.handle(method, target, headers, body, keep_alive, peer)
+        if method not in ("GET", "HEAD"):
+            return error_response(405, None, [("allow", "GET, HEAD")], keep_alive=keep_alive)
+        if self.broker is not None:
+            metrics.record_broker(self.broker.stats())
+        text = metrics.exposition(metrics.totals(), self.broker is not None)
+        return serialize_response(200, [("content-type", metrics.CONTENT_TYPE), ("cache-control", "no-store")],
+                                  text.encode("utf-8"), keep_alive=keep_alive, head=method == "HEAD")
 
     @property
     def live_connections(self) -> int:

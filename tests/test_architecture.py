@@ -132,7 +132,7 @@ def test_the_compiled_core_imports_only_the_exceptions_and_logs_of_robyn_fast() 
             m = re.match(r"\s*(?:from|cimport|import)\s+(robyn_fast[\w.]*)", line)
             if m:
                 imports.add(m.group(1))
-    assert imports == {"robyn_fast.exceptions", "robyn_fast.logs", "robyn_fast._core.codec"}
+    assert imports == {"robyn_fast.exceptions", "robyn_fast.logs", "robyn_fast._core.codec", "robyn_fast._core.metrics"}
 
 
 def test_the_modules_the_core_imports_are_leaves() -> None:

@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import Context
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 import httptools
 
@@ -44,6 +46,9 @@ from .types import error_response
 __all__ = ["HttpHandler", "HttpHost", "HttpProtocol"]
 
 log = get_logger("robyn_fast.server")
+# Config.access_log: one line per request. Its SafeRecords filter escapes
+# every argument (robyn_fast.logs.printable): method, target and peer are the client's.
+access = get_logger("robyn_fast.access")
 
 # Data is fed to httptools in slices of at most this many bytes so the bytes
 # of an unfinished request head can be counted (httptools buffers header
@@ -155,6 +160,7 @@ class HttpProtocol(asyncio.Protocol):
         self.handed_over = False  # the transport now belongs to a WebSocket
         self.timer: asyncio.TimerHandle | None = None
         self.timer_is_head = False
+        self.access_log = self.config.access_log
 
     @property
     def busy(self) -> bool:
@@ -422,6 +428,8 @@ class HttpProtocol(asyncio.Protocol):
             item = self.queue.popleft()
             if isinstance(item, bytes):
                 self._cancel_timer()
+                if self.access_log:
+                    self._log_access("-", "-", item, None)
                 transport.write(item)
                 transport.close()
                 self.queue.clear()
@@ -463,21 +471,22 @@ class HttpProtocol(asyncio.Protocol):
             req.keep_alive = False
             self.closing = True
             self.leftover = []
+        started = time.perf_counter() if self.access_log else 0.0
         context = self.host.context.copy()
         result = context.run(
             self.host.handle_http, req.method, req.target, req.headers, req.body, req.keep_alive,
             self.peer_addr[0] if self.peer_addr else None,
         )
         if isinstance(result, bytes):
-            self._respond(result, req.keep_alive)
+            self._respond(result, req.keep_alive, req, started)
             return False
         task = self.host.start_task(result, context)
         if task.done():  # finished within its eager first step (Python >= 3.12)
-            self._respond(self._outcome(task), req.keep_alive)
+            self._respond(self._outcome(task), req.keep_alive, req, started)
             return False
         self.task = task
         keep_alive = req.keep_alive
-        task.add_done_callback(lambda t: self._async_done(t, keep_alive))
+        task.add_done_callback(lambda t: self._async_done(t, keep_alive, req, started))
         return True
 
     @staticmethod
@@ -490,17 +499,31 @@ class HttpProtocol(asyncio.Protocol):
             return error_response(500)
         return task.result()
 
-    def _async_done(self, task: asyncio.Future[bytes], keep_alive: bool) -> None:
+    def _async_done(self, task: asyncio.Future[bytes], keep_alive: bool, req: _Request, started: float) -> None:
         self.task = None
         response = self._outcome(task)
         if task.cancelled() or task.exception() is not None:
             keep_alive = False
-        self._respond(response, keep_alive)
+        self._respond(response, keep_alive, req, started)
         self._run_queue()
 
-    def _respond(self, response: bytes, keep_alive: bool) -> None:
+    def _log_access(self, method: str, target: str, response: bytes, started: float | None) -> None:
+        """``peer "METHOD target" status bytes duration``: the target
+        percent-decoded (what the app sees; SafeRecords then escapes what is
+        not printable), the bytes of the whole response (head included), the
+        duration from dispatching the request to handing its response to the
+        transport ("-" for an error the server answered before any handler ran)."""
+        status = int(response[9:12]) if response[9:12].isdigit() else 0
+        peer = f"{self.peer_addr[0]}:{self.peer_addr[1]}" if self.peer_addr else "-"
+        took = f"{(time.perf_counter() - started) * 1000.0:.3f}ms" if started is not None else "-"
+        access.info('%s "%s %s" %d %d %s', peer, method, unquote(target, errors="surrogateescape"), status,
+                    len(response), took)
+
+    def _respond(self, response: bytes, keep_alive: bool, req: _Request | None = None, started: float = 0.0) -> None:
         if self.transport is None or self.transport.is_closing():
             return
+        if self.access_log and req is not None:
+            self._log_access(req.method, req.target, response, started)
         self.transport.write(response)
         if not keep_alive:
             self.closing = True
@@ -524,7 +547,10 @@ class HttpProtocol(asyncio.Protocol):
             self.queue.clear()
             self.leftover = []
             self._cancel_timer()
-            self.transport.write(error_response(exc.status, exc.reason, exc.headers))
+            refusal = error_response(exc.status, exc.reason, exc.headers)
+            if self.access_log:
+                self._log_access(req.method, req.target, refusal, None)
+            self.transport.write(refusal)
             self.transport.close()
             return
         self._cancel_timer()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from ..encoding import dumps
 from ..exceptions import ServerNotRunning
 from ..http.router import compile_path
 from ..http.types import Headers, QueryParams
+from ..logs import get_logger
 from .extensions import DeflateParams
 from .ids import new_id
 
@@ -538,12 +540,16 @@ class WebSocket:
         101 was written), in ``hub``, with permessage-deflate as agreed in
         ``deflate``, and run its connect handler."""
         conn_id = new_id()
+        on_close = self._bound.get("close")
+        if server.config.access_log:
+            on_close = _access_logged(on_close, self.endpoint, conn_id, remote_addr,
+                                      lambda: conn.close_code)
         conn = BufferedConnection(
             hub,
             conn_id,
             self._bound.get("connect"),
             self._bound.get("message"),
-            self._bound.get("close"),
+            on_close,
         )
         if deflate is not None:
             conn.enable_deflate(deflate)
@@ -554,6 +560,28 @@ class WebSocket:
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.endpoint!r} handlers={sorted(self.handlers)}>"
+
+
+# Config.access_log: a line per WebSocket open and close; SafeRecords escapes every argument.
+_access = get_logger("robyn_fast.access")
+
+
+def _access_logged(
+    on_close: Callable[..., Any] | None, path: str, conn_id: str,
+    peer: tuple[str, int] | None, close_code: Callable[[], Any],
+) -> Callable[..., Any]:
+    """Logs the open now, and the close (with its duration and final close
+    code) when the close job runs, before ``on_close``."""
+    started = time.perf_counter()
+    where = f"{peer[0]}:{peer[1]}" if peer else "-"
+    _access.info("%s WS open %s id=%s", where, path, conn_id)
+
+    def logged(connector: Any) -> Any:
+        took = (time.perf_counter() - started) * 1000.0
+        _access.info("%s WS close %s id=%s code=%s %.3fms", where, path, conn_id, close_code(), took)
+        return on_close(connector) if on_close is not None else None
+
+    return logged
 
 
 def _connectors(hub: Hub) -> dict[str, WebSocketConnector]:

@@ -45,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import metrics
 from ..broker import Broker, make_node_tag, random_node_tag
 from ..logs import get_logger
 from ..broker.local import LocalBus
@@ -130,6 +131,7 @@ class Supervisor:
         self.broker = broker  # None: the workers are joined by a LocalBus; else each is a node on Redis
         self.host_id = secrets.randbelow(0xFFFF) + 1
         self.rundir = ""
+        self.counters: Any = None  # the workers' shared counter block (robyn_fast.metrics), made by run()
         self.listener: socket.socket | None = None  # the reservation (reuseport) or the shared listening socket
         self.reuse_port = reuse_port_available()
         self.stopping = False
@@ -150,6 +152,9 @@ class Supervisor:
             return 1
         self.port = self.listener.getsockname()[1]
         self.rundir = tempfile.mkdtemp(prefix="robyn_fast-")
+        # One slot of counters per worker, shared by every process forked from here on: whichever
+        # worker serves Config.metrics_path sums them without asking the others.
+        self.counters = metrics.new_block(len(self.slots))
         self._wakeup_r, self._wakeup_w = os.pipe()
         os.set_blocking(self._wakeup_r, False)
         os.set_blocking(self._wakeup_w, False)
@@ -382,6 +387,7 @@ class Supervisor:
             tag = make_node_tag(self.host_id, slot.index, slot.generation)
             bus = LocalBus(self.rundir, tag, len(self.slots))
         set_node_tag(tag)
+        metrics.attach(self.counters, slot.index)
 
         async def ready(server: Server) -> None:
             if isinstance(bus, LocalBus) and not await bus.wait_meshed(MESH_TIMEOUT):
