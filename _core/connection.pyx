@@ -119,6 +119,13 @@ cdef class _SharedWindow:
     def __len__(self):
         return self.hub.shared_cap
 
+    # Sliced by asyncio's TLS transport, as FrameParser's read window is.
+    def __getitem__(self, key):
+        return memoryview(self)[key]
+
+    def __setitem__(self, key, value):
+        memoryview(self)[key] = value
+
 
 @cython.final
 cdef class Hub:
