@@ -6,6 +6,7 @@
 #   make bench  - micro-benchmarks of the codec (pytest-benchmark), pinned to one core
 #   make bench-load - load tests: robyn_fast against other WebSocket servers (bench/README.md);
 #                     quick by default (~3 min), `make bench-load LOAD_ARGS=--full` (~13 min)
+#   make bench-tls  - echo over TLS against picows and aiohttp (bench/tls.py, ~2 min)
 
 # The interpreter: `make test PYTHON=python3.13` (or a path) builds and tests in a virtualenv of
 # its own, .venv-<version>; without PYTHON= the default one lives in .venv.
@@ -29,7 +30,7 @@ BENCH_STAMP := $(VENV)/.robyn_fast-bench-installed
 LOADGEN := bench/loadgen/.rfload-built
 LOAD_ARGS ?= --quick
 
-.PHONY: install run test autobahn-full bench bench-loadgen bench-load clean browser redis
+.PHONY: install run test autobahn-full bench bench-loadgen bench-load bench-tls clean browser redis
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +80,10 @@ bench-loadgen: $(LOADGEN)
 # Creates bench/.venv-robyn077 (robyn==0.77.0) on first use; writes bench/results/load-*.json and load.png.
 bench-load: $(LOADGEN)
 	$(BIN)/python bench/run.py $(LOAD_ARGS)
+
+# Echo over TLS: robyn_fast against picows and aiohttp, its own TLS load generator (~2 min).
+bench-tls: $(BENCH_STAMP)
+	$(BIN)/python bench/tls.py
 
 clean:
 	rm -rf build dist *.egg-info .venv .venv-* _core/*.so .pytest_cache .hypothesis .benchmarks
