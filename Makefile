@@ -8,6 +8,7 @@
 #                     quick by default (~3 min), `make bench-load LOAD_ARGS=--full` (~13 min)
 #   make soak   - soak test: a 2-worker server under mixed load for SOAK_MINUTES (default 10);
 #                 writes bench/results/soak-<date>.json/.png, exits 1 unless memory is flat and nothing failed
+#   make bench-tls  - echo over TLS against picows and aiohttp (bench/tls.py, ~2 min)
 
 # The interpreter: `make test PYTHON=python3.13` (or a path) builds and tests in a virtualenv of
 # its own, .venv-<version>; without PYTHON= the default one lives in .venv.
@@ -32,7 +33,7 @@ LOADGEN := bench/loadgen/.rfload-built
 LOAD_ARGS ?= --quick
 SOAK_MINUTES ?= 10
 
-.PHONY: install run test autobahn-full bench bench-loadgen bench-load soak clean browser redis
+.PHONY: install run test autobahn-full bench bench-loadgen bench-load soak bench-tls clean browser redis
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -103,6 +104,10 @@ bench-load: $(LOADGEN)
 # Soak test (bench/README.md, "Soak test"): needs only the bench extras.
 soak: $(BENCH_STAMP)
 	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
+
+# Echo over TLS: robyn_fast against picows and aiohttp, its own TLS load generator (~2 min).
+bench-tls: $(BENCH_STAMP)
+	$(BIN)/python bench/tls.py
 
 clean:
 	rm -rf build dist *.egg-info .venv .venv-* _core/*.so .pytest_cache .hypothesis .benchmarks

@@ -159,6 +159,15 @@ cdef class _ReadWindow:
     def __len__(self):
         return self.parser._rcap - self.parser._rend
 
+    # asyncio's TLS transport slices the buffer get_buffer() returned
+    # (``buf[offset:]`` to read more into it; Python 3.10 assigns
+    # ``buf[:n] = data``): a view for the slice, released when dropped.
+    def __getitem__(self, key):
+        return memoryview(self)[key]
+
+    def __setitem__(self, key, value):
+        memoryview(self)[key] = value
+
 
 @cython.final
 cdef class FrameParser:

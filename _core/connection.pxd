@@ -115,6 +115,7 @@ cdef class Connection(MessageSink):
     cdef size_t tbuf                      # the transport's write buffer when this iteration's output began
     cdef bint in_dirty
     cdef bint using_shared                # the last get_buffer() lent the hub's shared buffer
+    cdef bint join_writes                 # a TLS transport: one write of the joined frames (one record)
     cdef readonly bint reading_paused
     cdef readonly bint writing_paused
     cdef readonly Py_ssize_t dropped      # messages dropped by the "drop" backpressure policy

@@ -5,6 +5,7 @@ size is raised to 64 MiB; the suite needs >= 16 MiB). GET / serves a small page
 to try it from a browser.
 
     python examples/echo.py          # http://127.0.0.1:8080 (ROBYN_HOST/ROBYN_PORT override)
+    python examples/echo.py --ssl-certfile cert.pem --ssl-keyfile key.pem   # https:// and wss://
 
 permessage-deflate is answered in the default "shared" mode; ECHO_COMPRESSION
 picks another (off, shared or dedicated) and ECHO_COMPRESSION_THRESHOLD the
@@ -36,7 +37,7 @@ PAGE = """<!DOCTYPE html>
 <script>
 const log = document.getElementById("log");
 const status = document.getElementById("status");
-const sock = new WebSocket(`ws://${location.host}/ws`);
+const sock = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
 sock.onopen = () => { status.textContent = "connected"; };
 sock.onclose = (e) => { status.textContent = `closed (${e.code})`; };
 sock.onmessage = (e) => {

@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from ssl import SSLContext
 from typing import Any
 
 from .config import Config
@@ -247,6 +248,7 @@ class Robyn:
         workers: int | None = None,
         argv: Sequence[str] | None = None,
         broker: str | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         """Serve until SIGINT/SIGTERM, then close every WebSocket with 1001
         and return.
@@ -260,8 +262,12 @@ class Robyn:
         restarted on source changes. ``broker`` (or ``--broker``,
         ``ROBYN_FAST_BROKER``): a Redis URL that makes every worker process a
         node joined to the servers of other hosts naming the same Redis
-        (:mod:`robyn_fast.broker.redis`). A busy port prints one line and exits
-        with status 1; a bad flag or variable exits with status 2.
+        (:mod:`robyn_fast.broker.redis`). ``ssl`` (or ``--ssl-certfile`` and
+        ``--ssl-keyfile``, or ``Config(ssl=...)``): a server-side
+        ``ssl.SSLContext`` to serve HTTPS and WSS with
+        (:func:`robyn_fast.tls.server_context` makes one from PEM files). A
+        busy port prints one line and exits with status 1; a bad flag or
+        variable, or TLS files that cannot be used, exit with status 2.
         """
         prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "app"
         options = cli.parse(sys.argv[1:] if argv is None else argv, prog)
@@ -269,7 +275,7 @@ class Robyn:
             if self._env_file_error is not None:
                 raise self._env_file_error
             settings = cli.resolve(options, os.environ, host, port, processes, workers, client_timeout,
-                                   keep_alive_timeout, broker)
+                                   keep_alive_timeout, broker, ssl)
         except cli.UsageError as exc:
             print(f"{prog}: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -281,6 +287,8 @@ class Robyn:
             self.config = replace(self.config, metrics_path=settings.metrics_path)
         if settings.access_log:
             self.config = replace(self.config, access_log=True)
+        if settings.ssl is not None:
+            self.config = replace(self.config, ssl=settings.ssl)
         root = logging.getLogger()
         if not root.handlers:
             fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -16,6 +16,11 @@ Flags (Robyn's):
 - ``--log-level LEVEL``: DEBUG, INFO (the default; DEBUG with ``--dev``),
   WARNING (or WARN), ERROR or CRITICAL, for the root logger.
 - ``--open-browser``: open the served URL in a browser once serving.
+- ``--ssl-certfile PATH``, ``--ssl-keyfile PATH``, ``--ssl-keyfile-password
+  PASSWORD`` (robyn_fast's, as uvicorn's): serve HTTPS and WSS with that
+  certificate chain and key (PEM; the key may be in the certificate file);
+  loaded once, before the workers start, so a file that cannot be used is a
+  usage error naming it (:func:`robyn_fast.tls.server_context`).
 - ``--version``, ``--help``: print and exit 0, without serving.
 - ``--disable-openapi`` is accepted and changes nothing (robyn_fast serves no
   OpenAPI docs); ``--create``, ``--docs``, ``--compile-rust-path`` and
@@ -30,7 +35,9 @@ request-head timeout, seconds), ``ROBYN_KEEP_ALIVE_TIMEOUT``,
 ``ROBYN_DEV_MODE=true``, ``ROBYN_BROWSER_OPEN``, and robyn_fast's own
 ``ROBYN_PROCESSES`` / ``ROBYN_WORKERS`` and ``ROBYN_FAST_BROKER`` (as
 ``--broker URL``: every worker a node on that Redis,
-:mod:`robyn_fast.broker.redis`). A flag wins over the environment,
+:mod:`robyn_fast.broker.redis`), ``ROBYN_FAST_SSL_CERTFILE``,
+``ROBYN_FAST_SSL_KEYFILE`` and ``ROBYN_FAST_SSL_KEYFILE_PASSWORD`` (as the
+``--ssl-*`` flags; the variable keeps the password out of ``ps``). A flag wins over the environment,
 which wins over the arguments of ``app.start()``. ``robyn.env`` next to the
 app (``KEY=VALUE`` lines, ``#`` comments) fills in variables that are not set
 yet, when the app object is created (as Robyn does).
@@ -42,6 +49,7 @@ import argparse
 import logging
 import math
 import os
+import ssl as _ssl
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +57,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .broker.resp import RedisAddress
-from .exceptions import RobynFastError
+from .exceptions import ConfigError, RobynFastError
 
 __all__ = ["Options", "Settings", "UsageError", "parse", "resolve", "load_env_file", "LOG_LEVELS", "help_text"]
 
@@ -85,6 +93,9 @@ class Options:
     broker: str | None = None
     metrics_path: str | None = None
     access_log: bool = False
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_keyfile_password: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,7 @@ class Settings:
     broker: RedisAddress | None = None  # None: no broker (the workers of this host share a local bus)
     metrics_path: str | None = None  # Config.metrics_path from --metrics-path (None: the app's own)
     access_log: bool = False  # --access-log: Config.access_log on
+    ssl: _ssl.SSLContext | None = None  # None: not asked for here (the app's Config decides)
 
 
 def _positive_int(text: str) -> int:
@@ -155,6 +167,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                    help="serve Prometheus metrics of every worker at PATH (e.g. /metrics)")
     p.add_argument("--access-log", action="store_true",
                    help="log every HTTP request and WebSocket open/close on the robyn_fast.access logger")
+    p.add_argument("--ssl-certfile", metavar="PATH",
+                   help="serve HTTPS and WSS with this PEM certificate chain (server certificate first)")
+    p.add_argument("--ssl-keyfile", metavar="PATH",
+                   help="the PEM private key of --ssl-certfile (default: in the certificate file)")
+    p.add_argument("--ssl-keyfile-password", metavar="PASSWORD",
+                   help="the password of an encrypted key (ROBYN_FAST_SSL_KEYFILE_PASSWORD keeps it out of ps)")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--disable-openapi", action="store_true", help="accepted; robyn_fast serves no OpenAPI docs")
     p.add_argument("--create", action="store_true", help=argparse.SUPPRESS)
@@ -191,7 +209,8 @@ def parse(argv: Sequence[str], prog: str) -> Options:
               file=sys.stderr)
         raise SystemExit(2)
     return Options(args.processes, args.workers, args.fast, args.dev, args.log_level, args.open_browser,
-                   args.broker, args.metrics_path, args.access_log)
+                   args.broker, args.metrics_path, args.access_log,
+                   args.ssl_certfile, args.ssl_keyfile, args.ssl_keyfile_password)
 
 
 def _env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float], minimum: float,
@@ -220,9 +239,11 @@ def resolve(
     client_timeout: float | None = None,
     keep_alive_timeout: float | None = None,
     broker: str | None = None,
+    ssl: _ssl.SSLContext | None = None,
 ) -> Settings:
     """Flags over environment over ``app.start()`` arguments. UsageError for
-    a malformed environment variable or argument."""
+    a malformed environment variable or argument, or TLS files that cannot
+    be used."""
     for name, value in (("processes", processes), ("workers", workers)):
         if value is not None and (type(value) is not int or value < 1):
             raise UsageError(f"app.start({name}={value!r}): expected a whole number of 1 or more")
@@ -261,7 +282,9 @@ def resolve(
             raise UsageError(str(exc)) from None
         if not hiredis_available():
             raise UsageError("a Redis broker needs hiredis: pip install 'robyn_fast[redis]'")
+    context = _tls(options, env, ssl)
     return Settings(
+        ssl=context,
         broker=address,
         host=host,
         port=port,
@@ -274,6 +297,34 @@ def resolve(
         metrics_path=options.metrics_path,
         access_log=options.access_log,
     )
+
+
+def _tls(options: Options, env: Mapping[str, str], given: _ssl.SSLContext | None) -> _ssl.SSLContext | None:
+    """The TLS context the flags or the environment ask for (loaded now, in
+    the process that forks the workers), else ``app.start(ssl=...)``'s."""
+    from .tls import server_context
+
+    certfile = options.ssl_certfile or env.get("ROBYN_FAST_SSL_CERTFILE", "").strip() or None
+    keyfile = options.ssl_keyfile or env.get("ROBYN_FAST_SSL_KEYFILE", "").strip() or None
+    password = options.ssl_keyfile_password
+    if password is None:
+        password = env.get("ROBYN_FAST_SSL_KEYFILE_PASSWORD") or None
+    if certfile is None:
+        if keyfile is not None:
+            raise UsageError("--ssl-keyfile (or ROBYN_FAST_SSL_KEYFILE) needs --ssl-certfile "
+                             "(or ROBYN_FAST_SSL_CERTFILE): the certificate to present with the key")
+        if password is not None:
+            raise UsageError("--ssl-keyfile-password (or ROBYN_FAST_SSL_KEYFILE_PASSWORD) needs --ssl-certfile")
+        if given is not None and not isinstance(given, _ssl.SSLContext):
+            raise UsageError(f"app.start(ssl=...): expected an ssl.SSLContext, not {type(given).__name__}")
+        if given is not None and given.protocol == _ssl.PROTOCOL_TLS_CLIENT:
+            raise UsageError("app.start(ssl=...): a client-side context (PROTOCOL_TLS_CLIENT); a server needs "
+                             "one of ssl.Purpose.CLIENT_AUTH (robyn_fast.tls.server_context)")
+        return given
+    try:
+        return server_context(certfile, keyfile, password)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def load_env_file(directory: str | Path, environ: dict[str, str] | None = None) -> list[str]:

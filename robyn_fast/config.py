@@ -10,6 +10,7 @@ endpoint's connections.
 from __future__ import annotations
 
 import math
+import ssl as _ssl
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -74,6 +75,13 @@ class Config:
     - ``close_on_handler_error``: close with 1011 when a handler raises
       (default: log the traceback and keep the connection open).
     - ``backlog``: listen backlog of the server socket.
+    - ``ssl``: serve HTTPS and WSS (TLS) with this server-side
+      :class:`ssl.SSLContext` (``None``: plain TCP). It is the server's
+      setting: only the app's ``Config`` (or ``app.start(ssl=...)``) sets it.
+      The TLS handshake must finish within ``handshake_timeout``; a peer that
+      does not answer our TLS close_notify is dropped after
+      ``close_timeout``. :func:`robyn_fast.tls.server_context` makes one from
+      certificate and key files with clear errors.
 
     Observability (read from the app's Config; an endpoint's own is ignored here):
 
@@ -140,6 +148,8 @@ class Config:
     # Observability
     metrics_path: str | None = None
     access_log: bool = False
+    # TLS
+    ssl: _ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -147,6 +157,7 @@ class Config:
             if f.name in (
                 "subprotocols", "allowed_origins", "backpressure_policy", "close_on_handler_error", "compression",
                 "metrics_path", "access_log",
+                "ssl",
             ):
                 continue
             if f.name in _INT_RANGES:
@@ -182,6 +193,12 @@ class Config:
         if isinstance(self.subprotocols, str) or not all(isinstance(p, str) and p for p in self.subprotocols):
             raise TypeError("Config.subprotocols must be a tuple of non-empty strings")
         object.__setattr__(self, "subprotocols", tuple(self.subprotocols))
+        if self.ssl is not None:
+            if not isinstance(self.ssl, _ssl.SSLContext):
+                raise TypeError(f"Config.ssl must be an ssl.SSLContext or None, not {type(self.ssl).__name__}")
+            if self.ssl.protocol == _ssl.PROTOCOL_TLS_CLIENT:
+                raise ValueError("Config.ssl is a client-side context (PROTOCOL_TLS_CLIENT); a server needs "
+                                 "ssl.create_default_context(ssl.Purpose.CLIENT_AUTH) with load_cert_chain()")
         if self.allowed_origins is not None:
             if isinstance(self.allowed_origins, str):
                 raise TypeError("Config.allowed_origins must be a collection of origins, not a string")

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidPayloadData",
     "InvalidState",
     "ServerNotRunning",
+    "ConfigError",
     "HandshakeError",
     "ArgumentTypeError",
     "UnsupportedResponseType",
@@ -93,6 +94,12 @@ class InvalidState(RobynFastError, RuntimeError):
 
 class ServerNotRunning(InvalidState):
     """The server an operation needs has stopped (or never ran)."""
+
+
+class ConfigError(RobynFastError, ValueError):
+    """A setting the server cannot use (a TLS certificate or key that cannot
+    be loaded, :mod:`robyn_fast.tls`); ``str()`` says which and why, in one
+    line."""
 
 
 # --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import signal
@@ -42,7 +43,10 @@ from .websocket.extensions import DeflateParams
 from .websocket.handshake import accept_handshake, is_upgrade_request, negotiate_compression
 from .websocket.ids import node_of
 
-__all__ = ["Server", "ServedApp", "ServedEndpoint", "ServerNotRunning", "run", "new_event_loop", "url_of", "announce"]
+__all__ = [
+    "Server", "ServedApp", "ServedEndpoint", "ServerNotRunning", "run", "new_event_loop", "url_of", "base_url",
+    "websocket_urls", "announce",
+]
 
 log = get_logger("robyn_fast.server")
 
@@ -103,6 +107,10 @@ class Server:
         self.broker = broker
         self.config: Config = app.config
         self.handle_http: HttpHandler = app.routes.handle
+        if self.config.ssl is not None:  # request.url.scheme
+            self.handle_http = functools.partial(app.routes.handle, scheme="https")
+        # the app's routes, whichever scheme: what _handle_with_metrics passes other requests to
+        self._route_request: HttpHandler = self.handle_http
         if self.config.metrics_path is not None:
             self.handle_http = self._handle_with_metrics
         self._broker_timer: asyncio.TimerHandle | None = None
@@ -143,13 +151,14 @@ class Server:
                     self._record_broker()
             for hook in self.app.startup_handlers:
                 await _maybe_await(hook())
+            tls = self._tls_arguments()
             if sock is not None:
                 self.aserver = await self.loop.create_server(
-                    lambda: HttpProtocol(self), sock=sock, backlog=self.config.backlog
+                    lambda: HttpProtocol(self), sock=sock, backlog=self.config.backlog, **tls
                 )
             elif port is not None:
                 self.aserver = await self.loop.create_server(
-                    lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=self.config.backlog
+                    lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=self.config.backlog, **tls
                 )
         except BaseException:
             if self.broker is not None:
@@ -157,6 +166,24 @@ class Server:
                     await self.broker.close()
             self._stopped()
             raise
+
+    def _tls_arguments(self) -> dict[str, Any]:
+        """``create_server``'s TLS arguments: the context, the handshake
+        bounded by ``handshake_timeout`` (it comes before the HTTP request the
+        HTTP timers watch) and, where the loop has the setting (asyncio since
+        3.11, uvloop), the close_notify exchange by ``close_timeout``."""
+        context = self.config.ssl
+        if context is None:
+            return {}
+        tls: dict[str, Any] = {"ssl": context, "ssl_handshake_timeout": self.config.handshake_timeout}
+        if sys.version_info >= (3, 11) or not isinstance(self.loop, asyncio.BaseEventLoop):
+            tls["ssl_shutdown_timeout"] = self.config.close_timeout
+        return tls
+
+    @property
+    def tls(self) -> bool:
+        """True when this server speaks TLS (https, wss)."""
+        return self.config.ssl is not None
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -300,7 +327,7 @@ class Server:
         """Config.metrics_path answers the Prometheus text of every worker's
         counters; every other request goes to the app's routes."""
         if target.partition("?")[0] != self.config.metrics_path:
-            return self.app.routes.handle(method, target, headers, body, keep_alive, peer)
+            return self._route_request(method, target, headers, body, keep_alive, peer)
         if method not in ("GET", "HEAD"):
             return error_response(405, None, [("allow", "GET, HEAD")], keep_alive=keep_alive)
         if self.broker is not None:
@@ -537,8 +564,8 @@ def run(
             if on_ready is not None:
                 await on_ready(server)
             else:
-                urls = [url_of(s) for s in server.sockets]
-                announce(f"robyn_fast: serving on {', '.join(urls)}")
+                urls = [url_of(s, tls=server.tls) for s in server.sockets]
+                announce(f"robyn_fast: serving on {', '.join(urls)}{websocket_urls(app, urls[:1])}")
                 if on_serving is not None and urls:
                     on_serving(urls[0])
             await stop.wait()
@@ -562,12 +589,29 @@ def run(
             loop.close()
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, *, tls: bool = False) -> str:
+    """The URL a listening socket serves: ``http://`` or, with ``tls``, ``https://``."""
     name = sock.getsockname()
     if isinstance(name, tuple):
-        host = name[0]
-        return f"http://[{host}]:{name[1]}" if ":" in host else f"http://{host}:{name[1]}"
+        return base_url(name[0], name[1], tls=tls)
     return f"unix:{name}"
+
+
+def base_url(host: str, port: int, *, tls: bool = False) -> str:
+    """``http://host:port`` (``https://`` with ``tls``; IPv6 hosts in brackets)."""
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def websocket_urls(app: ServedApp, urls: Sequence[str]) -> str:
+    """For the start-up line: ``; WebSocket: ws://.../path, ...`` for the app's
+    endpoints at the first of ``urls`` (``wss://`` over TLS); empty when
+    there is none."""
+    if not urls or not urls[0].startswith("http"):
+        return ""
+    base = "ws" + urls[0][len("http"):]
+    paths = [ep.endpoint for ep in app.websocket_endpoints()]
+    return f"; WebSocket: {', '.join(base + p for p in paths)}" if paths else ""
 
 
 def announce(message: str) -> None:

@@ -32,8 +32,9 @@ class Running:
         self.loop = loop
         self.server = server
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.ws_url = f"ws://127.0.0.1:{port}"
+        tls = app.config.ssl is not None
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        self.ws_url = f"{'wss' if tls else 'ws'}://127.0.0.1:{port}"
 
     def hub(self, ws: Any) -> Any:
         """The server's connection table of endpoint ``ws``."""

@@ -2,6 +2,9 @@
 
     python PEER.py PORT [--loop uvloop|asyncio] [--deflate]     (PORT may also come from $PORT)
 
+The echo peers of picows and aiohttp serve wss:// when $PEER_TLS_CERT (and
+$PEER_TLS_KEY) name PEM files (bench/tls.py).
+
 Every peer listens on 127.0.0.1 only and serves its WebSocket on /ws (most
 accept any path). The asyncio-based peers run on uvloop by default, like
 robyn_fast, so that the comparison is between WebSocket layers, not loops.
@@ -28,6 +31,19 @@ def deflate() -> bool:
     """``--deflate``: answer permessage-deflate offers (RFC 7692) with the
     library's own defaults; without it compression is off."""
     return "--deflate" in sys.argv[1:]
+
+
+def tls_context():
+    """``$PEER_TLS_CERT`` and ``$PEER_TLS_KEY`` (PEM files, bench/tls.py): a
+    server-side ssl.SSLContext to serve wss with; None (plain TCP) when unset."""
+    cert = os.environ.get("PEER_TLS_CERT")
+    if not cert:
+        return None
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, os.environ.get("PEER_TLS_KEY") or None)
+    return context
 
 
 def loop_name() -> str:

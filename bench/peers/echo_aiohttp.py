@@ -7,7 +7,7 @@ import asyncio
 
 from aiohttp import WSMsgType, web
 
-from _common import HOST, deflate, port, run
+from _common import HOST, deflate, port, run, tls_context
 
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
@@ -26,7 +26,7 @@ async def main() -> None:
     app.router.add_get("/ws", ws_handler)
     runner = web.AppRunner(app, access_log=None, handle_signals=True)
     await runner.setup()
-    await web.TCPSite(runner, HOST, port(), backlog=1024).start()
+    await web.TCPSite(runner, HOST, port(), backlog=1024, ssl_context=tls_context()).start()
     await asyncio.Event().wait()
 
 

@@ -1,13 +1,17 @@
 """Echo server on picows: every data frame comes back as it was (frame by frame).
 
     python bench/peers/echo_picows.py PORT [--loop uvloop|asyncio]
+
+picows serves through aiofastnet's transports when that package is installed
+(its default); PICOWS_AIOFASTNET=0 makes it use the event loop's own (bench/tls.py).
 """
 
 import asyncio
+import os
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
 
-from _common import HOST, port, run
+from _common import HOST, port, run, tls_context
 
 
 class Echo(WSListener):
@@ -22,7 +26,9 @@ class Echo(WSListener):
 
 
 async def main() -> None:
-    server = await ws_create_server(lambda _request: Echo(), HOST, port(), max_frame_size=64 * 1024 * 1024)
+    server = await ws_create_server(lambda _request: Echo(), HOST, port(), max_frame_size=64 * 1024 * 1024,
+                                    ssl=tls_context(),
+                                    **({"use_aiofastnet": False} if os.environ.get("PICOWS_AIOFASTNET") == "0" else {}))
     async with server:
         await server.serve_forever()
 

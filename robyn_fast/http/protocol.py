@@ -14,7 +14,9 @@ stops arriving for ``keep_alive_timeout`` (with 408).
 Responses stop being produced while the transport's write buffer is above
 its high-water mark (``pause_writing``), so a client that does not read makes
 the server stop reading instead of buffering its answers. A client that
-half-closes after its requests still gets every response, then the close.
+half-closes after its requests still gets every response, then the close
+(over TLS a close_notify ends the connection: TLS transports cannot
+half-close).
 
 An upgrade request stops the parser: reading pauses until the requests before
 it are answered and the WebSocket takes the transport over (with every byte
@@ -132,6 +134,7 @@ class HttpProtocol(asyncio.Protocol):
     def __init__(self, host: HttpHost) -> None:
         self.host = host
         self.config: Config = host.config
+        self.tls = self.config.ssl is not None
         self.loop = host.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -280,7 +283,10 @@ class HttpProtocol(asyncio.Protocol):
         self.leftover.append(data)
 
     def eof_received(self) -> bool | None:
-        if self.busy or self.queue:
+        # TLS transports cannot stay open for writing after the peer's
+        # close_notify (asyncio and uvloop shut the connection down, and warn
+        # when asked to keep it): over TLS the end of input ends the connection.
+        if (self.busy or self.queue) and not self.tls:
             # The client half-closed after its requests: answer them, then
             # close (returning True keeps the transport open for writing).
             self.eof = True

@@ -197,9 +197,11 @@ class Routes:
         body: bytes,
         keep_alive: bool,
         peer: str | None,
+        scheme: str = "http",
     ) -> bytes | Awaitable[bytes]:
         """The response bytes for one request, or an awaitable of them (the
-        handler is async). Never raises for anything a handler does."""
+        handler is async); ``scheme`` is the request's ``url.scheme``
+        (``"https"`` over TLS). Never raises for anything a handler does."""
         head = method == "HEAD"
         path = target.partition("?")[0]
         if not path.startswith("/") and "://" in path:
@@ -223,7 +225,7 @@ class Routes:
             cached = route.cached.get((keep_alive, head))
             if cached is not None:
                 return cached
-        request = Request.from_target(method, target, Headers(headers), body, ip_addr=peer)
+        request = Request.from_target(method, target, Headers(headers), body, scheme=scheme, ip_addr=peer)
         request.path_params = path_params
         try:
             result = route.call(request)

@@ -282,6 +282,9 @@ class WebSocket:
     ) -> None:
         if config is not None and not isinstance(config, Config):
             raise TypeError(f"config must be a robyn_fast.Config, not {type(config).__name__}")
+        if config is not None and config.ssl is not None and config.ssl is not app.config.ssl:
+            raise ValueError("Config.ssl is the server's (one listening socket): set it on the app's Config or "
+                             "with app.start(ssl=...), not on one WebSocket endpoint")
         if dependencies is not None and not isinstance(dependencies, DependencyMap):
             raise TypeError(f"dependencies must be a DependencyMap, not {type(dependencies).__name__}")
         self.app = app

@@ -50,7 +50,7 @@ from ..broker import Broker, make_node_tag, random_node_tag
 from ..logs import get_logger
 from ..broker.local import LocalBus
 from ..broker.resp import RedisAddress
-from ..server import ServedApp, Server, announce, run
+from ..server import ServedApp, Server, announce, base_url, run, websocket_urls
 from ..websocket.ids import set_node_tag
 from .sockets import bind, reuse_port_available
 
@@ -255,9 +255,10 @@ class Supervisor:
                      slot.generation)
         if not self.announced and all(s.ready for s in self.slots):
             self.announced = True
-            where = f"http://[{self.host}]:{self.port}" if ":" in self.host else f"http://{self.host}:{self.port}"
+            where = base_url(self.host, self.port, tls=self.app.config.ssl is not None)
             pids = ", ".join(str(s.pid) for s in self.slots)
-            announce(f"robyn_fast: serving on {where} with {len(self.slots)} worker processes (pids {pids})")
+            announce(f"robyn_fast: serving on {where} with {len(self.slots)} worker processes (pids {pids})"
+                     f"{websocket_urls(self.app, [where])}")
             if self.on_serving is not None:
                 self.on_serving(where)
 
