@@ -35,6 +35,8 @@ from .encoding import dumps
 from .exceptions import ServerNotRunning
 from .http.protocol import HttpHandler, HttpProtocol
 from .http.routes import Routes
+from .http.types import error_response
+from .listener import Listener, bind_listeners
 from .websocket.extensions import DeflateParams
 from .websocket.handshake import accept_handshake, is_upgrade_request, negotiate_compression
 from .websocket.ids import node_of
@@ -105,7 +107,7 @@ class Server:
         self._by_path: dict[str, ServedEndpoint] = {}
         self.http_connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Future[Any]] = set()
-        self.aserver: asyncio.AbstractServer | None = None
+        self.listeners: list[Listener] = []
         self.stopping = asyncio.Event()
         self._thread: int | None = None
         self._running = False
@@ -128,6 +130,7 @@ class Server:
         self._thread = threading.get_ident()
         self._running = True
         self.context = contextvars.copy_context()
+        sockets: list[socket.socket] = []
         try:
             for endpoint in self.app.websocket_endpoints():
                 self.hub(endpoint)
@@ -136,14 +139,23 @@ class Server:
             for hook in self.app.startup_handlers:
                 await _maybe_await(hook())
             if sock is not None:
-                self.aserver = await self.loop.create_server(
-                    lambda: HttpProtocol(self), sock=sock, backlog=self.config.backlog
-                )
+                sockets = [sock]
+                sock.listen(self.config.backlog)
             elif port is not None:
-                self.aserver = await self.loop.create_server(
-                    lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=self.config.backlog
-                )
+                sockets = await bind_listeners(self.loop, host, port, self.config.backlog)
+            # Our own accept(), on uvloop and asyncio alike: robyn_fast.listener
+            # says why (running out of file descriptors).
+            refusal = error_response(503, "the server has no file descriptor left for a connection; retry later",
+                                     [("retry-after", "1")])
+            for listening in sockets:
+                self.listeners.append(Listener(self.loop, listening, lambda: HttpProtocol(self), refusal))
+            for listener in self.listeners:
+                listener.start()
         except BaseException:
+            for listener in self.listeners:
+                listener.close()
+            for listening in sockets[len(self.listeners):]:
+                listening.close()
             if self.broker is not None:
                 with contextlib.suppress(Exception):  # its tasks and connections go too; the first error stands
                     await self.broker.close()
@@ -152,8 +164,7 @@ class Server:
 
     @property
     def sockets(self) -> list[socket.socket]:
-        server = self.aserver
-        return list(getattr(server, "sockets", ())) if server is not None else []
+        return [listener.sock for listener in self.listeners]
 
     async def shutdown(self) -> None:
         """Stop accepting; send Close 1001 to every WebSocket at once
@@ -164,8 +175,8 @@ class Server:
         their close handlers a moment; run the shutdown hooks."""
         self._shutting_down = True
         try:
-            if self.aserver is not None:
-                self.aserver.close()
+            for listener in self.listeners:
+                listener.close()
             hubs = list(self.hubs.items())
             timeout = max((ep.effective_config.close_timeout for ep, _ in hubs), default=self.config.close_timeout)
             for _, hub in hubs:
@@ -192,11 +203,6 @@ class Server:
             if self.broker is not None:
                 # Last: close handlers and hooks may still publish to other workers.
                 await self.broker.close()
-            if self.aserver is not None:
-                try:
-                    await asyncio.wait_for(self.aserver.wait_closed(), 1.0)
-                except asyncio.TimeoutError:
-                    pass
         finally:
             self._stopped()
 
