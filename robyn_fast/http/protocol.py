@@ -11,6 +11,10 @@ received before it. A request head not finished within ``header_timeout``
 closes the connection (with 408 if bytes had arrived); so does a body that
 stops arriving for ``keep_alive_timeout`` (with 408).
 
+An HTTP/1.1 request without a ``Host`` header, or any request with more
+than one, gets 400 and the connection is closed (RFC 9112 §3.2); HTTP/1.0
+requests need none.
+
 Responses stop being produced while the transport's write buffer is above
 its high-water mark (``pause_writing``), so a client that does not read makes
 the server stop reading instead of buffering its answers. A client that
@@ -364,8 +368,11 @@ class HttpProtocol(asyncio.Protocol):
         self.in_head = False
         self.in_body = True
         self._cancel_timer()
+        hosts = 0
         for name, value in self.headers:
-            if len(name) == 14 and name.lower() == b"content-length":
+            if len(name) == 4 and name.lower() == b"host":
+                hosts += 1
+            elif len(name) == 14 and name.lower() == b"content-length":
                 try:
                     length = int(value)
                 except ValueError:
@@ -376,6 +383,12 @@ class HttpProtocol(asyncio.Protocol):
             elif len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
                 if self.transport is not None and not self.queue and not self.busy:
                     self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host and for any
+        # request with more than one (a proxy and the app could disagree on
+        # which site is asked for).
+        if hosts != 1 and (hosts or self.parser.get_http_version() != "1.0"):
+            self._reject(400, "more than one Host header" if hosts else "missing Host header (required in HTTP/1.1)")
+            raise _Abort
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
