@@ -51,6 +51,12 @@ class Config:
     - ``keep_alive_timeout``: an idle keep-alive connection is closed after this.
     - ``max_pipelined_requests``: requests queued behind a slow handler before
       the server stops reading from that connection.
+    - ``max_pipelined_bytes``: request body bytes, all queued requests and the
+      one arriving together, held behind a request still being answered
+      before the server stops reading from that connection; it reads on
+      once the handlers have caught up to half of it. Nothing is refused: a
+      single body larger than this (up to ``max_body_size``) is read once the
+      requests before it are answered.
 
     WebSocket:
 
@@ -124,6 +130,7 @@ class Config:
     header_timeout: float = 10.0
     keep_alive_timeout: float = 15.0
     max_pipelined_requests: int = 32
+    max_pipelined_bytes: int = 1 * MiB
     # WebSocket
     max_message_size: int | None = 1 * MiB
     handshake_timeout: float = 10.0

@@ -37,8 +37,9 @@ from .logs import get_logger
 from .exceptions import ServerNotRunning
 from .http.protocol import HttpHandler, HttpProtocol
 from .http.routes import Routes
-from .http.types import error_response, serialize_response
 from . import metrics
+from .http.types import error_response, serialize_response
+from .listener import Listener, bind_listeners
 from .websocket.extensions import DeflateParams
 from .websocket.handshake import accept_handshake, is_upgrade_request, negotiate_compression
 from .websocket.ids import node_of
@@ -119,7 +120,7 @@ class Server:
         self._by_path: dict[str, ServedEndpoint] = {}
         self.http_connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Future[Any]] = set()
-        self.aserver: asyncio.AbstractServer | None = None
+        self.listeners: list[Listener] = []
         self.stopping = asyncio.Event()
         self._thread: int | None = None
         self._running = False
@@ -142,6 +143,7 @@ class Server:
         self._thread = threading.get_ident()
         self._running = True
         self.context = contextvars.copy_context()
+        sockets: list[socket.socket] = []
         try:
             for endpoint in self.app.websocket_endpoints():
                 self.hub(endpoint)
@@ -153,14 +155,25 @@ class Server:
                 await _maybe_await(hook())
             tls = self._tls_arguments()
             if sock is not None:
-                self.aserver = await self.loop.create_server(
-                    lambda: HttpProtocol(self), sock=sock, backlog=self.config.backlog, **tls
-                )
+                sockets = [sock]
+                sock.listen(self.config.backlog)
             elif port is not None:
-                self.aserver = await self.loop.create_server(
-                    lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=self.config.backlog, **tls
-                )
+                sockets = await bind_listeners(self.loop, host, port, self.config.backlog)
+            # Our own accept(), on uvloop and asyncio alike: robyn_fast.listener
+            # says why (running out of file descriptors).
+            # (On a TLS port a refused connection is closed without a word: a
+            # cleartext 503 would mean nothing to a TLS client.)
+            refusal = b"" if tls else error_response(
+                503, "the server has no file descriptor left for a connection; retry later", [("retry-after", "1")])
+            for listening in sockets:
+                self.listeners.append(Listener(self.loop, listening, lambda: HttpProtocol(self), refusal, tls))
+            for listener in self.listeners:
+                listener.start()
         except BaseException:
+            for listener in self.listeners:
+                listener.close()
+            for listening in sockets[len(self.listeners):]:
+                listening.close()
             if self.broker is not None:
                 with contextlib.suppress(Exception):  # its tasks and connections go too; the first error stands
                     await self.broker.close()
@@ -168,7 +181,7 @@ class Server:
             raise
 
     def _tls_arguments(self) -> dict[str, Any]:
-        """``create_server``'s TLS arguments: the context, the handshake
+        """``connect_accepted_socket``'s TLS arguments: the context, the handshake
         bounded by ``handshake_timeout`` (it comes before the HTTP request the
         HTTP timers watch) and, where the loop has the setting (asyncio since
         3.11, uvloop), the close_notify exchange by ``close_timeout``."""
@@ -187,8 +200,7 @@ class Server:
 
     @property
     def sockets(self) -> list[socket.socket]:
-        server = self.aserver
-        return list(getattr(server, "sockets", ())) if server is not None else []
+        return [listener.sock for listener in self.listeners]
 
     async def shutdown(self) -> None:
         """Stop accepting; send Close 1001 to every WebSocket at once
@@ -199,8 +211,8 @@ class Server:
         their close handlers a moment; run the shutdown hooks."""
         self._shutting_down = True
         try:
-            if self.aserver is not None:
-                self.aserver.close()
+            for listener in self.listeners:
+                listener.close()
             hubs = list(self.hubs.items())
             timeout = max((ep.effective_config.close_timeout for ep, _ in hubs), default=self.config.close_timeout)
             for _, hub in hubs:
@@ -227,11 +239,6 @@ class Server:
             if self.broker is not None:
                 # Last: close handlers and hooks may still publish to other workers.
                 await self.broker.close()
-            if self.aserver is not None:
-                try:
-                    await asyncio.wait_for(self.aserver.wait_closed(), 1.0)
-                except asyncio.TimeoutError:
-                    pass
         finally:
             self._stopped()
 

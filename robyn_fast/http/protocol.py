@@ -11,6 +11,17 @@ received before it. A request head not finished within ``header_timeout``
 closes the connection (with 408 if bytes had arrived); so does a body that
 stops arriving for ``keep_alive_timeout`` (with 408).
 
+An HTTP/1.1 request without a ``Host`` header, or any request with more
+than one, gets 400 and the connection is closed (RFC 9112 §3.2); HTTP/1.0
+requests need none.
+
+Pipelined requests wait in a queue while an earlier one is answered. Reading
+from the connection pauses when ``max_pipelined_requests`` are queued or
+their bodies (with the body arriving) pass ``max_pipelined_bytes``, and
+resumes once the handlers have caught up to half of each; no read timeout
+runs meanwhile (the wait is the server's, not the client's). Nothing is
+lost and responses stay in request order.
+
 Responses stop being produced while the transport's write buffer is above
 its high-water mark (``pause_writing``), so a client that does not read makes
 the server stop reading instead of buffering its answers. A client that
@@ -198,6 +209,29 @@ class HttpProtocol(asyncio.Protocol):
             self.reading_paused = True
             self.transport.pause_reading()
 
+    def _pause_pipeline(self) -> None:
+        """Stop reading until the queued requests are answered (see
+        _run_queue). The client is not slow: no head or body timeout runs
+        until reading resumes."""
+        self._cancel_timer()
+        self._pause_reading()
+
+    def _waiting_bytes(self) -> int:
+        """Body bytes held behind the request being answered: the queued
+        requests' (but the head's, when it is answered next) and the
+        arriving one's."""
+        total = 0
+        skip_head = not self.busy
+        for item in self.queue:
+            if isinstance(item, _Request):
+                if skip_head:
+                    skip_head = False
+                else:
+                    total += len(item.body)
+        if self.in_body and (self.busy or self.queue):
+            total += self.body_size
+        return total
+
     def _head_timeout(self) -> None:
         self.timer = None
         if self.closing or self.handed_over or self.transport is None:
@@ -259,7 +293,7 @@ class HttpProtocol(asyncio.Protocol):
                 if self.closing or self.upgrade_seen:
                     break
                 self._feed(view[start : start + _SLICE], view[start + _SLICE :])
-        if self.in_body and not self.closing and not self.upgrade_seen:
+        if self.in_body and not self.closing and not self.upgrade_seen and not self.reading_paused:
             # A body arriving is activity: the idle timeout counts from the
             # last bytes, so a long upload is not cut while data flows.
             self._cancel_timer()
@@ -347,7 +381,7 @@ class HttpProtocol(asyncio.Protocol):
         self.body_size = 0
         if self.timer is not None and not self.timer_is_head:
             self._cancel_timer()  # the keep-alive idle timer
-        if self.timer is None:
+        if self.timer is None and not self.reading_paused:
             self.timer = self.loop.call_later(self.config.header_timeout, self._head_timeout)
             self.timer_is_head = True
 
@@ -376,8 +410,11 @@ class HttpProtocol(asyncio.Protocol):
         self.in_head = False
         self.in_body = True
         self._cancel_timer()
+        hosts = 0
         for name, value in self.headers:
-            if len(name) == 14 and name.lower() == b"content-length":
+            if len(name) == 4 and name.lower() == b"host":
+                hosts += 1
+            elif len(name) == 14 and name.lower() == b"content-length":
                 try:
                     length = int(value)
                 except ValueError:
@@ -388,6 +425,12 @@ class HttpProtocol(asyncio.Protocol):
             elif len(name) == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
                 if self.transport is not None and not self.queue and not self.busy:
                     self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host and for any
+        # request with more than one (a proxy and the app could disagree on
+        # which site is asked for).
+        if hosts != 1 and (hosts or self.parser.get_http_version() != "1.0"):
+            self._reject(400, "more than one Host header" if hosts else "missing Host header (required in HTTP/1.1)")
+            raise _Abort
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -395,6 +438,12 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(413, "request body too large")
             raise _Abort
         self.body.append(body)
+        if (
+            (self.busy or self.queue)
+            and not self.reading_paused
+            and self._waiting_bytes() > self.config.max_pipelined_bytes
+        ):
+            self._pause_pipeline()
 
     def on_message_complete(self) -> None:
         self.in_body = False
@@ -417,8 +466,11 @@ class HttpProtocol(asyncio.Protocol):
             )
         )
         self.body = []
-        if len(self.queue) > self.config.max_pipelined_requests:
-            self._pause_reading()
+        if not self.reading_paused and (
+            len(self.queue) > self.config.max_pipelined_requests
+            or ((self.busy or len(self.queue) > 1) and self._waiting_bytes() > self.config.max_pipelined_bytes)
+        ):
+            self._pause_pipeline()
 
     # -- answering ------------------------------------------------------------------------
 
@@ -449,9 +501,17 @@ class HttpProtocol(asyncio.Protocol):
             and not self.closing
             and not self.upgrade_seen
             and len(self.queue) <= self.config.max_pipelined_requests // 2
+            and self._waiting_bytes() <= self.config.max_pipelined_bytes // 2
         ):
             self.reading_paused = False
             transport.resume_reading()
+            # The timeouts _pause_pipeline stopped for a request half read.
+            if self.timer is None and self.in_head:
+                self.timer = self.loop.call_later(self.config.header_timeout, self._head_timeout)
+                self.timer_is_head = True
+            elif self.timer is None and self.in_body:
+                self.timer = self.loop.call_later(self.config.keep_alive_timeout, self._idle_timeout)
+                self.timer_is_head = False
         if self.eof and not self.queue and not self.busy:
             self.closing = True
             self._cancel_timer()

@@ -1,0 +1,321 @@
+"""Accepting TCP connections, including when the process runs out of file descriptors.
+
+:class:`Listener` accepts on one listening socket and hands each connection to
+the loop with ``loop.connect_accepted_socket`` (a transport and protocol, as
+``loop.create_server`` would make). It does its own ``accept()`` because
+neither loop survives running out of descriptors well:
+
+- asyncio (3.11) reports every failed ``accept()`` to the loop's exception
+  handler (a traceback each) and does not stop after the first: up to
+  ``backlog`` failures and as many retry timers per wake-up, which is a busy
+  loop with tens of thousands of tracebacks;
+- uvloop (libuv) closes a reserve descriptor, accepts and closes every
+  pending connection and says nothing at all; and if the reserve cannot be
+  reopened, uvloop closes the listening server for good.
+
+What happens here instead (``accept()`` failing with ``EMFILE`` or
+``ENFILE``): a reserve descriptor (``/dev/null``), held from the start, is
+closed; each pending connection is accepted with the descriptor it frees,
+answered with ``refusal`` (the server passes a ``503 Service Unavailable``),
+and closed; the reserve is reopened. The client gets a clear answer at once
+instead of waiting in the backlog for a descriptor that may not come back
+soon (a WebSocket server's descriptors are held by long-lived
+connections), and the count of refused connections is exact. When even that
+fails (the reserve is lost to another thread, or ``ENOBUFS``/``ENOMEM``,
+or any other ``accept()`` error), accepting pauses for a quarter of a
+second and the backlog waits.
+
+An *episode* starts with the first refusal and ends once no connection has
+been refused for a second and a descriptor is free again; it is reported by
+one warning line, at its end, naming how many connections were refused
+(STYLE item 30: counted and logged once per episode). Lines are at least
+10 s apart (a server hovering at its limit does not flood the log); an
+episode that lasts longer than a minute gets one line a minute.
+
+The price, measured on a loaded 2-vCPU machine (server CPU per connection,
+client in another process): asyncio's own accept path and this one cost the
+same; on uvloop a bare connection (accept, one byte each way, close) costs
+about twice libuv's C path (~190 vs ~100 us here), while a whole WebSocket
+cycle (connect, handshake, Close; ``rfload connect -c 16``, five alternating
+rounds) moved from 251 to 256 us, within the noise: the handshake dominates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import math
+import os
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .logs import get_logger
+
+__all__ = ["Listener", "bind_listeners"]
+
+log = get_logger("robyn_fast.server")
+
+#: accept() errors that mean "out of a resource", not "this connection failed".
+_OUT_OF = {
+    errno.EMFILE: "out of file descriptors (EMFILE)",
+    errno.ENFILE: "the system is out of file descriptors (ENFILE)",
+    errno.ENOBUFS: "out of socket memory (ENOBUFS)",
+    errno.ENOMEM: "out of memory (ENOMEM)",
+}
+
+_BATCH = 128  # connections accepted per wake-up; the rest wait for the next one
+_PAUSE = 0.25  # seconds accepting pauses when even the reserve cannot help
+_CHECK = 1.0  # seconds between checks of an episode (and the quiet time that ends it)
+_MIN_GAP = 10.0  # seconds at least between two episode lines
+_REPORT_EVERY = 60.0  # a line at least this often while an episode lasts
+
+
+def _open_reserve() -> int:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+class Listener:
+    """Accepts connections on ``sock`` (bound and listening) for
+    ``protocol_factory`` once :meth:`start` is called; see the module
+    docstring for what happens when descriptors run out.
+
+    ``refusal`` is written to each connection refused for want of a
+    descriptor before it is closed (empty: closed without a word, as on a TLS
+    port, where cleartext would mean nothing). ``refused`` counts them.
+    ``transport_options`` go to ``loop.connect_accepted_socket`` with each
+    accepted connection (the TLS context and its timeouts).
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol_factory: Callable[[], asyncio.Protocol],
+        refusal: bytes, transport_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.protocol_factory = protocol_factory
+        self.refusal = refusal
+        self.transport_options: dict[str, Any] = dict(transport_options or {})
+        self.refused = 0
+        self._fd = sock.fileno()
+        self._reserve = _open_reserve()
+        self._reading = False
+        self._closed = False
+        self._resume: asyncio.TimerHandle | None = None
+        # Connections whose transport is being made: referenced until it is.
+        self._opening: dict[asyncio.Future[object], socket.socket] = {}
+        # The current episode (None: there is none).
+        self._episode: float | None = None  # when it started
+        self._reason = ""
+        self._window = 0.0  # start of what the next line reports
+        self._window_refused = 0
+        self._window_paused = 0.0  # seconds accepting was paused in it
+        self._last_trouble = -math.inf
+        self._last_line = -math.inf
+        self._check_handle: asyncio.TimerHandle | None = None
+        sock.setblocking(False)
+
+    def start(self) -> None:
+        if not self._closed and not self._reading:
+            self.loop.add_reader(self._fd, self._accept)
+            self._reading = True
+
+    def close(self) -> None:
+        """Stop accepting and close the listening socket (connections already
+        accepted are not touched)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_reading()
+        for handle in (self._resume, self._check_handle):
+            if handle is not None:
+                handle.cancel()
+        self._resume = self._check_handle = None
+        if self._episode is not None and self._window_refused:
+            self._report(self.loop.time(), "the server is closing")
+        self._episode = None
+        self.sock.close()
+        if self._reserve >= 0:
+            os.close(self._reserve)
+            self._reserve = -1
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self.loop.remove_reader(self._fd)
+            self._reading = False
+
+    # -- accepting -------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        sock = self.sock
+        for _ in range(_BATCH):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up while it waited in the backlog
+            except OSError as exc:
+                self._out_of(exc.errno or 0)
+                return
+            conn.setblocking(False)
+            task: asyncio.Future[object] = self.loop.create_task(
+                self.loop.connect_accepted_socket(self.protocol_factory, conn, **self.transport_options)
+            )
+            self._opening[task] = conn
+            task.add_done_callback(self._opened)
+
+    def _opened(self, task: asyncio.Future[object]) -> None:
+        conn = self._opening.pop(task, None)
+        if task.cancelled():
+            exc: BaseException | None = None
+        else:
+            exc = task.exception()
+            if exc is None:
+                return
+        # The client went away before its transport was made (or the loop is
+        # closing): nothing to serve.
+        if conn is not None:
+            conn.close()
+        if exc is not None:
+            log.debug("a connection closed while its transport was being made: %s", exc)
+
+    def _out_of(self, code: int) -> None:
+        now = self.loop.time()
+        self._last_trouble = now
+        if self._episode is None:
+            self._episode = self._window = now
+            self._window_refused = 0
+            self._window_paused = 0.0
+            self._check_handle = self.loop.call_later(_CHECK, self._check)
+        reason = _OUT_OF.get(code)
+        if reason is None:  # not a shortage; should it last, pausing keeps it from spinning
+            reason = f"accept() failed ({errno.errorcode.get(code, code)}: {os.strerror(code)})"
+        self._reason = reason
+        refused = self._refuse_pending() if code in (errno.EMFILE, errno.ENFILE) else 0
+        self.refused += refused
+        self._window_refused += refused
+        if refused == 0:
+            # Nothing could be accepted: let the backlog wait a little.
+            self._stop_reading()
+            self._window_paused += _PAUSE
+            self._resume = self.loop.call_later(_PAUSE, self._resume_reading)
+
+    def _refuse_pending(self) -> int:
+        """Close the reserve, then accept, answer and close the pending
+        connections with the descriptor that frees; how many."""
+        if self._reserve < 0:
+            self._reserve = _open_reserve()  # whatever took it may have let go
+            if self._reserve < 0:
+                return 0
+        os.close(self._reserve)
+        self._reserve = -1
+        refused = 0
+        try:
+            for _ in range(_BATCH):
+                try:
+                    conn, _ = self.sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except ConnectionAbortedError:
+                    continue
+                except OSError:
+                    break  # still none free (another thread took it): pause
+                refused += 1
+                _refuse(conn, self.refusal)
+        finally:
+            self._reserve = _open_reserve()
+        return refused
+
+    def _resume_reading(self) -> None:
+        self._resume = None
+        if not self._closed:
+            self.start()
+
+    # -- the episode's line -------------------------------------------------------------
+
+    def _check(self) -> None:
+        self._check_handle = None
+        if self._closed or self._episode is None:
+            return
+        now = self.loop.time()
+        if now - self._last_trouble >= _CHECK and self._reading and self._free_descriptor():
+            if now - self._last_line >= _MIN_GAP:
+                self._report(now, "accepting again")
+                self._episode = None
+                return
+        elif now - self._window >= _REPORT_EVERY and (self._window_refused or self._window_paused):
+            self._report(now, "still refusing")
+        self._check_handle = self.loop.call_later(_CHECK, self._check)
+
+    def _free_descriptor(self) -> bool:
+        """Whether one more descriptor than the reserve can be opened now."""
+        if self._reserve < 0:
+            self._reserve = _open_reserve()
+            if self._reserve < 0:
+                return False
+        try:
+            fd = os.dup(self._reserve)
+        except OSError:
+            return False
+        os.close(fd)
+        return True
+
+    def _report(self, now: float, outcome: str) -> None:
+        paused = f", accepting paused for {self._window_paused:.1f} s" if self._window_paused else ""
+        log.warning("%s: refused %d connections in the last %.1f s%s; %s",
+                    self._reason, self._window_refused, now - self._window, paused, outcome)
+        self._last_line = self._window = now
+        self._window_refused = 0
+        self._window_paused = 0.0
+
+
+def _refuse(conn: socket.socket, refusal: bytes) -> None:
+    try:
+        conn.setblocking(False)
+        if not refusal:
+            return
+        conn.send(refusal)  # a fresh socket's send buffer takes it whole
+        # What the client sent already is read, so that close() sends a FIN
+        # after the answer rather than a reset that could discard it.
+        conn.recv(65536)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+async def bind_listeners(
+    loop: asyncio.AbstractEventLoop, host: str | None, port: int, backlog: int
+) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` resolves to (all
+    interfaces for None or ``""``), as ``loop.create_server`` makes them:
+    ``SO_REUSEADDR``, IPv6 sockets IPv6-only. OSError naming the address
+    when one cannot be bound (the others are closed)."""
+    infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # a family this host has no support for
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot bind {address!r}: {(exc.strerror or str(exc)).lower()}") from None
+            sock.listen(backlog)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise OSError(errno.EADDRNOTAVAIL, f"no address to listen on for {host!r}")
+    return sockets
