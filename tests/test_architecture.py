@@ -131,4 +131,5 @@ def test_the_compiled_core_imports_only_the_exceptions_of_robyn_fast() -> None:
             m = re.match(r"\s*(?:from|cimport|import)\s+(robyn_fast[\w.]*)", line)
             if m:
                 imports.add(m.group(1))
-    assert imports == {"robyn_fast.exceptions", "robyn_fast._core.codec"}
+    # robyn_fast.logs is a leaf (it imports nothing of robyn_fast) that every layer may use.
+    assert imports - {"robyn_fast.logs"} == {"robyn_fast.exceptions", "robyn_fast._core.codec"}
