@@ -1046,7 +1046,6 @@ cdef class Connection(MessageSink):
                 self.next_ping = now + hub.ping_interval
         return 0
 
-
     cdef unsigned long long _drained(self) except? 0:
         """Bytes the client has taken from us so far (written to the socket)."""
         return self.written - <unsigned long long>self.transport.get_write_buffer_size()
