@@ -116,7 +116,7 @@ cdef class Connection(MessageSink):
     cdef readonly bint reading_paused     # transport.pause_reading() is in force (for either reason below)
     cdef bint backlog_paused              # ... because read_high_water messages wait for the handler
     cdef readonly bint writing_paused     # ... because the transport's write buffer is over its high mark
-    cdef Py_ssize_t pong_slot             # index in `out` of this iteration's Pong (-1: none)
+    cdef Py_ssize_t pong_slot             # index in `out` of this iteration's last Pong (-1: none)
     cdef bytes pending_pong               # payload of the latest Ping received while writing is paused
     cdef unsigned long long written       # bytes ever handed to the transport (keepalive progress check)
     cdef unsigned long long ping_drained  # bytes the client had taken when the keepalive Ping went out
@@ -159,8 +159,9 @@ cdef class Connection(MessageSink):
     # Close frames and keepalive Pings: counted in the backlog, never refused
     # (at most one of each is outstanding).
     cdef int _queue_control(self, bytes frame) except -1
-    # Answer a Ping; one Pong per iteration (the latest payload), held while
-    # writing is paused; over max_backpressure the connection is closed 1008.
+    # Answer a Ping; while the client is behind, one Pong per iteration (the
+    # latest payload), and held while writing is paused; over
+    # max_backpressure the connection is closed 1008.
     cdef int _queue_pong(self, bytes payload) except -1
     cdef bint _over_budget(self, size_t size)
     cdef int _too_slow(self, size_t size) except -1

@@ -20,9 +20,10 @@
 # (handler replies, sends, broadcasts, pongs, the Close) leaves in one
 # transport write at the end of the iteration (the hub's flush). Every byte
 # queued, ours or the transport's, counts against max_backpressure: data
-# over it follows backpressure_policy, a Pong over it closes with 1008. Pings
-# get one Pong per iteration, for the latest payload (RFC 6455 §5.5.3), and
-# none while the transport's write buffer is over its high mark: then reading
+# over it follows backpressure_policy, a Pong over it closes with 1008. Once
+# the client falls behind (the transport still buffers our bytes), Pings get
+# one Pong per iteration, for the latest payload (RFC 6455 §5.5.3), and none
+# while the transport's write buffer is over its high mark: then reading
 # pauses too, so a client that does not read cannot make us parse (and
 # answer) more, and the latest Ping is answered when writing resumes.
 #
@@ -945,15 +946,17 @@ cdef class Connection(MessageSink):
         frame = build_frame_c(OPC_PONG, <const uint8_t *><char *>payload, <size_t>PyBytes_GET_SIZE(payload),
                               True, 0, NULL)
         size = <size_t>PyBytes_GET_SIZE(frame)
-        if self.pong_slot >= 0:
-            # A Ping earlier in this iteration is not answered yet: the answer
-            # to this one replaces it, in its place (§5.5.3).
+        if self.pong_slot >= 0 and self.tbuf != 0:
+            # The client has not read what we sent before, and a Ping earlier in
+            # this iteration is not answered yet: the answer to this one
+            # replaces it, in its place (§5.5.3). A client that keeps up gets
+            # every Pong.
             old = <size_t>PyBytes_GET_SIZE(self.out[self.pong_slot])
             self.out_bytes -= old
         if self._over_budget(size):
             self.out_bytes += old
             return self._too_slow(size)
-        if self.pong_slot >= 0:
+        if old:
             self.out[self.pong_slot] = frame
         elif self.out is None:
             self.out = [frame]
