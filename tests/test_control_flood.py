@@ -285,7 +285,8 @@ def flood_pings(count: int) -> tuple[bytes, int]:
 def read_frames_until(sock: socket.socket, stop: Any, timeout: float = 30.0) -> list[tuple[int, bytes]]:
     """Frames read until ``stop(first_byte, payload)`` is true (or EOF)."""
     sock.settimeout(timeout)
-    frames, rest = [], b""
+    frames: list[tuple[int, bytes]] = []
+    rest = b""
     while True:
         try:
             b0, payload, rest = read_frame(sock, rest)
@@ -392,6 +393,7 @@ def test_a_slow_but_legal_reader_gets_everything(loop_kind: str) -> None:
 
     @ws.on("connect")
     def small_kernel_buffer(conn: Any) -> None:
+        assert app.server is not None
         transport = app.server.hub(ws).connections[conn.id].transport
         transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
 
