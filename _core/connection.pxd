@@ -116,8 +116,13 @@ cdef class Connection(MessageSink):
     cdef bint in_dirty
     cdef bint using_shared                # the last get_buffer() lent the hub's shared buffer
     cdef bint join_writes                 # a TLS transport: one write of the joined frames (one record)
-    cdef readonly bint reading_paused
-    cdef readonly bint writing_paused
+    cdef readonly bint reading_paused     # transport.pause_reading() is in force (for either reason below)
+    cdef bint backlog_paused              # ... because read_high_water messages wait for the handler
+    cdef readonly bint writing_paused     # ... because the transport's write buffer is over its high mark
+    cdef Py_ssize_t pong_slot             # index in `out` of this iteration's last Pong (-1: none)
+    cdef bytes pending_pong               # payload of the latest Ping received while writing is paused
+    cdef unsigned long long written       # bytes ever handed to the transport (keepalive progress check)
+    cdef unsigned long long ping_drained  # bytes the client had taken when the keepalive Ping went out
     cdef readonly Py_ssize_t dropped      # messages dropped by the "drop" backpressure policy
     # Timers: keepalive is swept by the hub.
     cdef object close_timer
@@ -154,7 +159,17 @@ cdef class Connection(MessageSink):
     # `cache` (a broadcast's, 7 slots by window bits) holds the compressed
     # frames made so far, so a broadcast compresses once per window size.
     cdef int send_data(self, bytes frame, list cache) except -1
+    # Close frames and keepalive Pings: counted in the backlog, never refused
+    # (at most one of each is outstanding).
     cdef int _queue_control(self, bytes frame) except -1
+    # Answer a Ping; while the client is behind, one Pong per iteration (the
+    # latest payload), and held while writing is paused; over
+    # max_backpressure the connection is closed 1008.
+    cdef int _queue_pong(self, bytes payload) except -1
+    cdef bint _over_budget(self, size_t size)
+    cdef int _too_slow(self, size_t size) except -1
+    cdef int _set_reading(self) except -1
+    cdef unsigned long long _drained(self) except? 0
     cdef int _dirty(self) except -1
     cdef int _flush(self) except -1
     cdef int _keepalive(self, double now) except -1

@@ -18,7 +18,14 @@
 #
 # Write path: everything queued to a connection during one loop iteration
 # (handler replies, sends, broadcasts, pongs, the Close) leaves in one
-# transport write at the end of the iteration (the hub's flush).
+# transport write at the end of the iteration (the hub's flush). Every byte
+# queued, ours or the transport's, counts against max_backpressure: data
+# over it follows backpressure_policy, a Pong over it closes with 1008. Once
+# the client falls behind (the transport still buffers our bytes), Pings get
+# one Pong per iteration, for the latest payload (RFC 6455 §5.5.3), and none
+# while the transport's write buffer is over its high mark: then reading
+# pauses too, so a client that does not read cannot make us parse (and
+# answer) more, and the latest Ping is answered when writing resumes.
 #
 # Close handshake (RFC 6455 §5.5.1, §7): a Close from the peer is echoed with
 # its code and TCP is closed (the server closes first, §7.1.1); a Close we send
@@ -43,6 +50,7 @@ from robyn_fast._core.metrics cimport count_close, current_counters
 import asyncio
 import collections
 import contextvars
+import os
 import sys
 import types
 
@@ -56,6 +64,7 @@ cdef extern from "Python.h":
     int PyContext_Exit(object ctx) except -1
 
 cdef object _log = get_logger("robyn_fast.websocket")
+cdef object _urandom = os.urandom
 cdef object _deque = collections.deque
 cdef object _coroutine_type = types.CoroutineType
 cdef object _iscoroutine = asyncio.iscoroutine
@@ -400,6 +409,7 @@ cdef class Connection(MessageSink):
     def __cinit__(self):
         self.state = ST_OPEN
         self.close_reason = ""
+        self.pong_slot = -1
 
     def __init__(self, Hub hub not None, str key not None, on_connect=None, on_message=None, on_close=None):
         self.hub = hub
@@ -501,10 +511,31 @@ cdef class Connection(MessageSink):
         return False
 
     def pause_writing(self):
+        # The client takes our bytes slower than we make them: read no more
+        # (what it sends would only queue more answers) until it catches up.
         self.writing_paused = True
+        self._set_reading()
 
     def resume_writing(self):
+        cdef bytes payload = self.pending_pong
         self.writing_paused = False
+        if payload is not None:
+            self.pending_pong = None
+            self._queue_pong(payload)
+        self._set_reading()
+
+    cdef int _set_reading(self) except -1:
+        """Pause reading while either reason holds (handlers behind, writes
+        backed up); resume once neither does."""
+        cdef bint want = self.backlog_paused or self.writing_paused
+        if want == self.reading_paused or self.state == ST_CLOSED:
+            return 0
+        self.reading_paused = want
+        if want:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+        return 0
 
     def connection_lost(self, exc):
         if self.state == ST_CLOSED:
@@ -517,6 +548,8 @@ cdef class Connection(MessageSink):
         self.next_ping = self.pong_deadline = 0.0
         self.out = None
         self.out_bytes = 0
+        self.pong_slot = -1
+        self.pending_pong = None
         self.pending_close = None
         self.hub.remove(self)
         self._enqueue(_CLOSE)
@@ -550,14 +583,13 @@ cdef class Connection(MessageSink):
 
     cdef int on_control(self, Message m) except -1:
         cdef int op = m.opcode
-        cdef bytes payload
         if op == OPC_PING:
             self.hub.m.pings_received += 1
             if self.state == ST_OPEN:
-                self.hub.m.pongs_sent += 1
-                payload = m.data
-                self._queue_control(build_frame_c(OPC_PONG, <const uint8_t *><char *>payload,
-                                                  <size_t>PyBytes_GET_SIZE(payload), True, 0, NULL))
+                if self.writing_paused:
+                    self.pending_pong = m.data      # only the latest Ping needs an answer (§5.5.3)
+                else:
+                    self._queue_pong(m.data)
         elif op == OPC_PONG:
             self.hub.m.pongs_received += 1
             if self.ping_payload is not None and m.data == self.ping_payload:
@@ -692,10 +724,10 @@ cdef class Connection(MessageSink):
             self.queue = _deque()
         self.queue.append(job)
         if self.task is not None or self.running:
-            if (not self.reading_paused and self.state == ST_OPEN
+            if (not self.backlog_paused and self.state == ST_OPEN
                     and len(self.queue) >= self.hub.high_water):
-                self.reading_paused = True
-                self.transport.pause_reading()
+                self.backlog_paused = True
+                self._set_reading()
             return 0
         return self._pump()
 
@@ -714,9 +746,9 @@ cdef class Connection(MessageSink):
                 hub.discarded += 1
                 continue
             self._run_job(job)
-        if self.reading_paused and len(queue) <= hub.low_water and self.state == ST_OPEN:
-            self.reading_paused = False
-            self.transport.resume_reading()
+        if self.backlog_paused and len(queue) <= hub.low_water:
+            self.backlog_paused = False
+            self._set_reading()
         return 0
 
     cdef object _handler_for(self, object job):
@@ -889,10 +921,7 @@ cdef class Connection(MessageSink):
             self._dirty()
             if self.state != ST_OPEN:
                 return 0        # the transport reported the connection lost just now
-        buffered = self.out_bytes + self.tbuf
-        # The bound is on backlog: one message larger than the limit still goes
-        # out to a client that has read everything before it.
-        if buffered and buffered + size > hub.max_backpressure:
+        if self._over_budget(size):
             if hub.drop_policy:
                 self.dropped += 1
                 hub.m.backpressure_drops += 1
@@ -901,11 +930,7 @@ cdef class Connection(MessageSink):
                                  "(write buffer over max_backpressure=%d)",
                                  self.key, self.dropped, hub.max_backpressure)
                 return 0
-            _log.warning("websocket %s: client reads too slowly (write buffer over max_backpressure=%d); "
-                         "closing with 1008", self.key, hub.max_backpressure)
-            hub.m.backpressure_closes += 1
-            self._do_close(1008, "client too slow")
-            return 0
+            return self._too_slow(size)
         if self.out is None:
             self.out = [frame]
         else:
@@ -913,6 +938,61 @@ cdef class Connection(MessageSink):
         self.out_bytes += size
         hub.m.messages_out += 1
         return 1
+
+    cdef bint _over_budget(self, size_t size):
+        # The bound is on backlog: one message larger than the limit still goes
+        # out to a client that has read everything before it.
+        cdef size_t buffered = self.out_bytes + self.tbuf
+        cdef size_t limit = self.hub.max_backpressure
+        return buffered != 0 and (buffered > limit or size > limit - buffered)
+
+    cdef int _too_slow(self, size_t size) except -1:
+        """Close with 1008: queueing `size` more bytes would pass
+        max_backpressure. Logged once (the connection is closing afterwards)."""
+        if self.state != ST_OPEN:
+            return 0
+        _log.warning("websocket %s (peer %s): client reads too slowly: %d bytes queued for it, %d more would pass "
+                     "max_backpressure=%d; closing with 1008",
+                     self.key, self.transport.get_extra_info("peername"), self.out_bytes + self.tbuf, size,
+                     self.hub.max_backpressure)
+        self.hub.m.backpressure_closes += 1
+        self._do_close(1008, "client too slow")
+        return 0
+
+    cdef int _queue_pong(self, bytes payload) except -1:
+        cdef bytes frame
+        cdef size_t size, old = 0
+        if self.state != ST_OPEN:
+            return 0
+        if not self.in_dirty:
+            self._dirty()
+            if self.state != ST_OPEN:
+                return 0        # the transport reported the connection lost just now
+        frame = build_frame_c(OPC_PONG, <const uint8_t *><char *>payload, <size_t>PyBytes_GET_SIZE(payload),
+                              True, 0, NULL)
+        size = <size_t>PyBytes_GET_SIZE(frame)
+        if self.pong_slot >= 0 and self.tbuf != 0:
+            # The client has not read what we sent before, and a Ping earlier in
+            # this iteration is not answered yet: the answer to this one
+            # replaces it, in its place (§5.5.3). A client that keeps up gets
+            # every Pong.
+            old = <size_t>PyBytes_GET_SIZE(self.out[self.pong_slot])
+            self.out_bytes -= old
+        if self._over_budget(size):
+            self.out_bytes += old
+            return self._too_slow(size)
+        if old:
+            self.out[self.pong_slot] = frame    # replaces a Pong not yet sent: not another one
+        elif self.out is None:
+            self.out = [frame]
+            self.pong_slot = 0
+        else:
+            self.pong_slot = len(self.out)
+            self.out.append(frame)
+        if not old:
+            self.hub.m.pongs_sent += 1
+        self.out_bytes += size
+        return 0
 
     cdef int _queue_control(self, bytes frame) except -1:
         if self.state == ST_CLOSED:
@@ -937,8 +1017,10 @@ cdef class Connection(MessageSink):
         cdef list out = self.out
         if self.state == ST_CLOSED:
             return 0
+        self.pong_slot = -1
         if out:
             self.hub.m.bytes_out += self.out_bytes
+            self.written += self.out_bytes
             self.out = None
             self.out_bytes = 0
             if len(out) == 1:
@@ -973,22 +1055,34 @@ cdef class Connection(MessageSink):
             return 0
         if self.pong_deadline > 0:
             if now >= self.pong_deadline:
+                if self.writing_paused and self._drained() > self.ping_drained:
+                    # Its Pong may wait unread behind our paused reading; but
+                    # the client did take bytes since the Ping: give it time.
+                    self.ping_drained = self._drained()
+                    self.pong_deadline = now + hub.ping_timeout
+                    return 0
                 self.pong_deadline = 0.0
                 _log.info("websocket %s: no pong within %.1fs; closing", self.key, hub.ping_timeout)
                 self._do_close(1011, "keepalive ping timeout")
             return 0
         if self.next_ping > 0 and now >= self.next_ping:
             self.ping_seq += 1
-            self.ping_payload = b"ka" + (self.ping_seq & 0xFFFFFFFF).to_bytes(4, "big")
+            # Unpredictable, so that only a client that read our Ping can answer it.
+            self.ping_payload = _urandom(8)
             self._queue_control(build_frame_c(OPC_PING, <const uint8_t *><char *>self.ping_payload,
-                                              6, True, 0, NULL))
+                                              8, True, 0, NULL))
             hub.m.pings_sent += 1
+            self.ping_drained = self._drained()
             self.next_ping = 0.0
             if hub.ping_timeout > 0:
                 self.pong_deadline = now + hub.ping_timeout
             else:
                 self.next_ping = now + hub.ping_interval
         return 0
+
+    cdef unsigned long long _drained(self) except? 0:
+        """Bytes the client has taken from us so far (written to the socket)."""
+        return self.written - <unsigned long long>self.transport.get_write_buffer_size()
 
 
 cdef bytes _frame(object value, object json_dumps):
