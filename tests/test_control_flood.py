@@ -335,7 +335,11 @@ def test_400k_pings_from_a_client_that_never_reads(loop_kind: str) -> None:
         assert all(b0 == 0x8A for b0, _ in frames)
         indices = [int.from_bytes(p[-8:], "big") for _, p in frames]
         assert indices == sorted(set(indices))  # in order, never the same Ping twice
-        assert len(frames) < count // 10, len(frames)  # coalesced
+        # Coalesced: every Ping is answered while the kernel still takes our
+        # bytes (the client's receive buffer, which Linux grows to several MB,
+        # counts as keeping up), then one Pong per read at most. How many that
+        # is depends on the kernel's buffer tuning (36k-49k of 400k seen here).
+        assert len(frames) < count // 4, len(frames)
         growth = rss_growth(server.pid, rss_before, hwm_before)
         assert growth < 8 << 20, f"server grew {growth / 2**20:.1f} MiB"
         sock.sendall(build_text("still open", mask=MASK))

@@ -209,7 +209,7 @@ def test_known_traffic_gives_exact_counters(loop_kind: str, access: Access) -> N
         assert drop.close(1000) == 1000
         ka = client("/ka")
         opcode, payload = ka.read()                # the keepalive ping; left unanswered, no second one comes
-        assert opcode == 0x9 and len(payload) == 6
+        assert opcode == 0x9 and len(payload) == 8  # 8 random bytes
         assert ka.close(1000) == 1000
         eventually(lambda: srv.call(lambda: srv.server.live_connections), lambda n: n == 0)
         after = scrape(srv.port)
