@@ -3,6 +3,8 @@
 #   make test   - create .venv, build the extensions, install test extras, run the whole suite
 #                 (`make test PYTHON=python3.13`: the same with that interpreter, in .venv-3.13)
 #   make autobahn-full - Autobahn categories 12/13 (permessage-deflate) in full (~25 min)
+#   make fuzz   - ASan/UBSan build in .venv-fuzz, then every atheris harness in fuzz/ for
+#                 FUZZ_SECONDS each (the whole run, build included, takes about 5 min)
 #   make bench  - micro-benchmarks of the codec (pytest-benchmark), pinned to one core
 #   make bench-load - load tests: robyn_fast against other WebSocket servers (bench/README.md);
 #                     quick by default (~3 min), `make bench-load LOAD_ARGS=--full` (~13 min)
@@ -33,7 +35,7 @@ LOADGEN := bench/loadgen/.rfload-built
 LOAD_ARGS ?= --quick
 SOAK_MINUTES ?= 10
 
-.PHONY: install run test autobahn-full bench bench-loadgen bench-load soak bench-tls clean browser redis
+.PHONY: install run test autobahn-full fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis clang
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +82,46 @@ test: install browser redis
 AUTOBAHN_K ?= compression
 autobahn-full: install
 	AUTOBAHN_FULL=1 $(BIN)/python -m pytest tests/test_autobahn.py -k "$(AUTOBAHN_K)" -s
+
+# Fuzzing (README.md, "Fuzzing"): a virtualenv of its own with atheris, and the compiled core
+# built with clang under ASan + UBSan + libFuzzer coverage into build/fuzz-asan, never over the
+# normal in-place .so files. The harnesses import that build (fuzz/campaign.py sets PYTHONPATH
+# and LD_PRELOADs atheris's ASan runtime); each runs FUZZ_SECONDS.
+FUZZ_VENV    := .venv-fuzz
+FUZZ_BIN     := $(FUZZ_VENV)/bin
+FUZZ_STAMP   := $(FUZZ_VENV)/.deps-installed
+FUZZ_BUILD   := build/fuzz-asan
+FUZZ_SECONDS ?= 20
+FUZZ_SANITIZE := -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=all -fno-omit-frame-pointer
+# Every UBSan report is fatal (no recover). CYTHON_VECTORCALL_TPNEW=0: Cython's vectorcall tp_new
+# computes `args + nargs` with args NULL and nargs 0 for a call without positional arguments
+# (UBSan's "zero offset to null pointer", Cython's code, not ours); the tuple path avoids it.
+FUZZ_CFLAGS  := $(FUZZ_SANITIZE) -g -DCYTHON_VECTORCALL_TPNEW=0
+FUZZ_SO      := $(FUZZ_BUILD)/.built
+
+# Debian's clang: atheris's sanitizer runtimes are LLVM's, so the extensions must be built by clang.
+clang:
+	command -v clang >/dev/null || (apt-get update && apt-get install -y clang)
+
+$(FUZZ_BIN)/python:
+	$(PYTHON) -m venv $(FUZZ_VENV)
+
+$(FUZZ_STAMP): $(FUZZ_BIN)/python | clang
+	$(FUZZ_BIN)/python -m pip install --disable-pip-version-check -q atheris 'Cython>=3.0.10,<4' 'setuptools>=77' \
+		wheel httptools uvloop hiredis typing_extensions
+	@touch $@
+
+# --force: setuptools would keep objects built with other flags. Only the .so files are built
+# here; fuzz/campaign.py puts them beside a fresh copy of robyn_fast/ on every run.
+$(FUZZ_SO): $(FUZZ_STAMP) $(SOURCES) Makefile | clang
+	CC=clang LDSHARED="clang -shared" CFLAGS="$(FUZZ_CFLAGS)" LDFLAGS="$(FUZZ_SANITIZE)" \
+		$(FUZZ_BIN)/python setup.py -q build_ext -j 2 --build-lib $(FUZZ_BUILD)/lib --build-temp $(FUZZ_BUILD)/temp --force
+	@touch $@
+
+fuzz-build: $(FUZZ_SO)
+
+fuzz: fuzz-build
+	$(FUZZ_BIN)/python fuzz/campaign.py --build $(FUZZ_BUILD) --seconds $(FUZZ_SECONDS)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --disable-pip-version-check -q $(EDITABLE) -e '.[bench]'

@@ -818,7 +818,9 @@ cdef class Inflater:
             if z.avail_out == 0:
                 continue                    # more output may be pending
             if z.avail_in == 0:
-                if src + n > z.next_in:     # the rest of a payload over 1 GiB
+                # The rest of a payload over 1 GiB (n first: src is NULL for an empty one,
+                # and even NULL + 0 is undefined behaviour in C, which UBSan reports).
+                if n > 0x40000000 and src + n > z.next_in:
                     cap = <size_t>(src + n - z.next_in)
                     z.avail_in = <unsigned int>cap if cap < 0x40000000 else 0x40000000
                     continue

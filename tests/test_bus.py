@@ -175,6 +175,7 @@ MALFORMED = {
     "int key of 5000 digits": _raw(kind=ROOM, key_type=2, key=b"1" * 5000),
     "hello with an endpoint": _raw(kind=HELLO, frame=b""),
     "hello with a key": _raw(kind=HELLO, endpoint=b"", key_type=1, key=b"k", frame=b""),
+    "hello with a key type": _raw(kind=HELLO, endpoint=b"", key_type=1, key=b"", frame=b""),  # found by fuzz/
     "hello with a frame": _raw(kind=HELLO, endpoint=b""),
     "delivery without an endpoint": _raw(endpoint=b""),
     "delivery without a frame": _raw(frame=b""),

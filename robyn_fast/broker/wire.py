@@ -132,7 +132,7 @@ class Decoder:
                 key = _decode_key(key_type, bytes(buf[start + elen : start + elen + klen]))
                 frame = bytes(buf[start + elen + klen : pos + total])
                 if kind == HELLO:
-                    if elen or klen or flen:
+                    if elen or klen or flen or key_type != _NONE:
                         raise WireError("a hello with a body")
                 elif not endpoint or not frame:
                     raise WireError("a delivery without an endpoint or a frame")
