@@ -351,6 +351,49 @@ def test_400k_pings_from_a_client_that_never_reads(loop_kind: str) -> None:
         server.stop()
 
 
+def test_400k_pings_from_a_client_that_never_reads_it_is_closed_by_keepalive(loop_kind: str) -> None:
+    """The same flood from a client that never reads at all, with keepalive on
+    (1 s interval and timeout): the server's memory stays flat while it holds
+    the connection, and the connection is closed (the keepalive Ping goes
+    unanswered, then the Close too: TCP aborted after close_timeout)."""
+    count = 400_000
+    data, _ = flood_pings(count)
+    env = {"FLOOD_SNDBUF": "4096", "FLOOD_PING_INTERVAL": "1", "FLOOD_PING_TIMEOUT": "1",
+           "FLOOD_CLOSE_TIMEOUT": "1"}
+    server = ServerProcess([str(FLOOD_APP)], loop_kind, env)
+    try:
+        port = server.wait_listening()
+        sock = never_reading_client(port)
+        time.sleep(0.2)  # let the server settle after the upgrade before the baseline
+        rss_before, hwm_before = process_rss(server.pid), vm_hwm(server.pid)
+        try:
+            sent = send_all_or_stall(sock, data, stall=10.0)
+        except (ConnectionResetError, BrokenPipeError):
+            sent = -1  # closed by the server while the flood was still going out
+        debug = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+        def open_connections() -> int:
+            debug.request("GET", "/debug")
+            with debug.getresponse() as resp:
+                return len(json.loads(resp.read())["connections"])
+
+        assert wait_for(lambda: open_connections() == 0, timeout=30), "the flooding client was never closed"
+        growth = rss_growth(server.pid, rss_before, hwm_before)
+        assert growth < 8 << 20, f"server grew {growth / 2**20:.1f} MiB"
+        assert sent != 0
+        # The client, reading at last, finds the connection gone (after any
+        # Pongs the kernel still held for it): EOF or a reset, never a hang.
+        try:
+            frames = read_frames_until(sock, lambda b0, p: False, timeout=30)
+        except ConnectionResetError:
+            frames = []
+        assert all(b0 in (0x8A, 0x89, 0x88) for b0, _ in frames)
+        sock.close()
+        debug.close()
+    finally:
+        server.stop()
+
+
 def test_a_ping_flood_past_the_budget_closes_1008_once(loop_kind: str) -> None:
     """Echo requests and Pings from a client that never reads: with the
     "drop" policy the echoes are dropped at the budget, and the first Pong
