@@ -531,6 +531,9 @@ def test_broadcast_survives_connections_closing_inside_it() -> None:
             def writelines(self, data: list[bytes]) -> None:
                 self.chunks.extend(data)
 
+            def get_extra_info(self, name: str, default: object = None) -> object:
+                return default  # plain TCP: no "sslcontext", no "peername"
+
             def close(self) -> None: ...
             def abort(self) -> None: ...
             def pause_reading(self) -> None: ...
