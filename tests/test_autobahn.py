@@ -12,7 +12,7 @@ Categories 12 and 13 echo 1000 messages per case, up to 128 KiB each (about
 runs a size-limited selection of them: every subcategory with 16-byte,
 256-byte and 4 KiB messages, and 8 KiB ones fragmented to 256 bytes (48 cases
 per run). ``AUTOBAHN_FULL=1`` (``make autobahn-full``) runs all 216; ``.ci/run`` runs
-them once, on uvloop in both modes.
+them once, on uvloop in shared mode.
 
 The echo server compresses every reply here (``ECHO_COMPRESSION_THRESHOLD=0``),
 as Autobahn's own servers do. With the default threshold (1024 bytes) a short
