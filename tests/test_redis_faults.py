@@ -22,10 +22,12 @@ from typing import Any
 
 import hiredis
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from robyn_fast.broker.redis import RedisBroker, other_nodes_patterns
 from robyn_fast.broker.resp import BrokerURLError, command, parse_url
-from robyn_fast.broker.wire import ALL, Decoder, encode, encode_hello
+from robyn_fast.broker.wire import ALL, ROOM, TO, Decoder, WireError, decode_at, encode, encode_hello
 
 from .process_helpers import ROOT, process_rss, serve_script
 from .redis_helpers import RedisServer, redis_server
@@ -72,6 +74,50 @@ async def until(predicate: Callable[[], bool], timeout: float, what: Callable[[]
     while not predicate():
         assert time.monotonic() < deadline, what()
         await asyncio.sleep(0.02)
+
+
+# -- decoding a whole payload in slices ---------------------------------------------------------------
+
+_message = st.one_of(
+    st.builds(encode, st.sampled_from([ALL]), st.integers(0, 2**32 - 1), st.sampled_from(["/ws", "/é", "/a/b"]),
+              st.none(), st.binary(min_size=1, max_size=20)),
+    st.builds(encode, st.sampled_from([ROOM, TO]), st.integers(0, 2**32 - 1), st.sampled_from(["/ws", "/x"]),
+              st.one_of(st.text(max_size=5), st.integers(-10**20, 10**20)), st.binary(min_size=1, max_size=20)),
+    st.builds(encode_hello, st.integers(0, 2**32 - 1)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_message, max_size=8), st.binary(max_size=24), st.integers(0, 40), st.integers(1, 4))
+def test_decode_at_in_slices_reads_what_the_stream_decoder_reads(
+    messages: list[bytes], tail: bytes, cut: int, limit: int
+) -> None:
+    """decode_at, slice by slice, gives the messages the stream Decoder
+    gives, and stops (WireError) exactly where the Decoder would fail or
+    be left with a truncated message; also for bytes that are not messages."""
+    payload = b"".join(messages) + tail
+    payload = payload[: len(payload) - cut] if cut < len(payload) else payload
+    got: list[Any] = []
+    pos, error = 0, False
+    while pos < len(payload):
+        try:
+            part, pos = decode_at(payload, pos, limit)
+        except WireError:
+            error = True
+            break
+        assert 0 < len(part) <= limit
+        got.extend(part)
+    expected: list[Any] = []
+    decoder = Decoder()
+    bad = False
+    for i in range(len(payload)):  # one byte at a time: the messages before any malformed one
+        try:
+            expected.extend(decoder.feed(payload[i : i + 1]))
+        except WireError:
+            bad = True
+            break
+    assert got == expected
+    assert error == (bad or decoder.buffered > 0)
 
 
 # -- item 3: nothing lost uncounted --------------------------------------------------------------------
