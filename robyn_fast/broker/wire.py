@@ -15,7 +15,8 @@ parsing or re-encoding anything::
 A *hello* (kind 0, no endpoint, key or frame) opens every link and names the
 dialing node. :func:`encode` builds one message; :class:`Decoder` takes bytes
 split anywhere and yields whole messages, raising :class:`WireError` for
-anything malformed.
+anything malformed; :func:`decode_at` reads a whole payload (one Redis
+PUBLISH) a slice of messages at a time.
 """
 
 from __future__ import annotations
