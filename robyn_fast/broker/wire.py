@@ -28,7 +28,8 @@ from typing import NamedTuple, Union
 from ..exceptions import RobynFastError
 
 __all__ = [
-    "VERSION", "HELLO", "ALL", "ROOM", "TO", "Message", "WireError", "encode", "encode_hello", "Decoder", "decode_at", "MAX_MESSAGE",
+    "VERSION", "HELLO", "ALL", "ROOM", "TO", "Message", "WireError", "encode", "encode_hello", "Decoder", "decode_at",
+    "MAX_MESSAGE",
 ]
 
 VERSION = 1
