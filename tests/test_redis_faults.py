@@ -145,7 +145,7 @@ def test_a_paused_redis_loses_nothing_uncounted(loop_kind: str, caplog: pytest.L
     was in flight when the link went (Redis read it on SIGCONT)."""
     with redis_server() as redis:
         async def main() -> None:
-            a = await Node(redis.url + "?prefix=stop", 1, outage_limit=64 * 1024).start()
+            a = await Node(redis.url + "?prefix=stop", 1, outage_limit=16 * 1024).start()  # ~280 messages
             assert await a.broker.wait_connected(5)
             sub = await RawSubscriber.open(redis, a.broker.broadcast_channel)
             seq = 0
