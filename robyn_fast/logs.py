@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import builtins
 import logging
+import time
 import traceback
 import unicodedata
 from collections.abc import Mapping
 from types import TracebackType
 
-__all__ = ["printable", "exception_text", "SafeRecords", "get_logger"]
+__all__ = ["printable", "exception_text", "SafeRecords", "get_logger", "Throttle", "more_since"]
 
 #: Longest text :func:`printable` keeps by default; longer text is cut and marked.
 DEFAULT_LIMIT = 1000
@@ -230,3 +231,35 @@ def get_logger(name: str) -> logging.Logger:
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
     return logger
+
+
+class Throttle:
+    """At most one log line per ``every`` seconds for one kind of event, however many happen
+    (a flood of foreign messages must cost a counter bump each, not a line each).
+
+    ``hit()`` counts one event and returns ``None`` while a line is not due, or, when one is,
+    how many events went unreported since the last line (0 for the first): the caller logs
+    then, saying ``(N more since the last report)`` when N is not 0. ``count`` is every event."""
+
+    __slots__ = ("every", "count", "_last", "_unreported")
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.count = 0
+        self._last: float | None = None
+        self._unreported = 0
+
+    def hit(self, now: float | None = None) -> int | None:
+        self.count += 1
+        now = time.monotonic() if now is None else now
+        if self._last is not None and now - self._last < self.every:
+            self._unreported += 1
+            return None
+        self._last = now
+        unreported, self._unreported = self._unreported, 0
+        return unreported
+
+
+def more_since(unreported: int) -> str:
+    """The tail of a throttled line: `` (N more since the last report)``, or nothing."""
+    return f" ({unreported} more since the last report)" if unreported else ""

@@ -33,7 +33,7 @@ from ._core.connection import Hub, start_task
 from .broker import ALL, ROOM, TO, Broker
 from .config import Config
 from .encoding import dumps
-from .logs import get_logger
+from .logs import Throttle, get_logger, more_since
 from .exceptions import ServerNotRunning
 from .http.protocol import HttpHandler, HttpProtocol
 from .http.routes import Routes
@@ -118,6 +118,7 @@ class Server:
         self.context: contextvars.Context = contextvars.copy_context()
         self.hubs: dict[ServedEndpoint, Hub] = {}
         self._by_path: dict[str, ServedEndpoint] = {}
+        self._unknown_endpoint = Throttle(10.0)  # broker messages for an endpoint this app lacks
         self.http_connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Future[Any]] = set()
         self.listeners: list[Listener] = []
@@ -306,13 +307,16 @@ class Server:
     def stats(self) -> dict[str, Any]:
         """Live WebSocket connections and handler Tasks of this server, the
         messages it compressed (permessage-deflate: a broadcast counts once
-        per window size), and its broker's counters (``None`` without one)."""
+        per window size), its broker's counters (``None`` without one), and
+        the messages other nodes sent for an endpoint this app does not have
+        (``unknown_endpoint``, ignored)."""
         return {
             "pid": os.getpid(),
             "connections": self.live_connections,
             "tasks": self.live_tasks,
             "compressions": sum(hub.compressions for hub in self.hubs.values()),
             "broker": self.broker.stats() if self.broker is not None else None,
+            "unknown_endpoint": self._unknown_endpoint.count,
             "counters": metrics.counters(),
         }
 
@@ -441,7 +445,11 @@ class Server:
         """What another node published, for this node's connections."""
         endpoint = self._by_path.get(path)
         if endpoint is None:
-            log.warning("bus: a message for %r, which is not a WebSocket endpoint of this app", path)
+            # Another app on the same broker prefix, or a forged message: counted, one line per 10 s at most.
+            unreported = self._unknown_endpoint.hit()
+            if unreported is not None:
+                log.warning("bus: a message for %r, which is not a WebSocket endpoint of this app (another app "
+                            "on the same broker prefix?); ignored%s", path, more_since(unreported))
             return
         hub = self.hub(endpoint)
         if kind == ALL:

@@ -103,7 +103,7 @@ class Node:
         deadline = time.monotonic() + timeout
         while len(self.got) < n:
             left = deadline - time.monotonic()
-            assert left > 0, f"{len(self.got)} of {n} delivered after {timeout}s: {self.got[-3:]}"
+            assert left > 0, f"{len(self.got)} of {n} delivered after {timeout}s: {[m[3][:40] for m in self.got[-3:]]}"
             self.arrived.clear()
             try:
                 await asyncio.wait_for(self.arrived.wait(), left)
@@ -190,8 +190,8 @@ def test_a_garbage_message_on_our_channel_is_logged_and_ignored(
         loop = asyncio.get_running_loop()
         good = encode(ALL, 99, "/ws", None, b"\x81\x02ok")
         for payload in (b"hello", b"\x01" * 40, good[:-1], b""):
-            await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:all", payload)
-        await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:all", good)
+            await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:b:00000063", payload)
+        await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:b:00000063", good)
         await a.wait_count(1)
         assert a.got == [(ALL, "/ws", None, b"\x81\x02ok")]
         assert a.broker.stats()["malformed"] == 4

@@ -10,6 +10,10 @@ A broker URL is one of::
 
 ``prefix`` names the channels (default ``robyn_fast``): servers of one app
 share it, different apps on one Redis use different ones.
+``max_reply_size`` (bytes, default 64 MiB, at least 1 MiB) bounds what one
+reply from Redis may make the client buffer: past it the connection is
+dropped, counted and logged, and a message that could not cross it is not
+published (dropped and counted).
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..exceptions import RobynFastError
 
-__all__ = ["command", "BrokerURLError", "RedisAddress", "parse_url", "DEFAULT_PREFIX"]
+__all__ = ["command", "BrokerURLError", "RedisAddress", "parse_url", "DEFAULT_PREFIX", "DEFAULT_MAX_REPLY",
+           "MIN_MAX_REPLY"]
 
 DEFAULT_PREFIX = "robyn_fast"
+# Setting (issue 16, item 6): the broker URL's ?max_reply_size=BYTES, like ?prefix (no flag of its own).
+DEFAULT_MAX_REPLY = 64 * 1024 * 1024
+MIN_MAX_REPLY = 1024 * 1024  # a joined PUBLISH payload (512 KiB) and its push must fit
 
 
 class BrokerURLError(RobynFastError, ValueError):
@@ -54,6 +62,7 @@ class RedisAddress:
     tls: ssl.SSLContext | None
     server_hostname: str | None
     prefix: str
+    max_reply: int = DEFAULT_MAX_REPLY  # bytes one reply from Redis may make the client buffer
 
     def login(self) -> list[bytes]:
         """The commands a new connection sends first (AUTH, then SELECT)."""
@@ -102,6 +111,13 @@ def parse_url(url: str) -> RedisAddress:
     if not prefix or any(c.isspace() for c in prefix):
         raise BrokerURLError(f"broker URL {url!r}: prefix must be non-empty without spaces")
     db_text = query.pop("db", [None])[-1]
+    max_reply_text = query.pop("max_reply_size", [None])[-1]
+    max_reply = DEFAULT_MAX_REPLY
+    if max_reply_text is not None:
+        if not max_reply_text.isdigit() or not MIN_MAX_REPLY <= int(max_reply_text) <= 1 << 40:
+            raise BrokerURLError(f"broker URL {url!r}: max_reply_size is a number of bytes from {MIN_MAX_REPLY} "
+                                 f"to 2**40, not {max_reply_text!r}")
+        max_reply = int(max_reply_text)
     host: str | None = None
     path: str | None = None
     tls: ssl.SSLContext | None = None
@@ -145,4 +161,4 @@ def parse_url(url: str) -> RedisAddress:
         raise BrokerURLError(f"broker URL {url!r}: unknown option(s) {', '.join(sorted(query))}")
     where = path if path is not None else f"{host}:{port}"
     shown = f"{scheme}://{where}" + (f"/{db}" if db else "")
-    return RedisAddress(shown, host, port, path, db, username, password, tls, server_hostname, prefix)
+    return RedisAddress(shown, host, port, path, db, username, password, tls, server_hostname, prefix, max_reply)

@@ -15,7 +15,8 @@ parsing or re-encoding anything::
 A *hello* (kind 0, no endpoint, key or frame) opens every link and names the
 dialing node. :func:`encode` builds one message; :class:`Decoder` takes bytes
 split anywhere and yields whole messages, raising :class:`WireError` for
-anything malformed.
+anything malformed; :func:`decode_at` reads a whole payload (one Redis
+PUBLISH) a slice of messages at a time.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import NamedTuple, Union
 from ..exceptions import RobynFastError
 
 __all__ = [
-    "VERSION", "HELLO", "ALL", "ROOM", "TO", "Message", "WireError", "encode", "encode_hello", "Decoder", "MAX_MESSAGE",
+    "VERSION", "HELLO", "ALL", "ROOM", "TO", "Message", "WireError", "encode", "encode_hello", "Decoder", "decode_at",
+    "MAX_MESSAGE",
 ]
 
 VERSION = 1
@@ -95,6 +97,85 @@ def _decode_key(key_type: int, raw: bytes) -> Key:
     raise WireError(f"unknown key type {key_type}")
 
 
+def _one(buf: bytes | bytearray, pos: int) -> tuple[Message, int] | None:
+    """The message at ``pos`` and where the next one starts; None when
+    ``buf`` holds only part of it; WireError when it is malformed."""
+    if len(buf) - pos < HEAD_SIZE:
+        return None
+    version, kind, key_type, zero, origin, elen, klen, flen = _HEAD.unpack_from(buf, pos)
+    if version != VERSION or zero != 0 or kind > TO:
+        raise WireError(f"not a bus message (version {version}, kind {kind})")
+    total = HEAD_SIZE + elen + klen + flen
+    if total > MAX_MESSAGE:
+        raise WireError(f"a bus message of {total} bytes")
+    if len(buf) - pos < total:
+        return None
+    end = pos + total
+    if kind == HELLO:
+        if elen or klen or flen or key_type != _NONE:
+            raise WireError("a hello with a body")
+        return Message(HELLO, origin, "", None, b""), end
+    start = pos + HEAD_SIZE
+    try:
+        endpoint = bytes(buf[start : start + elen]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("an endpoint path that is not UTF-8") from None
+    key = _decode_key(key_type, bytes(buf[start + elen : start + elen + klen]))
+    if not endpoint or not flen:
+        raise WireError("a delivery without an endpoint or a frame")
+    if (kind == ALL) != (key is None):
+        raise WireError("a key that does not fit the kind")
+    return Message(kind, origin, endpoint, key, bytes(buf[start + elen + klen : end])), end
+
+
+def decode_at(payload: bytes, pos: int, limit: int) -> tuple[list[Message], int]:
+    """Up to ``limit`` messages of a whole ``payload`` (one Redis PUBLISH),
+    from ``pos``; and where the rest starts (``len(payload)`` once all are
+    read). A malformed or truncated message stops the slice before it, and
+    raises WireError when it is the first one of the slice, so the messages
+    before it are delivered and the rest of the payload is not.
+
+    The common message (a delivery) is read inline, with each endpoint path
+    decoded once per slice; anything else goes through the general path.
+    A flood of messages costs a few microseconds each."""
+    out: list[Message] = []
+    append = out.append
+    unpack = _HEAD.unpack_from
+    size = len(payload)
+    names: dict[bytes, str] = {}
+    try:
+        while pos < size and len(out) < limit:
+            if size - pos >= HEAD_SIZE:
+                version, kind, key_type, zero, origin, elen, klen, flen = unpack(payload, pos)
+                start = pos + HEAD_SIZE
+                kstart = start + elen
+                fstart = kstart + klen
+                end = fstart + flen
+                if version == VERSION and not zero and ALL <= kind <= TO and end <= size and elen and flen:
+                    raw = payload[start:kstart]
+                    endpoint = names.get(raw)
+                    if endpoint is None:
+                        try:
+                            endpoint = names[raw] = raw.decode("utf-8")
+                        except UnicodeDecodeError:
+                            raise WireError("an endpoint path that is not UTF-8") from None
+                    key = _decode_key(key_type, payload[kstart:fstart]) if key_type or klen else None
+                    if (kind == ALL) != (key is None):
+                        raise WireError("a key that does not fit the kind")
+                    append(Message(kind, origin, endpoint, key, payload[fstart:end]))
+                    pos = end
+                    continue
+            got = _one(payload, pos)  # a hello, or what is wrong with it, said by the general path
+            if got is None:
+                raise WireError(f"{size - pos} byte(s) of a truncated message")
+            append(got[0])
+            pos = got[1]
+    except WireError:
+        if not out:
+            raise
+    return out, pos
+
+
 class Decoder:
     """Whole messages out of a byte stream split anywhere."""
 
@@ -115,31 +196,12 @@ class Decoder:
         pos = 0
         out: list[Message] = []
         try:
-            while len(buf) - pos >= HEAD_SIZE:
-                version, kind, key_type, zero, origin, elen, klen, flen = _HEAD.unpack_from(buf, pos)
-                if version != VERSION or zero != 0 or kind > TO:
-                    raise WireError(f"not a bus message (version {version}, kind {kind})")
-                total = HEAD_SIZE + elen + klen + flen
-                if total > MAX_MESSAGE:
-                    raise WireError(f"a bus message of {total} bytes")
-                if len(buf) - pos < total:
+            while True:
+                got = _one(buf, pos)
+                if got is None:
                     break
-                start = pos + HEAD_SIZE
-                try:
-                    endpoint = bytes(buf[start : start + elen]).decode("utf-8")
-                except UnicodeDecodeError:
-                    raise WireError("an endpoint path that is not UTF-8") from None
-                key = _decode_key(key_type, bytes(buf[start + elen : start + elen + klen]))
-                frame = bytes(buf[start + elen + klen : pos + total])
-                if kind == HELLO:
-                    if elen or klen or flen or key_type != _NONE:
-                        raise WireError("a hello with a body")
-                elif not endpoint or not frame:
-                    raise WireError("a delivery without an endpoint or a frame")
-                elif (kind == ALL) != (key is None):
-                    raise WireError("a key that does not fit the kind")
-                pos += total
-                out.append(Message(kind, origin, endpoint, key, frame))
+                out.append(got[0])
+                pos = got[1]
         finally:
             del buf[:pos]
         return out
