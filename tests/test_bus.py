@@ -18,6 +18,7 @@ import shutil
 import struct
 import tempfile
 import textwrap
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -137,6 +138,42 @@ def test_a_big_frame_split_anywhere() -> None:
         decoder = Decoder()
         assert decoder.feed(raw[:cut]) == []
         assert decoder.feed(raw[cut:]) == [m]
+
+
+def test_a_big_frame_is_copied_once_whole_or_in_pieces() -> None:
+    # The frame's own bytes are the one copy: peak memory while decoding stays near one frame
+    # (copying it into a growing buffer, out of it, and into bytes took three).
+    frame = b"\x82\x7f" + (1 << 20).to_bytes(8, "big") + bytes(range(256)) * 4096
+    raw = encode(ROOM, TAG, "/big", "room", frame)
+    for size in (len(raw), 256 * 1024, 65536, 1000):
+        pieces = [raw[i : i + size] for i in range(0, len(raw), size)]
+        decoder = Decoder()
+        tracemalloc.start()
+        try:
+            out = [m for piece in pieces for m in decoder.feed(piece)]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert out == [Message(ROOM, TAG, "/big", "room", frame)] and decoder.buffered == 0
+        assert type(out[0].frame) is bytes
+        assert peak < len(frame) + 128 * 1024, (size, peak)
+
+
+def test_frames_never_alias_a_buffer_the_caller_writes_again() -> None:
+    # Like a transport's receive buffer: each chunk arrives in the same bytearray, rewritten
+    # after every feed. What the decoder keeps, and the frames it returns, must not change.
+    messages = [*MESSAGES, Message(ALL, TAG, "/big", None, BIG)]
+    raw = b"".join(_encode(m) for m in messages)
+    for size in (1, 7, HEAD_SIZE + 3, 4096):
+        buf = bytearray(size)
+        decoder = Decoder()
+        out: list[Message] = []
+        for i in range(0, len(raw), size):
+            piece = raw[i : i + size]
+            buf[: len(piece)] = piece
+            out += decoder.feed(memoryview(buf)[: len(piece)])
+            buf[:] = b"\xee" * size
+        assert out == messages, size
 
 
 def test_several_messages_in_one_feed_and_a_tail() -> None:
