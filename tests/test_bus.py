@@ -28,7 +28,7 @@ import uvloop
 import websocket as wsclient
 
 from robyn_fast.broker import ALL, ROOM, TO, make_node_tag, node_slot
-from robyn_fast.broker.local import LocalBus
+from robyn_fast.broker.local import DELIVERY_SLICE, LocalBus
 from robyn_fast.broker.wire import (
     HEAD_SIZE,
     HELLO,
@@ -39,6 +39,7 @@ from robyn_fast.broker.wire import (
     encode,
     encode_hello,
 )
+from robyn_fast.config import Config
 from robyn_fast.websocket.ids import node_of
 
 from .process_helpers import ServerProcess, owner, worker_pids
@@ -800,6 +801,58 @@ def test_a_stalled_peer_is_one_episode_whatever_the_message_sizes(
             assert len(bus_records(caplog, "caught up")) == 1
             got = [index(f) for f in ib.frames()]
             assert got == sorted(got) and len(got) + a.dropped == i + 1
+
+    run(loop_kind, main)
+
+
+# -- inbound flow control ---------------------------------------------------------------------------
+
+
+def test_held_delivery_stops_reading_and_resumes_in_order_one_slice_per_iteration(loop_kind: str, rundir: str) -> None:
+    """pause_delivery(): each inbound link keeps the one read it has and stops
+    reading (the senders keep the rest); resume_delivery(): everything
+    arrives, in order per sender, at most DELIVERY_SLICE bytes (plus the
+    message that crosses it) per loop iteration, however many links wait."""
+    n, size = 1500, 1000
+    framed = len(frame(0, size))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with buses(rundir, 4) as started:
+            senders, (d, inbox) = started[:3], started[3]
+            d.pause_delivery()
+            for i in range(n):
+                for k, (bus, _) in enumerate(senders):
+                    bus.publish(ALL, "/ws", None, frame(k * n + i, size))
+                if i % 100 == 99:
+                    await asyncio.sleep(0)
+            links = [inbound_from(d, bus.node) for bus, _ in senders]
+            await until(lambda: not any(link.reading for link in links), "paused on every link")
+            assert inbox.got == [] and all(link.backlog for link in links)
+            assert all(backlog(bus, 3) > 0 for bus, _ in senders)  # the rest waits with the senders
+            # Resume, and count what is delivered between two turns of the loop.
+            per_turn: list[int] = []
+            seen = [0]
+
+            def turn() -> None:
+                per_turn.append((len(inbox.got) - seen[0]) * framed)
+                seen[0] = len(inbox.got)
+                if len(inbox.got) < 3 * n:
+                    loop.call_soon(turn)
+
+            loop.call_soon(turn)
+            await asyncio.sleep(0)
+            d.resume_delivery()
+            await inbox.wait(3 * n)
+            got = [index(f) for f in inbox.frames()]
+            for k in range(3):
+                assert [i for i in got if k * n <= i < (k + 1) * n] == list(range(k * n, (k + 1) * n))
+            # (Without the slice: 0.7 to 1 MiB in one turn, the three links' reads at once.)
+            assert max(per_turn) <= DELIVERY_SLICE + framed, max(per_turn)
+            assert DELIVERY_SLICE * 8 <= Config().max_backpressure
+            assert sum(per_turn) + (len(inbox.got) - seen[0]) * framed == 3 * n * framed
+            assert d.received == 3 * n and all(bus.dropped == 0 for bus, _ in senders)
+            assert all(link.reading for link in links)
 
     run(loop_kind, main)
 
