@@ -69,6 +69,11 @@ cdef class Hub:
     cdef double keepalive_tick
     cdef readonly Py_ssize_t flushes      # flush rounds run (for tests and benchmarks)
     cdef readonly Py_ssize_t writes       # transport write calls made by flushes
+    # on_congestion(connection, True) when a connection's transport asks it to
+    # pause writing (its buffer is over the high-water mark), (connection,
+    # False) when it resumes or the connection is lost while paused; None: not
+    # told. The server uses it to hold back what the broker delivers.
+    cdef public object on_congestion
     cdef ws_counters_t *m                 # this process's counters (robyn_fast._core.metrics)
 
     cdef object lend_window(self)

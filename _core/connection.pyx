@@ -515,6 +515,8 @@ cdef class Connection(MessageSink):
         # (what it sends would only queue more answers) until it catches up.
         self.writing_paused = True
         self._set_reading()
+        if self.hub.on_congestion is not None:
+            self.hub.on_congestion(self, True)
 
     def resume_writing(self):
         cdef bytes payload = self.pending_pong
@@ -523,6 +525,8 @@ cdef class Connection(MessageSink):
             self.pending_pong = None
             self._queue_pong(payload)
         self._set_reading()
+        if self.hub.on_congestion is not None:
+            self.hub.on_congestion(self, False)
 
     cdef int _set_reading(self) except -1:
         """Pause reading while either reason holds (handlers behind, writes
@@ -552,6 +556,8 @@ cdef class Connection(MessageSink):
         self.pending_pong = None
         self.pending_close = None
         self.hub.remove(self)
+        if self.writing_paused and self.hub.on_congestion is not None:
+            self.hub.on_congestion(self, False)
         self._enqueue(_CLOSE)
 
     # -- reading ---------------------------------------------------------------

@@ -53,6 +53,12 @@ log = get_logger("robyn_fast.server")
 
 T = TypeVar("T")
 
+#: How long one client whose writes back up may hold back what other nodes
+#: publish (see ``Server._congestion``). A client that reads keeps up again
+#: within milliseconds; one that takes nothing for this long is left to its
+#: endpoint's backpressure policy and no longer holds the bus.
+BUS_HOLD_GRACE = 1.0
+
 
 class ServedEndpoint(Protocol):
     """What the server needs of a WebSocket endpoint."""
@@ -115,6 +121,11 @@ class Server:
         if self.config.metrics_path is not None:
             self.handle_http = self._handle_with_metrics
         self._broker_timer: asyncio.TimerHandle | None = None
+        # Clients whose transport is over its write high-water mark -> loop time it got there
+        # (those that hold back the broker's deliveries; see _congestion).
+        self._backed_up: dict[Any, float] = {}
+        self._delivery_held = False
+        self._hold_timer: asyncio.TimerHandle | None = None
         self.context: contextvars.Context = contextvars.copy_context()
         self.hubs: dict[ServedEndpoint, Hub] = {}
         self._by_path: dict[str, ServedEndpoint] = {}
@@ -273,6 +284,11 @@ class Server:
         if self._broker_timer is not None:
             self._broker_timer.cancel()
             self._broker_timer = None
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        self._backed_up.clear()
+        self._delivery_held = False
         self.app.detach_server(self)
         with self._calls_lock:
             self._running = False
@@ -288,6 +304,8 @@ class Server:
         if hub is None:
             config = endpoint.effective_config
             hub = self.hubs[endpoint] = Hub(self.loop, config, json_dumps=dumps, context=self.context)
+            if self.broker is not None:
+                hub.on_congestion = self._congestion
             if config.max_message_size is None and config.compression != "off":
                 log.warning("websocket %s: max_message_size=None, so permessage-deflate is declined (nothing would "
                             "bound what a compressed message inflates to); set a max_message_size to compress",
@@ -440,6 +458,45 @@ class Server:
         if self.broker is not None:
             self.broker.publish(ALL if room is None else ROOM, endpoint.endpoint, room, frame)
         return count
+
+    def _congestion(self, conn: Any, backed_up: bool) -> None:
+        """A client's transport went over its write high-water mark
+        (``backed_up``), or back under its low mark, or the connection is gone.
+
+        While any client is backed up, the broker holds back what other
+        nodes publish (:meth:`Broker.pause_delivery`: they keep it, within
+        their bounds, and count what they drop), so a burst from the bus (a
+        worker that resumes after a stall reads megabytes at once) reaches
+        the clients at the pace they take it instead of piling up past
+        ``max_backpressure``. One client holds the bus for at most
+        ``BUS_HOLD_GRACE`` seconds per episode: one that reads nothing must
+        not stop delivery to the others."""
+        if backed_up:
+            self._backed_up.setdefault(conn, self.loop.time())
+        elif self._backed_up.pop(conn, None) is None:
+            return  # no longer holding (its grace ran out), or never was
+        self._hold_delivery()
+
+    def _hold_delivery(self) -> None:
+        held = bool(self._backed_up)
+        broker = self.broker
+        if held != self._delivery_held and broker is not None:
+            self._delivery_held = held
+            if held:
+                broker.pause_delivery()
+            else:
+                broker.resume_delivery()
+        if held and self._hold_timer is None:
+            first = min(self._backed_up.values())
+            self._hold_timer = self.loop.call_at(first + BUS_HOLD_GRACE, self._hold_expired)
+
+    def _hold_expired(self) -> None:
+        self._hold_timer = None
+        cutoff = self.loop.time() - BUS_HOLD_GRACE
+        for conn, since in list(self._backed_up.items()):
+            if since <= cutoff:
+                del self._backed_up[conn]
+        self._hold_delivery()
 
     def _deliver(self, kind: int, path: str, key: Any, frame: bytes) -> None:
         """What another node published, for this node's connections."""
