@@ -299,7 +299,7 @@ _UNESCAPE = re.compile(r"\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8})|(.))"
 
 
 def unescape_field(text: str) -> str:
-    """The value of one access-log field (the inverse of robyn_fast.logs.field); a byte that was
+    r"""The value of one access-log field (the inverse of robyn_fast.logs.field); a byte that was
     not UTF-8 (\xNN of 0x80..0xff) comes back as its surrogateescape code point."""
     def one(m: re.Match[str]) -> str:
         if m.group(1):
@@ -324,7 +324,7 @@ def test_access_log_lines_parse_back_to_exactly_the_request_fields(loop_kind: st
     targets = [
         "/ok",
         "/x%22%20500%201%200.1ms%20%22GET%20/forged",
-        '/x%22" 200 2 3ms',  # a raw quote too, if the parser lets one through
+        '/x"y"z',  # a raw quote too, if the HTTP parser lets one through
         "/a%5Cx22b%5C%5Cc%5Cx20",
         "/q?name=a%20b%22c&z=%25",
         "/%0D%0Aforged%20line%09tab%1B[0m%E2%80%AE%E2%80%A8",
@@ -335,14 +335,14 @@ def test_access_log_lines_parse_back_to_exactly_the_request_fields(loop_kind: st
     with running(app, loop_kind) as srv:
         for target in targets:
             sock = connect(srv.port)
-            sock.sendall(f"GET {target} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n".encode())
+            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
             answer = recv_all(sock)
             sock.close()
-            if answer.startswith(b"HTTP/1.1 400 "):
-                continue  # refused by the HTTP parser: logged as "- -", nothing of the target in it
+            if answer.startswith(b"HTTP/1.1 400 ") and '"' in target:
+                continue  # a raw quote refused by the HTTP parser: logged as "- -", nothing of the target in it
             sent.append(target)
         eventually(lambda: len(access.lines), lambda n: n >= len(targets))
-    assert len(sent) >= len(targets) - 1, sent
+    assert len(sent) >= len(targets) - 1, sent  # every percent-encoded target was served
     lines = [line for line in access.lines if '"- -"' not in line]
     assert len(lines) == len(sent), access.lines
     for target, line in zip(sent, lines):
