@@ -291,8 +291,8 @@ def test_access_log_escapes_client_text(access: Access) -> None:
     assert any('"- -" 400 ' in line and line.endswith(" -") for line in access.lines), access.lines
 
 
-# One access line: peer "METHOD target" status bytes duration; every field free of spaces and
-# quotes, with Python-style escapes (robyn_fast.logs.field) that a reader undoes exactly.
+# One access line: peer "METHOD target" status bytes duration; every field free of spaces (of
+# any kind) and quotes, with Python-style escapes (robyn_fast.logs.field) that a reader undoes.
 ACCESS_LINE = re.compile(r'(?P<peer>[^ "]+) "(?P<method>[^ "]+) (?P<target>[^ "]+)" (?P<status>\d{3}) (?P<size>\d+) '
                          r'(?P<took>[^ "]+)')
 _UNESCAPE = re.compile(r"\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8})|(.))")
@@ -330,6 +330,7 @@ def test_access_log_lines_parse_back_to_exactly_the_request_fields(loop_kind: st
         "/%0D%0Aforged%20line%09tab%1B[0m%E2%80%AE%E2%80%A8",
         "/%FF%FE%C3%28%20end",
         "/caf%C3%A9%20%22%22",
+        "/nbsp%C2%A0200%C2%A01%E2%80%830.1ms",  # U+00A0 and U+2003: spaces to str.split()
     ]
     sent: list[str] = []
     with running(app, loop_kind) as srv:
@@ -348,6 +349,7 @@ def test_access_log_lines_parse_back_to_exactly_the_request_fields(loop_kind: st
     for target, line in zip(sent, lines):
         m = ACCESS_LINE.fullmatch(line)
         assert m is not None, line
+        assert len(line.split()) == 6, line  # str.split() too finds exactly the six fields
         assert unescape_field(m["method"]) == "GET"
         assert unescape_field(m["target"]) == unquote(target, errors="surrogateescape"), line
         assert m["status"] == ("200" if target == "/ok" else "404"), line
