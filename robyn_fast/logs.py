@@ -86,7 +86,8 @@ def field(value: object) -> str:
     The escapes are Python's, the backslash itself included, so a reader recovers the exact
     value (``\\xNN`` of U+DC80..U+DCFF: a byte that was not UTF-8). Never cut (a cut marker
     would be text a reader cannot tell from the value's own): pass values with a bound of
-    their own (a request target is bounded by ``Config.max_request_line``). The result passes through :class:`SafeRecords` untouched."""
+    their own (a request target is bounded by ``Config.max_request_line``). The result passes
+    through :class:`SafeRecords` untouched."""
     text = printable(value, limit=None)
     if not text.isprintable() or " " in text or '"' in text:
         # what printable() leaves that a reader would take for a separator: the space, the quote,
