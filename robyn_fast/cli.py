@@ -153,6 +153,8 @@ class Options:
         self._given = {s.name: given.get(s.name, False if s.switch else None) for s in _FLAGGED}
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_given":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
         try:
             return self._given[name]
         except KeyError:
@@ -235,6 +237,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Serve this app with robyn_fast (Robyn's command line).",
                 allow_abbrev=False, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     for s in _FLAGGED:
+        if s.flag is None:  # (for the type checker: _FLAGGED holds only settings with a flag)
+            continue
         doc = _plain(s.described()) + (f" [{s.env}]" if s.env else "")
         if s.switch:
             p.add_argument(s.flag, dest=s.name, action="store_true", help=doc)
@@ -369,14 +373,17 @@ def resolve(
         found, value = given(s.name)
         if found:
             config[s.name] = value
-    for name, argument, value in (("header_timeout", "client_timeout", client_timeout),
-                                  ("keep_alive_timeout", "keep_alive_timeout", keep_alive_timeout)):
-        if name not in config and value is not None:
+    start_config: tuple[tuple[str, str, float | None], ...] = (
+        ("header_timeout", "client_timeout", client_timeout),
+        ("keep_alive_timeout", "keep_alive_timeout", keep_alive_timeout),
+    )
+    for name, argument, start_value in start_config:
+        if name not in config and start_value is not None:
             spec = _BY_NAME[name]
             try:
-                config[name] = spec.check(value, spec.where)
+                config[name] = spec.check(start_value, spec.where)
             except (TypeError, ValueError) as exc:
-                raise UsageError(f"app.start({argument}={value!r}): {exc}") from None
+                raise UsageError(f"app.start({argument}={start_value!r}): {exc}") from None
     context = _tls(given, ssl)
     if context is not None:
         config["ssl"] = context

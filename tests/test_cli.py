@@ -309,7 +309,10 @@ def test_a_malformed_environment_variable_is_a_usage_error_naming_it(name: str, 
 @pytest.mark.parametrize(
     ("start", "needle"),
     [({"processes": 0}, "app.start(processes=0)"), ({"workers": "2"}, "app.start(workers='2')"),
-     ({"processes": True}, "app.start(processes=True)"), ({"port": 70000}, "invalid port 70000")],
+     ({"processes": True}, "app.start(processes=True)"), ({"port": 70000}, "invalid port 70000"),
+     # checked as the Config field they set (before: a ValueError traceback from Config, exit 1)
+     ({"client_timeout": -1}, "app.start(client_timeout=-1): Config.header_timeout must be a positive"),
+     ({"keep_alive_timeout": "5"}, "app.start(keep_alive_timeout='5'): Config.keep_alive_timeout must be a number")],
 )
 def test_malformed_app_start_arguments_are_usage_errors(start: dict[str, object], needle: str) -> None:
     with pytest.raises(UsageError) as raised:
