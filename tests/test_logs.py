@@ -375,14 +375,14 @@ def test_an_access_log_field_is_one_field_that_reads_back_exactly(value: str) ->
     shown = field(value)
     assert " " not in shown and '"' not in shown and shown.isprintable(), shown
     assert unescape_field(shown) == value
-    assert SafeRecords().filter(_record("%s", shown)) and _record_text("%s", shown) == shown
+    assert SafeRecords().filter(_access_record("%s", shown)) and _access_text("%s", shown) == shown
 
 
-def _record(msg: str, *args: object) -> logging.LogRecord:
+def _access_record(msg: str, *args: object) -> logging.LogRecord:
     return logging.LogRecord("robyn_fast.access", logging.INFO, __file__, 1, msg, args, None)
 
 
-def _record_text(msg: str, *args: object) -> str:
-    record = _record(msg, *args)
+def _access_text(msg: str, *args: object) -> str:
+    record = _access_record(msg, *args)
     SafeRecords().filter(record)
     return record.getMessage()
