@@ -39,7 +39,7 @@ from .http.protocol import HttpHandler, HttpProtocol
 from .http.routes import Routes
 from . import metrics
 from .http.types import error_response, serialize_response
-from .listener import Listener, bind_listeners
+from .listener import Listener, listen
 from .websocket.extensions import DeflateParams
 from .websocket.handshake import accept_handshake, is_upgrade_request, negotiate_compression
 from .websocket.ids import node_of
@@ -130,20 +130,27 @@ class Server:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def start(self, host: str | None = None, port: int | None = None, *, sock: socket.socket | None = None) -> None:
-        """Run the startup hooks, then listen on ``host:port`` or on ``sock``
-        (already bound, e.g. by a supervisor). Raises ``OSError`` when the
-        address cannot be bound and :class:`~robyn_fast.exceptions.InvalidState`
-        when another server already serves the app."""
-        if sock is None and port is None:
-            raise TypeError("Server.start() needs a port (with a host) or a bound socket")
-        if sock is not None and (host is not None or port is not None):
-            raise TypeError("Server.start() takes a host and port or a socket, not both")
+    async def start(self, host: str | None = None, port: int | None = None, *, sock: socket.socket | None = None,
+                    sockets: Sequence[socket.socket] = ()) -> None:
+        """Run the startup hooks, then listen on ``host:port`` (every address
+        ``host`` resolves to: :func:`robyn_fast.listener.listen`) or accept on
+        ``sock`` or ``sockets`` (listening already, e.g. bound by the launch
+        path; ``ValueError`` for one that is not). Raises ``OSError``
+        when the address cannot be bound and
+        :class:`~robyn_fast.exceptions.InvalidState` when another server
+        already serves the app."""
+        given = [sock] if sock is not None else list(sockets)
+        if sock is not None and sockets:
+            raise TypeError("Server.start() takes sock or sockets, not both")
+        if not given and port is None:
+            raise TypeError("Server.start() needs a port (with a host) or bound sockets")
+        if given and (host is not None or port is not None):
+            raise TypeError("Server.start() takes a host and port or sockets, not both")
         self.app.attach_server(self)
         self._thread = threading.get_ident()
         self._running = True
         self.context = contextvars.copy_context()
-        sockets: list[socket.socket] = []
+        listening: list[socket.socket] = []
         try:
             for endpoint in self.app.websocket_endpoints():
                 self.hub(endpoint)
@@ -154,26 +161,29 @@ class Server:
             for hook in self.app.startup_handlers:
                 await _maybe_await(hook())
             tls = self._tls_arguments()
-            if sock is not None:
-                sockets = [sock]
-                sock.listen(self.config.backlog)
+            if given:
+                listening = given
+                for one in given:
+                    if not one.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                        raise ValueError(f"socket {one.getsockname()!r} is not listening (robyn_fast.listener.listen "
+                                         "makes listening sockets)")
             elif port is not None:
-                sockets = await bind_listeners(self.loop, host, port, self.config.backlog)
+                listening = listen(host, port, self.config.backlog)
             # Our own accept(), on uvloop and asyncio alike: robyn_fast.listener
             # says why (running out of file descriptors).
             # (On a TLS port a refused connection is closed without a word: a
             # cleartext 503 would mean nothing to a TLS client.)
             refusal = b"" if tls else error_response(
                 503, "the server has no file descriptor left for a connection; retry later", [("retry-after", "1")])
-            for listening in sockets:
-                self.listeners.append(Listener(self.loop, listening, lambda: HttpProtocol(self), refusal, tls))
+            for one in listening:
+                self.listeners.append(Listener(self.loop, one, lambda: HttpProtocol(self), refusal, tls))
             for listener in self.listeners:
                 listener.start()
         except BaseException:
             for listener in self.listeners:
                 listener.close()
-            for listening in sockets[len(self.listeners):]:
-                listening.close()
+            for one in listening[len(self.listeners):]:
+                one.close()
             if self.broker is not None:
                 with contextlib.suppress(Exception):  # its tasks and connections go too; the first error stands
                     await self.broker.close()
@@ -526,37 +536,29 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 def run(
     app: ServedApp,
-    host: str = "127.0.0.1",
-    port: int | None = 8080,
+    sockets: Sequence[socket.socket],
     *,
-    sock: socket.socket | None = None,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     broker: Broker | None = None,
     on_ready: Callable[[Server], Awaitable[None]] | None = None,
     on_serving: Callable[[str], None] | None = None,
 ) -> int:
-    """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully.
+    """Serve ``app`` on ``sockets`` (listening, from
+    :func:`robyn_fast.listener.listen`) until SIGINT or SIGTERM, then shut
+    down gracefully; returns the process exit code (0).
 
     ``broker`` joins this server to the other nodes (a worker's
-    :class:`~robyn_fast.broker.local.LocalBus`). ``on_ready`` (a worker's)
-    is awaited once the server listens, instead of announcing it on stderr;
-    ``on_serving(url)`` is called after that announcement.
-    Returns the process exit code: 0 after a graceful shutdown, 1 when the
-    address cannot be bound (the reason is printed as one line on stderr).
+    :class:`~robyn_fast.broker.local.LocalBus`, or a Redis node).
+    ``on_ready`` (a worker's) is awaited once the server accepts, instead of
+    announcing it on stderr; ``on_serving(url)`` is called after that
+    announcement. Binding, and saying that an address cannot be bound, is
+    the launch path's (:mod:`robyn_fast.workers.launch`).
     """
     loop = (loop_factory or new_event_loop)()
     asyncio.set_event_loop(loop)
     server = Server(app, loop, broker=broker)
-    where = f"{host}:{port}" if sock is None else str(sock.getsockname())
     try:
-        try:
-            if sock is not None:
-                loop.run_until_complete(server.start(sock=sock))
-            else:
-                loop.run_until_complete(server.start(host, port))
-        except OSError as exc:
-            print(f"robyn_fast: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+        loop.run_until_complete(server.start(sockets=sockets))
         stop = server.stopping
 
         async def serve() -> None:

@@ -983,12 +983,23 @@ def test_dev_survives_a_syntax_error_and_serves_again_once_it_is_fixed(tmp_path:
         assert len(children_started(server)) == 2
         assert gone(first, script) and gone(children_started(server)[1], script)
         assert server.proc.poll() is None  # the reloader is still running...
-        with pytest.raises(ConnectionRefusedError):  # ...and nothing serves the broken app
-            socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT).close()
+        # ...and nothing serves the broken app: a request made now waits in the backlog of the
+        # reloader's listening socket (the address stays this server's) until a fixed app answers it.
+        waiting = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
+        waiting.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        waiting.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            waiting.recv(1)
 
         rewrite(script, good.replace('BODY = "version 1"', 'BODY = "version 3"'))
         third = wait_for_child(server, 3)
         assert announced_ports(server) == [port, port]  # the broken child never served
+        waiting.settimeout(IO_TIMEOUT)
+        reply = b""
+        while chunk := waiting.recv(65536):
+            reply += chunk
+        waiting.close()
+        assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"version 3"), reply
         assert get(port) == "version 3"
         assert server.stop(signal.SIGTERM, TIMEOUT) == 0
         assert gone(third, script)
