@@ -254,7 +254,7 @@ def switch_text(text: str) -> bool:
         return True
     if word in _FALSE:
         return False
-    raise ValueError(f"expected one of {', '.join(_TRUE)} (on) or {', '.join(_FALSE)} (off), got {text!r}")
+    raise ValueError(f"expected true or false (or 1/0, yes/no, on/off), got {text!r}")
 
 
 def text(what: str, spaces: bool = False) -> Parse:

@@ -849,7 +849,7 @@ def test_every_variable_is_validated_like_its_flag(capsys: pytest.CaptureFixture
         if spec.env is None:
             continue
         if spec.switch:
-            with pytest.raises(UsageError, match=f"^{spec.env}='maybe': expected one of "):
+            with pytest.raises(UsageError, match=f"^{spec.env}='maybe': expected true or false "):
                 cli.environment({spec.env: "maybe"})
             assert cli.environment({spec.env: " Off "}) == {spec.name: False}
             checked.append(spec.name)
