@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import socket
 import textwrap
@@ -182,3 +183,64 @@ def test_every_address_family_is_served(tmp_path: Path, host: str, mode: str) ->
         ours = _descendants(server.pid)
         for address in ("127.0.0.1", "::1"):
             assert _pid_over_a_new_connection(address, port) in ours, address
+
+
+# -- the binder itself (robyn_fast.listener), in this process ------------------------------------------------
+
+
+def test_a_group_takes_joiners_and_refuses_every_other_server() -> None:
+    from robyn_fast.listener import join, joinable, listen, reuse_port_available
+
+    if not reuse_port_available():
+        pytest.skip("no SO_REUSEPORT spreading here")
+    group = listen("127.0.0.1", 0, 16, shareable=True)
+    port = group[0].getsockname()[1]
+    try:
+        assert joinable(group)
+        worker = join(group, 16)
+        try:
+            assert [s.getsockname() for s in worker] == [s.getsockname() for s in group]
+            for shareable in (False, True):  # a second server, one process or a supervisor
+                with pytest.raises(OSError) as info:
+                    listen("127.0.0.1", port, 16, shareable=shareable)
+                assert info.value.errno == errno.EADDRINUSE
+            # A plain server's sockets take no joiner.
+            plain = listen("127.0.0.1", 0, 16)
+            try:
+                assert not joinable(plain)
+                with pytest.raises(OSError) as info:
+                    join(plain, 16)
+                assert info.value.errno == errno.EADDRINUSE
+            finally:
+                for sock in plain:
+                    sock.close()
+        finally:
+            for sock in worker:
+                sock.close()
+    finally:
+        for sock in group:
+            sock.close()
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_every_interface_is_one_port_in_both_families() -> None:
+    from robyn_fast.listener import join, listen
+
+    sockets = listen("", 0, 16, shareable=True)
+    try:
+        families = {s.family: s for s in sockets}
+        assert set(families) == {socket.AF_INET, socket.AF_INET6}
+        assert len({s.getsockname()[1] for s in sockets}) == 1
+        assert families[socket.AF_INET6].getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+        worker = join(sockets, 16)
+        assert [(s.family, s.getsockname()) for s in worker] == [(s.family, s.getsockname()) for s in sockets]
+        for sock in worker:
+            sock.close()
+    finally:
+        for sock in sockets:
+            sock.close()
+    (dual,) = listen("::", 0, 16)
+    try:
+        assert dual.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0  # IPv4 clients too
+    finally:
+        dual.close()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..logs import get_logger
+
 __all__ = ["Reloader", "DEV_CHILD_ENV", "LISTEN_FDS_ENV", "is_dev_child", "inherited_fds"]
 
 log = get_logger("robyn_fast.workers")

@@ -207,6 +207,12 @@ class Supervisor:
     def _loop(self) -> None:
         while True:
             self._reap()
+            if self.stopping:
+                # The workers stop accepting on their own copies; the supervisor's would only let the
+                # kernel queue connections nobody will accept (here, not in the signal handler, which
+                # may interrupt _spawn between binding a worker's sockets and forking it).
+                for slot in self.slots:
+                    self._close_sockets(slot)
             live = [s for s in self.slots if s.pid is not None]
             if self.stopping and not live:
                 return
