@@ -275,16 +275,8 @@ class Robyn:
         except cli.UsageError as exc:
             print(f"{prog}: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-        if settings.keep_alive_timeout is not None:
-            self.config = replace(self.config, keep_alive_timeout=settings.keep_alive_timeout)
-        if settings.header_timeout is not None:
-            self.config = replace(self.config, header_timeout=settings.header_timeout)
-        if settings.metrics_path is not None:
-            self.config = replace(self.config, metrics_path=settings.metrics_path)
-        if settings.access_log:
-            self.config = replace(self.config, access_log=True)
-        if settings.ssl is not None:
-            self.config = replace(self.config, ssl=settings.ssl)
+        if settings.config:  # the Config fields that flags, the environment or app.start() set
+            self.config = replace(self.config, **settings.config)
         root = logging.getLogger()
         if not root.handlers:
             fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"

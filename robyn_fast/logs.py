@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import Mapping
 from types import TracebackType
 
-__all__ = ["printable", "exception_text", "SafeRecords", "get_logger", "Throttle", "more_since"]
+__all__ = ["printable", "field", "exception_text", "SafeRecords", "get_logger", "Throttle", "more_since"]
 
 #: Longest text :func:`printable` keeps by default; longer text is cut and marked.
 DEFAULT_LIMIT = 1000
@@ -77,6 +77,27 @@ def printable(value: object, limit: int | None = DEFAULT_LIMIT) -> str:
     if not text.isprintable() or "\\" in text:
         text = "".join(_escape_char(ch) if _unsafe(ch) else ch for ch in text)
     return f"{text}...[{left_out} more]" if left_out else text
+
+
+def field(value: object) -> str:
+    """``value`` as one space-free field of a log line whose fields are separated by spaces and
+    quotes (the access log): :func:`printable`, with the space, the double quote and every
+    other space character escaped too (``\\x20``, ``\\x22``, ``\\u00a0``), so that text
+    derived from a request (a percent-decoded target) cannot end its field or forge another.
+    The escapes are Python's, the backslash itself included, so a reader recovers the exact
+    value (``\\xNN`` of U+DC80..U+DCFF: a byte that was not UTF-8). Never cut (a cut marker
+    would be text a reader cannot tell from the value's own): pass values with a bound of
+    their own (a request target is bounded by ``Config.max_request_line``). The result passes
+    through :class:`SafeRecords` untouched."""
+    text = printable(value, limit=None)
+    if not text.isprintable() or " " in text or '"' in text:
+        # what printable() leaves that a reader would take for a separator: the space, the quote,
+        # and the other spaces (U+00A0, U+2003...; str.split() splits on them too)
+        text = "".join(_escape_char(ch) if ch == '"' or ch.isspace() or unicodedata.category(ch) == "Zs" else ch
+                       for ch in text)
+    escaped = _Escaped(text)
+    escaped._repr = repr(text)
+    return escaped
 
 
 def _str(value: object) -> str:

@@ -150,6 +150,32 @@ def test_the_modules_the_core_imports_are_leaves() -> None:
         assert relative == [] and [name for name in imported if name.startswith("robyn_fast")] == [], module
 
 
+def _reachable(graph: dict[str, set[tuple[str, tuple[str, ...]]]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for target, _ in graph[todo.pop()]:
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_the_command_line_is_below_the_brokers_the_app_and_the_package_root() -> None:
+    """cli reads flags, variables and robyn.env into settings: nothing it imports, directly or
+    through another module, function-local imports included, may be the package root, the app,
+    the server, a running broker or the workers (they sit above it and use it)."""
+    graph = _imports(_modules())
+    below = _reachable(graph, "robyn_fast.cli")
+    above = {"robyn_fast", "robyn_fast.app", "robyn_fast.server", "robyn_fast.broker", "robyn_fast.broker.redis",
+             "robyn_fast.broker.local", "robyn_fast.workers", "robyn_fast.workers.supervisor",
+             "robyn_fast.workers.reloader", "robyn_fast.workers.launch", "robyn_fast.listener"}
+    assert below & above == set(), sorted(below & above)
+    # the declarations of the settings are a leaf that Config and cli both build on
+    assert {t for t, _ in graph["robyn_fast.settings"]} == set()
+    assert "robyn_fast.settings" in below and "robyn_fast.config" in below
+
+
 def _calls(path: Path) -> list[ast.Call]:
     return [node for node in ast.walk(ast.parse(path.read_text(), str(path))) if isinstance(node, ast.Call)]
 

@@ -16,7 +16,7 @@ import pytest
 import uvloop
 
 from robyn_fast.broker.redis import RedisBroker
-from robyn_fast.broker.resp import BrokerURLError, command, parse_url
+from robyn_fast.broker.resp import BrokerURLError, command, parse_url, redact_url
 from robyn_fast.broker.wire import ALL, ROOM, TO, encode
 
 from .redis_helpers import RedisServer, redis_server
@@ -70,6 +70,20 @@ def test_broker_urls(url: str, where: tuple[Any, ...], db: int, user: str | None
 def test_bad_broker_urls_say_why(url: str, says: str) -> None:
     with pytest.raises(BrokerURLError, match=says):
         parse_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://u:s3cret@h:1", "redis://u:s3cret@h:port", "redis://:s3cret@h:1/x", "redis://s3cret@h:1/-1",
+     "redis://u:s3cret@h:1?timeout=3", "unix://u:s3cret@", "rediss://:s3cret@h:1?ssl_cert_reqs=maybe",
+     "redis://u:s3cret@x@h:1/x", "redis://u:s3cret@[::1/0"],
+)
+def test_bad_broker_urls_never_show_their_password(url: str) -> None:
+    with pytest.raises(BrokerURLError) as raised:
+        parse_url(url)
+    assert "s3cret" not in str(raised.value) and "***@" in str(raised.value), str(raised.value)
+    assert "s3cret" not in repr(parse_url("redis://u:s3cret@h:1/0"))  # nor an address's repr()
+    assert redact_url(url).count("***") == 1 and "s3cret" not in redact_url(url)
 
 
 # -- two nodes in one process ----------------------------------------------------------------------------
