@@ -154,7 +154,10 @@ cdef class _ReadWindow:
         p._exports += 1
 
     def __releasebuffer__(self, Py_buffer *view):
-        self.parser._exports -= 1
+        cdef FrameParser p = self.parser
+        p._exports -= 1
+        if p._released and p._exports == 0:
+            p.release()         # the transport let go only now: finish what release() left
 
     def __len__(self):
         return self.parser._rcap - self.parser._rend
@@ -281,6 +284,13 @@ cdef class FrameParser:
 
     cdef object read_window(self):
         cdef size_t want = READ_MIN
+        cdef _ReadWindow window
+        if self._window is None:
+            # Only after release(): a transport that reads on gets a window
+            # again (and its input is ignored, as after a Close).
+            window = _ReadWindow.__new__(_ReadWindow)
+            window.parser = self
+            self._window = window
         if self._state == PS_PAYLOAD and self._remaining > want:
             want = <size_t>self._remaining if self._remaining < READ_MAX else READ_MAX
         self.reserve_input(want)
@@ -332,6 +342,30 @@ cdef class FrameParser:
             free(self._rbuf)
             self._rbuf = NULL
             self._rcap = 0
+
+    cdef void release(self):
+        free(self._mbuf)
+        self._mbuf = NULL
+        self._mcap = self._mlen = 0
+        self._msg_opcode = self._msg_rsv = 0
+        self._remaining = 0
+        self._rstart = self._rend = 0
+        self._sink = None
+        self._inflater = None
+        self._released = True
+        if self._state == PS_FAILED:
+            # Kept, so that parse() raises it again, but without the frames
+            # of its traceback or the exception it interrupted.
+            self._error.messages = []
+            self._error.__traceback__ = None
+            self._error.__context__ = None
+        else:
+            self._state = PS_CLOSED
+        if self._exports == 0:
+            free(self._rbuf)
+            self._rbuf = NULL
+            self._rcap = 0
+            self._window = None
 
     cdef int _mbuf_reserve(self, size_t extra) except -1:
         cdef size_t need = self._mlen + extra
