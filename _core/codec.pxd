@@ -134,8 +134,9 @@ cdef class FrameParser:
     cdef uint32_t _utf8                 # UTF-8 validator state across fragments
     cdef MessageSink _sink              # where parse(None) delivers
     cdef Inflater _inflater             # permessage-deflate negotiated: RSV1 messages are inflated
-    cdef uint64_t _climit               # bound on a compressed message's bytes (a little over _limit)
-    cdef uint64_t _cframes              # frames of the compressed message being assembled
+    cdef uint64_t _climit               # bound on a compressed message's bytes (a little over _limit)...
+    cdef uint64_t _cslack               # ... plus this: 16 bytes a frame with payload of the message being assembled,
+    cdef uint64_t _cslack_max           # ... at most this (_limit + 1 KiB): the bound is 2 x _limit and a little
 
     # BufferedProtocol plumbing: the writable window (at least READ_MIN bytes),
     # then account for `n` bytes the transport wrote into it.

@@ -458,11 +458,16 @@ cdef class FrameParser:
             self._allowed_rsv |= 0x40
         # A compressed message may be a little larger than what it inflates
         # to (stored blocks: 5 bytes per block), so its bound has slack; the
-        # inflated size is held to _limit exactly.
+        # inflated size is held to _limit exactly. A sender that flushes in
+        # every fragment adds up to ~10 bytes a frame with payload (websockets
+        # does): 16 bytes of slack each, up to _limit + 1 KiB in all, so the
+        # bound stays one (an empty frame adds no bytes and gets no slack).
         if self._limit == UINT64_MAX or self._limit > (UINT64_MAX >> 2):
             self._climit = self._limit
+            self._cslack_max = 0
         else:
             self._climit = self._limit + (self._limit >> 8) + 64
+            self._cslack_max = self._limit + 1024
         return 0
 
     cdef object _inflate(self, const uint8_t *src, size_t n, int opcode, list out):
@@ -598,15 +603,19 @@ cdef class FrameParser:
                     self._fail(ProtocolError, "frame length has the most significant bit set", out)
             else:
                 length = len7
-            # _mlen <= the bound always holds, so the subtraction cannot wrap. A
-            # compressed message is bounded by _climit plus 16 bytes a frame here (a
-            # sender may flush, and start a new block, in every fragment), and by
+            # _mlen <= the bound always holds (the bound never shrinks within a
+            # message), so the subtraction cannot wrap. A compressed message is
+            # bounded by _climit plus its slack here (see set_inflater), and by
             # _limit once inflated.
             if opcode < OPC_CLOSE:
                 if self._inflater is not None and (rsv if opcode != OPC_CONT else self._msg_rsv) & 0x40:
-                    self._cframes = 1 if opcode != OPC_CONT else self._cframes + 1
+                    if opcode != OPC_CONT:
+                        self._cslack = 0
+                    if length:
+                        self._cslack = self._cslack + 16 if self._cslack_max - self._cslack > 16 \
+                            else self._cslack_max
                     if self._climit <= (UINT64_MAX >> 1) and \
-                            length > self._climit + 16 * self._cframes - self._mlen:
+                            length > self._climit + self._cslack - self._mlen:
                         self._fail(MessageTooBig, "message too big", out)
                 elif length > self._limit - self._mlen:
                     self._fail(MessageTooBig, "message too big", out)
