@@ -105,6 +105,7 @@ cdef class Connection(MessageSink):
     cdef bint close_after_flush           # close TCP once queued output is written
     cdef bint started
     cdef bint done                        # the close job has run (hub.finished was called)
+    cdef bint parsing                     # _read is on the stack: the parser is released after it, not under it
     cdef readonly object close_code       # received, or sent when we failed it, or 1006
     cdef readonly str close_reason
     cdef readonly object rooms            # set of room names, or None
