@@ -24,8 +24,11 @@ from .config import Config
 from .dependency_injection import DependencyMap
 from .exceptions import InvalidState
 from .logs import get_logger
-from .http.router import Router
+from .http.files import directory_handler
+from .http.middleware import AFTER, BEFORE, Middlewares
+from .http.router import Router, join_prefix
 from .http.routes import Routes
+from .http.types import Headers
 from . import cli, metrics
 from .broker import Broker, random_node_tag
 from .server import ServedEndpoint, Server, run
@@ -68,6 +71,7 @@ class Robyn:
         self._shutdown_handlers: list[Callable[[], Any]] = []
         self._server: Server | None = None
         self._server_lock = threading.Lock()
+        self._included_routers: list[Robyn] = []
 
     @property
     def router(self) -> Router[Any]:
@@ -76,11 +80,14 @@ class Robyn:
 
     # -- routes -----------------------------------------------------------------
 
-    def add_route(self, route_type: str, endpoint: str, handler: Handler, const: bool = False) -> Handler:
+    def add_route(self, route_type: str, endpoint: str, handler: Handler, const: bool = False,
+                  auth_required: bool = False) -> Handler:
         """Register ``handler`` for ``route_type`` (an HTTP method) at
         ``endpoint``. Its parameters are bound now: ``TypeError`` for one
-        that cannot be (see :func:`robyn_fast.http.routes.bind_http`)."""
-        self.routes.add(route_type, endpoint, handler, const)
+        that cannot be (see :func:`robyn_fast.http.routes.bind_http`).
+        ``auth_required``: the request goes through the authentication
+        handler first (:meth:`configure_authentication`)."""
+        self.routes.add(route_type, endpoint, handler, const, auth_required)
         return handler
 
     def _decorator(
@@ -90,11 +97,8 @@ class Robyn:
         const: bool,
         auth_required: bool,
     ) -> Callable[[Handler], Handler]:
-        if auth_required:
-            raise NotImplementedError("robyn_fast does not support auth_required routes")
-
         def decorator(handler: Handler) -> Handler:
-            return self.add_route(method, endpoint, handler, const)
+            return self.add_route(method, endpoint, handler, const, auth_required)
 
         return decorator
 
@@ -125,6 +129,136 @@ class Robyn:
     def options(self, endpoint: str, const: bool = False, auth_required: bool = False,
                 openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
         return self._decorator("OPTIONS", endpoint, const, auth_required)
+
+    def trace(self, endpoint: str, const: bool = False, auth_required: bool = False,
+              openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
+        return self._decorator("TRACE", endpoint, const, auth_required)
+
+    def connect(self, endpoint: str, const: bool = False, auth_required: bool = False,
+                openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
+        return self._decorator("CONNECT", endpoint, const, auth_required)
+
+    # -- middlewares, global headers, exceptions, authentication -----------------------
+
+    @property
+    def middlewares(self) -> Middlewares:
+        """The middleware registry (:mod:`robyn_fast.http.middleware`)."""
+        return self.routes.middlewares
+
+    def before_request(self, endpoint: str | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: run the function before the handler of every route
+        (``endpoint`` None) or of the routes at ``endpoint``. It takes
+        ``()`` or ``(request)`` and returns the request (or a new one), or
+        a :class:`~robyn_fast.http.types.Response` that answers at once."""
+        def decorator(handler: Handler) -> Handler:
+            return self.routes.middlewares.add(BEFORE, handler, endpoint)
+
+        return decorator
+
+    def after_request(self, endpoint: str | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: run the function after the handler of every route
+        (``endpoint`` None) or of the routes at ``endpoint``. It takes
+        ``()``, ``(response)`` or ``(request, response)`` and returns the
+        response (or a new one)."""
+        def decorator(handler: Handler) -> Handler:
+            return self.routes.middlewares.add(AFTER, handler, endpoint)
+
+        return decorator
+
+    @property
+    def request_headers(self) -> Headers:
+        """Fields set on every request before the middlewares run."""
+        return self.routes.middlewares.request_headers
+
+    @property
+    def response_headers(self) -> Headers:
+        """Fields added to every response that lacks them (see
+        :meth:`exclude_response_headers_for`)."""
+        return self.routes.middlewares.response_headers
+
+    def add_request_header(self, key: str, value: str) -> None:
+        self.routes.middlewares.request_headers.append(key, value)
+        self.routes.middlewares.changed()
+
+    def set_request_header(self, key: str, value: str) -> None:
+        self.routes.middlewares.request_headers.set(key, value)
+        self.routes.middlewares.changed()
+
+    def add_response_header(self, key: str, value: str) -> None:
+        self.routes.middlewares.response_headers.append(key, value)
+        self.routes.middlewares.changed()
+
+    def set_response_header(self, key: str, value: str) -> None:
+        self.routes.middlewares.response_headers.set(key, value)
+        self.routes.middlewares.changed()
+
+    def exclude_response_headers_for(self, excluded_response_headers_paths: list[str] | None) -> None:
+        """Routes at these paths get no global response headers."""
+        self.routes.middlewares.exclude_response_headers_for(excluded_response_headers_paths)
+
+    @property
+    def excluded_response_headers_paths(self) -> list[str] | None:
+        return self.routes.middlewares.excluded_response_headers_paths
+
+    def exception(self, exception_handler: Handler) -> Handler:
+        """Decorator: ``exception_handler(error)`` answers for any handler
+        that raises (its return value is the response)."""
+        self.routes.middlewares.set_exception_handler(exception_handler)
+        return exception_handler
+
+    @property
+    def exception_handler(self) -> Handler | None:
+        return self.routes.middlewares.exception_handler
+
+    def configure_authentication(self, authentication_handler: Any) -> None:
+        """The handler that authenticates requests to ``auth_required``
+        routes: its ``authenticate(request)`` returns an identity (set on
+        ``request.identity``) or None, answered with its
+        ``unauthorized_response`` (see :mod:`robyn_fast.auth`)."""
+        if not callable(getattr(authentication_handler, "authenticate", None)):
+            raise TypeError("configure_authentication() takes an object with an authenticate(request) method")
+        self.routes.middlewares.authentication_handler = authentication_handler
+
+    @property
+    def authentication_handler(self) -> Any:
+        return self.routes.middlewares.authentication_handler
+
+    def serve_directory(self, route: str, directory_path: str, index_file: str | None = None,
+                        show_files_listing: bool = False) -> None:
+        """Serve the files under ``directory_path`` at ``route`` (GET and
+        HEAD): ``index_file`` for a directory, else a listing when
+        ``show_files_listing``; routes registered at paths below ``route``
+        win over the files (see :func:`robyn_fast.http.files.directory_handler`)."""
+        handler = directory_handler(directory_path, index_file, show_files_listing)
+        self.add_route("GET", join_prefix(route, "/"), handler)
+        self.add_route("GET", join_prefix(route, "/*path"), handler)
+
+    # -- sub-routers -------------------------------------------------------------------
+
+    def include_router(self, router: Any) -> None:
+        """Merge a :class:`~robyn_fast.subrouter.SubRouter` into this app:
+        its routes (already prefixed) join this app's one route registry,
+        with their own middlewares around them; its WebSocket endpoints are
+        served here; its global dependencies fill in names this app lacks,
+        its router dependencies stay its own."""
+        if not isinstance(router, Robyn) or not callable(getattr(router, "attach_parent", None)):
+            raise TypeError(f"include_router() takes a SubRouter, not {type(router).__name__}")
+        if router is self:
+            raise ValueError("a router cannot include itself")
+        router.attach_parent(self)
+        for key, value in router.dependencies.get_global_dependencies().items():
+            self.dependencies.get_global_dependencies().setdefault(key, value)
+        self.dependencies.share_router(router, router.dependencies)
+        for route in router.routes.all():
+            self.routes.add(route.method, route.path, route.handler, route.const, route.auth_required,
+                            owner=router, scope=router.routes.middlewares)
+        for ws in router.websocket_endpoints():
+            self.add_web_socket(ws.endpoint, ws)
+        self._included_routers.append(router)
+
+    @property
+    def included_routers(self) -> list[Robyn]:
+        return list(self._included_routers)
 
     # -- dependency injection ---------------------------------------------------------
 

@@ -107,6 +107,9 @@ class Server:
         self.loop = loop
         self.broker = broker
         self.config: Config = app.config
+        # Middleware chains were resolved as they were registered; once more
+        # for the global header collections, which an app may edit directly.
+        app.routes.resolve()
         self.handle_http: HttpHandler = app.routes.handle
         if self.config.ssl is not None:  # request.url.scheme
             self.handle_http = functools.partial(app.routes.handle, scheme="https")

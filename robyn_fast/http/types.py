@@ -42,6 +42,7 @@ __all__ = [
     "Response",
     "jsonify",
     "render",
+    "to_response",
     "serialize_response",
     "error_response",
     "reason_phrase",
@@ -450,6 +451,7 @@ class Request:
         "_body",
         "_query_string",
         "_query_params",
+        "_form",
     )
 
     def __init__(
@@ -476,6 +478,7 @@ class Request:
         self.identity: Any = identity
         self._raw_body: bytes = _body_bytes(body)
         self._body: str | bytes | None = None
+        self._form: tuple[dict[str, str], dict[str, bytes]] | None = None
         if query_params is None:
             self._query_string: str = ""
             self._query_params: QueryParams | None = None
@@ -567,6 +570,26 @@ class Request:
     def body(self, value: _BodyInput) -> None:
         self._raw_body = _body_bytes(value)
         self._body = None
+        self._form = None
+
+    def _parsed_form(self) -> tuple[dict[str, str], dict[str, bytes]]:
+        form = self._form
+        if form is None:
+            form = self._form = parse_form(self.headers.get("content-type") or "", self._raw_body)
+        return form
+
+    @property
+    def form_data(self) -> dict[str, str]:
+        """The fields of an ``application/x-www-form-urlencoded`` or
+        ``multipart/form-data`` body (RFC 7578), but file parts; ``{}`` for
+        another body. Parsed on first access."""
+        return self._parsed_form()[0]
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        """The file parts of a ``multipart/form-data`` body, by file name,
+        as Robyn gives them; ``{}`` for another body."""
+        return self._parsed_form()[1]
 
     @property
     def raw_body(self) -> bytes:
@@ -598,6 +621,43 @@ class Request:
         return f"<Request {self.method} {self.url.path!r} from {self.ip_addr}>"
 
 
+def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+    """``(fields, files)`` of a form body: ``application/x-www-form-urlencoded``
+    (the last value of a repeated field) or ``multipart/form-data`` (RFC 7578:
+    a part with a file name is a file, keyed by that name; the others are
+    fields, read as UTF-8). Any other type, or a body that does not parse,
+    gives two empty dicts."""
+    kind = content_type.partition(";")[0].strip().lower()
+    if kind == "application/x-www-form-urlencoded":
+        text = body.decode("utf-8", "replace")
+        return dict(parse_qsl(text, keep_blank_values=True)), {}
+    if kind != "multipart/form-data" or not body:
+        return {}, {}
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    try:
+        message = BytesParser(policy=HTTP).parsebytes(
+            b"content-type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body)
+    except Exception:  # a malformed body is no form
+        return {}, {}
+    if not message.is_multipart():
+        return {}, {}
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        filename = part.get_filename()
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            payload = b""
+        if filename:
+            files[str(filename)] = payload
+        elif name:
+            fields[str(name)] = payload.decode("utf-8", "replace")
+    return fields, files
+
+
 # --------------------------------------------------------------------------
 # Response and rendering
 # --------------------------------------------------------------------------
@@ -619,8 +679,8 @@ class Response:
     Without a ``content-type`` field one is chosen from the description as
     :func:`render` does for a bare return value. ``status_code`` must be an
     ``int`` in 100..599 (:class:`~robyn_fast.exceptions.InvalidStatusCode`).
-    Robyn's ``response_type``, ``file_path`` and ``set_cookie`` are not
-    provided; set cookies with ``headers.append("set-cookie", ...)``.
+    :meth:`set_cookie` adds a ``Set-Cookie`` field. Robyn's
+    ``response_type`` is not provided.
     """
 
     __slots__ = ("_status_code", "headers", "_description")
@@ -665,6 +725,50 @@ class Response:
     def status_code(self, value: int) -> None:
         self._status_code = _check_status(value)
 
+    def set_cookie(
+        self,
+        key: str,
+        value: str,
+        path: str | None = None,
+        domain: str | None = None,
+        max_age: int | None = None,
+        expires: str | None = None,
+        secure: bool = False,
+        http_only: bool = False,
+        same_site: str | None = None,
+    ) -> None:
+        """Add a ``Set-Cookie`` field (RFC 6265 §4.1), replacing one this
+        response already sets for ``key``. ``ValueError`` for a name that is
+        not a token or a value with characters a cookie cannot carry."""
+        if not isinstance(key, str) or not _TOKEN.match(key):
+            raise ValueError(f"cookie name {key!r} must be a token (RFC 6265 §4.1.1)")
+        if not isinstance(value, str) or not _COOKIE_VALUE.match(value):
+            raise ValueError(f"cookie {key!r}: value {value!r} has characters a cookie cannot carry "
+                             "(RFC 6265 §4.1.1); encode it first")
+        parts = [f"{key}={value}"]
+        for label, attr in (("Path", path), ("Domain", domain), ("Expires", expires)):
+            if attr is not None:
+                if not isinstance(attr, str) or ";" in attr or _BAD_VALUE_CHAR.search(attr):
+                    raise ValueError(f"cookie {key!r}: {label} {attr!r} is not a valid attribute value")
+                parts.append(f"{label}={attr}")
+        if max_age is not None:
+            if type(max_age) is not int:
+                raise ValueError(f"cookie {key!r}: Max-Age must be an int, not {max_age!r}")
+            parts.append(f"Max-Age={max_age}")
+        if secure:
+            parts.append("Secure")
+        if http_only:
+            parts.append("HttpOnly")
+        if same_site is not None:
+            if same_site.capitalize() not in ("Strict", "Lax", "None"):
+                raise ValueError(f"cookie {key!r}: SameSite must be Strict, Lax or None, not {same_site!r}")
+            parts.append(f"SameSite={same_site.capitalize()}")
+        kept = [v for v in self.headers.get_all("set-cookie") if not v.startswith(key + "=")]
+        self.headers.remove("set-cookie")
+        for line in kept:
+            self.headers.append("set-cookie", line)
+        self.headers.append("set-cookie", "; ".join(parts))
+
     @property
     def description(self) -> str | bytes:
         """The body, ``str`` or ``bytes``."""
@@ -703,6 +807,29 @@ def _render_response(response: Response) -> RenderedResponse:
         if "content-type" not in response.headers._data:
             headers.append(("content-type", OCTET_STREAM))
     return response._status_code, headers, body
+
+
+def to_response(result: object, *, stringify: bool = False) -> Response:
+    """A handler's return value as a :class:`Response`, for the middlewares
+    that run after the handler: the same status, fields and body as
+    :func:`render`, with a ``str`` body kept as ``str`` (an after-request
+    middleware may append to ``response.description``, as in Robyn).
+
+    ``stringify``: a value :func:`render` does not take (an ``int``, a
+    class...) becomes its ``str()`` as ``text/plain``, and ``None`` the text
+    ``"None"``, as Robyn sends them; otherwise
+    :class:`~robyn_fast.exceptions.UnsupportedResponseType`.
+    """
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, str):
+        return Response(200, Headers([("content-type", _text_content_type(result))]), result)
+    if isinstance(result, (dict, list)):
+        return Response(200, Headers([("content-type", APPLICATION_JSON)]), jsonify(result))
+    if stringify and not isinstance(result, (bytes, bytearray, memoryview, tuple)):
+        return Response(200, Headers([("content-type", TEXT_PLAIN)]), str(result))
+    status, fields, body = render(result)
+    return Response(status, Headers(fields), body)
 
 
 def render(result: object) -> RenderedResponse:
@@ -779,6 +906,8 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # Controls other than HTAB, and DEL: CR/LF/NUL would split the response and
 # the rest are invalid in a field value (RFC 9110 §5.5).
 _BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# cookie-octet (RFC 6265 §4.1.1), optionally in double quotes.
+_COOKIE_VALUE = re.compile(r'(?:[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*|"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")\Z')
 # Fields the server owns: it frames the body itself.
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 
