@@ -241,11 +241,12 @@ class Robyn:
         with their own middlewares around them; its WebSocket endpoints are
         served here; its global dependencies fill in names this app lacks,
         its router dependencies stay its own."""
-        if not isinstance(router, Robyn) or not callable(getattr(router, "attach_parent", None)):
+        attach = getattr(router, "attach_parent", None)
+        if not isinstance(router, Robyn) or not callable(attach):
             raise TypeError(f"include_router() takes a SubRouter, not {type(router).__name__}")
         if router is self:
             raise ValueError("a router cannot include itself")
-        router.attach_parent(self)
+        attach(self)
         for key, value in router.dependencies.get_global_dependencies().items():
             self.dependencies.get_global_dependencies().setdefault(key, value)
         self.dependencies.share_router(router, router.dependencies)

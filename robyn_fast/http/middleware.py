@@ -134,13 +134,14 @@ class Middlewares:
         self.excluded_response_headers_paths = None if paths is None else list(paths)
         self.changed()
 
-    def chain_for(self, method: str, path: str, auth: Middleware | None = None,
+    def chain_for(self, method: str, path: str | None, auth: Middleware | None = None,
                   scope: Middlewares | None = None) -> Chain | None:
         """The chain of the route ``method path`` (None when nothing
         applies): this registry's global middlewares, then ``scope``'s (a
         sub-router's, for its routes), then authentication, then the
-        endpoint middlewares of this path."""
-        key = compile_path(path).key
+        endpoint middlewares of this path. ``path`` None: a request no
+        route answers (the global middlewares and headers only)."""
+        key = compile_path(path).key if path is not None else None
         before = list(self.global_before)
         after = list(self.global_after)
         registries = [self] if scope is None else [self, scope]
@@ -159,10 +160,10 @@ class Middlewares:
         if response_headers is not None and (response_headers.is_empty() or (
                 excluded and any(compile_path(_normalize(p)).key == key for p in excluded if p.startswith("/")))):
             response_headers = None
-        if not before and not after and request_headers is None and response_headers is None \
-                and self.exception_handler is None:
+        handler = self.exception_handler if path is not None else None
+        if not before and not after and request_headers is None and response_headers is None and handler is None:
             return None
-        return Chain(tuple(before), tuple(after), request_headers, response_headers, self.exception_handler)
+        return Chain(tuple(before), tuple(after), request_headers, response_headers, handler)
 
 
 def _normalize(endpoint: str) -> str:

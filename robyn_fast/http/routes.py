@@ -36,7 +36,19 @@ from ..logs import get_logger
 from . import params
 from .middleware import AFTER, BEFORE, Chain, Middleware, Middlewares
 from .router import Router, compile_path
-from .types import Headers, QueryParams, Request, Response, Url, error_response, render, serialize_response, to_response
+from .types import (
+    TEXT_PLAIN,
+    Headers,
+    QueryParams,
+    Request,
+    Response,
+    Url,
+    error_response,
+    reason_phrase,
+    render,
+    serialize_response,
+    to_response,
+)
 
 __all__ = ["Route", "Routes", "bind_http"]
 
@@ -260,7 +272,7 @@ class _Pending(NamedTuple):
 class _Exchange:
     """One request going through a chain."""
 
-    __slots__ = ("route", "chain", "request", "response", "keep_alive", "head", "handled")
+    __slots__ = ("route", "chain", "request", "response", "keep_alive", "head", "handled", "error")
 
     def __init__(self, route: Route, chain: Chain, request: Request, keep_alive: bool, head: bool) -> None:
         self.route = route
@@ -270,6 +282,7 @@ class _Exchange:
         self.keep_alive = keep_alive
         self.head = head
         self.handled = False  # the exception handler has answered
+        self.error: HTTPError | None = None  # no route: the 404/405 that stands for the handler
 
 
 _NOTHING: Any = object()
@@ -306,6 +319,11 @@ class Routes:
         self.middlewares = Middlewares(self.resolve)
         self.strict = True
         self.stringify = False
+        #: The body of a 404 (Robyn sends "Not found"); None: the reason phrase.
+        self.not_found_text: str | None = None
+        # What answers a path no route has (404) or a method it lacks (405)
+        # when global middlewares or headers exist; None otherwise.
+        self._fallback: Route | None = None
 
     def add(self, method: str, path: str, handler: Handler, const: bool = False, auth_required: bool = False,
             owner: Any = _NOTHING, scope: Middlewares | None = None) -> Route:
@@ -350,6 +368,13 @@ class Routes:
         starts, for changes made to the header collections directly)."""
         for route in self._routes:
             route.chain = self._chain(route)
+        chain = self.middlewares.chain_for("*", None)
+        if chain is None:
+            self._fallback = None
+        else:
+            fallback = Route(_no_route, _no_route, False, "*", "/")
+            fallback.chain = chain
+            self._fallback = fallback
 
     def _authenticate(self, request: Request) -> Request | Response:
         handler = self.middlewares.authentication_handler
@@ -360,7 +385,8 @@ class Routes:
             )
         identity = handler.authenticate(request)
         if identity is None:
-            return handler.unauthorized_response
+            refused: Response = handler.unauthorized_response
+            return refused
         request.identity = identity
         return request
 
@@ -384,9 +410,14 @@ class Routes:
             path = urlsplit(target).path or "/"
         try:
             route, path_params = self.router.match(method, path)
-        except MethodNotAllowed as exc:
-            return error_response(405, None, exc.headers, keep_alive=keep_alive, head=head)
-        except NotFound:
+        except (MethodNotAllowed, NotFound) as exc:
+            if self._fallback is not None and not (
+                    self._is_websocket_path is not None and self._is_websocket_path(path)):
+                if isinstance(exc, NotFound) and self.not_found_text is not None:
+                    exc = NotFound(message=self.not_found_text)
+                return self._no_route(exc, method, target, headers, body, keep_alive, peer, scheme)
+            if isinstance(exc, MethodNotAllowed):
+                return error_response(405, None, exc.headers, keep_alive=keep_alive, head=head)
             if self._is_websocket_path is not None and self._is_websocket_path(path):
                 return error_response(
                     426,
@@ -395,7 +426,7 @@ class Routes:
                     keep_alive=keep_alive,
                     head=head,
                 )
-            return error_response(404, None, keep_alive=keep_alive, head=head)
+            return error_response(404, self.not_found_text, keep_alive=keep_alive, head=head)
         chain = route.chain
         if chain is None and route.const:
             cached = route.cached.get((keep_alive, head))
@@ -432,6 +463,8 @@ class Routes:
 
     def _serialize(self, route: Route, result: Any, keep_alive: bool, head: bool) -> bytes:
         try:
+            if result is None and self.stringify:
+                result = to_response(None, stringify=True)
             try:
                 status, fields, payload = render(result)
             except UnsupportedResponseType:
@@ -445,6 +478,17 @@ class Routes:
         if route.const:
             route.cached[(keep_alive, head)] = response
         return response
+
+    def _no_route(self, exc: HTTPError, method: str, target: str, headers: list[tuple[bytes, bytes]],
+                  body: bytes, keep_alive: bool, peer: str | None, scheme: str) -> bytes | Awaitable[bytes]:
+        """404 or 405 through the global middlewares and headers (as Robyn
+        answers a path it has no route for)."""
+        fallback = self._fallback
+        assert fallback is not None and fallback.chain is not None
+        request = Request.from_target(method, target, Headers(headers), body, scheme=scheme, ip_addr=peer)
+        ex = _Exchange(fallback, fallback.chain, request, keep_alive, method == "HEAD")
+        ex.error = exc
+        return self._through_chain(ex)
 
     # -- the chain -------------------------------------------------------------------
 
@@ -504,6 +548,8 @@ class Routes:
             mw = ex.chain.before[pos]
             return mw.fn(ex.request) if mw.nargs else mw.fn()
         if pos == n_before:
+            if ex.error is not None:
+                raise ex.error
             return ex.route.call(ex.request)
         mw = ex.chain.after[pos - n_before - 1]
         if mw.nargs == 0:
@@ -543,11 +589,14 @@ class Routes:
                     if inspect.isawaitable(result):
                         return _Pending(pos, result)
                 else:
+                    # As for a handler's 500 in Robyn: still through the global
+                    # headers and the after-request middlewares.
                     what = "the exception handler raised" if ex.handled else f"handler {ex.route.name} raised"
-                    return self._failed(ex, what, exc)
+                    log.error("%s %s: %s", ex.request.method, ex.request.path, what, exc_info=exc)
+                    result = Response(500, Headers([("content-type", TEXT_PLAIN)]), reason_phrase(500))
             try:
                 ex.response = to_response(result, stringify=self.stringify)
-            except UnsupportedResponseType as exc:
+            except (InvalidHeader, TypeError, ValueError) as exc:
                 return self._failed(ex, f"handler {ex.route.name} returned a response that cannot be sent", exc)
             self._add_response_headers(ex)
             return None
@@ -589,6 +638,10 @@ class Routes:
     def _failed(ex: _Exchange, what: str, exc: BaseException | None) -> bytes:
         log.error("%s %s: %s", ex.request.method, ex.request.path, what, exc_info=exc)
         return error_response(500, keep_alive=ex.keep_alive, head=ex.head)
+
+
+def _no_route(_request: Request) -> Any:
+    raise NotFound()
 
 
 def _refuse(reason: str) -> Callable[[Request], Any]:

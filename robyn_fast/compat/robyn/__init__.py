@@ -67,6 +67,7 @@ class FunctionInfo(NamedTuple):
 def _robyn_mode(app: robyn_fast.Robyn) -> None:
     app.routes.strict = False
     app.routes.stringify = True
+    app.routes.not_found_text = "Not found"
 
 
 def _event_handlers(app: robyn_fast.Robyn) -> dict[Events, FunctionInfo]:
