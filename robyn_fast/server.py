@@ -37,6 +37,7 @@ from .logs import get_logger
 from .exceptions import ServerNotRunning
 from .http.protocol import HttpHandler, HttpProtocol
 from .http.routes import Routes
+from .http.streaming import StreamedReply
 from . import metrics
 from .http.types import error_response, serialize_response
 from .listener import Listener, bind_listeners
@@ -333,7 +334,7 @@ class Server:
     def _handle_with_metrics(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
         peer: str | None,
-    ) -> bytes | Awaitable[bytes]:
+    ) -> bytes | StreamedReply | Awaitable[bytes | StreamedReply]:
         """Config.metrics_path answers the Prometheus text of every worker's
         counters; every other request goes to the app's routes."""
         if target.partition("?")[0] != self.config.metrics_path:

@@ -19,7 +19,7 @@ import asyncio
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Union
 from urllib.parse import urlsplit
 
 from ..dependency_injection import DependencyMap
@@ -36,6 +36,7 @@ from ..logs import get_logger
 from . import params
 from .middleware import AFTER, BEFORE, Chain, Middleware, Middlewares
 from .router import Router, compile_path
+from .streaming import StreamedReply, StreamingResponse, body_chunks
 from .types import (
     TEXT_PLAIN,
     Headers,
@@ -56,6 +57,8 @@ log = get_logger("robyn_fast.http")
 
 Handler = Callable[..., Any]
 Getter = Callable[[Request], Any]
+#: What answers one request: the response bytes, or a streamed response.
+Reply = Union[bytes, StreamedReply]
 
 def _get_request(request: Request) -> Request:
     return request
@@ -399,7 +402,7 @@ class Routes:
         keep_alive: bool,
         peer: str | None,
         scheme: str = "http",
-    ) -> bytes | Awaitable[bytes]:
+    ) -> Reply | Awaitable[Reply]:
         """The response bytes for one request, or an awaitable of them (the
         handler is async); ``scheme`` is the request's ``url.scheme``
         (``"https"`` over TLS). Never raises for anything a handler does."""
@@ -449,7 +452,7 @@ class Routes:
 
     async def _finish(
         self, route: Route, pending: Awaitable[Any], method: str, path: str, keep_alive: bool, head: bool
-    ) -> bytes:
+    ) -> Reply:
         try:
             result = await pending
         except asyncio.CancelledError:
@@ -461,7 +464,9 @@ class Routes:
             return error_response(500, keep_alive=keep_alive, head=head)
         return self._serialize(route, result, keep_alive, head)
 
-    def _serialize(self, route: Route, result: Any, keep_alive: bool, head: bool) -> bytes:
+    def _serialize(self, route: Route, result: Any, keep_alive: bool, head: bool) -> bytes | StreamedReply:
+        if isinstance(result, StreamingResponse):
+            return _streamed(route.name, result, keep_alive, head)
         try:
             if result is None and self.stringify:
                 result = to_response(None, stringify=True)
@@ -480,7 +485,7 @@ class Routes:
         return response
 
     def _no_route(self, exc: HTTPError, method: str, target: str, headers: list[tuple[bytes, bytes]],
-                  body: bytes, keep_alive: bool, peer: str | None, scheme: str) -> bytes | Awaitable[bytes]:
+                  body: bytes, keep_alive: bool, peer: str | None, scheme: str) -> Reply | Awaitable[Reply]:
         """404 or 405 through the global middlewares and headers (as Robyn
         answers a path it has no route for)."""
         fallback = self._fallback
@@ -492,7 +497,7 @@ class Routes:
 
     # -- the chain -------------------------------------------------------------------
 
-    def _through_chain(self, ex: _Exchange) -> bytes | Awaitable[bytes]:
+    def _through_chain(self, ex: _Exchange) -> Reply | Awaitable[Reply]:
         request_headers = ex.chain.request_headers
         if request_headers is not None:
             seen: set[str] = set()
@@ -507,7 +512,7 @@ class Routes:
             return self._drive_async(ex, out)
         return out
 
-    async def _drive_async(self, ex: _Exchange, pending: _Pending) -> bytes:
+    async def _drive_async(self, ex: _Exchange, pending: _Pending) -> Reply:
         while True:
             try:
                 result = await pending.awaitable
@@ -520,7 +525,7 @@ class Routes:
                 return out
             pending = out
 
-    def _drive(self, ex: _Exchange, pos: int, result: Any = _NOTHING) -> bytes | _Pending:
+    def _drive(self, ex: _Exchange, pos: int, result: Any = _NOTHING) -> Reply | _Pending:
         """Run the chain from step ``pos`` (``result``: that step's outcome,
         when it was awaited) until it answers or must wait."""
         n_before = len(ex.chain.before)
@@ -558,7 +563,7 @@ class Routes:
             return mw.fn(ex.response)
         return mw.fn(ex.request, ex.response)
 
-    def _absorb(self, ex: _Exchange, pos: int, n_before: int, result: Any) -> bytes | _Pending | None:
+    def _absorb(self, ex: _Exchange, pos: int, n_before: int, result: Any) -> Reply | _Pending | None:
         """Take step ``pos``'s outcome; the response bytes when the exchange
         ends here, a step to wait for, or None to go on."""
         if pos < n_before:
@@ -594,6 +599,13 @@ class Routes:
                     what = "the exception handler raised" if ex.handled else f"handler {ex.route.name} raised"
                     log.error("%s %s: %s", ex.request.method, ex.request.path, what, exc_info=exc)
                     result = Response(500, Headers([("content-type", TEXT_PLAIN)]), reason_phrase(500))
+            if isinstance(result, StreamingResponse):
+                extra = ex.chain.response_headers
+                if extra is not None:
+                    missing = [(n, v) for n, v in extra.multi_items() if n not in result.headers]
+                    for name, value in missing:
+                        result.headers.append(name, value)
+                return _streamed(ex.route.name, result, ex.keep_alive, ex.head)  # no after-request middlewares
             try:
                 ex.response = to_response(result, stringify=self.stringify)
             except (InvalidHeader, TypeError, ValueError) as exc:
@@ -638,6 +650,22 @@ class Routes:
     def _failed(ex: _Exchange, what: str, exc: BaseException | None) -> bytes:
         log.error("%s %s: %s", ex.request.method, ex.request.path, what, exc_info=exc)
         return error_response(500, keep_alive=ex.keep_alive, head=ex.head)
+
+
+def _streamed(name: str, response: StreamingResponse, keep_alive: bool, head: bool) -> bytes | StreamedReply:
+    """The head of a streamed response and its chunks (RFC 9112 §7.1)."""
+    try:
+        head_bytes = serialize_response(response.status_code, response.headers.multi_items(), b"",
+                                        keep_alive=keep_alive, head=head, chunked=True)
+    except (InvalidHeader, TypeError, ValueError):
+        log.exception("handler %s returned a streamed response that cannot be sent", name)
+        return error_response(500, keep_alive=keep_alive, head=head)
+    if head:
+        close = getattr(response.content, "close", None)
+        if close is not None:
+            close()
+        return StreamedReply(head_bytes, None)
+    return StreamedReply(head_bytes, body_chunks(response.content))
 
 
 def _no_route(_request: Request) -> Any:

@@ -46,6 +46,7 @@ __all__ = [
     "serialize_response",
     "error_response",
     "reason_phrase",
+    "check_status",
     "TEXT_PLAIN",
     "TEXT_HTML",
     "APPLICATION_JSON",
@@ -663,7 +664,7 @@ def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str
 # --------------------------------------------------------------------------
 
 
-def _check_status(status: object) -> int:
+def check_status(status: object) -> int:
     if type(status) is not int or not 100 <= status <= 599:
         # bool is excluded on purpose: Response(True, ...) is a bug.
         raise InvalidStatusCode(f"HTTP status code must be an int in 100..599, got {status!r}")
@@ -691,7 +692,7 @@ class Response:
         headers: Headers | Mapping[str, HeaderValue] | None = None,
         description: str | bytes = b"",
     ) -> None:
-        self._status_code: int = _check_status(status_code)
+        self._status_code: int = check_status(status_code)
         if headers is None:
             self.headers: Headers = Headers()
         elif isinstance(headers, Headers):
@@ -723,7 +724,7 @@ class Response:
 
     @status_code.setter
     def status_code(self, value: int) -> None:
-        self._status_code = _check_status(value)
+        self._status_code = check_status(value)
 
     def set_cookie(
         self,
@@ -890,7 +891,7 @@ def _render_tuple(result: tuple[Any, ...]) -> RenderedResponse:
     description, headers, status = result
     if isinstance(description, tuple):
         raise UnsupportedResponseType("the description of a tuple response cannot be a tuple", tuple)
-    status = _check_status(status)
+    status = check_status(status)
     _, base_headers, body = render(description)
     extra = Headers(headers)
     fields = [(k, v) for k, v in base_headers if k not in extra] + extra.multi_items()
@@ -917,7 +918,7 @@ _STATUS_LINES: dict[int, bytes] = {}
 def _status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
     if line is None:
-        _check_status(status)
+        check_status(status)
         line = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode("ascii"))
         _STATUS_LINES[status] = line
     return line
@@ -962,6 +963,7 @@ def serialize_response(
     *,
     keep_alive: bool,
     head: bool = False,
+    chunked: bool = False,
 ) -> bytes:
     """The complete HTTP/1.1 response bytes (RFC 9112 §4, §6).
 
@@ -979,6 +981,8 @@ def serialize_response(
       body, but no body bytes are written (RFC 9110 §9.3.2).
     - 1xx, 204 and 304: neither body nor ``content-length`` is written,
       whatever ``body`` holds (RFC 9110 §8.6, RFC 9112 §6.3).
+    - ``chunked=True``: only the head, with ``transfer-encoding: chunked``
+      instead of ``content-length``; the body follows in chunks.
 
     Raises :class:`~robyn_fast.exceptions.InvalidHeader` (a ``ValueError``)
     for a name that is not a token, a value with CR, LF, NUL or another
@@ -1036,6 +1040,10 @@ def serialize_response(
     if not has_date:
         parts.append(_date_header())
     bodyless = status < 200 or status == 204 or status == 304
+    if chunked and not bodyless:
+        # The head of a streamed body: the chunks follow (RFC 9112 §7.1).
+        parts.append(b"transfer-encoding: chunked\r\n\r\n")
+        return b"".join(parts)
     if not bodyless:
         parts.append(b"content-length: %d\r\n" % len(body))
     parts.append(b"\r\n")
@@ -1063,7 +1071,7 @@ def error_response(
     can no longer be trusted; pass ``keep_alive=True`` when the request was
     read completely (a 404, say). ``head=True`` omits the body bytes.
     """
-    _check_status(status)
+    check_status(status)
     text = reason_phrase(status) if message is None else message
     fields = [("content-type", TEXT_PLAIN)]
     if extra_headers is not None:
