@@ -431,14 +431,16 @@ class Routes:
                 )
             return error_response(404, self.not_found_text, keep_alive=keep_alive, head=head)
         chain = route.chain
-        if chain is None and route.const:
+        if chain is not None:
+            request = Request.from_target(method, target, Headers(headers), body, scheme=scheme, ip_addr=peer)
+            request.path_params = path_params
+            return self._through_chain(_Exchange(route, chain, request, keep_alive, head))
+        if route.const:
             cached = route.cached.get((keep_alive, head))
             if cached is not None:
                 return cached
         request = Request.from_target(method, target, Headers(headers), body, scheme=scheme, ip_addr=peer)
         request.path_params = path_params
-        if chain is not None:
-            return self._through_chain(_Exchange(route, chain, request, keep_alive, head))
         try:
             result = route.call(request)
         except HTTPError as exc:
@@ -465,14 +467,15 @@ class Routes:
         return self._serialize(route, result, keep_alive, head)
 
     def _serialize(self, route: Route, result: Any, keep_alive: bool, head: bool) -> bytes | StreamedReply:
-        if isinstance(result, StreamingResponse):
-            return _streamed(route.name, result, keep_alive, head)
         try:
             if result is None and self.stringify:
                 result = to_response(None, stringify=True)
             try:
                 status, fields, payload = render(result)
             except UnsupportedResponseType:
+                # Off the common path: a stream, or Robyn's str() of anything else.
+                if isinstance(result, StreamingResponse):
+                    return _streamed(route.name, result, keep_alive, head)
                 if not self.stringify:
                     raise
                 status, fields, payload = render(to_response(result, stringify=True))
