@@ -28,7 +28,8 @@ from .http.files import directory_handler
 from .http.middleware import AFTER, BEFORE, Middlewares
 from .http.router import Router, join_prefix
 from .http.routes import Routes
-from .http.types import Headers
+from .http.types import Headers, Response
+from .openapi import OpenAPI
 from . import cli, metrics
 from .broker import Broker, random_node_tag
 from .server import ServedEndpoint, Server, run
@@ -72,6 +73,9 @@ class Robyn:
         self._server: Server | None = None
         self._server_lock = threading.Lock()
         self._included_routers: list[Robyn] = []
+        #: (method, path, handler, openapi_name, openapi_tags) of each route, for the OpenAPI document.
+        self._described: list[tuple[str, str, Handler, str, list[str]]] = []
+        self.openapi = OpenAPI()
 
     @property
     def router(self) -> Router[Any]:
@@ -81,13 +85,18 @@ class Robyn:
     # -- routes -----------------------------------------------------------------
 
     def add_route(self, route_type: str, endpoint: str, handler: Handler, const: bool = False,
-                  auth_required: bool = False) -> Handler:
+                  auth_required: bool = False, openapi_name: str = "",
+                  openapi_tags: list[str] | None = None) -> Handler:
         """Register ``handler`` for ``route_type`` (an HTTP method) at
         ``endpoint``. Its parameters are bound now: ``TypeError`` for one
         that cannot be (see :func:`robyn_fast.http.routes.bind_http`).
         ``auth_required``: the request goes through the authentication
-        handler first (:meth:`configure_authentication`)."""
+        handler first (:meth:`configure_authentication`). ``openapi_name``
+        and ``openapi_tags``: the route's summary and tags in the OpenAPI
+        document (:meth:`serve_openapi`)."""
         self.routes.add(route_type, endpoint, handler, const, auth_required)
+        self._described.append((route_type.upper(), endpoint, handler, openapi_name,
+                                list(openapi_tags) if openapi_tags else [route_type.lower()]))
         return handler
 
     def _decorator(
@@ -96,47 +105,49 @@ class Robyn:
         endpoint: str,
         const: bool,
         auth_required: bool,
+        openapi_name: str = "",
+        openapi_tags: list[str] | None = None,
     ) -> Callable[[Handler], Handler]:
         def decorator(handler: Handler) -> Handler:
-            return self.add_route(method, endpoint, handler, const, auth_required)
+            return self.add_route(method, endpoint, handler, const, auth_required, openapi_name, openapi_tags)
 
         return decorator
 
     def get(self, endpoint: str, const: bool = False, auth_required: bool = False,
             openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("GET", endpoint, const, auth_required)
+        return self._decorator("GET", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def post(self, endpoint: str, const: bool = False, auth_required: bool = False,
              openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("POST", endpoint, const, auth_required)
+        return self._decorator("POST", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def put(self, endpoint: str, const: bool = False, auth_required: bool = False,
             openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("PUT", endpoint, const, auth_required)
+        return self._decorator("PUT", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def patch(self, endpoint: str, const: bool = False, auth_required: bool = False,
               openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("PATCH", endpoint, const, auth_required)
+        return self._decorator("PATCH", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def delete(self, endpoint: str, const: bool = False, auth_required: bool = False,
                openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("DELETE", endpoint, const, auth_required)
+        return self._decorator("DELETE", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def head(self, endpoint: str, const: bool = False, auth_required: bool = False,
              openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("HEAD", endpoint, const, auth_required)
+        return self._decorator("HEAD", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def options(self, endpoint: str, const: bool = False, auth_required: bool = False,
                 openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("OPTIONS", endpoint, const, auth_required)
+        return self._decorator("OPTIONS", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def trace(self, endpoint: str, const: bool = False, auth_required: bool = False,
               openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("TRACE", endpoint, const, auth_required)
+        return self._decorator("TRACE", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def connect(self, endpoint: str, const: bool = False, auth_required: bool = False,
                 openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("CONNECT", endpoint, const, auth_required)
+        return self._decorator("CONNECT", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     # -- middlewares, global headers, exceptions, authentication -----------------------
 
@@ -253,9 +264,36 @@ class Robyn:
         for route in router.routes.all():
             self.routes.add(route.method, route.path, route.handler, route.const, route.auth_required,
                             owner=router, scope=router.routes.middlewares)
+        self._described.extend(router.described_routes())
         for ws in router.websocket_endpoints():
             self.add_web_socket(ws.endpoint, ws)
         self._included_routers.append(router)
+
+    def described_routes(self) -> list[tuple[str, str, Handler, str, list[str]]]:
+        """``(method, path, handler, openapi_name, openapi_tags)`` of every route, in order."""
+        return list(self._described)
+
+    def serve_openapi(self, json_path: str = "/openapi.json", docs_path: str = "/docs") -> None:
+        """Serve the OpenAPI 3.1 document of every route registered (now and
+        later: it is built at the first request) at ``json_path``, and a
+        Swagger UI page at ``docs_path`` (:mod:`robyn_fast.openapi`); the
+        global response headers are left off both, as Robyn does."""
+        described = self._described
+        openapi = self.openapi
+        built: list[bytes] = []
+
+        def spec() -> Response:
+            if not built:
+                for method, path, handler, name, tags in described:
+                    if path not in (json_path, docs_path):
+                        openapi.add_route(method, path, handler, name, tags)
+                built.append(openapi.json().encode("utf-8"))
+            return Response(200, {"Content-Type": "application/json"}, built[0])
+
+        self.routes.add("GET", json_path, spec)
+        self.routes.add("GET", docs_path, openapi.docs_page)
+        excluded = list(self.excluded_response_headers_paths or [])
+        self.exclude_response_headers_for(excluded + [json_path, docs_path])
 
     @property
     def included_routers(self) -> list[Robyn]:

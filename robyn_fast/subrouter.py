@@ -40,8 +40,10 @@ class SubRouter(Robyn):
         return join_prefix(self.prefix, endpoint)
 
     def add_route(self, route_type: str, endpoint: str, handler: Handler, const: bool = False,
-                  auth_required: bool = False) -> Handler:
-        return super().add_route(route_type, self._full(endpoint), handler, const, auth_required)
+                  auth_required: bool = False, openapi_name: str = "",
+                  openapi_tags: list[str] | None = None) -> Handler:
+        return super().add_route(route_type, self._full(endpoint), handler, const, auth_required, openapi_name,
+                                 openapi_tags)
 
     def before_request(self, endpoint: str | None = None) -> Callable[[Handler], Handler]:
         return super().before_request(None if endpoint is None else self._full(endpoint))

@@ -97,9 +97,25 @@ class Robyn(robyn_fast.Robyn):
     ``AttributeError``) that names it.
     """
 
-    def __init__(self, file_object: str, config: _Config | None = None, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, file_object: str, config: Any = None, openapi_file_path: str | None = None,
+                 *args: Any, **kwargs: Any) -> None:
         super().__init__(file_object, config if isinstance(config, _Config) else None)
         _robyn_mode(self)
+        self._disable_openapi = bool(getattr(config, "disable_openapi", False))
+        # As Robyn: the document starts from openapi_file_path, or an openapi.json next to the app.
+        import os
+
+        given = openapi_file_path or ("openapi.json" if os.path.exists(
+            os.path.join(self.directory_path, "openapi.json")) else None)
+        if given is not None:
+            self.openapi.override_openapi(os.path.join(self.directory_path, given))
+
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        """Robyn's ``start``: serves ``/openapi.json`` and ``/docs`` first (unless
+        the config says ``disable_openapi``), then robyn_fast's ``start``."""
+        if not self._disable_openapi:
+            self.serve_openapi()
+        super().start(*args, **kwargs)
 
     @property
     def event_handlers(self) -> dict[Events, FunctionInfo]:
