@@ -200,3 +200,28 @@ def test_stream_arguments_are_checked() -> None:
         SSEMessage("x", event="a\nb")
     assert SSEMessage("") == "data: \n\n"
     assert SSEMessage("a\r\nb\rc", retry=5) == "retry: 5\ndata: a\ndata: b\ndata: c\n\n"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_shutdown_ends_an_open_stream_at_once(loop: str) -> None:
+    from robyn_fast import Config
+
+    state: dict[str, Any] = {"closed": threading.Event()}
+    app = make_app(state)
+    app.config = Config(close_timeout=8.0)
+    with running(app, loop) as srv:
+        sock = raw(srv.port, b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_until(sock, b"data: tick")
+        started = time.monotonic()
+    took = time.monotonic() - started  # running() has shut the server down
+    with sock:
+        sock.settimeout(WAIT)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert took < 3.0, f"shutdown waited {took:.1f}s behind an open stream"
+    assert state["closed"].is_set()
+    assert data.endswith(b"0\r\n\r\n")  # a clean end of the stream

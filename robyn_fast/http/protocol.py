@@ -167,6 +167,7 @@ class HttpProtocol(asyncio.Protocol):
         self.task: asyncio.Future[Any] | None = None  # the async handler answering the head of the queue
         self.stream_task: asyncio.Future[Any] | None = None  # a streamed body being written (also self.task)
         self.drained: asyncio.Future[None] | None = None  # set when writing may go on
+        self.stream_ending = False  # shutdown ends the stream: a clean last chunk, then close
         self.reading_paused = False
         self.writing_paused = False
         self.eof = False
@@ -271,6 +272,12 @@ class HttpProtocol(asyncio.Protocol):
         True when it is closed or closing."""
         if self.handed_over:
             return True
+        if self.stream_task is not None:
+            # A stream (an event stream, say) has no end of its own: end it
+            # now, with its last chunk, rather than hold shutdown back.
+            self.stream_ending = True
+            self.stream_task.cancel()
+            return False
         if self.busy or self.queue or self.in_head or self.upgrade_seen:
             return False
         if not self.closing and self.transport is not None:
@@ -625,7 +632,9 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if not complete:
-            # The body is cut short: no last chunk, so the client knows (RFC 9112 §7.1).
+            if self.stream_ending and task.cancelled():
+                transport.write(b"0\r\n\r\n")  # ended by shutdown: the stream ends cleanly
+            # Otherwise the body is cut short: no last chunk, so the client knows (RFC 9112 §7.1).
             self.closing = True
             self.queue.clear()
             transport.close()
