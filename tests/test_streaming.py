@@ -225,3 +225,50 @@ def test_shutdown_ends_an_open_stream_at_once(loop: str) -> None:
     assert took < 3.0, f"shutdown waited {took:.1f}s behind an open stream"
     assert state["closed"].is_set()
     assert data.endswith(b"0\r\n\r\n")  # a clean end of the stream
+
+
+EVENTS_PAGE = """<!DOCTYPE html><html><body><ul id="log"></ul><script>
+const source = new EventSource("/events");
+const log = (text) => { const li = document.createElement("li"); li.textContent = text;
+                        document.getElementById("log").appendChild(li); };
+source.addEventListener("tick", (e) => log(`tick ${e.lastEventId} ${e.data}`));
+source.addEventListener("end", (e) => { log(`end ${e.data}`); source.close(); });
+</script></body></html>"""
+
+
+def test_event_source_in_headless_chromium(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from .test_examples import CHROMIUM, CHROMIUM_ARGS
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: `make browser` installs Debian's chromium"
+    import playwright.sync_api as playwright_api
+
+    app = Robyn(__file__)
+
+    @app.get("/")
+    def page() -> str:
+        return EVENTS_PAGE
+
+    @app.get("/events")
+    def events() -> StreamingResponse:
+        async def gen() -> AsyncIterator[str]:
+            for i in range(3):
+                await asyncio.sleep(0.05)
+                yield SSEMessage(f"line {i}\nsecond", event="tick", id=str(i))
+            yield SSEMessage("done", event="end")
+
+        return SSEResponse(gen())
+
+    with running(app, "uvloop") as srv, playwright_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                        headless=True, args=CHROMIUM_ARGS, timeout=30_000)
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.goto(f"http://127.0.0.1:{srv.port}/", wait_until="load")
+            items = page.locator("#log li")
+            playwright_api.expect(items).to_have_count(4, timeout=10_000)
+            assert items.all_text_contents() == [
+                "tick 0 line 0\nsecond", "tick 1 line 1\nsecond", "tick 2 line 2\nsecond", "end done"]
+        finally:
+            context.close()
