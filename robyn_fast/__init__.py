@@ -24,12 +24,14 @@ from .exceptions import (
 )
 from .http.types import Headers, QueryParams, Request, Response, jsonify
 from .websocket.endpoint import WebSocket, WebSocketConnector
+from .subrouter import SubRouter
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
     "Robyn",
+    "SubRouter",
     "WebSocket",
     "WebSocketConnector",
     "Config",

@@ -227,3 +227,21 @@ def test_robyn_event_handlers_and_cors_headers(shim: None) -> None:
     assert app.event_handlers[Events.STARTUP].number_of_params == 0
     ALLOW_CORS(app, ["*"])
     assert app.response_headers.get("access-control-allow-origin") == "*"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_robyn_add_route_takes_is_const(shim: None, loop: str) -> None:
+    from robyn import Robyn as CompatRobyn
+
+    app = CompatRobyn(__file__)
+    calls: list[int] = []
+
+    def counted() -> str:
+        calls.append(1)
+        return "same"
+
+    app.add_route("GET", "/const", counted, is_const=True)
+    with running(app, loop) as srv:
+        assert fetch(srv.port, "GET", "/const")[2] == b"same"
+        assert fetch(srv.port, "GET", "/const")[2] == b"same"
+    assert len(calls) == 1  # answered from the cache the second time

@@ -110,6 +110,13 @@ class Robyn(robyn_fast.Robyn):
         if given is not None:
             self.openapi.override_openapi(os.path.join(self.directory_path, given))
 
+    def add_route(self, route_type: str, endpoint: str, handler: Any, const: bool = False,
+                  auth_required: bool = False, openapi_name: str = "", openapi_tags: list[str] | None = None,
+                  *, is_const: bool | None = None, **_: Any) -> Any:
+        """Robyn's ``add_route`` (its ``is_const`` is robyn_fast's ``const``)."""
+        return super().add_route(route_type, endpoint, handler, const if is_const is None else is_const,
+                                 auth_required, openapi_name, openapi_tags)
+
     def start(self, *args: Any, **kwargs: Any) -> None:
         """Robyn's ``start``: serves ``/openapi.json`` and ``/docs`` first (unless
         the config says ``disable_openapi``), then robyn_fast's ``start``."""
