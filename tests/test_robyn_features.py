@@ -205,7 +205,15 @@ def test_robyn_mode(shim: None, loop: str) -> None:
     def broken(vishnu: str, other: str) -> str:  # Robyn answers 500; the app still starts
         return vishnu
 
+    @app.get("/seen")
+    def seen(headers: Headers) -> str:
+        return f"{headers.get('server')} {headers.get('x-req')}"
+
+    app.set_response_header("server", "robyn")
+    app.set_request_header("x-req", "r")
     with running(app, loop) as srv:
+        # Robyn 0.77: the request carries the global response headers too.
+        assert fetch(srv.port, "GET", "/seen")[2] == b"robyn r"
         assert fetch(srv.port, "GET", "/int")[2] == b"200"
         assert fetch(srv.port, "GET", "/none")[2] == b"None"
         assert fetch(srv.port, "GET", "/broken")[0] == 500

@@ -100,6 +100,10 @@ class Middlewares:
         self.excluded_response_headers_paths: list[str] | None = None
         self.exception_handler: Callable[[Exception], Any] | None = None
         self.authentication_handler: Any = None
+        #: Robyn 0.77 hands its global *response* headers to every request too
+        #: (its server registers both header maps under one type, so the request
+        #: side receives the response map): the compat app sets this.
+        self.response_headers_on_requests = False
         self._on_change = on_change
 
     def changed(self) -> None:
@@ -155,6 +159,12 @@ class Middlewares:
                 if ep_key == key:
                     (before if mw.kind == BEFORE else after).append(mw)
         request_headers = self.request_headers if not self.request_headers.is_empty() else None
+        if self.response_headers_on_requests and not self.response_headers.is_empty():
+            combined = Headers(self.request_headers)
+            for name, value in self.response_headers.multi_items():
+                if name not in self.request_headers:
+                    combined.append(name, value)
+            request_headers = combined
         response_headers: Headers | None = self.response_headers
         excluded = self.excluded_response_headers_paths
         if response_headers is not None and (response_headers.is_empty() or (

@@ -68,6 +68,7 @@ def _robyn_mode(app: robyn_fast.Robyn) -> None:
     app.routes.strict = False
     app.routes.stringify = True
     app.routes.not_found_text = "Not found"
+    app.routes.middlewares.response_headers_on_requests = True
 
 
 def _event_handlers(app: robyn_fast.Robyn) -> dict[Events, FunctionInfo]:
