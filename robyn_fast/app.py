@@ -156,13 +156,16 @@ class Robyn:
         """The middleware registry (:mod:`robyn_fast.http.middleware`)."""
         return self.routes.middlewares
 
+    #: The method an endpoint middleware is for (None: every method of the path).
+    endpoint_middleware_method: str | None = None
+
     def before_request(self, endpoint: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator: run the function before the handler of every route
         (``endpoint`` None) or of the routes at ``endpoint``. It takes
         ``()`` or ``(request)`` and returns the request (or a new one), or
         a :class:`~robyn_fast.http.types.Response` that answers at once."""
         def decorator(handler: Handler) -> Handler:
-            return self.routes.middlewares.add(BEFORE, handler, endpoint)
+            return self.routes.middlewares.add(BEFORE, handler, endpoint, self.endpoint_middleware_method)
 
         return decorator
 
@@ -172,7 +175,7 @@ class Robyn:
         ``()``, ``(response)`` or ``(request, response)`` and returns the
         response (or a new one)."""
         def decorator(handler: Handler) -> Handler:
-            return self.routes.middlewares.add(AFTER, handler, endpoint)
+            return self.routes.middlewares.add(AFTER, handler, endpoint, self.endpoint_middleware_method)
 
         return decorator
 

@@ -89,6 +89,10 @@ def make_app() -> Robyn:
     def never() -> str:
         raise AssertionError("the handler must not run after an early answer")
 
+    @app.post("/early")
+    def never_post() -> str:
+        raise AssertionError("the handler must not run after an early answer")
+
     @app.after_request("/none")
     def keeps(response: Response) -> None:
         response.headers.set("x-kept", "yes")
@@ -156,6 +160,7 @@ def test_async_middlewares_and_after_with_request(server: Any) -> None:
 
 
 def test_before_middleware_answers_early(server: Any) -> None:
+    assert fetch(server.port, "POST", "/early")[0] == 401  # natively, every method of the path
     status, headers, body = fetch(server.port, "GET", "/early")
     assert (status, body) == (401, b"no entry")
     assert headers["x-early"] == "yes"

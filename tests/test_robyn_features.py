@@ -209,9 +209,24 @@ def test_robyn_mode(shim: None, loop: str) -> None:
     def seen(headers: Headers) -> str:
         return f"{headers.get('server')} {headers.get('x-req')}"
 
+    @app.before_request("/guarded")
+    def guard() -> Response:
+        return Response(403, {}, "no")
+
+    @app.get("/guarded")
+    def guarded_get() -> str:
+        return "get"
+
+    @app.post("/guarded")
+    def guarded_post() -> str:
+        return "post"
+
     app.set_response_header("server", "robyn")
     app.set_request_header("x-req", "r")
     with running(app, loop) as srv:
+        # Robyn's endpoint middlewares are for GET only.
+        assert fetch(srv.port, "GET", "/guarded")[0] == 403
+        assert fetch(srv.port, "POST", "/guarded")[::2] == (200, b"post")
         # Robyn 0.77: the request carries the global response headers too.
         assert fetch(srv.port, "GET", "/seen")[2] == b"robyn r"
         assert fetch(srv.port, "GET", "/int")[2] == b"200"

@@ -93,8 +93,8 @@ class Middlewares:
     def __init__(self, on_change: Callable[[], None] | None = None) -> None:
         self.global_before: list[Middleware] = []
         self.global_after: list[Middleware] = []
-        #: (pattern key, middleware) for endpoint middlewares.
-        self.endpoint: list[tuple[tuple[Any, ...], Middleware]] = []
+        #: (pattern key, method or None for any, middleware) for endpoint middlewares.
+        self.endpoint: list[tuple[tuple[Any, ...], str | None, Middleware]] = []
         self.request_headers = Headers()
         self.response_headers = Headers()
         self.excluded_response_headers_paths: list[str] | None = None
@@ -110,10 +110,11 @@ class Middlewares:
         if self._on_change is not None:
             self._on_change()
 
-    def add(self, kind: str, fn: Callable[..., Any], endpoint: str | None = None) -> Callable[..., Any]:
+    def add(self, kind: str, fn: Callable[..., Any], endpoint: str | None = None,
+            method: str | None = None) -> Callable[..., Any]:
         """Register ``fn`` as a ``kind`` (:data:`BEFORE`/:data:`AFTER`)
         middleware of every route (``endpoint`` None) or of the routes at
-        ``endpoint`` (a route pattern, any method)."""
+        ``endpoint`` (a route pattern), for any method or only ``method``."""
         if kind not in (BEFORE, AFTER):
             raise ValueError(f"middleware kind must be {BEFORE!r} or {AFTER!r}, not {kind!r}")
         mw = Middleware.of(fn, kind)
@@ -122,7 +123,8 @@ class Middlewares:
         else:
             if not isinstance(endpoint, str):
                 raise TypeError(f"a middleware endpoint must be a str or None, not {type(endpoint).__name__}")
-            self.endpoint.append((compile_path(_normalize(endpoint)).key, mw))
+            self.endpoint.append((compile_path(_normalize(endpoint)).key, None if method is None else method.upper(),
+                                  mw))
         self.changed()
         return fn
 
@@ -155,8 +157,8 @@ class Middlewares:
         if auth is not None:
             before.append(auth)
         for registry in registries:
-            for ep_key, mw in registry.endpoint:
-                if ep_key == key:
+            for ep_key, ep_method, mw in registry.endpoint:
+                if ep_key == key and (ep_method is None or ep_method == method):
                     (before if mw.kind == BEFORE else after).append(mw)
         request_headers = self.request_headers if not self.request_headers.is_empty() else None
         if self.response_headers_on_requests and not self.response_headers.is_empty():

@@ -69,6 +69,8 @@ def _robyn_mode(app: robyn_fast.Robyn) -> None:
     app.routes.stringify = True
     app.routes.not_found_text = "Not found"
     app.routes.middlewares.response_headers_on_requests = True
+    # Robyn registers @app.before_request("/x") / after_request("/x") for GET /x only.
+    app.endpoint_middleware_method = "GET"
 
 
 def _event_handlers(app: robyn_fast.Robyn) -> dict[Events, FunctionInfo]:
