@@ -24,12 +24,14 @@ from .exceptions import (
 )
 from .http.types import Headers, QueryParams, Request, Response, jsonify
 from .websocket.endpoint import WebSocket, WebSocketConnector
+from .subrouter import SubRouter
 
 from .version import __version__
 
 __all__ = [
     "__version__",
     "Robyn",
+    "SubRouter",
     "WebSocket",
     "WebSocketConnector",
     "Config",

@@ -24,8 +24,12 @@ from .config import Config
 from .dependency_injection import DependencyMap
 from .exceptions import InvalidState
 from .logs import get_logger
-from .http.router import Router
+from .http.files import directory_handler
+from .http.middleware import AFTER, BEFORE, Middlewares
+from .http.router import Router, join_prefix
 from .http.routes import Routes
+from .http.types import Headers, Response
+from .openapi import OpenAPI
 from . import cli, metrics
 from .server import ServedEndpoint, Server
 from .workers.launch import launch
@@ -64,6 +68,10 @@ class Robyn:
         self._shutdown_handlers: list[Callable[[], Any]] = []
         self._server: Server | None = None
         self._server_lock = threading.Lock()
+        self._included_routers: list[Robyn] = []
+        #: (method, path, handler, openapi_name, openapi_tags) of each route, for the OpenAPI document.
+        self._described: list[tuple[str, str, Handler, str, list[str]]] = []
+        self.openapi = OpenAPI()
 
     @property
     def router(self) -> Router[Any]:
@@ -72,11 +80,19 @@ class Robyn:
 
     # -- routes -----------------------------------------------------------------
 
-    def add_route(self, route_type: str, endpoint: str, handler: Handler, const: bool = False) -> Handler:
+    def add_route(self, route_type: str, endpoint: str, handler: Handler, const: bool = False,
+                  auth_required: bool = False, openapi_name: str = "",
+                  openapi_tags: list[str] | None = None) -> Handler:
         """Register ``handler`` for ``route_type`` (an HTTP method) at
         ``endpoint``. Its parameters are bound now: ``TypeError`` for one
-        that cannot be (see :func:`robyn_fast.http.routes.bind_http`)."""
-        self.routes.add(route_type, endpoint, handler, const)
+        that cannot be (see :func:`robyn_fast.http.routes.bind_http`).
+        ``auth_required``: the request goes through the authentication
+        handler first (:meth:`configure_authentication`). ``openapi_name``
+        and ``openapi_tags``: the route's summary and tags in the OpenAPI
+        document (:meth:`serve_openapi`)."""
+        self.routes.add(route_type, endpoint, handler, const, auth_required)
+        self._described.append((route_type.upper(), endpoint, handler, openapi_name,
+                                list(openapi_tags) if openapi_tags else [route_type.lower()]))
         return handler
 
     def _decorator(
@@ -85,42 +101,202 @@ class Robyn:
         endpoint: str,
         const: bool,
         auth_required: bool,
+        openapi_name: str = "",
+        openapi_tags: list[str] | None = None,
     ) -> Callable[[Handler], Handler]:
-        if auth_required:
-            raise NotImplementedError("robyn_fast does not support auth_required routes")
-
         def decorator(handler: Handler) -> Handler:
-            return self.add_route(method, endpoint, handler, const)
+            return self.add_route(method, endpoint, handler, const, auth_required, openapi_name, openapi_tags)
 
         return decorator
 
     def get(self, endpoint: str, const: bool = False, auth_required: bool = False,
             openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("GET", endpoint, const, auth_required)
+        return self._decorator("GET", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def post(self, endpoint: str, const: bool = False, auth_required: bool = False,
              openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("POST", endpoint, const, auth_required)
+        return self._decorator("POST", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def put(self, endpoint: str, const: bool = False, auth_required: bool = False,
             openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("PUT", endpoint, const, auth_required)
+        return self._decorator("PUT", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def patch(self, endpoint: str, const: bool = False, auth_required: bool = False,
               openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("PATCH", endpoint, const, auth_required)
+        return self._decorator("PATCH", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def delete(self, endpoint: str, const: bool = False, auth_required: bool = False,
                openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("DELETE", endpoint, const, auth_required)
+        return self._decorator("DELETE", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def head(self, endpoint: str, const: bool = False, auth_required: bool = False,
              openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("HEAD", endpoint, const, auth_required)
+        return self._decorator("HEAD", endpoint, const, auth_required, openapi_name, openapi_tags)
 
     def options(self, endpoint: str, const: bool = False, auth_required: bool = False,
                 openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("OPTIONS", endpoint, const, auth_required)
+        return self._decorator("OPTIONS", endpoint, const, auth_required, openapi_name, openapi_tags)
+
+    def trace(self, endpoint: str, const: bool = False, auth_required: bool = False,
+              openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
+        return self._decorator("TRACE", endpoint, const, auth_required, openapi_name, openapi_tags)
+
+    def connect(self, endpoint: str, const: bool = False, auth_required: bool = False,
+                openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
+        return self._decorator("CONNECT", endpoint, const, auth_required, openapi_name, openapi_tags)
+
+    # -- middlewares, global headers, exceptions, authentication -----------------------
+
+    @property
+    def middlewares(self) -> Middlewares:
+        """The middleware registry (:mod:`robyn_fast.http.middleware`)."""
+        return self.routes.middlewares
+
+    #: The method an endpoint middleware is for (None: every method of the path).
+    endpoint_middleware_method: str | None = None
+
+    def before_request(self, endpoint: str | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: run the function before the handler of every route
+        (``endpoint`` None) or of the routes at ``endpoint``. It takes
+        ``()`` or ``(request)`` and returns the request (or a new one), or
+        a :class:`~robyn_fast.http.types.Response` that answers at once."""
+        def decorator(handler: Handler) -> Handler:
+            return self.routes.middlewares.add(BEFORE, handler, endpoint, self.endpoint_middleware_method)
+
+        return decorator
+
+    def after_request(self, endpoint: str | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: run the function after the handler of every route
+        (``endpoint`` None) or of the routes at ``endpoint``. It takes
+        ``()``, ``(response)`` or ``(request, response)`` and returns the
+        response (or a new one)."""
+        def decorator(handler: Handler) -> Handler:
+            return self.routes.middlewares.add(AFTER, handler, endpoint, self.endpoint_middleware_method)
+
+        return decorator
+
+    @property
+    def request_headers(self) -> Headers:
+        """Fields set on every request before the middlewares run."""
+        return self.routes.middlewares.request_headers
+
+    @property
+    def response_headers(self) -> Headers:
+        """Fields added to every response that lacks them (see
+        :meth:`exclude_response_headers_for`)."""
+        return self.routes.middlewares.response_headers
+
+    def add_request_header(self, key: str, value: str) -> None:
+        self.routes.middlewares.request_headers.append(key, value)
+        self.routes.middlewares.changed()
+
+    def set_request_header(self, key: str, value: str) -> None:
+        self.routes.middlewares.request_headers.set(key, value)
+        self.routes.middlewares.changed()
+
+    def add_response_header(self, key: str, value: str) -> None:
+        self.routes.middlewares.response_headers.append(key, value)
+        self.routes.middlewares.changed()
+
+    def set_response_header(self, key: str, value: str) -> None:
+        self.routes.middlewares.response_headers.set(key, value)
+        self.routes.middlewares.changed()
+
+    def exclude_response_headers_for(self, excluded_response_headers_paths: list[str] | None) -> None:
+        """Routes at these paths get no global response headers."""
+        self.routes.middlewares.exclude_response_headers_for(excluded_response_headers_paths)
+
+    @property
+    def excluded_response_headers_paths(self) -> list[str] | None:
+        return self.routes.middlewares.excluded_response_headers_paths
+
+    def exception(self, exception_handler: Handler) -> Handler:
+        """Decorator: ``exception_handler(error)`` answers for any handler
+        that raises (its return value is the response)."""
+        self.routes.middlewares.set_exception_handler(exception_handler)
+        return exception_handler
+
+    @property
+    def exception_handler(self) -> Handler | None:
+        return self.routes.middlewares.exception_handler
+
+    def configure_authentication(self, authentication_handler: Any) -> None:
+        """The handler that authenticates requests to ``auth_required``
+        routes: its ``authenticate(request)`` returns an identity (set on
+        ``request.identity``) or None, answered with its
+        ``unauthorized_response`` (see :mod:`robyn_fast.auth`)."""
+        if not callable(getattr(authentication_handler, "authenticate", None)):
+            raise TypeError("configure_authentication() takes an object with an authenticate(request) method")
+        self.routes.middlewares.authentication_handler = authentication_handler
+
+    @property
+    def authentication_handler(self) -> Any:
+        return self.routes.middlewares.authentication_handler
+
+    def serve_directory(self, route: str, directory_path: str, index_file: str | None = None,
+                        show_files_listing: bool = False) -> None:
+        """Serve the files under ``directory_path`` at ``route`` (GET and
+        HEAD): ``index_file`` for a directory, else a listing when
+        ``show_files_listing``; routes registered at paths below ``route``
+        win over the files (see :func:`robyn_fast.http.files.directory_handler`)."""
+        handler = directory_handler(directory_path, index_file, show_files_listing)
+        self.add_route("GET", join_prefix(route, "/"), handler)
+        self.add_route("GET", join_prefix(route, "/*path"), handler)
+
+    # -- sub-routers -------------------------------------------------------------------
+
+    def include_router(self, router: Any) -> None:
+        """Merge a :class:`~robyn_fast.subrouter.SubRouter` into this app:
+        its routes (already prefixed) join this app's one route registry,
+        with their own middlewares around them; its WebSocket endpoints are
+        served here; its global dependencies fill in names this app lacks,
+        its router dependencies stay its own."""
+        attach = getattr(router, "attach_parent", None)
+        if not isinstance(router, Robyn) or not callable(attach):
+            raise TypeError(f"include_router() takes a SubRouter, not {type(router).__name__}")
+        if router is self:
+            raise ValueError("a router cannot include itself")
+        attach(self)
+        for key, value in router.dependencies.get_global_dependencies().items():
+            self.dependencies.get_global_dependencies().setdefault(key, value)
+        self.dependencies.share_router(router, router.dependencies)
+        for route in router.routes.all():
+            self.routes.add(route.method, route.path, route.handler, route.const, route.auth_required,
+                            owner=router, scope=router.routes.middlewares)
+        self._described.extend(router.described_routes())
+        for ws in router.websocket_endpoints():
+            self.add_web_socket(ws.endpoint, ws)
+        self._included_routers.append(router)
+
+    def described_routes(self) -> list[tuple[str, str, Handler, str, list[str]]]:
+        """``(method, path, handler, openapi_name, openapi_tags)`` of every route, in order."""
+        return list(self._described)
+
+    def serve_openapi(self, json_path: str = "/openapi.json", docs_path: str = "/docs") -> None:
+        """Serve the OpenAPI 3.1 document of every route registered (now and
+        later: it is built at the first request) at ``json_path``, and a
+        Swagger UI page at ``docs_path`` (:mod:`robyn_fast.openapi`); the
+        global response headers are left off both, as Robyn does."""
+        described = self._described
+        openapi = self.openapi
+        built: list[bytes] = []
+
+        def spec() -> Response:
+            if not built:
+                for method, path, handler, name, tags in described:
+                    if path not in (json_path, docs_path):
+                        openapi.add_route(method, path, handler, name, tags)
+                built.append(openapi.json().encode("utf-8"))
+            return Response(200, {"Content-Type": "application/json"}, built[0])
+
+        self.routes.add("GET", json_path, spec)
+        self.routes.add("GET", docs_path, openapi.docs_page)
+        excluded = list(self.excluded_response_headers_paths or [])
+        self.exclude_response_headers_for(excluded + [json_path, docs_path])
+
+    @property
+    def included_routers(self) -> list[Robyn]:
+        return list(self._included_routers)
 
     # -- dependency injection ---------------------------------------------------------
 

@@ -44,6 +44,11 @@ class DependencyMap:
         """The global dependencies (a live dict)."""
         return self.global_dependency_map
 
+    def share_router(self, router: Any, source: DependencyMap) -> None:
+        """Make ``router``'s dependencies here the very dict ``source`` keeps
+        for it (an included sub-router keeps its own, live)."""
+        self.router_dependency_map[router] = source.get_router_dependencies(router)
+
     def merge_dependencies(self, target_router: Any) -> None:
         """Copy global dependencies into ``target_router.dependencies`` where
         it has none of that name (as Robyn does when including a router)."""

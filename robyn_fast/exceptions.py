@@ -31,6 +31,8 @@ __all__ = [
     "HTTPError",
     "NotFound",
     "MethodNotAllowed",
+    "UnboundParameter",
+    "AuthenticationNotConfigured",
 ]
 
 
@@ -120,6 +122,16 @@ class UnsupportedResponseType(ArgumentTypeError):
     def __init__(self, message: str, value_type: type | None = None) -> None:
         super().__init__(message)
         self.value_type: type | None = value_type
+
+
+class UnboundParameter(ArgumentTypeError):
+    """A handler parameter that no binding rule binds (see
+    :func:`robyn_fast.http.routes.bind_http`)."""
+
+
+class AuthenticationNotConfigured(InvalidState):
+    """A route requires authentication (``auth_required=True``) and the app
+    has no authentication handler (``app.configure_authentication``)."""
 
 
 class InvalidStatusCode(RobynFastError, ValueError):

@@ -37,6 +37,7 @@ from .logs import Throttle, get_logger, more_since
 from .exceptions import ServerNotRunning
 from .http.protocol import HttpHandler, HttpProtocol
 from .http.routes import Routes
+from .http.streaming import StreamedReply
 from . import metrics
 from .http.types import error_response, serialize_response
 from .listener import Listener, listen
@@ -113,6 +114,9 @@ class Server:
         self.loop = loop
         self.broker = broker
         self.config: Config = app.config
+        # Middleware chains were resolved as they were registered; once more
+        # for the global header collections, which an app may edit directly.
+        app.routes.resolve()
         self.handle_http: HttpHandler = app.routes.handle
         if self.config.ssl is not None:  # request.url.scheme
             self.handle_http = functools.partial(app.routes.handle, scheme="https")
@@ -362,7 +366,7 @@ class Server:
     def _handle_with_metrics(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
         peer: str | None,
-    ) -> bytes | Awaitable[bytes]:
+    ) -> bytes | StreamedReply | Awaitable[bytes | StreamedReply]:
         """Config.metrics_path answers the Prometheus text of every worker's
         counters; every other request goes to the app's routes."""
         if target.partition("?")[0] != self.config.metrics_path:

@@ -275,12 +275,12 @@ def test_script_runs_as_main_with_its_args_and_its_directory_on_sys_path(tmp_pat
 
 
 def test_unsupported_import_in_a_script_names_it(tmp_path: Path) -> None:
-    (tmp_path / "app.py").write_text("from robyn import Robyn, SubRouter\n")
+    (tmp_path / "app.py").write_text("from robyn import Robyn, MCPApp\n")
     result = run_main(str(tmp_path / "app.py"))
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last == "robyn_fast.compat.UnsupportedRobynFeature: robyn_fast does not support robyn.SubRouter " \
-                   "(sub-routers)"
+    assert last == "robyn_fast.compat.UnsupportedRobynFeature: robyn_fast does not support robyn.MCPApp " \
+                   "(MCP apps)"
 
 
 # -- the robyn shim, in this process ---------------------------------------------------------
@@ -364,15 +364,14 @@ def test_app_and_endpoint_work_as_in_robyn(shim: None) -> None:
 @pytest.mark.parametrize(
     ("statement", "name"),
     [
-        ("from robyn import SubRouter", "robyn.SubRouter"),
-        ("from robyn import Robyn, serve_file", "robyn.serve_file"),
-        ("from robyn import ALLOW_CORS", "robyn.ALLOW_CORS"),
+        ("from robyn import MCPApp", "robyn.MCPApp"),
+        ("from robyn import Robyn, OpenAPI", "robyn.OpenAPI"),
         ("from robyn import WebSocketDisconnect", "robyn.WebSocketDisconnect"),
         ("from robyn.robyn import Cookie", "robyn.robyn.Cookie"),
         ("from robyn.types import Directory", "robyn.types.Directory"),
-        ("import robyn.templating", "robyn.templating"),
-        ("from robyn.templating import JinjaTemplate", "robyn.templating"),
-        ("from robyn.authentication import AuthenticationHandler", "robyn.authentication"),
+        ("import robyn.openapi", "robyn.openapi"),
+        ("from robyn.openapi import OpenAPI", "robyn.openapi"),
+        ("from robyn.mcp import MCPApp", "robyn.mcp"),
         ("import robyn.argument_parser", "robyn.argument_parser"),
     ],
 )
@@ -384,9 +383,9 @@ def test_unsupported_names_raise_import_error_naming_them(shim: None, statement:
 
 
 def test_unsupported_module_is_a_module_not_found_error(shim: None) -> None:
-    with pytest.raises(ModuleNotFoundError, match="robyn_fast does not support robyn.templating") as info:
-        import robyn.templating  # noqa: F401
-    assert info.value.name == "robyn.templating"
+    with pytest.raises(ModuleNotFoundError, match="robyn_fast does not support robyn.openapi") as info:
+        import robyn.openapi  # noqa: F401
+    assert info.value.name == "robyn.openapi"
 
 
 def test_names_robyn_never_had_fail_as_usual(shim: None) -> None:
@@ -404,9 +403,9 @@ def test_unsupported_app_method_names_itself(shim: None) -> None:
     from robyn import Robyn
 
     app = Robyn(__file__)
-    with pytest.raises(AttributeError, match=r"robyn_fast does not support Robyn\.before_request \(middlewares\)"):
-        app.before_request()
-    assert not hasattr(app, "include_router")
+    with pytest.raises(AttributeError, match=r"robyn_fast does not support Robyn\.init_openapi \(OpenAPI generation\)"):
+        app.init_openapi()
+    assert not hasattr(app, "view")
     with pytest.raises(AttributeError, match="'Robyn' object has no attribute 'no_such_method'"):
         app.no_such_method()
 

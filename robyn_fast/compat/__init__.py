@@ -5,8 +5,8 @@ answers every import of ``robyn`` and ``robyn.<module>`` with the shim in
 ``robyn_fast/compat/robyn/``: ``from robyn import Robyn, WebSocket`` then
 gives robyn_fast's classes, whether or not the real Robyn is installed.
 
-A name that Robyn 0.77 has and robyn_fast does not (``robyn.SubRouter``,
-``import robyn.templating``, ``app.before_request``...) raises an error that
+A name that Robyn 0.77 has and robyn_fast does not (``robyn.MCPApp``,
+``import robyn.openapi``, ``app.init_openapi``...) raises an error that
 names it and says robyn_fast does not support it, at the line that uses it:
 :class:`UnsupportedRobynFeature` (an ``ImportError``) for ``from robyn import
 X``, :class:`UnsupportedRobynModule` (a ``ModuleNotFoundError``) for a module,
@@ -56,21 +56,21 @@ SUPPORTED_MODULES = (
     "robyn.status_codes",
     "robyn.types",
     "robyn.jsonify",
+    "robyn.authentication",
+    "robyn.events",
+    "robyn.responses",
+    "robyn.templating",
 )
 
 #: Robyn 0.77 modules the shim does not provide, with what they are for.
 UNSUPPORTED_MODULES: dict[str, str] = {
-    "robyn.templating": "Jinja templates",
-    "robyn.authentication": "authentication handlers",
     "robyn.openapi": "OpenAPI generation",
-    "robyn.responses": "file, HTML, streaming and server-sent-event responses",
     "robyn.router": "Robyn's internal routers",
     "robyn.argument_parser": "Robyn's command-line configuration",
     "robyn.cli": "Robyn's command-line interface",
     "robyn.processpool": "multi-process serving",
     "robyn.reloader": "the dev-mode reloader",
     "robyn.env_populator": "robyn.env files",
-    "robyn.events": "Robyn's event enum (use app.startup_handler / app.shutdown_handler)",
     "robyn.logger": "Robyn's logger",
     "robyn.exceptions": "Robyn's HTTPException and WebSocketException",
     "robyn.mcp": "MCP apps",
@@ -81,24 +81,15 @@ UNSUPPORTED_MODULES: dict[str, str] = {
 #: Names of Robyn 0.77 modules that the shim's modules do not provide, by module.
 UNSUPPORTED_NAMES: dict[str, dict[str, str]] = {
     "robyn": {
-        "SubRouter": "sub-routers",
-        "ALLOW_CORS": "the CORS helper",
-        "AuthenticationHandler": "authentication handlers",
-        "serve_file": "file responses",
-        "serve_html": "HTML file responses",
-        "StreamingResponse": "streaming responses",
-        "SSEResponse": "server-sent events",
-        "SSEMessage": "server-sent events",
         "MCPApp": "MCP apps",
         "OpenAPI": "OpenAPI generation",
         "Config": "Robyn's command-line configuration (robyn_fast.Config holds the server limits)",
         "config": "Robyn's command-line configuration",
-        "Events": "Robyn's event enum (use app.startup_handler / app.shutdown_handler)",
         "logger": "Robyn's logger",
         "Colors": "Robyn's logger",
         "Router": "Robyn's internal routers",
-        "MiddlewareRouter": "middlewares",
-        "MiddlewareType": "middlewares",
+        "MiddlewareRouter": "Robyn's internal routers",
+        "MiddlewareType": "Robyn's internal middleware records",
         "WebSocketRouter": "Robyn's internal routers",
         "BaseRobyn": "Robyn's internal base class",
         "FunctionInfo": "Robyn's internal handler records",
@@ -111,13 +102,12 @@ UNSUPPORTED_NAMES: dict[str, dict[str, str]] = {
         "WebSocketDisconnect": "the WebSocket API of Robyn >= 0.80 (robyn_fast speaks the legacy WebSocket class)",
     },
     "robyn.robyn": {
-        "Identity": "authentication",
         "Cookie": "cookies",
         "Cookies": "cookies",
         "CookiesIter": "cookies",
         "FunctionInfo": "Robyn's internal handler records",
         "HttpMethod": "Robyn's internal method enum",
-        "MiddlewareType": "middlewares",
+        "MiddlewareType": "Robyn's internal middleware records",
         "Server": "Robyn's Rust server object",
         "SocketHeld": "Robyn's Rust socket object",
         "get_version": "Robyn's version query",
@@ -127,25 +117,16 @@ UNSUPPORTED_NAMES: dict[str, dict[str, str]] = {
     "robyn.status_codes": {},
     "robyn.types": {"Directory": "static directories"},
     "robyn.jsonify": {},
+    "robyn.authentication": {},
+    "robyn.events": {},
+    "robyn.responses": {},
+    "robyn.templating": {},
 }
 
 #: Methods of Robyn's ``Robyn`` app that robyn_fast's does not have.
 UNSUPPORTED_APP_METHODS: dict[str, str] = {
-    "before_request": "middlewares",
-    "after_request": "middlewares",
-    "exception": "exception handlers",
-    "include_router": "sub-routers",
-    "serve_directory": "static directories",
-    "add_request_header": "global request headers",
-    "set_request_header": "global request headers",
-    "add_response_header": "global response headers",
-    "set_response_header": "global response headers",
-    "exclude_response_headers_for": "global response headers",
-    "configure_authentication": "authentication handlers",
     "init_openapi": "OpenAPI generation",
     "mcp": "MCP apps",
-    "connect": "CONNECT routes",
-    "trace": "TRACE routes",
     "view": "class-based views",
     "is_port_in_use": "Robyn's port check",
 }

@@ -54,6 +54,7 @@ import httptools
 from ..config import Config
 from ..exceptions import HandshakeError
 from ..logs import field, get_logger
+from .streaming import StreamedReply
 from .types import error_response
 
 __all__ = ["HttpHandler", "HttpHost", "HttpProtocol"]
@@ -76,7 +77,8 @@ _UPGRADE_BUFFER_LIMIT = 1024 * 1024
 
 #: ``(method, target, headers, body, keep_alive, peer host)`` -> the response
 #: bytes, or an awaitable of them.
-HttpHandler = Callable[[str, str, list[tuple[bytes, bytes]], bytes, bool, "str | None"], "bytes | Awaitable[bytes]"]
+HttpHandler = Callable[[str, str, list[tuple[bytes, bytes]], bytes, bool, "str | None"],
+                       "bytes | StreamedReply | Awaitable[bytes | StreamedReply]"]
 
 
 class HttpHost(Protocol):
@@ -165,7 +167,10 @@ class HttpProtocol(asyncio.Protocol):
         self.got_bytes = False
         # Pipeline.
         self.queue: collections.deque[_Request | bytes] = collections.deque()
-        self.task: asyncio.Future[bytes] | None = None  # the async handler answering the head of the queue
+        self.task: asyncio.Future[Any] | None = None  # the async handler answering the head of the queue
+        self.stream_task: asyncio.Future[Any] | None = None  # a streamed body being written (also self.task)
+        self.drained: asyncio.Future[None] | None = None  # set when writing may go on
+        self.stream_ending = False  # shutdown ends the stream: a clean last chunk, then close
         self.reading_paused = False
         self.writing_paused = False
         self.eof = False
@@ -198,6 +203,11 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self._cancel_timer()
+        if self.stream_task is not None:
+            # The client went away mid-stream: stop asking the generator for
+            # more (its finally blocks run as the Task is cancelled).
+            self.stream_task.cancel()
+        self._wake_writer()
         self.host.connection_closed(self)
         self.queue.clear()
         self.leftover = []
@@ -266,6 +276,12 @@ class HttpProtocol(asyncio.Protocol):
         True when it is closed or closing."""
         if self.handed_over:
             return True
+        if self.stream_task is not None:
+            # A stream (an event stream, say) has no end of its own: end it
+            # now, with its last chunk, rather than hold shutdown back.
+            self.stream_ending = True
+            self.stream_task.cancel()
+            return False
         if self.busy or self.queue or self.in_head or self.upgrade_seen:
             return False
         if not self.closing and self.transport is not None:
@@ -339,7 +355,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self._wake_writer()
         self._run_queue()
+
+    def _wake_writer(self) -> None:
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     def _feed(self, chunk: bytes | memoryview, rest: bytes | memoryview) -> None:
         if self.parser is None:
@@ -554,28 +576,100 @@ class HttpProtocol(asyncio.Protocol):
         if isinstance(result, bytes):
             self._respond(result, req.keep_alive, req, started)
             return False
+        if isinstance(result, StreamedReply):
+            return self._stream(result, req.keep_alive, req, started, context)
         task = self.host.start_task(result, context)
         if task.done():  # finished within its eager first step (Python >= 3.12)
-            self._respond(self._outcome(task), req.keep_alive, req, started)
+            outcome = self._outcome(task)
+            if isinstance(outcome, StreamedReply):
+                return self._stream(outcome, req.keep_alive, req, started, context)
+            self._respond(outcome, req.keep_alive, req, started)
             return False
         self.task = task
         keep_alive = req.keep_alive
-        task.add_done_callback(lambda t: self._async_done(t, keep_alive, req, started))
+        task.add_done_callback(lambda t: self._async_done(t, keep_alive, req, started, context))
         return True
 
+    def _stream(self, reply: StreamedReply, keep_alive: bool, req: _Request, started: float,
+                context: Context) -> bool:
+        """Write the head of a streamed response, then its chunks from a
+        Task (the pipeline waits behind it, as behind an async handler);
+        True while the body is being written."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        if self.access_log:
+            self._log_access(req.method, req.target, reply.head, started)
+        transport.write(reply.head)
+        if reply.body is None:  # HEAD: the head is the whole answer
+            self._respond(b"", keep_alive)
+            return False
+        task = self.host.start_task(self._pump(reply.body), context)
+        self.task = self.stream_task = task
+        task.add_done_callback(lambda t: self._stream_done(t, keep_alive))
+        return True
+
+    async def _pump(self, body: Any) -> bool:
+        """Each chunk as the body yields it (RFC 9112 §7.1), waiting while the
+        transport is over its high-water mark; the last chunk at the end.
+        False when the connection went away first."""
+        try:
+            async for chunk in body:
+                transport = self.transport
+                if transport is None or transport.is_closing():
+                    return False
+                if chunk:
+                    transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                while self.writing_paused and not transport.is_closing():
+                    self.drained = self.loop.create_future()
+                    await self.drained
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                return False
+            transport.write(b"0\r\n\r\n")
+            return True
+        finally:
+            await body.aclose()
+
+    def _stream_done(self, task: asyncio.Future[Any], keep_alive: bool) -> None:
+        self.task = self.stream_task = None
+        complete = not task.cancelled() and task.exception() is None and task.result() is True
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a streamed response body failed; closing the connection", exc_info=task.exception())
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not complete:
+            if self.stream_ending and task.cancelled():
+                transport.write(b"0\r\n\r\n")  # ended by shutdown: the stream ends cleanly
+            # Otherwise the body is cut short: no last chunk, so the client knows (RFC 9112 §7.1).
+            self.closing = True
+            self.queue.clear()
+            transport.close()
+        elif not keep_alive:
+            self._respond(b"", False)
+        else:
+            self._run_queue()
+
     @staticmethod
-    def _outcome(task: asyncio.Future[bytes]) -> bytes:
+    def _outcome(task: asyncio.Future[Any]) -> bytes | StreamedReply:
         if task.cancelled():
             return error_response(503, "server shutting down")
         exc = task.exception()
         if exc is not None:
             log.error("HTTP handler failed", exc_info=exc)
             return error_response(500)
-        return task.result()
+        result: bytes | StreamedReply = task.result()
+        return result
 
-    def _async_done(self, task: asyncio.Future[bytes], keep_alive: bool, req: _Request, started: float) -> None:
+    def _async_done(self, task: asyncio.Future[Any], keep_alive: bool, req: _Request, started: float,
+                    context: Context) -> None:
         self.task = None
         response = self._outcome(task)
+        if isinstance(response, StreamedReply):
+            if not self._stream(response, keep_alive, req, started, context):
+                self._run_queue()
+            return
         if task.cancelled() or task.exception() is not None:
             keep_alive = False
         self._respond(response, keep_alive, req, started)

@@ -47,7 +47,7 @@ from ..exceptions import (
     NotFound,
 )
 
-__all__ = ["Router", "compile_path", "PathPattern", "Segment"]
+__all__ = ["Router", "compile_path", "PathPattern", "Segment", "join_prefix"]
 
 H = TypeVar("H")
 
@@ -389,3 +389,21 @@ class Router(Generic[H]):
 
     def __repr__(self) -> str:
         return f"<Router with {len(self._routes)} routes>"
+
+
+def _normalize_endpoint(endpoint: str) -> str:
+    endpoint = endpoint.strip()
+    if endpoint in ("", "/"):
+        return ""
+    endpoint = endpoint if endpoint.startswith("/") else "/" + endpoint
+    return endpoint
+
+
+def join_prefix(prefix: str, endpoint: str) -> str:
+    """``prefix`` + ``endpoint`` as Robyn joins them: ``""`` and ``"/"`` are
+    the root on either side, a missing leading ``/`` is added, no ``//``."""
+    if not isinstance(prefix, str) or not isinstance(endpoint, str):
+        raise TypeError("a prefix and an endpoint are str")
+    head = _normalize_endpoint(prefix).rstrip("/")
+    tail = _normalize_endpoint(endpoint)
+    return (head + tail) or "/"

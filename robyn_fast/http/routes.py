@@ -17,15 +17,39 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import typing
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple, Union
 from urllib.parse import urlsplit
 
 from ..dependency_injection import DependencyMap
-from ..exceptions import HTTPError, InvalidHeader, MethodNotAllowed, NotFound
+from ..exceptions import (
+    AuthenticationNotConfigured,
+    HTTPError,
+    InvalidHeader,
+    MethodNotAllowed,
+    NotFound,
+    UnboundParameter,
+    UnsupportedResponseType,
+)
 from ..logs import get_logger
+from . import params
+from .middleware import AFTER, BEFORE, Chain, Middleware, Middlewares
 from .router import Router, compile_path
-from .types import Headers, Request, error_response, render, serialize_response
+from .streaming import StreamedReply, StreamingResponse, body_chunks
+from .types import (
+    TEXT_PLAIN,
+    Headers,
+    QueryParams,
+    Request,
+    Response,
+    Url,
+    error_response,
+    reason_phrase,
+    render,
+    serialize_response,
+    to_response,
+)
 
 __all__ = ["Route", "Routes", "bind_http"]
 
@@ -33,18 +57,77 @@ log = get_logger("robyn_fast.http")
 
 Handler = Callable[..., Any]
 Getter = Callable[[Request], Any]
+#: What answers one request: the response bytes, or a streamed response.
+Reply = Union[bytes, StreamedReply]
 
-#: Parameter names that receive a part of the request wherever they stand.
+def _get_request(request: Request) -> Request:
+    return request
+
+
+#: Parameter names that receive a part of the request wherever they stand
+#: (Robyn's names).
 REQUEST_PARTS: dict[str, Getter] = {
+    "request": _get_request,
+    "req": _get_request,
+    "r": _get_request,
     "path_params": lambda r: r.path_params,
     "query_params": lambda r: r.query_params,
     "headers": lambda r: r.headers,
     "body": lambda r: r.body,
+    "method": lambda r: r.method,
+    "url": lambda r: r.url,
+    "ip_addr": lambda r: r.ip_addr,
+    "identity": lambda r: r.identity,
+    "form_data": lambda r: r.form_data,
+    "files": lambda r: r.files,
 }
 
+#: Annotations that receive a part of the request whatever the parameter's
+#: name (Robyn's types); a subclass of QueryParams or Body counts too.
+REQUEST_TYPES: dict[Any, Getter] = {
+    Request: _get_request,
+    QueryParams: REQUEST_PARTS["query_params"],
+    Headers: REQUEST_PARTS["headers"],
+    Url: REQUEST_PARTS["url"],
+    params.PathParams: REQUEST_PARTS["path_params"],
+    params.Method: REQUEST_PARTS["method"],
+    params.FormData: REQUEST_PARTS["form_data"],
+    params.Files: REQUEST_PARTS["files"],
+    params.IPAddress: REQUEST_PARTS["ip_addr"],
+    params.Identity: REQUEST_PARTS["identity"],
+}
 
-def _the_request(request: Request) -> Request:
-    return request
+# Kept for the name: the request is what a lone unknown parameter gets.
+_the_request = _get_request
+
+
+def _by_annotation(annotation: Any) -> Getter | None:
+    if annotation is inspect.Parameter.empty:
+        return None
+    try:
+        getter = REQUEST_TYPES.get(annotation)
+    except TypeError:  # unhashable annotation
+        return None
+    if getter is not None:
+        return getter
+    if inspect.isclass(annotation):
+        if issubclass(annotation, params.Body):
+            return REQUEST_PARTS["body"]
+        if issubclass(annotation, QueryParams):
+            return REQUEST_PARTS["query_params"]
+    return None
+
+
+def _annotations(handler: Handler, parameters: list[inspect.Parameter]) -> dict[str, Any]:
+    """The parameters' annotations, string annotations resolved where they can be."""
+    found = {p.name: p.annotation for p in parameters}
+    if any(isinstance(a, str) for a in found.values()):
+        try:
+            hints = typing.get_type_hints(handler)
+        except Exception:  # an annotation naming what cannot be imported: leave it unresolved
+            hints = {}
+        found.update({k: v for k, v in hints.items() if k in found})
+    return found
 
 
 def _path_param(name: str) -> Getter:
@@ -63,20 +146,25 @@ def bind_http(
 ) -> Callable[[Request], Any]:
     """``handler`` as a function of the request, resolved once.
 
-    Each parameter is bound by these rules, in order: ``path_params``,
-    ``query_params``, ``headers`` and ``body`` get those parts of the request;
-    ``global_dependencies`` and ``router_dependencies`` get those dicts (of
+    Each parameter is bound by these rules, in order (Robyn's, then ours):
+    its annotation (``Request``, ``QueryParams`` or a subclass, ``Headers``,
+    ``PathParams``, ``Body`` or a subclass, ``Method``, ``Url``,
+    ``FormData``, ``Files``, ``IPAddress``, ``Identity``: that part of the
+    request); its name (``request``/``req``/``r``, ``path_params``,
+    ``query_params``, ``headers``, ``body``, ``method``, ``url``,
+    ``ip_addr``, ``identity``, ``form_data``, ``files``;
+    ``global_dependencies`` and ``router_dependencies`` get those dicts of
     ``dependencies``, ``owner`` being the router); a parameter named like a
     path parameter of ``path`` gets its value; one named like an injected
-    dependency gets it (looked up at each call); one named ``request``, or
-    else the first positional parameter, gets the
-    :class:`~robyn_fast.http.types.Request`. A parameter with a default that
-    matches none is left to its default; any other raises ``TypeError``
-    naming the handler and the parameter, here, not when a request comes.
+    dependency gets it (looked up at each call); else the first parameter,
+    when positional and no other takes the request, gets the :class:`~robyn_fast.http.types.Request`. A parameter
+    with a default that matches none is left to its default; any other
+    raises :class:`UnboundParameter` (a ``TypeError``) naming the handler and
+    the parameter, here, not when a request comes.
     """
     name = _handler_name(handler)
     try:
-        params = list(inspect.signature(handler).parameters.values())
+        parameters = list(inspect.signature(handler).parameters.values())
     except (TypeError, ValueError):
         return handler  # no signature to read (some builtins): call it with the request
     path_names = set(compile_path(path).param_names)
@@ -94,15 +182,18 @@ def bind_http(
 
         return get
 
-    params = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if not params:
+    parameters = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if not parameters:
         return lambda _request: handler()
+    annotations = _annotations(handler, parameters)
     positional: list[Getter] = []
     keywords: dict[str, Getter] = {}
-    request_taken = any(p.name == "request" for p in params)
-    for p in params:
-        getter: Getter | None
-        if p.name in REQUEST_PARTS:
+    request_taken = any(p.name in ("request", "req", "r") or annotations[p.name] is Request for p in parameters)
+    for p in parameters:
+        getter = _by_annotation(annotations[p.name])
+        if getter is not None:
+            pass
+        elif p.name in REQUEST_PARTS:
             getter = REQUEST_PARTS[p.name]
         elif p.name == "global_dependencies":
             getter = lambda _r: dependencies.get_global_dependencies()  # noqa: E731
@@ -112,29 +203,26 @@ def bind_http(
             getter = _path_param(p.name)
         elif p.name in injected:
             getter = dependency(p.name)
-        elif p.name == "request":
-            getter = _the_request
-        elif not request_taken and p.kind is not p.KEYWORD_ONLY:
-            getter, request_taken = _the_request, True
-        else:
-            getter = None
+        elif not request_taken and p is parameters[0] and p.kind is not p.KEYWORD_ONLY:
+            getter, request_taken = _get_request, True
         if getter is None:
             if p.default is not p.empty:
                 continue
-            raise TypeError(
+            raise UnboundParameter(
                 f"cannot bind parameter {p.name!r} of HTTP handler {name} for {path!r}: it is not the "
-                f"request, path_params, query_params, headers, body, a path parameter of {path!r}, an "
-                "injected dependency, global_dependencies or router_dependencies (inject dependencies "
-                "before decorating the handler)"
+                f"request, path_params, query_params, headers, body, method, url, ip_addr, identity, "
+                f"form_data, files, a path parameter of {path!r}, an injected dependency, "
+                "global_dependencies or router_dependencies, by name or by type annotation (inject "
+                "dependencies before decorating the handler)"
             )
         if p.kind is p.POSITIONAL_ONLY:
             positional.append(getter)
         else:
             keywords[p.name] = getter
-    if len(positional) == 1 and not keywords and positional[0] is _the_request:
+    if len(positional) == 1 and not keywords and positional[0] is _get_request:
         return handler
-    first = params[0]
-    if not positional and keywords == {first.name: _the_request} and first.kind is first.POSITIONAL_OR_KEYWORD:
+    first = parameters[0]
+    if not positional and keywords == {first.name: _get_request} and first.kind is first.POSITIONAL_OR_KEYWORD:
         return handler  # the common `def handler(request)`: called directly
     pos = tuple(positional)
     kws = tuple(keywords.items())
@@ -146,16 +234,61 @@ class Route:
 
     ``const`` routes (Robyn's ``const=True``) have their response cached
     after the first request: the handler must not depend on the request.
+    ``chain`` is what runs around the handler (middlewares, global headers,
+    the exception handler, authentication), or None when nothing does.
     """
 
-    __slots__ = ("handler", "name", "call", "const", "cached")
+    __slots__ = ("method", "path", "handler", "name", "call", "const", "cached", "auth_required", "chain",
+                 "unbound", "scope")
 
-    def __init__(self, handler: Handler, call: Callable[[Request], Any], const: bool) -> None:
+    def __init__(self, handler: Handler, call: Callable[[Request], Any], const: bool, method: str = "GET",
+                 path: str = "/", auth_required: bool = False) -> None:
+        self.method = method
+        self.path = path
         self.handler = handler
         self.name = _handler_name(handler)
         self.call = call
         self.const = const
         self.cached: dict[tuple[bool, bool], bytes] = {}
+        self.auth_required = auth_required
+        self.chain: Chain | None = None
+        #: Why the handler's parameters cannot be bound (lenient registration), else None.
+        self.unbound: str | None = None
+        #: A sub-router's middlewares, for its routes.
+        self.scope: Middlewares | None = None
+
+
+class _Raised:
+    """An exception a step of a chain raised, as a value."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+
+class _Pending(NamedTuple):
+    pos: int
+    awaitable: Awaitable[Any]
+
+
+class _Exchange:
+    """One request going through a chain."""
+
+    __slots__ = ("route", "chain", "request", "response", "keep_alive", "head", "handled", "error")
+
+    def __init__(self, route: Route, chain: Chain, request: Request, keep_alive: bool, head: bool) -> None:
+        self.route = route
+        self.chain = chain
+        self.request = request
+        self.response: Response | None = None
+        self.keep_alive = keep_alive
+        self.head = head
+        self.handled = False  # the exception handler has answered
+        self.error: HTTPError | None = None  # no route: the 404/405 that stands for the handler
+
+
+_NOTHING: Any = object()
 
 
 class Routes:
@@ -164,7 +297,15 @@ class Routes:
     ``dependencies`` and ``owner`` are what handlers' ``global_dependencies``
     and ``router_dependencies`` come from; ``is_websocket_path(path)`` says
     whether a WebSocket endpoint lives at ``path`` (a plain request there gets
-    426 instead of 404).
+    426 instead of 404). :attr:`middlewares` is the app's middleware
+    registry (:mod:`robyn_fast.http.middleware`).
+
+    ``strict`` (the default): a handler parameter that cannot be bound raises
+    at registration. Not strict (Robyn apps): the app still starts, the
+    problem is logged once at registration and the route answers 500, as
+    Robyn answers it. ``stringify``: a handler's return value of another type
+    than those :func:`~robyn_fast.http.types.render` takes is sent as its
+    ``str()`` (``None`` as ``"None"``), as Robyn does; otherwise it is a 500.
     """
 
     def __init__(
@@ -177,17 +318,80 @@ class Routes:
         self._dependencies = dependencies
         self._owner = owner
         self._is_websocket_path = is_websocket_path
+        self._routes: list[Route] = []
+        self.middlewares = Middlewares(self.resolve)
+        self.strict = True
+        self.stringify = False
+        #: The body of a 404 (Robyn sends "Not found"); None: the reason phrase.
+        self.not_found_text: str | None = None
+        # What answers a path no route has (404) or a method it lacks (405)
+        # when global middlewares or headers exist; None otherwise.
+        self._fallback: Route | None = None
 
-    def add(self, method: str, path: str, handler: Handler, const: bool = False) -> Route:
+    def add(self, method: str, path: str, handler: Handler, const: bool = False, auth_required: bool = False,
+            owner: Any = _NOTHING, scope: Middlewares | None = None) -> Route:
         """Register ``handler`` for ``method`` at ``path``; its parameters are
-        bound now (``TypeError`` for one that cannot be)."""
+        bound now (``TypeError`` for one that cannot be, when strict).
+        ``owner``: the router whose ``router_dependencies`` the handler gets
+        (this app's by default; a sub-router's for its routes); ``scope``:
+        a sub-router's own middlewares, which run around this route only."""
         if not callable(handler):
             raise TypeError(f"a route handler must be callable, not {type(handler).__name__}")
         if not isinstance(path, str):
             raise TypeError(f"a route path must be a str, not {type(path).__name__}")
-        route = Route(handler, bind_http(handler, self._dependencies, self._owner, path), const)
-        self.router.add(method.upper(), path, route)
+        method = method.upper()
+        unbound: str | None = None
+        try:
+            call = bind_http(handler, self._dependencies, self._owner if owner is _NOTHING else owner, path)
+        except UnboundParameter as exc:
+            if self.strict:
+                raise
+            log.error("%s %s: %s; the route answers 500", method, path, exc)
+            unbound = str(exc)
+            call = _refuse(unbound)
+        route = Route(handler, call, const, method, path, auth_required)
+        route.unbound = unbound
+        route.scope = scope
+        self.router.add(method, path, route)
+        self._routes.append(route)
+        route.chain = self._chain(route)
         return route
+
+    def all(self) -> list[Route]:
+        """Every route, in registration order."""
+        return list(self._routes)
+
+    def _chain(self, route: Route) -> Chain | None:
+        auth = Middleware(self._authenticate, BEFORE, 1, "authentication") if route.auth_required else None
+        return self.middlewares.chain_for(route.method, route.path, auth, route.scope)
+
+    def resolve(self) -> None:
+        """Resolve every route's chain again (after a middleware, a global
+        header or the exception handler changed; the server calls it as it
+        starts, for changes made to the header collections directly)."""
+        for route in self._routes:
+            route.chain = self._chain(route)
+        chain = self.middlewares.chain_for("*", None)
+        if chain is None:
+            self._fallback = None
+        else:
+            fallback = Route(_no_route, _no_route, False, "*", "/")
+            fallback.chain = chain
+            self._fallback = fallback
+
+    def _authenticate(self, request: Request) -> Request | Response:
+        handler = self.middlewares.authentication_handler
+        if handler is None:
+            raise AuthenticationNotConfigured(
+                "a route has auth_required=True but no authentication handler is configured "
+                "(app.configure_authentication(...))"
+            )
+        identity = handler.authenticate(request)
+        if identity is None:
+            refused: Response = handler.unauthorized_response
+            return refused
+        request.identity = identity
+        return request
 
     def handle(
         self,
@@ -198,7 +402,7 @@ class Routes:
         keep_alive: bool,
         peer: str | None,
         scheme: str = "http",
-    ) -> bytes | Awaitable[bytes]:
+    ) -> Reply | Awaitable[Reply]:
         """The response bytes for one request, or an awaitable of them (the
         handler is async); ``scheme`` is the request's ``url.scheme``
         (``"https"`` over TLS). Never raises for anything a handler does."""
@@ -209,9 +413,14 @@ class Routes:
             path = urlsplit(target).path or "/"
         try:
             route, path_params = self.router.match(method, path)
-        except MethodNotAllowed as exc:
-            return error_response(405, None, exc.headers, keep_alive=keep_alive, head=head)
-        except NotFound:
+        except (MethodNotAllowed, NotFound) as exc:
+            if self._fallback is not None and not (
+                    self._is_websocket_path is not None and self._is_websocket_path(path)):
+                if isinstance(exc, NotFound) and self.not_found_text is not None:
+                    exc = NotFound(message=self.not_found_text)
+                return self._no_route(exc, method, target, headers, body, keep_alive, peer, scheme)
+            if isinstance(exc, MethodNotAllowed):
+                return error_response(405, None, exc.headers, keep_alive=keep_alive, head=head)
             if self._is_websocket_path is not None and self._is_websocket_path(path):
                 return error_response(
                     426,
@@ -220,7 +429,12 @@ class Routes:
                     keep_alive=keep_alive,
                     head=head,
                 )
-            return error_response(404, None, keep_alive=keep_alive, head=head)
+            return error_response(404, self.not_found_text, keep_alive=keep_alive, head=head)
+        chain = route.chain
+        if chain is not None:
+            request = Request.from_target(method, target, Headers(headers), body, scheme=scheme, ip_addr=peer)
+            request.path_params = path_params
+            return self._through_chain(_Exchange(route, chain, request, keep_alive, head))
         if route.const:
             cached = route.cached.get((keep_alive, head))
             if cached is not None:
@@ -236,11 +450,11 @@ class Routes:
             return error_response(500, keep_alive=keep_alive, head=head)
         if inspect.isawaitable(result):
             return self._finish(route, result, method, path, keep_alive, head)
-        return _serialize(route, result, keep_alive, head)
+        return self._serialize(route, result, keep_alive, head)
 
     async def _finish(
         self, route: Route, pending: Awaitable[Any], method: str, path: str, keep_alive: bool, head: bool
-    ) -> bytes:
+    ) -> Reply:
         try:
             result = await pending
         except asyncio.CancelledError:
@@ -250,7 +464,222 @@ class Routes:
         except Exception:
             log.exception("%s %s: handler %s raised", method, path, route.name)
             return error_response(500, keep_alive=keep_alive, head=head)
-        return _serialize(route, result, keep_alive, head)
+        return self._serialize(route, result, keep_alive, head)
+
+    def _serialize(self, route: Route, result: Any, keep_alive: bool, head: bool) -> bytes | StreamedReply:
+        try:
+            if result is None and self.stringify:
+                result = to_response(None, stringify=True)
+            try:
+                status, fields, payload = render(result)
+            except UnsupportedResponseType:
+                # Off the common path: a stream, or Robyn's str() of anything else.
+                if isinstance(result, StreamingResponse):
+                    return _streamed(route.name, result, keep_alive, head)
+                if not self.stringify:
+                    raise
+                status, fields, payload = render(to_response(result, stringify=True))
+            response = serialize_response(status, fields, payload, keep_alive=keep_alive, head=head)
+        except (InvalidHeader, TypeError, ValueError):
+            log.exception("handler %s returned a response that cannot be sent", route.name)
+            return error_response(500, keep_alive=keep_alive, head=head)
+        if route.const:
+            route.cached[(keep_alive, head)] = response
+        return response
+
+    def _no_route(self, exc: HTTPError, method: str, target: str, headers: list[tuple[bytes, bytes]],
+                  body: bytes, keep_alive: bool, peer: str | None, scheme: str) -> Reply | Awaitable[Reply]:
+        """404 or 405 through the global middlewares and headers (as Robyn
+        answers a path it has no route for)."""
+        fallback = self._fallback
+        assert fallback is not None and fallback.chain is not None
+        request = Request.from_target(method, target, Headers(headers), body, scheme=scheme, ip_addr=peer)
+        ex = _Exchange(fallback, fallback.chain, request, keep_alive, method == "HEAD")
+        ex.error = exc
+        return self._through_chain(ex)
+
+    # -- the chain -------------------------------------------------------------------
+
+    def _through_chain(self, ex: _Exchange) -> Reply | Awaitable[Reply]:
+        request_headers = ex.chain.request_headers
+        if request_headers is not None:
+            seen: set[str] = set()
+            for name, value in request_headers.multi_items():
+                if name in seen:
+                    ex.request.headers.append(name, value)
+                else:
+                    seen.add(name)
+                    ex.request.headers.set(name, value)
+        out = self._drive(ex, 0)
+        if isinstance(out, _Pending):
+            return self._drive_async(ex, out)
+        return out
+
+    async def _drive_async(self, ex: _Exchange, pending: _Pending) -> Reply:
+        while True:
+            try:
+                result = await pending.awaitable
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                result = _Raised(exc)
+            out = self._drive(ex, pending.pos, result)
+            if not isinstance(out, _Pending):
+                return out
+            pending = out
+
+    def _drive(self, ex: _Exchange, pos: int, result: Any = _NOTHING) -> Reply | _Pending:
+        """Run the chain from step ``pos`` (``result``: that step's outcome,
+        when it was awaited) until it answers or must wait."""
+        n_before = len(ex.chain.before)
+        end = n_before + len(ex.chain.after)
+        while True:
+            if result is _NOTHING:
+                try:
+                    result = self._invoke(ex, pos, n_before)
+                except Exception as exc:
+                    result = _Raised(exc)
+                else:
+                    if inspect.isawaitable(result):
+                        return _Pending(pos, result)
+            done = self._absorb(ex, pos, n_before, result)
+            if done is not None:
+                return done
+            if pos == end:
+                return self._send(ex)
+            pos += 1
+            result = _NOTHING
+
+    @staticmethod
+    def _invoke(ex: _Exchange, pos: int, n_before: int) -> Any:
+        if pos < n_before:
+            mw = ex.chain.before[pos]
+            return mw.fn(ex.request) if mw.nargs else mw.fn()
+        if pos == n_before:
+            if ex.error is not None:
+                raise ex.error
+            return ex.route.call(ex.request)
+        mw = ex.chain.after[pos - n_before - 1]
+        if mw.nargs == 0:
+            return mw.fn()
+        if mw.nargs == 1:
+            return mw.fn(ex.response)
+        return mw.fn(ex.request, ex.response)
+
+    def _absorb(self, ex: _Exchange, pos: int, n_before: int, result: Any) -> Reply | _Pending | None:
+        """Take step ``pos``'s outcome; the response bytes when the exchange
+        ends here, a step to wait for, or None to go on."""
+        if pos < n_before:
+            mw = ex.chain.before[pos]
+            if isinstance(result, _Raised):
+                return self._failed(ex, f"before_request middleware {mw.name} raised", result.exc)
+            if isinstance(result, Response):
+                ex.response = result
+                self._add_response_headers(ex)
+                return self._send(ex)
+            if isinstance(result, Request):
+                ex.request = result
+            elif result is not None:
+                return self._failed(ex, f"before_request middleware {mw.name} returned "
+                                        f"{type(result).__name__}, not a Request or a Response", None)
+            return None
+        if pos == n_before:
+            if isinstance(result, _Raised):
+                exc = result.exc
+                if isinstance(exc, HTTPError):
+                    result = Response(exc.status_code, Headers(list(exc.headers)), exc.message)
+                elif ex.chain.exception_handler is not None and not ex.handled:
+                    ex.handled = True
+                    try:
+                        result = ex.chain.exception_handler(exc)
+                    except Exception as handler_exc:
+                        return self._failed(ex, "the exception handler raised", handler_exc)
+                    if inspect.isawaitable(result):
+                        return _Pending(pos, result)
+                else:
+                    # As for a handler's 500 in Robyn: still through the global
+                    # headers and the after-request middlewares.
+                    what = "the exception handler raised" if ex.handled else f"handler {ex.route.name} raised"
+                    log.error("%s %s: %s", ex.request.method, ex.request.path, what, exc_info=exc)
+                    result = Response(500, Headers([("content-type", TEXT_PLAIN)]), reason_phrase(500))
+            if isinstance(result, StreamingResponse):
+                extra = ex.chain.response_headers
+                if extra is not None:
+                    missing = [(n, v) for n, v in extra.multi_items() if n not in result.headers]
+                    for name, value in missing:
+                        result.headers.append(name, value)
+                return _streamed(ex.route.name, result, ex.keep_alive, ex.head)  # no after-request middlewares
+            try:
+                ex.response = to_response(result, stringify=self.stringify)
+            except (InvalidHeader, TypeError, ValueError) as exc:
+                return self._failed(ex, f"handler {ex.route.name} returned a response that cannot be sent", exc)
+            self._add_response_headers(ex)
+            return None
+        mw = ex.chain.after[pos - n_before - 1]
+        if isinstance(result, _Raised):
+            return self._failed(ex, f"after_request middleware {mw.name} raised", result.exc)
+        if isinstance(result, Response):
+            ex.response = result
+        elif result is not None:
+            return self._failed(ex, f"after_request middleware {mw.name} returned {type(result).__name__}, "
+                                    "not a Response", None)
+        return None
+
+    @staticmethod
+    def _add_response_headers(ex: _Exchange) -> None:
+        extra = ex.chain.response_headers
+        response = ex.response
+        if extra is None or response is None:
+            return
+        have = response.headers
+        # Computed first: several values of one global name all go in, but
+        # never over a field the response has itself.
+        missing = [(name, value) for name, value in extra.multi_items() if name not in have]
+        for name, value in missing:
+            have.append(name, value)
+
+    def _send(self, ex: _Exchange) -> bytes:
+        response = ex.response
+        assert response is not None
+        try:
+            status, fields, payload = render(response)
+            return serialize_response(status, fields, payload, keep_alive=ex.keep_alive, head=ex.head)
+        except (InvalidHeader, TypeError, ValueError):
+            log.exception("%s %s: the response of handler %s cannot be sent", ex.request.method,
+                          ex.request.path, ex.route.name)
+            return error_response(500, keep_alive=ex.keep_alive, head=ex.head)
+
+    @staticmethod
+    def _failed(ex: _Exchange, what: str, exc: BaseException | None) -> bytes:
+        log.error("%s %s: %s", ex.request.method, ex.request.path, what, exc_info=exc)
+        return error_response(500, keep_alive=ex.keep_alive, head=ex.head)
+
+
+def _streamed(name: str, response: StreamingResponse, keep_alive: bool, head: bool) -> bytes | StreamedReply:
+    """The head of a streamed response and its chunks (RFC 9112 §7.1)."""
+    try:
+        head_bytes = serialize_response(response.status_code, response.headers.multi_items(), b"",
+                                        keep_alive=keep_alive, head=head, chunked=True)
+    except (InvalidHeader, TypeError, ValueError):
+        log.exception("handler %s returned a streamed response that cannot be sent", name)
+        return error_response(500, keep_alive=keep_alive, head=head)
+    if head:
+        close = getattr(response.content, "close", None)
+        if close is not None:
+            close()
+        return StreamedReply(head_bytes, None)
+    return StreamedReply(head_bytes, body_chunks(response.content))
+
+
+def _no_route(_request: Request) -> Any:
+    raise NotFound()
+
+
+def _refuse(reason: str) -> Callable[[Request], Any]:
+    def refuse(_request: Request) -> Any:
+        raise UnboundParameter(reason)
+
+    return refuse
 
 
 def _http_error(exc: HTTPError, keep_alive: bool, head: bool) -> bytes:
@@ -260,15 +689,3 @@ def _http_error(exc: HTTPError, keep_alive: bool, head: bool) -> bytes:
     except (InvalidHeader, TypeError, ValueError):
         log.exception("HTTPError %s carries headers that cannot be sent", exc.status_code)
         return error_response(500, keep_alive=keep_alive, head=head)
-
-
-def _serialize(route: Route, result: Any, keep_alive: bool, head: bool) -> bytes:
-    try:
-        status, fields, payload = render(result)
-        response = serialize_response(status, fields, payload, keep_alive=keep_alive, head=head)
-    except (InvalidHeader, TypeError, ValueError):
-        log.exception("handler %s returned a response that cannot be sent", route.name)
-        return error_response(500, keep_alive=keep_alive, head=head)
-    if route.const:
-        route.cached[(keep_alive, head)] = response
-    return response

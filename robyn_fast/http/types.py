@@ -42,9 +42,11 @@ __all__ = [
     "Response",
     "jsonify",
     "render",
+    "to_response",
     "serialize_response",
     "error_response",
     "reason_phrase",
+    "check_status",
     "TEXT_PLAIN",
     "TEXT_HTML",
     "APPLICATION_JSON",
@@ -450,6 +452,7 @@ class Request:
         "_body",
         "_query_string",
         "_query_params",
+        "_form",
     )
 
     def __init__(
@@ -476,6 +479,7 @@ class Request:
         self.identity: Any = identity
         self._raw_body: bytes = _body_bytes(body)
         self._body: str | bytes | None = None
+        self._form: tuple[dict[str, str], dict[str, bytes]] | None = None
         if query_params is None:
             self._query_string: str = ""
             self._query_params: QueryParams | None = None
@@ -567,6 +571,26 @@ class Request:
     def body(self, value: _BodyInput) -> None:
         self._raw_body = _body_bytes(value)
         self._body = None
+        self._form = None
+
+    def _parsed_form(self) -> tuple[dict[str, str], dict[str, bytes]]:
+        form = self._form
+        if form is None:
+            form = self._form = parse_form(self.headers.get("content-type") or "", self._raw_body)
+        return form
+
+    @property
+    def form_data(self) -> dict[str, str]:
+        """The fields of an ``application/x-www-form-urlencoded`` or
+        ``multipart/form-data`` body (RFC 7578), but file parts; ``{}`` for
+        another body. Parsed on first access."""
+        return self._parsed_form()[0]
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        """The file parts of a ``multipart/form-data`` body, by file name,
+        as Robyn gives them; ``{}`` for another body."""
+        return self._parsed_form()[1]
 
     @property
     def raw_body(self) -> bytes:
@@ -598,12 +622,49 @@ class Request:
         return f"<Request {self.method} {self.url.path!r} from {self.ip_addr}>"
 
 
+def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+    """``(fields, files)`` of a form body: ``application/x-www-form-urlencoded``
+    (the last value of a repeated field) or ``multipart/form-data`` (RFC 7578:
+    a part with a file name is a file, keyed by that name; the others are
+    fields, read as UTF-8). Any other type, or a body that does not parse,
+    gives two empty dicts."""
+    kind = content_type.partition(";")[0].strip().lower()
+    if kind == "application/x-www-form-urlencoded":
+        text = body.decode("utf-8", "replace")
+        return dict(parse_qsl(text, keep_blank_values=True)), {}
+    if kind != "multipart/form-data" or not body:
+        return {}, {}
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    try:
+        message = BytesParser(policy=HTTP).parsebytes(
+            b"content-type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body)
+    except Exception:  # a malformed body is no form
+        return {}, {}
+    if not message.is_multipart():
+        return {}, {}
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        filename = part.get_filename()
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            payload = b""
+        if filename:
+            files[str(filename)] = payload
+        elif name:
+            fields[str(name)] = payload.decode("utf-8", "replace")
+    return fields, files
+
+
 # --------------------------------------------------------------------------
 # Response and rendering
 # --------------------------------------------------------------------------
 
 
-def _check_status(status: object) -> int:
+def check_status(status: object) -> int:
     if type(status) is not int or not 100 <= status <= 599:
         # bool is excluded on purpose: Response(True, ...) is a bug.
         raise InvalidStatusCode(f"HTTP status code must be an int in 100..599, got {status!r}")
@@ -619,8 +680,8 @@ class Response:
     Without a ``content-type`` field one is chosen from the description as
     :func:`render` does for a bare return value. ``status_code`` must be an
     ``int`` in 100..599 (:class:`~robyn_fast.exceptions.InvalidStatusCode`).
-    Robyn's ``response_type``, ``file_path`` and ``set_cookie`` are not
-    provided; set cookies with ``headers.append("set-cookie", ...)``.
+    :meth:`set_cookie` adds a ``Set-Cookie`` field. Robyn's
+    ``response_type`` is not provided.
     """
 
     __slots__ = ("_status_code", "headers", "_description")
@@ -631,7 +692,7 @@ class Response:
         headers: Headers | Mapping[str, HeaderValue] | None = None,
         description: str | bytes = b"",
     ) -> None:
-        self._status_code: int = _check_status(status_code)
+        self._status_code: int = check_status(status_code)
         if headers is None:
             self.headers: Headers = Headers()
         elif isinstance(headers, Headers):
@@ -663,7 +724,51 @@ class Response:
 
     @status_code.setter
     def status_code(self, value: int) -> None:
-        self._status_code = _check_status(value)
+        self._status_code = check_status(value)
+
+    def set_cookie(
+        self,
+        key: str,
+        value: str,
+        path: str | None = None,
+        domain: str | None = None,
+        max_age: int | None = None,
+        expires: str | None = None,
+        secure: bool = False,
+        http_only: bool = False,
+        same_site: str | None = None,
+    ) -> None:
+        """Add a ``Set-Cookie`` field (RFC 6265 §4.1), replacing one this
+        response already sets for ``key``. ``ValueError`` for a name that is
+        not a token or a value with characters a cookie cannot carry."""
+        if not isinstance(key, str) or not _TOKEN.match(key):
+            raise ValueError(f"cookie name {key!r} must be a token (RFC 6265 §4.1.1)")
+        if not isinstance(value, str) or not _COOKIE_VALUE.match(value):
+            raise ValueError(f"cookie {key!r}: value {value!r} has characters a cookie cannot carry "
+                             "(RFC 6265 §4.1.1); encode it first")
+        parts = [f"{key}={value}"]
+        for label, attr in (("Path", path), ("Domain", domain), ("Expires", expires)):
+            if attr is not None:
+                if not isinstance(attr, str) or ";" in attr or _BAD_VALUE_CHAR.search(attr):
+                    raise ValueError(f"cookie {key!r}: {label} {attr!r} is not a valid attribute value")
+                parts.append(f"{label}={attr}")
+        if max_age is not None:
+            if type(max_age) is not int:
+                raise ValueError(f"cookie {key!r}: Max-Age must be an int, not {max_age!r}")
+            parts.append(f"Max-Age={max_age}")
+        if secure:
+            parts.append("Secure")
+        if http_only:
+            parts.append("HttpOnly")
+        if same_site is not None:
+            if same_site.capitalize() not in ("Strict", "Lax", "None"):
+                raise ValueError(f"cookie {key!r}: SameSite must be Strict, Lax or None, not {same_site!r}")
+            parts.append(f"SameSite={same_site.capitalize()}")
+        kept = [v for v in self.headers.get_all("set-cookie") if not v.startswith(key + "=")]
+        self.headers.remove("set-cookie")
+        for line in kept:
+            self.headers.append("set-cookie", line)
+        self.headers.append("set-cookie", "; ".join(parts))
 
     @property
     def description(self) -> str | bytes:
@@ -703,6 +808,29 @@ def _render_response(response: Response) -> RenderedResponse:
         if "content-type" not in response.headers._data:
             headers.append(("content-type", OCTET_STREAM))
     return response._status_code, headers, body
+
+
+def to_response(result: object, *, stringify: bool = False) -> Response:
+    """A handler's return value as a :class:`Response`, for the middlewares
+    that run after the handler: the same status, fields and body as
+    :func:`render`, with a ``str`` body kept as ``str`` (an after-request
+    middleware may append to ``response.description``, as in Robyn).
+
+    ``stringify``: a value :func:`render` does not take (an ``int``, a
+    class...) becomes its ``str()`` as ``text/plain``, and ``None`` the text
+    ``"None"``, as Robyn sends them; otherwise
+    :class:`~robyn_fast.exceptions.UnsupportedResponseType`.
+    """
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, str):
+        return Response(200, Headers([("content-type", _text_content_type(result))]), result)
+    if isinstance(result, (dict, list)):
+        return Response(200, Headers([("content-type", APPLICATION_JSON)]), jsonify(result))
+    if stringify and not isinstance(result, (bytes, bytearray, memoryview, tuple)):
+        return Response(200, Headers([("content-type", TEXT_PLAIN)]), str(result))
+    status, fields, body = render(result)
+    return Response(status, Headers(fields), body)
 
 
 def render(result: object) -> RenderedResponse:
@@ -763,7 +891,7 @@ def _render_tuple(result: tuple[Any, ...]) -> RenderedResponse:
     description, headers, status = result
     if isinstance(description, tuple):
         raise UnsupportedResponseType("the description of a tuple response cannot be a tuple", tuple)
-    status = _check_status(status)
+    status = check_status(status)
     _, base_headers, body = render(description)
     extra = Headers(headers)
     fields = [(k, v) for k, v in base_headers if k not in extra] + extra.multi_items()
@@ -779,6 +907,8 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # Controls other than HTAB, and DEL: CR/LF/NUL would split the response and
 # the rest are invalid in a field value (RFC 9110 §5.5).
 _BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# cookie-octet (RFC 6265 §4.1.1), optionally in double quotes.
+_COOKIE_VALUE = re.compile(r'(?:[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*|"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")\Z')
 # Fields the server owns: it frames the body itself.
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 
@@ -788,7 +918,7 @@ _STATUS_LINES: dict[int, bytes] = {}
 def _status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
     if line is None:
-        _check_status(status)
+        check_status(status)
         line = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status).encode("ascii"))
         _STATUS_LINES[status] = line
     return line
@@ -833,6 +963,7 @@ def serialize_response(
     *,
     keep_alive: bool,
     head: bool = False,
+    chunked: bool = False,
 ) -> bytes:
     """The complete HTTP/1.1 response bytes (RFC 9112 §4, §6).
 
@@ -850,6 +981,8 @@ def serialize_response(
       body, but no body bytes are written (RFC 9110 §9.3.2).
     - 1xx, 204 and 304: neither body nor ``content-length`` is written,
       whatever ``body`` holds (RFC 9110 §8.6, RFC 9112 §6.3).
+    - ``chunked=True``: only the head, with ``transfer-encoding: chunked``
+      instead of ``content-length``; the body follows in chunks.
 
     Raises :class:`~robyn_fast.exceptions.InvalidHeader` (a ``ValueError``)
     for a name that is not a token, a value with CR, LF, NUL or another
@@ -907,6 +1040,10 @@ def serialize_response(
     if not has_date:
         parts.append(_date_header())
     bodyless = status < 200 or status == 204 or status == 304
+    if chunked and not bodyless:
+        # The head of a streamed body: the chunks follow (RFC 9112 §7.1).
+        parts.append(b"transfer-encoding: chunked\r\n\r\n")
+        return b"".join(parts)
     if not bodyless:
         parts.append(b"content-length: %d\r\n" % len(body))
     parts.append(b"\r\n")
@@ -934,7 +1071,7 @@ def error_response(
     can no longer be trusted; pass ``keep_alive=True`` when the request was
     read completely (a 404, say). ``head=True`` omits the body bytes.
     """
-    _check_status(status)
+    check_status(status)
     text = reason_phrase(status) if message is None else message
     fields = [("content-type", TEXT_PLAIN)]
     if extra_headers is not None:

@@ -3,26 +3,37 @@ package that robyn_fast implements.
 
 Loaded under the name ``robyn`` by :func:`robyn_fast.compat.install`. Every
 object here is robyn_fast's own (``robyn.WebSocket is robyn_fast.WebSocket``),
-except :class:`Robyn`, a subclass that names the Robyn method an app calls
-when robyn_fast has no such method. A Robyn name missing here raises
+except :class:`Robyn` and :class:`SubRouter`, subclasses that behave as
+Robyn's apps do where robyn_fast's native API chooses otherwise (a handler
+parameter that cannot be bound answers 500 instead of stopping the app; a
+return value of another type is sent as its ``str()``; ``event_handlers``)
+and name the Robyn method an app calls when robyn_fast has no such method.
+A Robyn name missing here raises
 :class:`~robyn_fast.compat.UnsupportedRobynFeature` (an ``ImportError``).
 """
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import robyn_fast
 from robyn_fast.compat import UNSUPPORTED_APP_METHODS, UnsupportedRobynMethod, module_getattr
+from robyn_fast.config import Config as _Config
+from robyn_fast.cors import allow_cors
+from robyn_fast.subrouter import SubRouter as _SubRouter
 
 from . import status_codes
+from .authentication import AuthenticationHandler
 from .dependency_injection import DependencyMap
+from .events import Events
 from .jsonify import jsonify
+from .responses import SSEMessage, SSEResponse, StreamingResponse, html, serve_file, serve_html
 from .robyn import Headers, Request, Response, WebSocketConnector
 from .ws import WebSocket
 
 __all__ = [
     "Robyn",
+    "SubRouter",
     "Request",
     "Response",
     "Headers",
@@ -32,36 +43,112 @@ __all__ = [
     "DependencyMap",
     "status_codes",
     "html",
+    "serve_file",
+    "serve_html",
+    "ALLOW_CORS",
+    "AuthenticationHandler",
+    "Events",
+    "StreamingResponse",
+    "SSEResponse",
+    "SSEMessage",
 ]
+
+
+class FunctionInfo(NamedTuple):
+    """What ``app.event_handlers`` holds for one event, as Robyn shows it."""
+
+    handler: Any
+    is_async: bool
+    number_of_params: int
+    args: dict[str, Any]
+    kwargs: dict[str, Any]
+
+
+def _robyn_mode(app: robyn_fast.Robyn) -> None:
+    app.routes.strict = False
+    app.routes.stringify = True
+    app.routes.not_found_text = "Not found"
+    app.routes.middlewares.response_headers_on_requests = True
+    # Robyn registers @app.before_request("/x") / after_request("/x") for GET /x only.
+    app.endpoint_middleware_method = "GET"
+
+
+def _event_handlers(app: robyn_fast.Robyn) -> dict[Events, FunctionInfo]:
+    import inspect
+
+    found: dict[Events, FunctionInfo] = {}
+    for event, handlers in ((Events.STARTUP, app.startup_handlers), (Events.SHUTDOWN, app.shutdown_handlers)):
+        if handlers:
+            handler = handlers[-1]
+            found[event] = FunctionInfo(handler, inspect.iscoroutinefunction(handler), 0, {}, {})
+    return found
+
+
+def _unsupported(self: Any, name: str) -> NoReturn:
+    what = UNSUPPORTED_APP_METHODS.get(name)
+    if what is not None:
+        raise UnsupportedRobynMethod(f"Robyn.{name}", what)
+    raise AttributeError(f"'{type(self).__name__}' object has no attribute {name!r}", name=name, obj=self)
 
 
 class Robyn(robyn_fast.Robyn):
     """robyn_fast's application class under Robyn's name.
 
     Calling a method of Robyn's app that robyn_fast does not have
-    (``app.before_request``, ``app.include_router``...) raises
+    (``app.init_openapi``, ``app.mcp``...) raises
     :class:`~robyn_fast.compat.UnsupportedRobynMethod` (an
     ``AttributeError``) that names it.
     """
 
-    def __getattr__(self, name: str) -> NoReturn:
-        what = UNSUPPORTED_APP_METHODS.get(name)
-        if what is not None:
-            raise UnsupportedRobynMethod(f"Robyn.{name}", what)
-        raise AttributeError(f"'Robyn' object has no attribute {name!r}", name=name, obj=self)
+    def __init__(self, file_object: str, config: Any = None, openapi_file_path: str | None = None,
+                 *args: Any, **kwargs: Any) -> None:
+        super().__init__(file_object, config if isinstance(config, _Config) else None)
+        _robyn_mode(self)
+        self._disable_openapi = bool(getattr(config, "disable_openapi", False))
+        # As Robyn: the document starts from openapi_file_path, or an openapi.json next to the app.
+        import os
+
+        given = openapi_file_path or ("openapi.json" if os.path.exists(
+            os.path.join(self.directory_path, "openapi.json")) else None)
+        if given is not None:
+            self.openapi.override_openapi(os.path.join(self.directory_path, given))
+
+    def add_route(self, route_type: str, endpoint: str, handler: Any, const: bool = False,
+                  auth_required: bool = False, openapi_name: str = "", openapi_tags: list[str] | None = None,
+                  *, is_const: bool | None = None, **_: Any) -> Any:
+        """Robyn's ``add_route`` (its ``is_const`` is robyn_fast's ``const``)."""
+        return super().add_route(route_type, endpoint, handler, const if is_const is None else is_const,
+                                 auth_required, openapi_name, openapi_tags)
+
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        """Robyn's ``start``: serves ``/openapi.json`` and ``/docs`` first (unless
+        the config says ``disable_openapi``), then robyn_fast's ``start``."""
+        if not self._disable_openapi:
+            self.serve_openapi()
+        super().start(*args, **kwargs)
+
+    @property
+    def event_handlers(self) -> dict[Events, FunctionInfo]:
+        """The startup and shutdown handlers (the last one of each), keyed by :class:`Events`."""
+        return _event_handlers(self)
+
+    __getattr__ = _unsupported
 
 
-def html(html: str | bytes) -> Response:
-    """Robyn's ``robyn.html(html)``: a 200 response with ``Content-Type: text/html``
-    (no charset parameter, as Robyn sends it) and ``html`` as its body, sent UTF-8 encoded.
+class SubRouter(_SubRouter):
+    """robyn_fast's :class:`~robyn_fast.subrouter.SubRouter` under Robyn's name."""
 
-    As in Robyn, this is for a string of HTML (``bytes`` are sent as they are, as Robyn's
-    ``Response`` does); ``serve_html(path)`` (a file) is not provided. Anything else raises
-    ``TypeError``.
-    """
-    if not isinstance(html, (str, bytes)):
-        raise TypeError(f"html() takes the HTML as a str, not {type(html).__name__}")
-    return Response(200, Headers({"Content-Type": "text/html"}), html)
+    def __init__(self, file_object: str, prefix: str = "", config: _Config | None = None, *args: Any,
+                 **kwargs: Any) -> None:
+        super().__init__(file_object, prefix, config if isinstance(config, _Config) else None)
+        _robyn_mode(self)
+
+    __getattr__ = _unsupported
+
+
+def ALLOW_CORS(app: robyn_fast.Robyn, origins: list[str] | str, headers: list[str] | str | None = None) -> None:  # noqa: N802
+    """Robyn's CORS helper: :func:`robyn_fast.cors.allow_cors`."""
+    allow_cors(app, origins, headers)
 
 
 __getattr__ = module_getattr("robyn")

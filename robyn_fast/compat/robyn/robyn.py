@@ -5,9 +5,10 @@ pure-Python equivalents, with the same methods.
 """
 
 from robyn_fast.compat import module_getattr
+from robyn_fast.http.params import Identity
 from robyn_fast.http.types import Headers, QueryParams, Request, Response, Url
 from robyn_fast.websocket.endpoint import WebSocketConnector
 
-__all__ = ["QueryParams", "Request", "Response", "Headers", "Url", "WebSocketConnector"]
+__all__ = ["QueryParams", "Request", "Response", "Headers", "Url", "WebSocketConnector", "Identity"]
 
 __getattr__ = module_getattr("robyn.robyn")
