@@ -66,11 +66,13 @@ class WebSocketConnector:
     ``id`` is a uuid4 string; ``query_params`` (percent-decoded),
     ``path_params`` and ``headers`` come from the upgrade request;
     ``remote_addr`` is the client's ``(host, port)``; ``endpoint`` the
-    endpoint's path pattern; ``compression`` what permessage-deflate agreed.
+    endpoint's path pattern; ``subprotocol`` the ``Sec-WebSocket-Protocol``
+    agreed (one of ``Config.subprotocols``) or None; ``compression`` what
+    permessage-deflate agreed.
     """
 
     __slots__ = (
-        "id", "endpoint", "path_params", "remote_addr", "_conn", "_ws", "_server",
+        "id", "endpoint", "path_params", "remote_addr", "subprotocol", "_conn", "_ws", "_server",
         "_raw_headers", "_headers", "_query", "_query_params",
     )
 
@@ -84,8 +86,10 @@ class WebSocketConnector:
         path_params: dict[str, str],
         raw_headers: list[tuple[bytes, bytes]],
         remote_addr: tuple[str, int] | None,
+        subprotocol: str | None = None,
     ) -> None:
         self.id: str = conn_id
+        self.subprotocol: str | None = subprotocol
         self.endpoint: str = ws.endpoint
         self.path_params: dict[str, str] = path_params
         self.remote_addr: tuple[str, int] | None = remote_addr
@@ -159,11 +163,15 @@ class WebSocketConnector:
         as JSON text. Returns False for an unknown id or a connection that is
         closing; raises ``TypeError`` for a non-str id or a value that cannot
         be sent (``ValueError`` for JSON with NaN)."""
+        if recipient_id == self.id:
+            # To itself (the common case: a handler answering its client): this
+            # connector holds its connection, so no lookup by id is needed.
+            return bool(self._on_loop(self._conn.send_frame_bytes, _frame(data)))
         return self._ws.send_to(recipient_id, data)
 
     async def async_send_to(self, recipient_id: str, data: str | bytes | dict[str, Any] | list[Any]) -> bool:
         """Awaitable :meth:`sync_send_to`."""
-        return self._ws.send_to(recipient_id, data)
+        return self.sync_send_to(recipient_id, data)
 
     def sync_broadcast(self, data: str | bytes | dict[str, Any] | list[Any]) -> int:
         """Send ``data`` to every open connection of this endpoint, this one
@@ -538,6 +546,7 @@ class WebSocket:
         raw_headers: list[tuple[bytes, bytes]],
         remote_addr: tuple[str, int] | None = None,
         deflate: DeflateParams | None = None,
+        subprotocol: str | None = None,
     ) -> Connection:
         """Install a connection of this endpoint on ``transport`` (after the
         101 was written), in ``hub``, with permessage-deflate as agreed in
@@ -556,7 +565,8 @@ class WebSocket:
         )
         if deflate is not None:
             conn.enable_deflate(deflate)
-        conn.connector = WebSocketConnector(self, server, conn, conn_id, query, path_params, raw_headers, remote_addr)
+        conn.connector = WebSocketConnector(self, server, conn, conn_id, query, path_params, raw_headers, remote_addr,
+                                            subprotocol)
         transport.set_protocol(conn)
         conn.start(transport, initial)
         return conn
