@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..binding import Arg, Attr, Call, Dependency, Item, Source, bind_parameters
 from ..dependency_injection import DependencyMap
 from ..exceptions import HTTPError, InvalidHeader, MethodNotAllowed, NotFound
 from ..logs import get_logger
@@ -32,23 +33,8 @@ __all__ = ["Route", "Routes", "bind_http"]
 log = get_logger("robyn_fast.http")
 
 Handler = Callable[..., Any]
-Getter = Callable[[Request], Any]
-
-#: Parameter names that receive a part of the request wherever they stand.
-REQUEST_PARTS: dict[str, Getter] = {
-    "path_params": lambda r: r.path_params,
-    "query_params": lambda r: r.query_params,
-    "headers": lambda r: r.headers,
-    "body": lambda r: r.body,
-}
-
-
-def _the_request(request: Request) -> Request:
-    return request
-
-
-def _path_param(name: str) -> Getter:
-    return lambda request: request.path_params[name]
+#: Parameter names that receive that attribute of the request wherever they stand.
+REQUEST_PARTS = frozenset({"path_params", "query_params", "headers", "body"})
 
 
 def _handler_name(handler: Handler) -> str:
@@ -82,43 +68,30 @@ def bind_http(
     path_names = set(compile_path(path).param_names)
     injected = set(dependencies.get_global_dependencies()) | set(dependencies.get_router_dependencies(owner))
 
-    def dependency(dep: str) -> Getter:
-        def get(_request: Request) -> Any:
-            router = dependencies.get_router_dependencies(owner)
-            if dep in router:
-                return router[dep]
-            glob = dependencies.get_global_dependencies()
-            if dep in glob:
-                return glob[dep]
-            raise LookupError(f"dependency {dep!r} is no longer injected")
-
-        return get
-
+    router_deps = dependencies.get_router_dependencies(owner)
+    global_deps = dependencies.get_global_dependencies()
     params = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if not params:
-        return lambda _request: handler()
-    positional: list[Getter] = []
-    keywords: dict[str, Getter] = {}
+    sources: list[tuple[inspect.Parameter, Source]] = []
     request_taken = any(p.name == "request" for p in params)
     for p in params:
-        getter: Getter | None
+        source: Source | None
         if p.name in REQUEST_PARTS:
-            getter = REQUEST_PARTS[p.name]
+            source = Attr(0, p.name)
         elif p.name == "global_dependencies":
-            getter = lambda _r: dependencies.get_global_dependencies()  # noqa: E731
+            source = Call(lambda _r: dependencies.get_global_dependencies())
         elif p.name == "router_dependencies":
-            getter = lambda _r: dependencies.get_router_dependencies(owner)  # noqa: E731
+            source = Call(lambda _r: dependencies.get_router_dependencies(owner))
         elif p.name in path_names:
-            getter = _path_param(p.name)
+            source = Item(0, "path_params", p.name)
         elif p.name in injected:
-            getter = dependency(p.name)
+            source = Dependency(p.name, (router_deps, global_deps))
         elif p.name == "request":
-            getter = _the_request
+            source = Arg(0)
         elif not request_taken and p.kind is not p.KEYWORD_ONLY:
-            getter, request_taken = _the_request, True
+            source, request_taken = Arg(0), True
         else:
-            getter = None
-        if getter is None:
+            source = None
+        if source is None:
             if p.default is not p.empty:
                 continue
             raise TypeError(
@@ -127,18 +100,8 @@ def bind_http(
                 "injected dependency, global_dependencies or router_dependencies (inject dependencies "
                 "before decorating the handler)"
             )
-        if p.kind is p.POSITIONAL_ONLY:
-            positional.append(getter)
-        else:
-            keywords[p.name] = getter
-    if len(positional) == 1 and not keywords and positional[0] is _the_request:
-        return handler
-    first = params[0]
-    if not positional and keywords == {first.name: _the_request} and first.kind is first.POSITIONAL_OR_KEYWORD:
-        return handler  # the common `def handler(request)`: called directly
-    pos = tuple(positional)
-    kws = tuple(keywords.items())
-    return lambda r: handler(*[g(r) for g in pos], **{k: g(r) for k, g in kws})
+        sources.append((p, source))
+    return bind_parameters(handler, 1, sources)
 
 
 class Route:
