@@ -358,3 +358,24 @@ def test_the_settings_are_typed_and_read_once() -> None:
     assert (s.ping_interval, s.close_timeout, s.drop_policy) == (8.0, 2.0, True)
     assert s.sweep_tick == 0.5  # a close timeout is at most a quarter late
     assert Settings.from_config(Config(ping_interval=None, close_timeout=1000.0)).sweep_tick == 5.0
+
+
+# -- against the reference codec -------------------------------------------------------------
+
+
+def test_what_the_protocol_sends_is_what_the_reference_parser_reads_as_a_client() -> None:
+    """Every frame the state machine emits, through a whole session (Pongs,
+    a keepalive Ping, data, the Close), parses with the pure-Python oracle
+    (robyn_fast._reference.codec) as a client must read it (unmasked)."""
+    from robyn_fast._reference.codec import FrameParser as ReferenceParser
+
+    proto = protocol(now=0.0, ping_interval=1.0, ping_timeout=5.0)
+    proto.receive_data(b"\x89\x82" + Z + b"hi")
+    proto.send_frame_bytes(b"\x81\x05hello")
+    proto.tick(1.0)
+    proto.receive_data(b"\x88\x84" + Z + b"\x03\xe8ok")
+    wire = b"".join(proto.data_to_send())
+    parsed = ReferenceParser(client=True).feed(wire)
+    assert [(m.opcode, m.data) for m in parsed[:2]] == [(0xA, b"hi"), (0x1, "hello")]
+    assert parsed[2].opcode == 0x9 and len(parsed[2].data) == 8
+    assert (parsed[3].opcode, parsed[3].close_code) == (0x8, 1000)
