@@ -108,7 +108,8 @@ cdef class FrameParser:
     cdef size_t _rstart
     cdef size_t _rend
     cdef int _exports                   # live exports of the read window (no realloc while > 0)
-    cdef object _window                 # the object get_buffer() hands out, created once
+    cdef object _window                 # the object get_buffer() hands out (it refers back: a cycle until release())
+    cdef bint _released                 # release() was called: buffers, sink and window let go
     # Reassembly buffer for a message whose payload did not arrive in one piece.
     cdef uint8_t *_mbuf
     cdef size_t _mcap
@@ -133,8 +134,9 @@ cdef class FrameParser:
     cdef uint32_t _utf8                 # UTF-8 validator state across fragments
     cdef MessageSink _sink              # where parse(None) delivers
     cdef Inflater _inflater             # permessage-deflate negotiated: RSV1 messages are inflated
-    cdef uint64_t _climit               # bound on a compressed message's bytes (a little over _limit)
-    cdef uint64_t _cframes              # frames of the compressed message being assembled
+    cdef uint64_t _climit               # bound on a compressed message's bytes (a little over _limit)...
+    cdef uint64_t _cslack               # ... plus this: 16 bytes a frame with payload of the message being assembled,
+    cdef uint64_t _cslack_max           # ... at most this (_limit + 1 KiB): the bound is 2 x _limit and a little
 
     # BufferedProtocol plumbing: the writable window (at least READ_MIN bytes),
     # then account for `n` bytes the transport wrote into it.
@@ -160,6 +162,11 @@ cdef class FrameParser:
     cdef int reserve_input(self, size_t want) except -1
     # Release memory held by an idle parser (nothing buffered).
     cdef void shrink_if_idle(self)
+    # The connection is gone: free both buffers (the read buffer once no
+    # transport holds a view of it), drop the sink and the inflater and break
+    # the parser <-> read window cycle, so reference counting frees it all.
+    # Further input is ignored, as after a Close. Not while parse() runs.
+    cdef void release(self)
     cdef int _fail(self, type cls, str reason, list out) except -1
     cdef Message _control(self, int opcode, uint8_t *p, size_t n, list out)
     cdef int _finish(self, list out) except -1

@@ -154,7 +154,10 @@ cdef class _ReadWindow:
         p._exports += 1
 
     def __releasebuffer__(self, Py_buffer *view):
-        self.parser._exports -= 1
+        cdef FrameParser p = self.parser
+        p._exports -= 1
+        if p._released and p._exports == 0:
+            p.release()         # the transport let go only now: finish what release() left
 
     def __len__(self):
         return self.parser._rcap - self.parser._rend
@@ -281,6 +284,13 @@ cdef class FrameParser:
 
     cdef object read_window(self):
         cdef size_t want = READ_MIN
+        cdef _ReadWindow window
+        if self._window is None:
+            # Only after release(): a transport that reads on gets a window
+            # again (and its input is ignored, as after a Close).
+            window = _ReadWindow.__new__(_ReadWindow)
+            window.parser = self
+            self._window = window
         if self._state == PS_PAYLOAD and self._remaining > want:
             want = <size_t>self._remaining if self._remaining < READ_MAX else READ_MAX
         self.reserve_input(want)
@@ -332,6 +342,30 @@ cdef class FrameParser:
             free(self._rbuf)
             self._rbuf = NULL
             self._rcap = 0
+
+    cdef void release(self):
+        free(self._mbuf)
+        self._mbuf = NULL
+        self._mcap = self._mlen = 0
+        self._msg_opcode = self._msg_rsv = 0
+        self._remaining = 0
+        self._rstart = self._rend = 0
+        self._sink = None
+        self._inflater = None
+        self._released = True
+        if self._state == PS_FAILED:
+            # Kept, so that parse() raises it again, but without the frames
+            # of its traceback or the exception it interrupted.
+            self._error.messages = []
+            self._error.__traceback__ = None
+            self._error.__context__ = None
+        else:
+            self._state = PS_CLOSED
+        if self._exports == 0:
+            free(self._rbuf)
+            self._rbuf = NULL
+            self._rcap = 0
+            self._window = None
 
     cdef int _mbuf_reserve(self, size_t extra) except -1:
         cdef size_t need = self._mlen + extra
@@ -424,11 +458,16 @@ cdef class FrameParser:
             self._allowed_rsv |= 0x40
         # A compressed message may be a little larger than what it inflates
         # to (stored blocks: 5 bytes per block), so its bound has slack; the
-        # inflated size is held to _limit exactly.
+        # inflated size is held to _limit exactly. A sender that flushes in
+        # every fragment adds up to ~10 bytes a frame with payload (websockets
+        # does): 16 bytes of slack each, up to _limit + 1 KiB in all, so the
+        # bound stays one (an empty frame adds no bytes and gets no slack).
         if self._limit == UINT64_MAX or self._limit > (UINT64_MAX >> 2):
             self._climit = self._limit
+            self._cslack_max = 0
         else:
             self._climit = self._limit + (self._limit >> 8) + 64
+            self._cslack_max = self._limit + 1024
         return 0
 
     cdef object _inflate(self, const uint8_t *src, size_t n, int opcode, list out):
@@ -564,15 +603,19 @@ cdef class FrameParser:
                     self._fail(ProtocolError, "frame length has the most significant bit set", out)
             else:
                 length = len7
-            # _mlen <= the bound always holds, so the subtraction cannot wrap. A
-            # compressed message is bounded by _climit plus 16 bytes a frame here (a
-            # sender may flush, and start a new block, in every fragment), and by
+            # _mlen <= the bound always holds (the bound never shrinks within a
+            # message), so the subtraction cannot wrap. A compressed message is
+            # bounded by _climit plus its slack here (see set_inflater), and by
             # _limit once inflated.
             if opcode < OPC_CLOSE:
                 if self._inflater is not None and (rsv if opcode != OPC_CONT else self._msg_rsv) & 0x40:
-                    self._cframes = 1 if opcode != OPC_CONT else self._cframes + 1
+                    if opcode != OPC_CONT:
+                        self._cslack = 0
+                    if length:
+                        self._cslack = self._cslack + 16 if self._cslack_max - self._cslack > 16 \
+                            else self._cslack_max
                     if self._climit <= (UINT64_MAX >> 1) and \
-                            length > self._climit + 16 * self._cframes - self._mlen:
+                            length > self._climit + self._cslack - self._mlen:
                         self._fail(MessageTooBig, "message too big", out)
                 elif length > self._limit - self._mlen:
                     self._fail(MessageTooBig, "message too big", out)

@@ -95,6 +95,7 @@ cdef class Connection(WSProtocol):
     cdef object on_close                  # handler(connector) or None
     cdef bint started
     cdef bint done                        # the close job has run (hub.finished was called)
+    cdef bint parsing                     # _read is on the stack: the parser is released after it, not under it
     cdef readonly object rooms            # set of room names, or None
     # Handler queue: jobs run one at a time, in arrival order.
     cdef object queue                     # collections.deque, created when first needed

@@ -577,6 +577,12 @@ cdef class Connection(WSProtocol):
             return
         self.connection_lost_c()
         self.pending_close = None
+        # A connector kept by user code must not keep zlib state or buffers:
+        # drop the compressor (sends are refused from now on anyway) and the
+        # parser's buffers, inflater and its cycles with us and its window.
+        self.deflater = None
+        if not self.parsing:
+            self.parser.release()
         self.hub.remove(self)
         self._enqueue(_CLOSE)
 
@@ -584,6 +590,7 @@ cdef class Connection(WSProtocol):
 
     cdef int _read(self, size_t nbytes) except -1:
         cdef Hub hub
+        self.parsing = True
         try:
             if self.using_shared:
                 self.using_shared = False
@@ -595,7 +602,12 @@ cdef class Connection(WSProtocol):
                 self.parser.parse(None)
         except ProtocolError as exc:
             self._fail(exc.close_code, exc.reason)
-        self.parser.shrink_if_idle()
+        finally:
+            self.parsing = False
+        if self.state == ST_CLOSED:
+            self.parser.release()       # connection_lost came while the parser was on the stack
+        else:
+            self.parser.shrink_if_idle()
         return 0
 
     cdef int on_data(self, int opcode, object data, int rsv) except -1:
@@ -790,6 +802,13 @@ cdef class Connection(WSProtocol):
     cdef int _job_done(self, object job) except -1:
         if job is _CLOSE and not self.done:
             self.done = True
+            # Nothing runs for this connection any more: let go of the connector
+            # (it refers to us) and the handlers (a closure may too, as the access
+            # log's does), so the cycles end here and reference counting frees
+            # us once nobody else holds the connector. A connector kept by user
+            # code still works, as a closed one.
+            self.connector = None
+            self.on_connect = self.on_message = self.on_close = None
             self.hub.finished(self)
         return 0
 

@@ -218,6 +218,36 @@ def test_a_message_flushed_in_every_fragment_fits_when_it_inflates_within_the_li
         "MessageTooBig", 1009, "message too big once decompressed")
 
 
+def test_empty_continuation_frames_give_a_compressed_message_no_slack(codec: ModuleType) -> None:
+    # 16 bytes of slack a frame, empty ones included, let 1000 empty continuation frames raise the bound of a
+    # 4 KiB compressed message by 16,000 bytes (issue 16: 2,000,000 of them let 30 MiB in against 1 MiB).
+    start = masked(0x42, b"\x00")                    # RSV1, binary, not final: one byte (16 bytes of slack)
+    header = masked(0x00, b"\x00" * 10_000)[:8]       # a continuation announcing 10,000 bytes: its header only
+    assert run(codec, [start + masked(0x00, b"") * 1000, header], max_message_size=4096,
+               inflater=codec.Inflater()) == ([], ("MessageTooBig", 1009, "message too big"))
+    # The bound, exactly: 4096 + 4096/256 + 64, plus 16 for each of the two frames with payload, less the
+    # byte held. Every split of the input gives the same answer.
+    bound = 4096 + 16 + 64 + 2 * 16 - 1
+    for length, error in ((bound, None), (bound + 1, ("MessageTooBig", 1009, "message too big"))):
+        data = start + masked(0x00, b"") * 10 + masked(0x00, b"\x00" * length)[:8]
+        for chunks in splits(data):
+            assert run(codec, chunks, max_message_size=4096, inflater=codec.Inflater()) == ([], error)
+
+
+def test_the_slack_of_frames_with_payload_is_capped(codec: ModuleType) -> None:
+    # Frames of 16 bytes each earned their 16 bytes back: the message never hit its bound. Now the slack
+    # stops at max_message_size + 1 KiB: the compressed bytes of a message stay under twice the limit.
+    parser = codec.FrameParser(4096, inflater=codec.Inflater())
+    parser.feed(masked(0x42, b"\x00" * 16))
+    accepted = 1
+    with pytest.raises(MessageTooBig, match="message too big"):
+        while accepted < 2000:
+            parser.feed(masked(0x00, b"\x00" * 16))
+            accepted += 1
+    # 4096 + 4096/256 + 64 + (4096 + 1024) bytes of slack: 581 frames of 16 bytes fit, the 582nd does not.
+    assert accepted * 16 == 4096 + 16 + 64 + 4096 + 1024
+
+
 def test_invalid_utf8_after_inflation_is_1007(codec: ModuleType) -> None:
     assert run(codec, [compressed_frame(b"ok \xed\xa0\x80")], inflater=codec.Inflater()) == (
         [], ("InvalidPayloadData", 1007, "invalid UTF-8 in text message"))

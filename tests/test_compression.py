@@ -23,6 +23,7 @@ import random
 import re
 import socket
 import textwrap
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -860,6 +861,47 @@ def test_decompression_bomb_costs_at_most_the_limit_plus_1_mib(
         assert close_code(sock, rest) == 1009
         growth = _status(server.pid, "VmHWM") - rss_before
         assert growth < limit + MiB, f"peak RSS grew by {growth / MiB:.2f} MiB"
+
+
+def test_empty_continuation_frames_do_not_raise_the_compressed_bound(tmp_path: Path, loop_kind: str) -> None:
+    """Issue 16: one compressed byte, 2,000,000 empty continuation frames
+    (12 MB on the wire), then a continuation announcing 30 MiB. Empty frames
+    used to add 16 bytes each to the compressed bound, so the 30 MiB were
+    taken in (+30.5 MiB per connection against a 1 MiB max_message_size).
+    Now each of 4 connections at once gets 1009 from that frame's header,
+    and the server's peak RSS grows by less than 8 MiB in all."""
+    start = frame(RSV1 | OP_BINARY, b"\x00")
+    empties = frame(OP_CONT) * 2_000_000
+    big = frame(OP_CONT, b"", length=30 * MiB)      # its header only: the payload never needs to follow
+    with _bomb_server(tmp_path, loop_kind) as server:
+        socks = [upgraded(server.port, "/ws") for _ in range(4)]
+        for sock, _, rest in socks:
+            assert raw_roundtrip(sock, b"warm") == (FIN | OP_TEXT, b"warm")
+        with open(f"/proc/{server.pid}/clear_refs", "w") as f:
+            f.write("5")  # resets the peak (VmHWM) to the current RSS
+        rss_before = process_rss(server.pid)
+        errors: list[BaseException] = []
+
+        def attack(sock: socket.socket) -> None:
+            try:
+                sock.sendall(start + empties + big)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=attack, args=(sock,)) for sock, _, _ in socks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert [close_code(sock, rest) for sock, _, rest in socks] == [1009] * 4
+        growth = _status(server.pid, "VmHWM") - rss_before
+        assert growth < 8 * MiB, f"peak RSS grew by {growth / MiB:.2f} MiB for 4 connections"
+        # The server goes on serving.
+        sock, _, rest = upgraded(server.port, "/ws")
+        assert raw_roundtrip(sock, b"after") == (FIN | OP_TEXT, b"after")
+        sock.close()
+    assert "Traceback" not in server.output()
 
 
 # -- Config ----------------------------------------------------------------------------------------------

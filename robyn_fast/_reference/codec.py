@@ -458,9 +458,12 @@ class FrameParser:
         self._inflater = inflater
         if inflater is not None:
             allowed_rsv |= RSV1
-        # A compressed message may be a little larger than what it inflates to.
+        # A compressed message may be a little larger than what it inflates to: stored blocks,
+        # and up to ~10 bytes a frame with payload from a sender that flushes in every fragment
+        # (16 bytes of slack each, up to limit + 1 KiB in all; an empty frame gets none).
         self._climit = limit if limit > _UNLIMITED >> 2 else limit + (limit >> 8) + 64
-        self._cframes = 0
+        self._cslack_max = 0 if limit > _UNLIMITED >> 2 else limit + 1024
+        self._cslack = 0
         self._max_message_size = max_message_size
         self._client = bool(client)
         self._allowed_rsv = allowed_rsv
@@ -607,9 +610,11 @@ class FrameParser:
             if opcode < OP_CLOSE:
                 compressed = self._inflater is not None and (rsv if opcode != OP_CONT else self._msg_rsv) & RSV1
                 if compressed:
-                    # 16 bytes a frame on top: a sender may flush, and start a block, in every fragment.
-                    self._cframes = 1 if opcode != OP_CONT else self._cframes + 1
-                    if self._climit <= _UNLIMITED >> 1 and length > self._climit + 16 * self._cframes - len(self._msg):
+                    if opcode != OP_CONT:
+                        self._cslack = 0
+                    if length:
+                        self._cslack = min(self._cslack + 16, self._cslack_max)
+                    if self._climit <= _UNLIMITED >> 1 and length > self._climit + self._cslack - len(self._msg):
                         self._fail(MessageTooBig("message too big"), out)
                 elif length > self._limit - len(self._msg):
                     self._fail(MessageTooBig("message too big"), out)

@@ -148,7 +148,10 @@ class HttpProtocol(asyncio.Protocol):
         self.tls = self.config.ssl is not None
         self.loop = host.loop
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        # The parser holds this protocol's bound methods: a reference cycle,
+        # broken (parser = None) once the connection closes or is handed over,
+        # so reference counting frees the protocol then.
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.peer_addr: tuple[str, int] | None = None
         # Request being parsed.
         self.url = b""
@@ -198,6 +201,7 @@ class HttpProtocol(asyncio.Protocol):
         self.host.connection_closed(self)
         self.queue.clear()
         self.leftover = []
+        self.parser = None
 
     def _cancel_timer(self) -> None:
         if self.timer is not None:
@@ -338,6 +342,8 @@ class HttpProtocol(asyncio.Protocol):
         self._run_queue()
 
     def _feed(self, chunk: bytes | memoryview, rest: bytes | memoryview) -> None:
+        if self.parser is None:
+            return  # closed or handed over: nothing more is parsed here
         try:
             self.parser.feed_data(chunk)
         except httptools.HttpParserUpgrade as exc:
@@ -428,7 +434,7 @@ class HttpProtocol(asyncio.Protocol):
         # RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host and for any
         # request with more than one (a proxy and the app could disagree on
         # which site is asked for).
-        if hosts != 1 and (hosts or self.parser.get_http_version() != "1.0"):
+        if hosts != 1 and (hosts or self.parser is None or self.parser.get_http_version() != "1.0"):
             self._reject(400, "more than one Host header" if hosts else "missing Host header (required in HTTP/1.1)")
             raise _Abort
 
@@ -448,6 +454,8 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.in_body = False
         parser = self.parser
+        if parser is None:  # callbacks come from the parser: never after it was dropped
+            raise _Abort
         try:
             method = parser.get_method().decode("ascii")
             target = self.url.decode("utf-8", "surrogateescape")
@@ -621,6 +629,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._cancel_timer()
         self.handed_over = True
+        self.parser = None  # parser callbacks no longer come (an upgrade stops it); see __init__
         self.host.connection_closed(self)
         transport, self.transport = self.transport, None
         leftover = b"".join(self.leftover)
