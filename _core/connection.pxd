@@ -71,6 +71,11 @@ cdef class Hub:
     cdef list shared_deflaters            # [window_bits - 9] -> Deflater without context takeover, created on first use
     cdef readonly Py_ssize_t compressions # messages compressed for this hub's connections
     cdef readonly LoopResources resources # what all endpoints of the loop share
+    # on_congestion(connection, True) when a connection's transport asks it to
+    # pause writing (its buffer is over the high-water mark), (connection,
+    # False) when it resumes or the connection is lost while paused; None: not
+    # told. The server uses it to hold back what the broker delivers.
+    cdef public object on_congestion
     cdef ws_counters_t *m                 # this process's counters (robyn_fast._core.metrics)
 
     cdef int add(self, Connection conn) except -1

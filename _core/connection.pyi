@@ -124,6 +124,7 @@ class Hub:
     def flushes(self) -> int: ...
     @property
     def writes(self) -> int: ...
+    on_congestion: Callable[[Connection, bool], object] | None
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,

@@ -554,10 +554,14 @@ cdef class Connection(WSProtocol):
         # (what it sends would only queue more answers) until it catches up.
         self.set_writing_paused(True)
         self._set_reading()
+        if self.hub.on_congestion is not None:
+            self.hub.on_congestion(self, True)
 
     def resume_writing(self):
         self.set_writing_paused(False)
         self._set_reading()
+        if self.hub.on_congestion is not None:
+            self.hub.on_congestion(self, False)
 
     cdef int _set_reading(self) except -1:
         """Pause reading while either reason holds (handlers behind, writes
@@ -584,6 +588,8 @@ cdef class Connection(WSProtocol):
         if not self.parsing:
             self.parser.release()
         self.hub.remove(self)
+        if self.writing_paused and self.hub.on_congestion is not None:
+            self.hub.on_congestion(self, False)
         self._enqueue(_CLOSE)
 
     # -- reading ---------------------------------------------------------------

@@ -338,7 +338,8 @@ class RobynFastEntry(Entry):
 
 class PyNode:
     """The receiving half of a node on redis-py: a PubSub whose payloads are split and delivered
-    as :meth:`RedisBroker._on_payload` does (a fresh Decoder per payload, own echo dropped)."""
+    as the broker did when this benchmark was written (a fresh Decoder per payload, own echo dropped; the broker
+    now decodes with wire.decode_at in slices and is not sent its own broadcasts)."""
 
     def __init__(self, node: int, deliver: Callable[[int, str, Key, bytes], None], reader: str) -> None:
         self.node = node

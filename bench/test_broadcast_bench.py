@@ -162,6 +162,7 @@ def make_endpoint(n: int) -> Endpoint:
     server = Server(app, loop)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
+    sock.listen()
     loop.run_until_complete(server.start(sock=sock))
     hub = server.hub(ws)
     transports = []

@@ -24,7 +24,7 @@ Harnesses (``HARNESSES``):
 - ``http``: ``HttpProtocol`` (with the real router, handshake and a fake
   transport, sans-I/O) fed arbitrary bytes in arbitrary chunks: nothing raises
   out of it and what it writes is a sequence of valid HTTP responses.
-- ``broker``: the bus ``wire.Decoder`` on arbitrary bytes in arbitrary chunks
+- ``broker``: the bus ``wire.Decoder`` on arbitrary bytes in arbitrary chunks (and ``wire.decode_at`` in slices)
   gives the same messages as one feed, each re-encodes to itself, or
   ``WireError``; ``resp.command`` round-trips through hiredis and
   ``resp.parse_url`` gives an address or ``BrokerURLError``.
@@ -536,11 +536,25 @@ def check_broker(data: bytes) -> object:
                 error = "WireError"
                 break
         results.append((messages, error))
+    leftover = decoder.buffered
     # A malformed message fails the stream either way; the messages completed in the same feed()
     # call before it are not returned (the broker drops such a payload whole), so only a clean
     # stream must give the same messages however it is cut.
     assert results[0][1] == results[1][1], results
     assert results[0][1] is not None or results[0][0] == results[1][0], results
+    # decode_at (the Redis subscriber's) reads a whole payload in slices: on a clean, complete stream
+    # the messages the stream decoder gives; a WireError where that one fails or is left truncated.
+    sliced: list[wire.Message] = []
+    pos, failed = 0, False
+    while pos < len(rest):
+        try:
+            part, pos = wire.decode_at(rest, pos, 1 + pattern % 5)
+        except wire.WireError:
+            failed = True
+            break
+        sliced += part
+    assert failed == (results[1][1] is not None or leftover > 0), (failed, results[1], leftover)
+    assert failed or sliced == results[1][0]
     messages, error = results[0]
     for m in messages:
         raw = wire.encode_hello(m.origin) if m.kind == wire.HELLO else wire.encode(m.kind, m.origin, m.endpoint,

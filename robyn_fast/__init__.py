@@ -25,7 +25,7 @@ from .exceptions import (
 from .http.types import Headers, QueryParams, Request, Response, jsonify
 from .websocket.endpoint import WebSocket, WebSocketConnector
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "__version__",

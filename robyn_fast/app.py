@@ -27,12 +27,8 @@ from .logs import get_logger
 from .http.router import Router
 from .http.routes import Routes
 from . import cli, metrics
-from .broker import Broker, random_node_tag
-from .server import ServedEndpoint, Server, run
-from .websocket.ids import set_node_tag
-from .workers.reloader import Reloader, is_dev_child
-from .workers.sockets import bind, reuse_port_available
-from .workers.supervisor import Supervisor
+from .server import ServedEndpoint, Server
+from .workers.launch import launch
 
 __all__ = ["Robyn"]
 
@@ -279,16 +275,8 @@ class Robyn:
         except cli.UsageError as exc:
             print(f"{prog}: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-        if settings.keep_alive_timeout is not None:
-            self.config = replace(self.config, keep_alive_timeout=settings.keep_alive_timeout)
-        if settings.header_timeout is not None:
-            self.config = replace(self.config, header_timeout=settings.header_timeout)
-        if settings.metrics_path is not None:
-            self.config = replace(self.config, metrics_path=settings.metrics_path)
-        if settings.access_log:
-            self.config = replace(self.config, access_log=True)
-        if settings.ssl is not None:
-            self.config = replace(self.config, ssl=settings.ssl)
+        if settings.config:  # the Config fields that flags, the environment or app.start() set
+            self.config = replace(self.config, **settings.config)
         root = logging.getLogger()
         if not root.handlers:
             fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -299,30 +287,9 @@ class Robyn:
         on_serving = _open_browser if settings.open_browser else None
         close_timeout = max([self.config.close_timeout] + [ws.effective_config.close_timeout
                                                            for ws in self.websocket_endpoints()])
-        if settings.dev and not is_dev_child():
-            code = Reloader(list(sys.orig_argv), self.directory_path, settings.host, settings.port,
-                            close_timeout=close_timeout, env_file_names=self._env_file_names).run()
-        elif settings.processes > 1:
-            code = Supervisor(self, settings.host, settings.port, settings.processes, close_timeout=close_timeout,
-                              on_serving=on_serving, broker=settings.broker).run()
-        else:
-            node: Broker | None = None
-            if settings.broker is not None:  # one process, a node on Redis
-                from .broker.redis import RedisBroker
-
-                tag = random_node_tag()
-                set_node_tag(tag)
-                node = RedisBroker(settings.broker, tag)
-            if is_dev_child() and reuse_port_available():
-                try:
-                    sock = bind(settings.host, settings.port, reuse_port=True, backlog=self.config.backlog)
-                except OSError as exc:
-                    print(f"robyn_fast: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
-                          file=sys.stderr)
-                    raise SystemExit(1) from None
-                code = run(self, sock=sock, on_serving=on_serving, broker=node)
-            else:
-                code = run(self, settings.host, settings.port, on_serving=on_serving, broker=node)
+        code = launch(self, settings.host, settings.port, processes=settings.processes, dev=settings.dev,
+                      broker=settings.broker, close_timeout=close_timeout, on_serving=on_serving,
+                      argv=sys.orig_argv, root=self.directory_path, env_file_names=self._env_file_names)
         if code:
             raise SystemExit(code)
 

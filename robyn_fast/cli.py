@@ -1,65 +1,59 @@
 """Robyn's command line, for ``python app.py [flags]`` and ``python -m
 robyn_fast app.py [flags]``: flags, environment variables and ``robyn.env``.
 
-Flags (Robyn's):
+Every setting of the command line and the environment is declared once, as a
+:class:`robyn_fast.settings.Setting`: the launch settings (host, port,
+processes, workers, dev mode, log level, broker, TLS files...) in
+:data:`LAUNCH` here, the ones that are ``Config`` fields (``--metrics-path``,
+``--access-log``, ``ROBYN_CLIENT_TIMEOUT``, ``ROBYN_KEEP_ALIVE_TIMEOUT``) on
+their field in :mod:`robyn_fast.config`. The parser, ``--help`` (each flag
+with its variable), the reading of the environment and the README's table
+come from those declarations; a variable's text goes through the same parser
+and check as its flag's argument.
 
-- ``--processes N`` and ``--workers M``: serve with N x M worker processes.
-  Robyn's workers are threads inside a process; with the GIL a thread adds
-  no core, so here every worker is a process with its own event loop and the
-  total is the product. Default 1 x 1: one process.
-- ``--fast``: one worker process per CPU and log level WARNING (each can
-  still be set by its own flag). Robyn's ``--fast`` asks for 2 x CPUs + 1
-  processes of 2 threads each; for single-threaded processes that would only
-  add context switches.
-- ``--dev``: serve one process and restart it when a ``.py`` file or
-  ``robyn.env`` under the app's directory changes (not with the flags above).
-- ``--log-level LEVEL``: DEBUG, INFO (the default; DEBUG with ``--dev``),
-  WARNING (or WARN), ERROR or CRITICAL, for the root logger.
-- ``--open-browser``: open the served URL in a browser once serving.
-- ``--ssl-certfile PATH``, ``--ssl-keyfile PATH``, ``--ssl-keyfile-password
-  PASSWORD`` (robyn_fast's, as uvicorn's): serve HTTPS and WSS with that
-  certificate chain and key (PEM; the key may be in the certificate file);
-  loaded once, before the workers start, so a file that cannot be used is a
-  usage error naming it (:func:`robyn_fast.tls.server_context`).
-- ``--version``, ``--help``: print and exit 0, without serving.
-- ``--disable-openapi`` is accepted and changes nothing (robyn_fast serves no
-  OpenAPI docs); ``--create``, ``--docs``, ``--compile-rust-path`` and
-  ``--create-rust-file`` are Robyn's tools, not a server's: each says so in
-  one line and exits 2.
+Flags (Robyn's): ``--processes N`` and ``--workers M`` (N x M worker
+processes: Robyn's workers are threads, which add no core under the GIL),
+``--fast`` (one process per CPU, log level WARNING), ``--dev`` (one process,
+restarted on source changes), ``--log-level``, ``--open-browser``; robyn_fast's
+``--broker``, ``--metrics-path``, ``--access-log``, ``--ssl-*``.
+``--version``/``--help`` print and exit 0; ``--disable-openapi`` is accepted
+and changes nothing; ``--create``, ``--docs``, ``--compile-rust-path`` and
+``--create-rust-file`` are Robyn's tools, not a server's: each says so in one
+line and exits 2. Anything else that cannot be used (an unknown flag,
+``--processes two``, ``ROBYN_PORT=abc``) is a usage error: one line on
+stderr (after the usage, for a flag), exit status 2.
 
-Anything else (an unknown flag, ``--processes two``) is a usage error: the
-usage and one line saying what is wrong on stderr, exit status 2.
-
-Environment: ``ROBYN_HOST``, ``ROBYN_PORT``, ``ROBYN_CLIENT_TIMEOUT`` (the
-request-head timeout, seconds), ``ROBYN_KEEP_ALIVE_TIMEOUT``,
-``ROBYN_DEV_MODE=true``, ``ROBYN_BROWSER_OPEN``, and robyn_fast's own
-``ROBYN_PROCESSES`` / ``ROBYN_WORKERS`` and ``ROBYN_FAST_BROKER`` (as
-``--broker URL``: every worker a node on that Redis,
-:mod:`robyn_fast.broker.redis`), ``ROBYN_FAST_SSL_CERTFILE``,
-``ROBYN_FAST_SSL_KEYFILE`` and ``ROBYN_FAST_SSL_KEYFILE_PASSWORD`` (as the
-``--ssl-*`` flags; the variable keeps the password out of ``ps``). A flag wins over the environment,
-which wins over the arguments of ``app.start()``. ``robyn.env`` next to the
-app (``KEY=VALUE`` lines, ``#`` comments) fills in variables that are not set
-yet, when the app object is created (as Robyn does).
+A flag wins over the environment, which wins over the arguments of
+``app.start()``. ``robyn.env`` next to the app (``KEY=VALUE`` lines, ``#``
+comments) fills in variables that are not set yet, when the app object is
+created (as Robyn does). A broker URL is never shown with its password, a
+key's password never at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
-import math
 import os
 import ssl as _ssl
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from .broker.resp import RedisAddress
+from .broker.resp import BrokerURLError, RedisAddress, parse_url, redact_url
+from .config import SETTINGS as CONFIG_SETTINGS
 from .exceptions import ConfigError, RobynFastError
+from .files import MAX_CONFIG_FILE, UnusableFile, read_limited
+from .settings import Setting, anything, boolean, choice, markdown_table, switch_text, text, whole_number
+from .tls import server_context
+from .version import version_line
 
-__all__ = ["Options", "Settings", "UsageError", "parse", "resolve", "load_env_file", "LOG_LEVELS", "help_text"]
+__all__ = ["Options", "Settings", "UsageError", "parse", "resolve", "environment", "load_env_file", "LOG_LEVELS",
+           "LAUNCH", "SETTINGS", "help_text", "command_line_table"]
 
 LOG_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "WARN": logging.WARNING,
               "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
@@ -80,22 +74,101 @@ class UsageError(RobynFastError, ValueError):
     used; ``str()`` is the one line to print (exit status 2)."""
 
 
-@dataclass(frozen=True)
-class Options:
-    """What the command line asked for (None: not given)."""
+def _broker_url(value: str) -> RedisAddress:
+    try:
+        return parse_url(value)
+    except BrokerURLError as exc:  # its message shows the URL without its password
+        raise ValueError(str(exc)) from None
 
-    processes: int | None = None
-    workers: int | None = None
-    fast: bool = False
-    dev: bool = False
-    log_level: str | None = None
-    open_browser: bool = False
-    broker: str | None = None
-    metrics_path: str | None = None
-    access_log: bool = False
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_keyfile_password: str | None = None
+
+def _loop(value: str) -> str:
+    if value not in ("asyncio", "uvloop"):
+        raise ValueError(f"expected asyncio or uvloop, got {value!r}")
+    return value
+
+
+def _hidden(value: str) -> str:
+    return "***"
+
+
+def _any_text(value: str) -> str:
+    return value
+
+
+#: How to serve: the settings that are not Config fields, in --help's order.
+LAUNCH: tuple[Setting, ...] = (
+    Setting("host", "127.0.0.1", "the address to listen on (`app.start(host)` otherwise)", anything,
+            parse=text("a host name or address"), env="ROBYN_HOST", shown="`app.start()`'s"),
+    Setting("port", 8080, "the port to listen on, 0: any free one (`app.start(port)` otherwise)", anything,
+            parse=whole_number(0, 65535), env="ROBYN_PORT", shown="`app.start()`'s"),
+    Setting("processes", 1, "worker processes; N × M in all with `--workers` (1 × 1: one process, no supervisor)",
+            anything, parse=whole_number(1), flag="--processes", env="ROBYN_PROCESSES", metavar="N"),
+    Setting("workers", 1, "workers per process, each a process too: N × M in all (Robyn's workers are threads, "
+            "which add no core under the GIL)", anything, parse=whole_number(1), flag="--workers",
+            env="ROBYN_WORKERS", metavar="M"),
+    Setting("fast", False, "one worker process per CPU and log level WARNING (Robyn's 2 × CPUs + 1 processes of 2 "
+            "threads would only add context switches here)", boolean, flag="--fast"),
+    Setting("dev", False, "one process, restarted when a `.py` file or `robyn.env` under the app's directory "
+            "changes (open WebSockets get 1001); not with `--processes`/`--workers`", boolean, parse=switch_text,
+            flag="--dev", env="ROBYN_DEV_MODE"),
+    Setting("log_level", None, "DEBUG, INFO, WARNING (or WARN), ERROR or CRITICAL, for the root logger (DEBUG with "
+            "`--dev`, WARNING with `--fast`)", anything, parse=choice(tuple(LOG_LEVELS)), flag="--log-level",
+            metavar="LEVEL", shown="INFO"),
+    Setting("open_browser", False, "open the served URL in a browser", boolean, parse=switch_text,
+            flag="--open-browser", env="ROBYN_BROWSER_OPEN"),
+    Setting("broker", None, "join the servers that name the same Redis: `redis://[user:password@]host:port/db`, "
+            "`rediss://...` (TLS) or `unix:///path` (see above); `None`: the workers of this host only", anything,
+            parse=_broker_url, flag="--broker", env="ROBYN_FAST_BROKER", metavar="URL", redact=redact_url),
+    Setting("ssl_certfile", None, "serve HTTPS and WSS with this PEM certificate chain, server certificate first "
+            "(see [TLS](#tls))", anything, parse=text("a file name", spaces=True), flag="--ssl-certfile",
+            env="ROBYN_FAST_SSL_CERTFILE", metavar="PATH"),
+    Setting("ssl_keyfile", None, "the PEM private key of `--ssl-certfile` (`None`: in the certificate file)",
+            anything, parse=text("a file name", spaces=True), flag="--ssl-keyfile", env="ROBYN_FAST_SSL_KEYFILE",
+            metavar="PATH"),
+    Setting("ssl_keyfile_password", None, "the password of an encrypted key (the variable keeps it out of `ps`)",
+            anything, parse=_any_text, flag="--ssl-keyfile-password", env="ROBYN_FAST_SSL_KEYFILE_PASSWORD",
+            metavar="PASSWORD", redact=_hidden, strip=False),
+    Setting("loop", None, "`asyncio` forces asyncio's event loop, `uvloop` uvloop's (`None`: uvloop when it is "
+            "installed)", anything, parse=_loop, env="ROBYN_FAST_LOOP", strip=False),
+)
+
+#: Every setting of the command line and the environment: LAUNCH, then the Config fields that have a flag or a variable.
+SETTINGS: tuple[Setting, ...] = LAUNCH + tuple(s for s in CONFIG_SETTINGS if s.flag or s.env)
+_FLAGGED = tuple(s for s in SETTINGS if s.flag)
+_FLAG_NAMES = frozenset(s.name for s in _FLAGGED)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+class Options:
+    """What the command line asked for: one attribute per flag of
+    :data:`SETTINGS` (``Options(processes=2).processes``), ``None`` when the
+    flag was not given (``False`` for a switch such as ``--fast``)."""
+
+    __slots__ = ("_given",)
+
+    def __init__(self, **given: Any) -> None:
+        unknown = sorted(set(given) - _FLAG_NAMES)
+        if unknown:
+            raise TypeError(f"Options() has no setting {', '.join(unknown)}")
+        self._given = {s.name: given.get(s.name, False if s.switch else None) for s in _FLAGGED}
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_given":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        try:
+            return self._given[name]
+        except KeyError:
+            raise AttributeError(f"Options has no setting {name!r}") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Options) and self._given == other._given
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={'***' if _BY_NAME[name].redact is _hidden else value!r}"
+                          for name, value in self._given.items() if value not in (None, False))
+        return f"Options({shown})"
 
 
 @dataclass(frozen=True)
@@ -108,39 +181,45 @@ class Settings:
     dev: bool
     log_level: int
     open_browser: bool
-    header_timeout: float | None
-    keep_alive_timeout: float | None
     broker: RedisAddress | None = None  # None: no broker (the workers of this host share a local bus)
-    metrics_path: str | None = None  # Config.metrics_path from --metrics-path (None: the app's own)
-    access_log: bool = False  # --access-log: Config.access_log on
-    ssl: _ssl.SSLContext | None = None  # None: not asked for here (the app's Config decides)
+    # The Config fields that flags, the environment or app.start() set (the app's Config keeps the others).
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def header_timeout(self) -> float | None:
+        return self.config.get("header_timeout")
+
+    @property
+    def keep_alive_timeout(self) -> float | None:
+        return self.config.get("keep_alive_timeout")
+
+    @property
+    def metrics_path(self) -> str | None:
+        return self.config.get("metrics_path")
+
+    @property
+    def access_log(self) -> bool:
+        return bool(self.config.get("access_log", False))
+
+    @property
+    def ssl(self) -> _ssl.SSLContext | None:
+        return self.config.get("ssl")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
-    return value
+def _argument(spec: Setting) -> Any:
+    def convert(value: str) -> Any:
+        try:
+            return spec.from_text(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = spec.name  # argparse names the type in some messages
+    return convert
 
 
-def _metrics_path(text: str) -> str:
-    from .config import Config
-
-    try:
-        Config(metrics_path=text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _log_level(text: str) -> str:
-    name = text.upper()
-    if name not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
-    return name
+def _plain(doc: str) -> str:
+    """A doc line for --help: markdown's backticks and links dropped, % escaped for argparse."""
+    return doc.replace("`", "").replace("[TLS](#tls)", "TLS in the README").replace("%", "%%")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,29 +229,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
+    env_only = [s for s in SETTINGS if s.env and not s.flag]
+    epilog = "environment variables without a flag (a flag wins over its variable; robyn.env fills in unset ones):\n"
+    for s in env_only:
+        epilog += textwrap.fill(f"{s.env}: {_plain(s.described()).replace('%%', '%')}", 100, initial_indent="  ",
+                                subsequent_indent="      ") + "\n"
     p = _Parser(prog=prog, description="Serve this app with robyn_fast (Robyn's command line).",
-                allow_abbrev=False)
-    p.add_argument("--processes", type=_positive_int, metavar="N", help="worker processes (default 1)")
-    p.add_argument("--workers", type=_positive_int, metavar="M",
-                   help="workers per process; each is a process too: N x M in all (default 1)")
-    p.add_argument("--fast", action="store_true", help="one worker process per CPU, log level WARNING")
-    p.add_argument("--dev", action="store_true", help="one process, restarted when a source file changes")
-    p.add_argument("--log-level", type=_log_level, metavar="LEVEL",
-                   help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO, DEBUG with --dev)")
-    p.add_argument("--open-browser", action="store_true", help="open the served URL in a browser")
-    p.add_argument("--broker", metavar="URL",
-                   help="join the servers that name the same Redis: redis://[user:password@]host:port/db, "
-                        "rediss://... (TLS) or unix:///path (default: none; the workers of this host only)")
-    p.add_argument("--metrics-path", metavar="PATH", type=_metrics_path,
-                   help="serve Prometheus metrics of every worker at PATH (e.g. /metrics)")
-    p.add_argument("--access-log", action="store_true",
-                   help="log every HTTP request and WebSocket open/close on the robyn_fast.access logger")
-    p.add_argument("--ssl-certfile", metavar="PATH",
-                   help="serve HTTPS and WSS with this PEM certificate chain (server certificate first)")
-    p.add_argument("--ssl-keyfile", metavar="PATH",
-                   help="the PEM private key of --ssl-certfile (default: in the certificate file)")
-    p.add_argument("--ssl-keyfile-password", metavar="PASSWORD",
-                   help="the password of an encrypted key (ROBYN_FAST_SSL_KEYFILE_PASSWORD keeps it out of ps)")
+                allow_abbrev=False, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for s in _FLAGGED:
+        if s.flag is None:  # (for the type checker: _FLAGGED holds only settings with a flag)
+            continue
+        doc = _plain(s.described()) + (f" [{s.env}]" if s.env else "")
+        if s.switch:
+            p.add_argument(s.flag, dest=s.name, action="store_true", help=doc)
+        else:
+            p.add_argument(s.flag, dest=s.name, type=_argument(s), metavar=s.metavar, help=doc)
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--disable-openapi", action="store_true", help="accepted; robyn_fast serves no OpenAPI docs")
     p.add_argument("--create", action="store_true", help=argparse.SUPPRESS)
@@ -187,15 +258,18 @@ def help_text(prog: str) -> str:
     return _parser(prog).format_help()
 
 
+def command_line_table() -> list[str]:
+    """The README's table of flags and variables (checked by tests/test_readme.py)."""
+    return markdown_table(SETTINGS, command_line=True)
+
+
 def parse(argv: Sequence[str], prog: str) -> Options:
     """The options of ``argv`` (the arguments after the script). Prints and
     exits 0 for ``--help``/``--version``; exits 2 with the usage and one line
     for anything it cannot use."""
-    from . import __version__
-
     args = _parser(prog).parse_args(list(argv))
     if args.version:
-        print(f"robyn_fast {__version__} (Robyn's WebSocket API; Python {sys.version.split()[0]})")
+        print(version_line())
         raise SystemExit(0)
     for name, why in _NOT_A_SERVER_FLAG.items():
         if getattr(args, name):
@@ -208,25 +282,29 @@ def parse(argv: Sequence[str], prog: str) -> Options:
         print(f"{prog}: --dev serves one process; it cannot be combined with --processes, --workers or --fast",
               file=sys.stderr)
         raise SystemExit(2)
-    return Options(args.processes, args.workers, args.fast, args.dev, args.log_level, args.open_browser,
-                   args.broker, args.metrics_path, args.access_log,
-                   args.ssl_certfile, args.ssl_keyfile, args.ssl_keyfile_password)
+    return Options(**{s.name: getattr(args, s.name) for s in _FLAGGED})
 
 
-def _env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float], minimum: float,
-                maximum: float = math.inf) -> float | None:
-    text = env.get(name)
-    if text is None or text.strip() == "":
-        return None
-    try:
-        value: float = kind(text.strip())
-    except ValueError:
-        raise UsageError(f"{name}={text!r} is not a {'whole ' if kind is int else ''}number") from None
-    if not math.isfinite(value) or value < minimum:
-        raise UsageError(f"{name}={text!r} must be at least {minimum:g}")
-    if value > maximum:
-        raise UsageError(f"{name}={text!r} must be at most {maximum:g}")
-    return value
+def environment(env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings that ``env`` gives, by name, each parsed and checked as
+    its flag's argument is; an empty (or all-blank) variable is not set.
+    UsageError naming the variable (and showing its text, a password never)
+    for one that cannot be used."""
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        if s.env is None:
+            continue
+        raw = env.get(s.env)
+        if raw is None:
+            continue
+        value = raw.strip() if s.strip else raw
+        if value.strip() == "":
+            continue
+        try:
+            values[s.name] = s.from_text(value)
+        except ValueError as exc:
+            raise UsageError(f"{s.env}={s.shown_text(raw)!r}: {exc}") from None
+    return values
 
 
 def resolve(
@@ -247,80 +325,98 @@ def resolve(
     for name, value in (("processes", processes), ("workers", workers)):
         if value is not None and (type(value) is not int or value < 1):
             raise UsageError(f"app.start({name}={value!r}): expected a whole number of 1 or more")
-    host = env.get("ROBYN_HOST", "").strip() or host  # an empty variable is no address (not "every interface")
-    env_port = _env_number(env, "ROBYN_PORT", int, 0, 65535)
-    port = int(env_port) if env_port is not None else port
+    from_env = environment(env)
+
+    def given(name: str) -> tuple[bool, Any]:
+        """Whether a flag or else a variable gives setting ``name``, and its value."""
+        if name in _FLAG_NAMES:
+            value = getattr(options, name)
+            if value is not None and value is not False:
+                return True, value
+        if name in from_env:
+            return True, from_env[name]
+        return False, None
+
+    host = from_env.get("host", host)
+    port = from_env.get("port", port)
     if type(port) is not int or not 0 <= port <= 65535:
         raise UsageError(f"invalid port {port!r}: expected 0..65535")
-    env_processes = _env_number(env, "ROBYN_PROCESSES", int, 1)
-    env_workers = _env_number(env, "ROBYN_WORKERS", int, 1)
     # --fast is a flag: one process per CPU this process may run on, over the environment and app.start();
     # only --processes says otherwise.
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = options.processes or (cpus if options.fast else None) or (int(env_processes) if env_processes else None) \
-        or processes
-    m = options.workers or (int(env_workers) if env_workers else None) or workers
-    dev = options.dev or env.get("ROBYN_DEV_MODE", "").strip().lower() in ("1", "true", "yes", "on")
+    n = options.processes or (cpus if options.fast else None) or from_env.get("processes") or processes
+    m = options.workers or from_env.get("workers") or workers
+    dev = bool(given("dev")[1])
     total = (n or 1) * (m or 1)
     if total > MAX_PROCESSES:
         raise UsageError(f"{n or 1} x {m or 1} = {total} worker processes; at most {MAX_PROCESSES}")
     if dev and total > 1:
         raise UsageError("dev mode (--dev or ROBYN_DEV_MODE) serves one process; drop --processes/--workers")
     level_name = options.log_level or ("WARNING" if options.fast else None) or ("DEBUG" if dev else "INFO")
-    header_timeout = _env_number(env, "ROBYN_CLIENT_TIMEOUT", float, 0.001)
-    env_keep_alive = _env_number(env, "ROBYN_KEEP_ALIVE_TIMEOUT", float, 0.001)
-    browser = options.open_browser or env.get("ROBYN_BROWSER_OPEN", "").strip().lower() in ("1", "true", "yes", "on")
-    broker_url = options.broker or env.get("ROBYN_FAST_BROKER", "").strip() or broker
-    address = None
-    if broker_url:
-        from .broker.redis import hiredis_available
-        from .broker.resp import BrokerURLError, parse_url
-
+    address = given("broker")[1]
+    if address is None and broker:
         try:
-            address = parse_url(broker_url)
+            address = parse_url(broker) if isinstance(broker, str) else broker
         except BrokerURLError as exc:
             raise UsageError(str(exc)) from None
-        if not hiredis_available():
-            raise UsageError("a Redis broker needs hiredis: pip install 'robyn_fast[redis]'")
-    context = _tls(options, env, ssl)
+    if isinstance(address, str):  # Options(broker="redis://...") made by hand
+        try:
+            address = parse_url(address)
+        except BrokerURLError as exc:
+            raise UsageError(str(exc)) from None
+    if address is not None and importlib.util.find_spec("hiredis") is None:
+        raise UsageError("a Redis broker needs hiredis: pip install 'robyn_fast[redis]'")
+    if from_env.get("loop") == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise UsageError("ROBYN_FAST_LOOP='uvloop': uvloop is not installed (pip install uvloop)")
+    config: dict[str, Any] = {}
+    for s in CONFIG_SETTINGS:
+        found, value = given(s.name)
+        if found:
+            config[s.name] = value
+    start_config: tuple[tuple[str, str, float | None], ...] = (
+        ("header_timeout", "client_timeout", client_timeout),
+        ("keep_alive_timeout", "keep_alive_timeout", keep_alive_timeout),
+    )
+    for name, argument, start_value in start_config:
+        if name not in config and start_value is not None:
+            spec = _BY_NAME[name]
+            try:
+                config[name] = spec.check(start_value, spec.where)
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"app.start({argument}={start_value!r}): {exc}") from None
+    context = _tls(given, ssl)
+    if context is not None:
+        config["ssl"] = context
     return Settings(
-        ssl=context,
-        broker=address,
         host=host,
         port=port,
         processes=total,
         dev=dev,
         log_level=LOG_LEVELS[level_name],
-        open_browser=browser,
-        header_timeout=header_timeout if header_timeout is not None else client_timeout,
-        keep_alive_timeout=env_keep_alive if env_keep_alive is not None else keep_alive_timeout,
-        metrics_path=options.metrics_path,
-        access_log=options.access_log,
+        open_browser=bool(given("open_browser")[1]),
+        broker=address,
+        config=config,
     )
 
 
-def _tls(options: Options, env: Mapping[str, str], given: _ssl.SSLContext | None) -> _ssl.SSLContext | None:
+def _tls(given: Any, start_ssl: _ssl.SSLContext | None) -> _ssl.SSLContext | None:
     """The TLS context the flags or the environment ask for (loaded now, in
     the process that forks the workers), else ``app.start(ssl=...)``'s."""
-    from .tls import server_context
-
-    certfile = options.ssl_certfile or env.get("ROBYN_FAST_SSL_CERTFILE", "").strip() or None
-    keyfile = options.ssl_keyfile or env.get("ROBYN_FAST_SSL_KEYFILE", "").strip() or None
-    password = options.ssl_keyfile_password
-    if password is None:
-        password = env.get("ROBYN_FAST_SSL_KEYFILE_PASSWORD") or None
+    certfile = given("ssl_certfile")[1]
+    keyfile = given("ssl_keyfile")[1]
+    password = given("ssl_keyfile_password")[1]
     if certfile is None:
         if keyfile is not None:
             raise UsageError("--ssl-keyfile (or ROBYN_FAST_SSL_KEYFILE) needs --ssl-certfile "
                              "(or ROBYN_FAST_SSL_CERTFILE): the certificate to present with the key")
         if password is not None:
             raise UsageError("--ssl-keyfile-password (or ROBYN_FAST_SSL_KEYFILE_PASSWORD) needs --ssl-certfile")
-        if given is not None and not isinstance(given, _ssl.SSLContext):
-            raise UsageError(f"app.start(ssl=...): expected an ssl.SSLContext, not {type(given).__name__}")
-        if given is not None and given.protocol == _ssl.PROTOCOL_TLS_CLIENT:
+        if start_ssl is not None and not isinstance(start_ssl, _ssl.SSLContext):
+            raise UsageError(f"app.start(ssl=...): expected an ssl.SSLContext, not {type(start_ssl).__name__}")
+        if start_ssl is not None and start_ssl.protocol == _ssl.PROTOCOL_TLS_CLIENT:
             raise UsageError("app.start(ssl=...): a client-side context (PROTOCOL_TLS_CLIENT); a server needs "
                              "one of ssl.Purpose.CLIENT_AUTH (robyn_fast.tls.server_context)")
-        return given
+        return start_ssl
     try:
         return server_context(certfile, keyfile, password)
     except ConfigError as exc:
@@ -332,13 +428,18 @@ def load_env_file(directory: str | Path, environ: dict[str, str] | None = None) 
     (in ``os.environ`` by default); returns their names. Lines are
     ``KEY=VALUE`` (the value is everything after the first ``=``; surrounding
     whitespace is dropped), blank, or ``#`` comments. UsageError naming the
-    file and line for anything else."""
+    file (and the line) for anything else: a file that is not a regular file
+    or is larger than 1 MiB (read no further), not UTF-8, a line that is not
+    one of those, a NUL in a value (no environment can hold one). The values
+    are checked when the app starts, as every variable is."""
     target = os.environ if environ is None else environ
     path = Path(directory) / "robyn.env"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, MAX_CONFIG_FILE).decode("utf-8")
     except FileNotFoundError:
         return []
+    except UnusableFile as exc:
+        raise UsageError(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read it: {exc}") from None
     loaded = []
@@ -348,8 +449,11 @@ def load_env_file(directory: str | Path, environ: dict[str, str] | None = None) 
             continue
         key, sep, value = stripped.partition("=")
         key = key.strip()
-        if not sep or not key or not (key.replace("_", "a").isalnum() and not key[0].isdigit()):
+        if not sep or not key or not (key.replace("_", "a").isalnum() and key.isascii() and not key[0].isdigit()):
             raise UsageError(f"{path}:{number}: expected KEY=VALUE, got {line!r}")
+        if "\x00" in value:
+            raise UsageError(f"{path}:{number}: the value of {key} holds a NUL byte, which no environment variable "
+                             f"can hold")
         if key not in target:
             target[key] = value.strip()
             loaded.append(key)

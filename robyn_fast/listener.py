@@ -47,12 +47,13 @@ import errno
 import math
 import os
 import socket
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .logs import get_logger
 
-__all__ = ["Listener", "bind_listeners"]
+__all__ = ["Listener", "listen", "join", "joinable", "reuse_port_available"]
 
 log = get_logger("robyn_fast.server")
 
@@ -288,34 +289,106 @@ def _refuse(conn: socket.socket, refusal: bytes) -> None:
         conn.close()
 
 
-async def bind_listeners(
-    loop: asyncio.AbstractEventLoop, host: str | None, port: int, backlog: int
-) -> list[socket.socket]:
-    """Listening sockets for every address ``host`` resolves to (all
-    interfaces for None or ``""``), as ``loop.create_server`` makes them:
-    ``SO_REUSEADDR``, IPv6 sockets IPv6-only. OSError naming the address
-    when one cannot be bound (the others are closed)."""
-    infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+def reuse_port_available() -> bool:
+    """Whether sockets of several processes can listen on one address with
+    ``SO_REUSEPORT`` and the kernel spreads new connections over them
+    (Linux; elsewhere the option exists without the spreading)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def listen(host: str | None, port: int, backlog: int, *, shareable: bool = False) -> list[socket.socket]:
+    """The listening TCP sockets of a server: one per address ``host``
+    resolves to (every interface, IPv4 and IPv6, for None or ``""``). With
+    :func:`join`, the one place robyn_fast binds a listening socket.
+
+    - Bound without ``SO_REUSEPORT``: binding fails (``EADDRINUSE``) when
+      anything listens on the address already, another robyn_fast server
+      with worker processes included. With ``shareable`` (a supervisor's,
+      where :func:`reuse_port_available`), ``SO_REUSEPORT`` is set after the
+      bind and before ``listen()``, so that :func:`join` can add a socket per
+      worker to the same addresses, while a server that binds without it (as
+      every robyn_fast server does) still cannot: whichever of two servers
+      listens first keeps the address, the other one's ``bind()`` or
+      ``listen()`` fails.
+    - ``SO_REUSEADDR`` (not on Windows, where it would let a second process
+      take the port): a restart binds at once over connections of the last
+      run still in ``TIME_WAIT``.
+    - An IPv6 socket is IPv6-only when ``host`` also resolves to IPv4
+      addresses (each family gets a socket of its own), dual-stack when it
+      resolves to IPv6 alone (``"::"`` serves IPv4 clients too, as Robyn's
+      does).
+    - With port 0, every socket gets the port the first one got.
+
+    ``OSError`` when an address cannot be bound (the sockets already bound
+    are closed); with several addresses its message names the one that
+    failed.
+    """
+    infos = list(dict.fromkeys(socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                  flags=socket.AI_PASSIVE)))
+    families = {info[0] for info in infos}
+    targets = [(family, kind, proto, address, family == socket.AF_INET6 and socket.AF_INET not in families)
+               for family, kind, proto, _, address in infos]
+    tries = 8 if port == 0 and len(infos) > 1 else 1  # the port the first got may be taken in another family
+    for attempt in range(tries):
+        try:
+            return _listen(targets, backlog, "shareable" if shareable else "exclusive")
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def join(group: Sequence[socket.socket], backlog: int) -> list[socket.socket]:
+    """Listening sockets on the addresses of ``group`` (from
+    ``listen(..., shareable=True)``), bound with ``SO_REUSEPORT``: the
+    kernel spreads new connections over every socket of the group (a worker
+    process's own). ``OSError`` when one cannot be bound."""
+    targets = []
+    for sock in group:
+        dual = sock.family == socket.AF_INET6 and not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        targets.append((sock.family, sock.type, sock.proto, sock.getsockname(), dual))
+    return _listen(targets, backlog, "join")
+
+
+def joinable(group: Sequence[socket.socket]) -> bool:
+    """Whether :func:`join` can add sockets to ``group``: made by
+    ``listen(..., shareable=True)`` where :func:`reuse_port_available`."""
+    return reuse_port_available() and all(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for sock in group)
+
+
+def _listen(targets: list[tuple[Any, Any, int, Any, bool]], backlog: int, mode: str) -> list[socket.socket]:
     sockets: list[socket.socket] = []
+    chosen = 0
     try:
-        for family, kind, proto, _, address in dict.fromkeys(infos):
+        for family, kind, proto, address, dual_stack in targets:
             try:
                 sock = socket.socket(family, kind, proto)
             except OSError:
                 continue  # a family this host has no support for
             sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if os.name != "nt":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if mode == "join":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(not dual_stack))
+            if chosen:
+                address = (address[0], chosen, *address[2:])
             try:
                 sock.bind(address)
+                if mode == "shareable":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.listen(backlog)
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot bind {address!r}: {(exc.strerror or str(exc)).lower()}") from None
-            sock.listen(backlog)
+                if len(targets) == 1:
+                    raise
+                where = f"[{address[0]}]:{address[1]}" if family == socket.AF_INET6 else f"{address[0]}:{address[1]}"
+                raise OSError(exc.errno, f"{where}: {(exc.strerror or str(exc)).lower()}") from None
+            chosen = chosen or sock.getsockname()[1]
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
     if not sockets:
-        raise OSError(errno.EADDRNOTAVAIL, f"no address to listen on for {host!r}")
+        raise OSError(errno.EADDRNOTAVAIL, "no address of a family this host supports")
     return sockets

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import builtins
 import logging
+import time
 import traceback
 import unicodedata
 from collections.abc import Mapping
 from types import TracebackType
 
-__all__ = ["printable", "exception_text", "SafeRecords", "get_logger"]
+__all__ = ["printable", "field", "exception_text", "SafeRecords", "get_logger", "Throttle", "more_since"]
 
 #: Longest text :func:`printable` keeps by default; longer text is cut and marked.
 DEFAULT_LIMIT = 1000
@@ -76,6 +77,27 @@ def printable(value: object, limit: int | None = DEFAULT_LIMIT) -> str:
     if not text.isprintable() or "\\" in text:
         text = "".join(_escape_char(ch) if _unsafe(ch) else ch for ch in text)
     return f"{text}...[{left_out} more]" if left_out else text
+
+
+def field(value: object) -> str:
+    """``value`` as one space-free field of a log line whose fields are separated by spaces and
+    quotes (the access log): :func:`printable`, with the space, the double quote and every
+    other space character escaped too (``\\x20``, ``\\x22``, ``\\u00a0``), so that text
+    derived from a request (a percent-decoded target) cannot end its field or forge another.
+    The escapes are Python's, the backslash itself included, so a reader recovers the exact
+    value (``\\xNN`` of U+DC80..U+DCFF: a byte that was not UTF-8). Never cut (a cut marker
+    would be text a reader cannot tell from the value's own): pass values with a bound of
+    their own (a request target is bounded by ``Config.max_request_line``). The result passes
+    through :class:`SafeRecords` untouched."""
+    text = printable(value, limit=None)
+    if not text.isprintable() or " " in text or '"' in text:
+        # what printable() leaves that a reader would take for a separator: the space, the quote,
+        # and the other spaces (U+00A0, U+2003...; str.split() splits on them too)
+        text = "".join(_escape_char(ch) if ch == '"' or ch.isspace() or unicodedata.category(ch) == "Zs" else ch
+                       for ch in text)
+    escaped = _Escaped(text)
+    escaped._repr = repr(text)
+    return escaped
 
 
 def _str(value: object) -> str:
@@ -230,3 +252,35 @@ def get_logger(name: str) -> logging.Logger:
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
     return logger
+
+
+class Throttle:
+    """At most one log line per ``every`` seconds for one kind of event, however many happen
+    (a flood of foreign messages must cost a counter bump each, not a line each).
+
+    ``hit()`` counts one event and returns ``None`` while a line is not due, or, when one is,
+    how many events went unreported since the last line (0 for the first): the caller logs
+    then, saying ``(N more since the last report)`` when N is not 0. ``count`` is every event."""
+
+    __slots__ = ("every", "count", "_last", "_unreported")
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.count = 0
+        self._last: float | None = None
+        self._unreported = 0
+
+    def hit(self, now: float | None = None) -> int | None:
+        self.count += 1
+        now = time.monotonic() if now is None else now
+        if self._last is not None and now - self._last < self.every:
+            self._unreported += 1
+            return None
+        self._last = now
+        unreported, self._unreported = self._unreported, 0
+        return unreported
+
+
+def more_since(unreported: int) -> str:
+    """The tail of a throttled line: `` (N more since the last report)``, or nothing."""
+    return f" ({unreported} more since the last report)" if unreported else ""

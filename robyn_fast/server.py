@@ -34,13 +34,13 @@ from ._core.protocol import Settings
 from .broker import ALL, ROOM, TO, Broker
 from .config import Config
 from .encoding import dumps
-from .logs import get_logger
+from .logs import Throttle, get_logger, more_since
 from .exceptions import ServerNotRunning
 from .http.protocol import HttpHandler, HttpProtocol
 from .http.routes import Routes
 from . import metrics
 from .http.types import error_response, serialize_response
-from .listener import Listener, bind_listeners
+from .listener import Listener, listen
 from .websocket.extensions import DeflateParams
 from .websocket.handshake import Agreement, accept_handshake, is_upgrade_request, negotiate_compression
 from .websocket.ids import node_of
@@ -53,6 +53,12 @@ __all__ = [
 log = get_logger("robyn_fast.server")
 
 T = TypeVar("T")
+
+#: How long one client whose writes back up may hold back what other nodes
+#: publish (see ``Server._congestion``). A client that reads keeps up again
+#: within milliseconds; one that takes nothing for this long is left to its
+#: endpoint's backpressure policy and no longer holds the bus.
+BUS_HOLD_GRACE = 1.0
 
 
 class ServedEndpoint(Protocol):
@@ -116,11 +122,17 @@ class Server:
         if self.config.metrics_path is not None:
             self.handle_http = self._handle_with_metrics
         self._broker_timer: asyncio.TimerHandle | None = None
+        # Clients whose transport is over its write high-water mark -> loop time it got there
+        # (those that hold back the broker's deliveries; see _congestion).
+        self._backed_up: dict[Any, float] = {}
+        self._delivery_held = False
+        self._hold_timer: asyncio.TimerHandle | None = None
         self.context: contextvars.Context = contextvars.copy_context()
         self.hubs: dict[ServedEndpoint, Hub] = {}
         # The flush, read buffer and deadline sweep every endpoint of this loop shares.
         self.ws_resources: LoopResources | None = None
         self._by_path: dict[str, ServedEndpoint] = {}
+        self._unknown_endpoint = Throttle(10.0)  # broker messages for an endpoint this app lacks
         self.http_connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Future[Any]] = set()
         self.listeners: list[Listener] = []
@@ -133,20 +145,27 @@ class Server:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def start(self, host: str | None = None, port: int | None = None, *, sock: socket.socket | None = None) -> None:
-        """Run the startup hooks, then listen on ``host:port`` or on ``sock``
-        (already bound, e.g. by a supervisor). Raises ``OSError`` when the
-        address cannot be bound and :class:`~robyn_fast.exceptions.InvalidState`
-        when another server already serves the app."""
-        if sock is None and port is None:
-            raise TypeError("Server.start() needs a port (with a host) or a bound socket")
-        if sock is not None and (host is not None or port is not None):
-            raise TypeError("Server.start() takes a host and port or a socket, not both")
+    async def start(self, host: str | None = None, port: int | None = None, *, sock: socket.socket | None = None,
+                    sockets: Sequence[socket.socket] = ()) -> None:
+        """Run the startup hooks, then listen on ``host:port`` (every address
+        ``host`` resolves to: :func:`robyn_fast.listener.listen`) or accept on
+        ``sock`` or ``sockets`` (listening already, e.g. bound by the launch
+        path; ``ValueError`` for one that is not). Raises ``OSError``
+        when the address cannot be bound and
+        :class:`~robyn_fast.exceptions.InvalidState` when another server
+        already serves the app."""
+        given = [sock] if sock is not None else list(sockets)
+        if sock is not None and sockets:
+            raise TypeError("Server.start() takes sock or sockets, not both")
+        if not given and port is None:
+            raise TypeError("Server.start() needs a port (with a host) or bound sockets")
+        if given and (host is not None or port is not None):
+            raise TypeError("Server.start() takes a host and port or sockets, not both")
         self.app.attach_server(self)
         self._thread = threading.get_ident()
         self._running = True
         self.context = contextvars.copy_context()
-        sockets: list[socket.socket] = []
+        listening: list[socket.socket] = []
         try:
             for endpoint in self.app.websocket_endpoints():
                 self.hub(endpoint)
@@ -157,26 +176,29 @@ class Server:
             for hook in self.app.startup_handlers:
                 await _maybe_await(hook())
             tls = self._tls_arguments()
-            if sock is not None:
-                sockets = [sock]
-                sock.listen(self.config.backlog)
+            if given:
+                listening = given
+                for one in given:
+                    if not one.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                        raise ValueError(f"socket {one.getsockname()!r} is not listening (robyn_fast.listener.listen "
+                                         "makes listening sockets)")
             elif port is not None:
-                sockets = await bind_listeners(self.loop, host, port, self.config.backlog)
+                listening = listen(host, port, self.config.backlog)
             # Our own accept(), on uvloop and asyncio alike: robyn_fast.listener
             # says why (running out of file descriptors).
             # (On a TLS port a refused connection is closed without a word: a
             # cleartext 503 would mean nothing to a TLS client.)
             refusal = b"" if tls else error_response(
                 503, "the server has no file descriptor left for a connection; retry later", [("retry-after", "1")])
-            for listening in sockets:
-                self.listeners.append(Listener(self.loop, listening, lambda: HttpProtocol(self), refusal, tls))
+            for one in listening:
+                self.listeners.append(Listener(self.loop, one, lambda: HttpProtocol(self), refusal, tls))
             for listener in self.listeners:
                 listener.start()
         except BaseException:
             for listener in self.listeners:
                 listener.close()
-            for listening in sockets[len(self.listeners):]:
-                listening.close()
+            for one in listening[len(self.listeners):]:
+                one.close()
             if self.broker is not None:
                 with contextlib.suppress(Exception):  # its tasks and connections go too; the first error stands
                     await self.broker.close()
@@ -275,6 +297,11 @@ class Server:
         if self._broker_timer is not None:
             self._broker_timer.cancel()
             self._broker_timer = None
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        self._backed_up.clear()
+        self._delivery_held = False
         self.app.detach_server(self)
         with self._calls_lock:
             self._running = False
@@ -293,6 +320,8 @@ class Server:
                 self.ws_resources = LoopResources(self.loop)
             hub = self.hubs[endpoint] = Hub(self.loop, Settings.from_config(config), json_dumps=dumps,
                                             context=self.context, resources=self.ws_resources)
+            if self.broker is not None:
+                hub.on_congestion = self._congestion
             if config.max_message_size is None and config.compression != "off":
                 log.warning("websocket %s: max_message_size=None, so permessage-deflate is declined (nothing would "
                             "bound what a compressed message inflates to); set a max_message_size to compress",
@@ -312,13 +341,16 @@ class Server:
     def stats(self) -> dict[str, Any]:
         """Live WebSocket connections and handler Tasks of this server, the
         messages it compressed (permessage-deflate: a broadcast counts once
-        per window size), and its broker's counters (``None`` without one)."""
+        per window size), its broker's counters (``None`` without one), and
+        the messages other nodes sent for an endpoint this app does not have
+        (``unknown_endpoint``, ignored)."""
         return {
             "pid": os.getpid(),
             "connections": self.live_connections,
             "tasks": self.live_tasks,
             "compressions": sum(hub.compressions for hub in self.hubs.values()),
             "broker": self.broker.stats() if self.broker is not None else None,
+            "unknown_endpoint": self._unknown_endpoint.count,
             "counters": metrics.counters(),
         }
 
@@ -443,11 +475,54 @@ class Server:
             self.broker.publish(ALL if room is None else ROOM, endpoint.endpoint, room, frame)
         return count
 
+    def _congestion(self, conn: Any, backed_up: bool) -> None:
+        """A client's transport went over its write high-water mark
+        (``backed_up``), or back under its low mark, or the connection is gone.
+
+        While any client is backed up, the broker holds back what other
+        nodes publish (:meth:`Broker.pause_delivery`: they keep it, within
+        their bounds, and count what they drop), so a burst from the bus (a
+        worker that resumes after a stall reads megabytes at once) reaches
+        the clients at the pace they take it instead of piling up past
+        ``max_backpressure``. One client holds the bus for at most
+        ``BUS_HOLD_GRACE`` seconds per episode: one that reads nothing must
+        not stop delivery to the others."""
+        if backed_up:
+            self._backed_up.setdefault(conn, self.loop.time())
+        elif self._backed_up.pop(conn, None) is None:
+            return  # no longer holding (its grace ran out), or never was
+        self._hold_delivery()
+
+    def _hold_delivery(self) -> None:
+        held = bool(self._backed_up)
+        broker = self.broker
+        if held != self._delivery_held and broker is not None:
+            self._delivery_held = held
+            if held:
+                broker.pause_delivery()
+            else:
+                broker.resume_delivery()
+        if held and self._hold_timer is None:
+            first = min(self._backed_up.values())
+            self._hold_timer = self.loop.call_at(first + BUS_HOLD_GRACE, self._hold_expired)
+
+    def _hold_expired(self) -> None:
+        self._hold_timer = None
+        cutoff = self.loop.time() - BUS_HOLD_GRACE
+        for conn, since in list(self._backed_up.items()):
+            if since <= cutoff:
+                del self._backed_up[conn]
+        self._hold_delivery()
+
     def _deliver(self, kind: int, path: str, key: Any, frame: bytes) -> None:
         """What another node published, for this node's connections."""
         endpoint = self._by_path.get(path)
         if endpoint is None:
-            log.warning("bus: a message for %r, which is not a WebSocket endpoint of this app", path)
+            # Another app on the same broker prefix, or a forged message: counted, one line per 10 s at most.
+            unreported = self._unknown_endpoint.hit()
+            if unreported is not None:
+                log.warning("bus: a message for %r, which is not a WebSocket endpoint of this app (another app "
+                            "on the same broker prefix?); ignored%s", path, more_since(unreported))
             return
         hub = self.hub(endpoint)
         if kind == ALL:
@@ -535,37 +610,29 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 def run(
     app: ServedApp,
-    host: str = "127.0.0.1",
-    port: int | None = 8080,
+    sockets: Sequence[socket.socket],
     *,
-    sock: socket.socket | None = None,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     broker: Broker | None = None,
     on_ready: Callable[[Server], Awaitable[None]] | None = None,
     on_serving: Callable[[str], None] | None = None,
 ) -> int:
-    """Serve ``app`` until SIGINT or SIGTERM, then shut down gracefully.
+    """Serve ``app`` on ``sockets`` (listening, from
+    :func:`robyn_fast.listener.listen`) until SIGINT or SIGTERM, then shut
+    down gracefully; returns the process exit code (0).
 
     ``broker`` joins this server to the other nodes (a worker's
-    :class:`~robyn_fast.broker.local.LocalBus`). ``on_ready`` (a worker's)
-    is awaited once the server listens, instead of announcing it on stderr;
-    ``on_serving(url)`` is called after that announcement.
-    Returns the process exit code: 0 after a graceful shutdown, 1 when the
-    address cannot be bound (the reason is printed as one line on stderr).
+    :class:`~robyn_fast.broker.local.LocalBus`, or a Redis node).
+    ``on_ready`` (a worker's) is awaited once the server accepts, instead of
+    announcing it on stderr; ``on_serving(url)`` is called after that
+    announcement. Binding, and saying that an address cannot be bound, is
+    the launch path's (:mod:`robyn_fast.workers.launch`).
     """
     loop = (loop_factory or new_event_loop)()
     asyncio.set_event_loop(loop)
     server = Server(app, loop, broker=broker)
-    where = f"{host}:{port}" if sock is None else str(sock.getsockname())
     try:
-        try:
-            if sock is not None:
-                loop.run_until_complete(server.start(sock=sock))
-            else:
-                loop.run_until_complete(server.start(host, port))
-        except OSError as exc:
-            print(f"robyn_fast: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+        loop.run_until_complete(server.start(sockets=sockets))
         stop = server.stopping
 
         async def serve() -> None:

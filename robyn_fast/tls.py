@@ -13,6 +13,7 @@ import os
 import ssl
 
 from .exceptions import ConfigError
+from .files import MAX_CONFIG_FILE, UnusableFile, read_limited
 
 __all__ = ["server_context"]
 
@@ -25,15 +26,19 @@ class _NoPassword(Exception):
 
 
 def _read(what: str, path: str) -> bytes:
+    # Bounded, and refusing what is not a regular file: /dev/zero or a FIFO would hang the start.
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return read_limited(path, MAX_CONFIG_FILE)
     except FileNotFoundError:
         raise ConfigError(f"TLS {what} {path}: no such file") from None
     except IsADirectoryError:
         raise ConfigError(f"TLS {what} {path}: is a directory, not a file") from None
+    except UnusableFile as exc:
+        raise ConfigError(f"TLS {what} {path}: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"TLS {what} {path}: cannot read it: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigError(f"TLS {what} {path}: cannot be a file name: {exc}") from None
 
 
 def server_context(

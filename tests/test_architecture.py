@@ -168,3 +168,77 @@ def test_the_modules_the_core_imports_are_leaves() -> None:
         ]
         relative = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level > 0]
         assert relative == [] and [name for name in imported if name.startswith("robyn_fast")] == [], module
+
+
+def _reachable(graph: dict[str, set[tuple[str, tuple[str, ...]]]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for target, _ in graph[todo.pop()]:
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_the_command_line_is_below_the_brokers_the_app_and_the_package_root() -> None:
+    """cli reads flags, variables and robyn.env into settings: nothing it imports, directly or
+    through another module, function-local imports included, may be the package root, the app,
+    the server, a running broker or the workers (they sit above it and use it)."""
+    graph = _imports(_modules())
+    below = _reachable(graph, "robyn_fast.cli")
+    above = {"robyn_fast", "robyn_fast.app", "robyn_fast.server", "robyn_fast.broker", "robyn_fast.broker.redis",
+             "robyn_fast.broker.local", "robyn_fast.workers", "robyn_fast.workers.supervisor",
+             "robyn_fast.workers.reloader", "robyn_fast.workers.launch", "robyn_fast.listener"}
+    assert below & above == set(), sorted(below & above)
+    # the declarations of the settings are a leaf that Config and cli both build on
+    assert {t for t, _ in graph["robyn_fast.settings"]} == set()
+    assert "robyn_fast.settings" in below and "robyn_fast.config" in below
+
+
+def _calls(path: Path) -> list[ast.Call]:
+    return [node for node in ast.walk(ast.parse(path.read_text(), str(path))) if isinstance(node, ast.Call)]
+
+
+def test_one_launch_path() -> None:
+    """Binding, the broker, the supervisor, the reloader and "cannot listen
+    on" exist once (STYLE item 37): robyn_fast.listener binds every
+    listening socket and alone touches SO_REUSEPORT (a second server must
+    fail to bind, not join the first's group); robyn_fast.workers.launch
+    starts everything else."""
+    mods = _modules()
+    binders, listeners, launchers, brokers, messages, reuseport = set(), set(), set(), set(), set(), set()
+    for mod, path in mods.items():
+        tree = ast.parse(path.read_text(), str(path))
+        docstrings = {
+            id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "cannot listen on" in node.value \
+                    and id(node) not in docstrings:
+                messages.add(mod)
+            if isinstance(node, ast.Attribute) and node.attr == "SO_REUSEPORT":
+                reuseport.add(mod)
+        for call in _calls(path):
+            func = call.func
+            if isinstance(func, ast.Attribute):
+                receiver = func.value.id if isinstance(func.value, ast.Name) else ""
+                if func.attr == "bind" and receiver != "self":
+                    binders.add(mod)
+                if func.attr == "listen":
+                    listeners.add(mod)
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if name in ("Supervisor", "Reloader"):
+                launchers.add(mod)
+            if name == "RedisBroker":
+                brokers.add(mod)
+    assert binders == {"robyn_fast.listener"} and listeners == {"robyn_fast.listener"}
+    assert launchers == {"robyn_fast.workers.launch"} and brokers == {"robyn_fast.workers.launch"}
+    assert messages == {"robyn_fast.workers.launch"} and reuseport == {"robyn_fast.listener"}
+    # app.start() goes through the launch path, not around it.
+    app = {t for t, _ in _imports(mods)["robyn_fast.app"]}
+    assert "robyn_fast.workers.launch" in app
+    assert not app & {"robyn_fast.workers.supervisor", "robyn_fast.workers.reloader", "robyn_fast.listener",
+                      "robyn_fast.broker.redis"}

@@ -18,6 +18,7 @@ import shutil
 import struct
 import tempfile
 import textwrap
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +28,7 @@ import uvloop
 import websocket as wsclient
 
 from robyn_fast.broker import ALL, ROOM, TO, make_node_tag, node_slot
-from robyn_fast.broker.local import LocalBus
+from robyn_fast.broker.local import DELIVERY_SLICE, LocalBus
 from robyn_fast.broker.wire import (
     HEAD_SIZE,
     HELLO,
@@ -38,6 +39,7 @@ from robyn_fast.broker.wire import (
     encode,
     encode_hello,
 )
+from robyn_fast.config import Config
 from robyn_fast.websocket.ids import node_of
 
 from .process_helpers import ServerProcess, owner, worker_pids
@@ -137,6 +139,42 @@ def test_a_big_frame_split_anywhere() -> None:
         decoder = Decoder()
         assert decoder.feed(raw[:cut]) == []
         assert decoder.feed(raw[cut:]) == [m]
+
+
+def test_a_big_frame_is_copied_once_whole_or_in_pieces() -> None:
+    # The frame's own bytes are the one copy: peak memory while decoding stays near one frame
+    # (copying it into a growing buffer, out of it, and into bytes took three).
+    frame = b"\x82\x7f" + (1 << 20).to_bytes(8, "big") + bytes(range(256)) * 4096
+    raw = encode(ROOM, TAG, "/big", "room", frame)
+    for size in (len(raw), 256 * 1024, 65536, 1000):
+        pieces = [raw[i : i + size] for i in range(0, len(raw), size)]
+        decoder = Decoder()
+        tracemalloc.start()
+        try:
+            out = [m for piece in pieces for m in decoder.feed(piece)]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert out == [Message(ROOM, TAG, "/big", "room", frame)] and decoder.buffered == 0
+        assert type(out[0].frame) is bytes
+        assert peak < len(frame) + 128 * 1024, (size, peak)
+
+
+def test_frames_never_alias_a_buffer_the_caller_writes_again() -> None:
+    # Like a transport's receive buffer: each chunk arrives in the same bytearray, rewritten
+    # after every feed. What the decoder keeps, and the frames it returns, must not change.
+    messages = [*MESSAGES, Message(ALL, TAG, "/big", None, BIG)]
+    raw = b"".join(_encode(m) for m in messages)
+    for size in (1, 7, HEAD_SIZE + 3, 4096):
+        buf = bytearray(size)
+        decoder = Decoder()
+        out: list[Message] = []
+        for i in range(0, len(raw), size):
+            piece = raw[i : i + size]
+            buf[: len(piece)] = piece
+            out += decoder.feed(memoryview(buf)[: len(piece)])
+            buf[:] = b"\xee" * size
+        assert out == messages, size
 
 
 def test_several_messages_in_one_feed_and_a_tail() -> None:
@@ -763,6 +801,58 @@ def test_a_stalled_peer_is_one_episode_whatever_the_message_sizes(
             assert len(bus_records(caplog, "caught up")) == 1
             got = [index(f) for f in ib.frames()]
             assert got == sorted(got) and len(got) + a.dropped == i + 1
+
+    run(loop_kind, main)
+
+
+# -- inbound flow control ---------------------------------------------------------------------------
+
+
+def test_held_delivery_stops_reading_and_resumes_in_order_one_slice_per_iteration(loop_kind: str, rundir: str) -> None:
+    """pause_delivery(): each inbound link keeps the one read it has and stops
+    reading (the senders keep the rest); resume_delivery(): everything
+    arrives, in order per sender, at most DELIVERY_SLICE bytes (plus the
+    message that crosses it) per loop iteration, however many links wait."""
+    n, size = 1500, 1000
+    framed = len(frame(0, size))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with buses(rundir, 4) as started:
+            senders, (d, inbox) = started[:3], started[3]
+            d.pause_delivery()
+            for i in range(n):
+                for k, (bus, _) in enumerate(senders):
+                    bus.publish(ALL, "/ws", None, frame(k * n + i, size))
+                if i % 100 == 99:
+                    await asyncio.sleep(0)
+            links = [inbound_from(d, bus.node) for bus, _ in senders]
+            await until(lambda: not any(link.reading for link in links), "paused on every link")
+            assert inbox.got == [] and all(link.backlog for link in links)
+            assert all(backlog(bus, 3) > 0 for bus, _ in senders)  # the rest waits with the senders
+            # Resume, and count what is delivered between two turns of the loop.
+            per_turn: list[int] = []
+            seen = [0]
+
+            def turn() -> None:
+                per_turn.append((len(inbox.got) - seen[0]) * framed)
+                seen[0] = len(inbox.got)
+                if len(inbox.got) < 3 * n:
+                    loop.call_soon(turn)
+
+            loop.call_soon(turn)
+            await asyncio.sleep(0)
+            d.resume_delivery()
+            await inbox.wait(3 * n)
+            got = [index(f) for f in inbox.frames()]
+            for k in range(3):
+                assert [i for i in got if k * n <= i < (k + 1) * n] == list(range(k * n, (k + 1) * n))
+            # (Without the slice: 0.7 to 1 MiB in one turn, the three links' reads at once.)
+            assert max(per_turn) <= DELIVERY_SLICE + framed, max(per_turn)
+            assert DELIVERY_SLICE * 8 <= Config().max_backpressure
+            assert sum(per_turn) + (len(inbox.got) - seen[0]) * framed == 3 * n * framed
+            assert d.received == 3 * n and all(bus.dropped == 0 for bus, _ in senders)
+            assert all(link.reading for link in links)
 
     run(loop_kind, main)
 

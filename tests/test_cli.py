@@ -179,7 +179,8 @@ def resolve(*argv: str, env: dict[str, str] | None = None, host: str = "127.0.0.
 
 def test_defaults_serve_one_process_at_info_on_the_start_address() -> None:
     assert resolve() == Settings(host="127.0.0.1", port=8080, processes=1, dev=False, log_level=logging.INFO,
-                                 open_browser=False, header_timeout=None, keep_alive_timeout=None)
+                                 open_browser=False)  # and no Config field set: the app's Config decides
+    assert (resolve().header_timeout, resolve().keep_alive_timeout, resolve().config) == (None, None, {})
 
 
 def test_the_arguments_of_app_start_apply_when_nothing_else_is_set() -> None:
@@ -222,7 +223,7 @@ def test_robyn_dev_mode_true_is_dev_at_debug(value: str) -> None:
     assert s.dev and s.processes == 1 and s.log_level == logging.DEBUG
 
 
-@pytest.mark.parametrize("value", ["false", "0", "", "no", "off", "maybe"])
+@pytest.mark.parametrize("value", ["false", "0", "", "no", "off", " OFF ", "  "])
 def test_robyn_dev_mode_otherwise_is_not_dev(value: str) -> None:
     s = resolve(env={"ROBYN_DEV_MODE": value})
     assert not s.dev and s.log_level == logging.INFO
@@ -308,7 +309,10 @@ def test_a_malformed_environment_variable_is_a_usage_error_naming_it(name: str, 
 @pytest.mark.parametrize(
     ("start", "needle"),
     [({"processes": 0}, "app.start(processes=0)"), ({"workers": "2"}, "app.start(workers='2')"),
-     ({"processes": True}, "app.start(processes=True)"), ({"port": 70000}, "invalid port 70000")],
+     ({"processes": True}, "app.start(processes=True)"), ({"port": 70000}, "invalid port 70000"),
+     # checked as the Config field they set (before: a ValueError traceback from Config, exit 1)
+     ({"client_timeout": -1}, "app.start(client_timeout=-1): Config.header_timeout must be a positive"),
+     ({"keep_alive_timeout": "5"}, "app.start(keep_alive_timeout='5'): Config.keep_alive_timeout must be a number")],
 )
 def test_malformed_app_start_arguments_are_usage_errors(start: dict[str, object], needle: str) -> None:
     with pytest.raises(UsageError) as raised:
@@ -564,8 +568,10 @@ def test_dev_with_processes_is_exit_2(command: tuple[list[str], Path, str]) -> N
 @pytest.mark.parametrize(
     ("env", "line"),
     [
-        ({"ROBYN_PORT": "abc"}, "ROBYN_PORT='abc' is not a whole number"),
-        ({"ROBYN_CLIENT_TIMEOUT": "-1"}, "ROBYN_CLIENT_TIMEOUT='-1' must be at least 0.001"),
+        # a variable's text goes through its flag's parser and its Config field's check
+        ({"ROBYN_PORT": "abc"}, "ROBYN_PORT='abc': expected a whole number, got 'abc'"),
+        ({"ROBYN_CLIENT_TIMEOUT": "-1"},
+         "ROBYN_CLIENT_TIMEOUT='-1': Config.header_timeout must be a positive finite number, got -1.0"),
         ({"ROBYN_DEV_MODE": "true", "ROBYN_PROCESSES": "2"},
          "dev mode (--dev or ROBYN_DEV_MODE) serves one process; drop --processes/--workers"),
     ],
@@ -701,6 +707,166 @@ def test_a_malformed_robyn_env_stops_the_app_before_it_serves(tmp_path: Path) ->
     assert "serving on" not in result.stdout + result.stderr and "STARTED" not in result.stdout
 
 
+# == hostile robyn.env, TLS files, broker URLs and variables (issue 16, item 9) ===========================
+
+
+def one_line_exit_2(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a usage error prints (exit 2, no traceback, nothing served)."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_served_nothing(result)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("form", ["script", "module"])
+def test_a_nul_byte_in_a_robyn_env_value_is_one_line_and_exit_2(tmp_path: Path, form: str) -> None:
+    # before: os.environ refused the value: a ValueError traceback and exit 1
+    args, cwd, prog = app_command(tmp_path, form)
+    (tmp_path / "robyn.env").write_bytes(b"GOOD=1\nROBYN_FAST_TEST_GREETING=a\x00b\n")
+    line = one_line_exit_2(run(args, cwd))
+    assert line == (f"{prog}: {tmp_path / 'robyn.env'}:2: the value of ROBYN_FAST_TEST_GREETING holds a NUL byte, "
+                    "which no environment variable can hold")
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "too-large"])
+def test_robyn_env_is_read_bounded_and_only_from_a_regular_file(tmp_path: Path, kind: str) -> None:
+    # before: /dev/zero (and a FIFO nobody writes to) hung the start; a huge file was read whole
+    script = write_app(tmp_path)
+    env_file = tmp_path / "robyn.env"
+    if kind == "dev-zero":
+        env_file.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(env_file)
+    else:
+        env_file.write_bytes(b"# padding\n" * (110 * 1024))  # 1.1 MB of comments
+    started = time.monotonic()
+    line = one_line_exit_2(run([str(script)], tmp_path, timeout=TIMEOUT))
+    assert time.monotonic() - started < TIMEOUT
+    why = "larger than 1048576 bytes; not a configuration file" if kind == "too-large" else "not a regular file"
+    assert line == f"app.py: {env_file}: {why}"
+
+
+@pytest.mark.parametrize("flag", ["--ssl-certfile", "--ssl-keyfile", "ROBYN_FAST_SSL_CERTFILE"])
+def test_tls_files_are_read_bounded_and_only_from_regular_files(tmp_path: Path, flag: str) -> None:
+    # before: --ssl-certfile /dev/zero read forever (memory growing) and never started
+    script = write_app(tmp_path)
+    pem = tmp_path / "ok.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    if flag == "--ssl-keyfile":
+        args, env, what = [str(script), "--ssl-certfile", str(pem), "--ssl-keyfile", "/dev/zero"], {}, "key file"
+    elif flag == "--ssl-certfile":
+        args, env, what = [str(script), "--ssl-certfile", "/dev/zero"], {}, "certificate file"
+    else:
+        args, env, what = [str(script)], {"ROBYN_FAST_SSL_CERTFILE": "/dev/zero"}, "certificate file"
+    line = one_line_exit_2(run(args, tmp_path, env))
+    assert line == f"app.py: TLS {what} /dev/zero: not a regular file"
+    big = tmp_path / "big.pem"
+    big.write_bytes(b"-----BEGIN CERTIFICATE-----\n" + b"A" * (2 * 1024 * 1024))
+    line = one_line_exit_2(run([str(script), "--ssl-certfile", str(big)], tmp_path))
+    assert line == f"app.py: TLS certificate file {big}: larger than 1048576 bytes; not a configuration file"
+
+
+SECRET = "s3cr3t-Pw"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://user:{SECRET}@127.0.0.1:notaport/0",
+        f"redis://:{SECRET}@127.0.0.1:6379/zero",
+        f"redis://{SECRET}@127.0.0.1:6379/0?bogus=1",
+        f"http://user:{SECRET}@127.0.0.1:6379",
+        f"rediss://u:{SECRET}@h/0?ssl_cert_reqs=maybe",
+        f"redis://u:{SECRET}@/x@y:12:34",
+    ],
+)
+@pytest.mark.parametrize("where", ["flag", "variable", "app.start"])
+def test_a_broker_url_usage_error_never_shows_the_password(tmp_path: Path, url: str, where: str) -> None:
+    # before: "app.py: broker URL 'redis://user:s3cr3t-Pw@127.0.0.1:notaport/0': Port could not be cast..."
+    if where == "app.start":
+        script = write_app(tmp_path, f"broker={url!r}")
+        args, env = [str(script)], {}
+    else:
+        script = write_app(tmp_path)
+        args = [str(script), "--broker", url] if where == "flag" else [str(script)]
+        env = {"ROBYN_FAST_BROKER": url} if where == "variable" else {}
+    result = run(args, tmp_path, env)
+    line = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+    assert result.returncode == 2 and "broker URL" in line, result.stderr
+    assert "Traceback" not in result.stderr
+    assert SECRET not in result.stdout + result.stderr, result.stderr
+    assert "***" in line  # the URL is shown, its password replaced
+
+
+def test_a_broker_url_with_a_password_is_never_printed_while_serving(tmp_path: Path) -> None:
+    """Announce lines, the broker's connect and outage lines, a wrong password: no password in any."""
+    from .redis_helpers import redis_server
+
+    with redis_server(password=SECRET) as redis:
+        script = write_app(tmp_path)
+        for url, expect in ((redis.url, r"broker: connected to Redis at redis://127\.0\.0\.1:\d+ as node"),
+                            (redis.url.replace(SECRET, "Wr0ng-" + SECRET), r"broker: .*redis://127\.0\.0\.1:\d+")):
+            with serving([str(script), "--log-level", "DEBUG", "--broker", url], tmp_path) as server:
+                server.wait_output(expect)
+                assert get(server.port) == "version 1"  # type: ignore[arg-type]
+            assert SECRET not in server.output(), server.output()
+
+
+# Values that were accepted leniently or ignored silently before; each is now one line naming the
+# variable and exit 2, as the same text given to the variable's flag (where it has one) is.
+LENIENT_BEFORE = [
+    ("ROBYN_DEV_MODE", "maybe"),         # was: not dev, silently
+    ("ROBYN_BROWSER_OPEN", "sure"),      # was: no browser, silently
+    ("ROBYN_PORT", "8_080"),             # was: port 8080 (int() reads "_" separators)
+    ("ROBYN_PORT", "\u0668\u0660"),      # was: port 80 (int() reads Arabic-Indic digits)
+    ("ROBYN_PROCESSES", "1_0"),          # was: 10 processes
+    ("ROBYN_WORKERS", "\uff12"),         # was: 2 (a full-width digit)
+    ("ROBYN_CLIENT_TIMEOUT", "1_0"),     # was: 10 s
+    ("ROBYN_KEEP_ALIVE_TIMEOUT", "\uff15"),  # was: 5 s
+    ("ROBYN_HOST", "127.0.0.1 evil"),    # was: a bind error (exit 1) or worse, a resolver lookup
+    ("ROBYN_FAST_LOOP", "asyncoi"),      # was: uvloop, silently
+    ("ROBYN_FAST_LOOP", "ASYNCIO"),      # was: uvloop, silently (the server compares exactly)
+    ("ROBYN_FAST_SSL_CERTFILE", "cert\x1b.pem"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), LENIENT_BEFORE)
+def test_values_accepted_leniently_before_are_usage_errors(name: str, value: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        resolve(env={name: value})
+    message = str(raised.value)
+    assert message.startswith(f"{name}={value!r}: ") and "\n" not in message, message
+
+
+def test_every_variable_is_validated_like_its_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """For every setting with both a flag and a variable: the text its flag refuses, its variable
+    refuses with the same reason; a switch's variable takes only on/off words."""
+    bad = {"processes": "1_0", "workers": "0", "log_level": "LOUD", "broker": "http://x", "ssl_certfile": "a\x07b",
+           "ssl_keyfile": "k\x00", "metrics_path": "metrics"}
+    checked = []
+    for spec in cli.SETTINGS:
+        if spec.env is None:
+            continue
+        if spec.switch:
+            with pytest.raises(UsageError, match=f"^{spec.env}='maybe': expected true or false "):
+                cli.environment({spec.env: "maybe"})
+            assert cli.environment({spec.env: " Off "}) == {spec.name: False}
+            checked.append(spec.name)
+            continue
+        if spec.flag is None or spec.redact is not None and spec.name == "ssl_keyfile_password":
+            continue
+        text = bad[spec.name]
+        with pytest.raises(SystemExit):
+            parse(spec.flag, text)
+        flag_reason = capsys.readouterr().err.splitlines()[-1].split(f"argument {spec.flag}: ", 1)[1]
+        with pytest.raises(UsageError) as raised:
+            cli.environment({spec.env: text})
+        assert str(raised.value).split("': ", 1)[1] == flag_reason
+        checked.append(spec.name)
+    assert {"processes", "workers", "broker", "ssl_certfile", "ssl_keyfile", "dev", "open_browser"} <= set(checked)
+
+
 # == --dev ==============================================================================================
 
 
@@ -817,12 +983,23 @@ def test_dev_survives_a_syntax_error_and_serves_again_once_it_is_fixed(tmp_path:
         assert len(children_started(server)) == 2
         assert gone(first, script) and gone(children_started(server)[1], script)
         assert server.proc.poll() is None  # the reloader is still running...
-        with pytest.raises(ConnectionRefusedError):  # ...and nothing serves the broken app
-            socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT).close()
+        # ...and nothing serves the broken app: a request made now waits in the backlog of the
+        # reloader's listening socket (the address stays this server's) until a fixed app answers it.
+        waiting = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
+        waiting.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        waiting.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            waiting.recv(1)
 
         rewrite(script, good.replace('BODY = "version 1"', 'BODY = "version 3"'))
         third = wait_for_child(server, 3)
         assert announced_ports(server) == [port, port]  # the broken child never served
+        waiting.settimeout(IO_TIMEOUT)
+        reply = b""
+        while chunk := waiting.recv(65536):
+            reply += chunk
+        waiting.close()
+        assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"version 3"), reply
         assert get(port) == "version 3"
         assert server.stop(signal.SIGTERM, TIMEOUT) == 0
         assert gone(third, script)

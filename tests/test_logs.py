@@ -19,7 +19,10 @@ from typing import Any
 import pytest
 
 from robyn_fast import Config, Robyn, WebSocket
-from robyn_fast.logs import DEFAULT_LIMIT, SafeRecords, exception_text, get_logger, printable
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from robyn_fast.logs import DEFAULT_LIMIT, SafeRecords, exception_text, field, get_logger, printable
 
 from .codec_helpers import masked
 from .server_helpers import connect, recv_all, running, upgrade_request, wait_for, ws_connect
@@ -362,3 +365,24 @@ def test_hostile_handler_exceptions_and_handshake_are_logged_safely(loop_kind: s
     assert "\\x1b]8;;evil\\x07\\u202ehi\\u2029\\x1b[0m\\r\\n" + FORGED in wsl[0]
     assert "evil.example\\u202e\\x9b[1A\\u2028" + FORGED in refused[0] and "/guarded?x=%1b" in refused[0]
     _assert_output_safe(texts)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=200) | st.sampled_from(['a b', '"', '\\x20', '\\', '\\\\x22', "\udcff\udc80", "-"]))
+def test_an_access_log_field_is_one_field_that_reads_back_exactly(value: str) -> None:
+    from .test_metrics import unescape_field
+
+    shown = field(value)
+    assert " " not in shown and '"' not in shown and shown.isprintable(), shown
+    assert unescape_field(shown) == value
+    assert SafeRecords().filter(_access_record("%s", shown)) and _access_text("%s", shown) == shown
+
+
+def _access_record(msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord("robyn_fast.access", logging.INFO, __file__, 1, msg, args, None)
+
+
+def _access_text(msg: str, *args: object) -> str:
+    record = _access_record(msg, *args)
+    SafeRecords().filter(record)
+    return record.getMessage()

@@ -14,9 +14,11 @@ import logging
 import os
 import signal
 import struct
+import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import websocket as wsclient
@@ -26,7 +28,7 @@ from robyn_fast import Config, Robyn, WebSocket, metrics
 
 from .process_helpers import ServerProcess, owner, serve_script, worker_pids
 from .redis_helpers import redis_server
-from .server_helpers import connect, eventually, running
+from .server_helpers import connect, eventually, recv_all, running
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -282,11 +284,78 @@ def test_access_log_escapes_client_text(access: Access) -> None:
         eventually(lambda: len(access.lines), lambda n: n >= 3)
     hostile = next(line for line in access.lines if "FAKE" in line)
     assert not any(ch in hostile for ch in "\x1b\r\n\x7f"), hostile
-    assert '"GET /a\\x1b[31mX\\r\\nFAKE 200\\x7f?q=1" 404 ' in hostile, hostile
+    assert '"GET /a\\x1b[31mX\\r\\nFAKE\\x20200\\x7f?q=1" 404 ' in hostile, hostile
     size = hostile.split('" 404 ')[1].split()[0]
     assert int(size) > len(body)                  # the whole response, head included
     assert any('"GET /caf\u00e9" 200 ' in line for line in access.lines), access.lines
     assert any('"- -" 400 ' in line and line.endswith(" -") for line in access.lines), access.lines
+
+
+# One access line: peer "METHOD target" status bytes duration; every field free of spaces (of
+# any kind) and quotes, with Python-style escapes (robyn_fast.logs.field) that a reader undoes.
+ACCESS_LINE = re.compile(r'(?P<peer>[^ "]+) "(?P<method>[^ "]+) (?P<target>[^ "]+)" (?P<status>\d{3}) (?P<size>\d+) '
+                         r'(?P<took>[^ "]+)')
+_UNESCAPE = re.compile(r"\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8})|(.))")
+
+
+def unescape_field(text: str) -> str:
+    r"""The value of one access-log field (the inverse of robyn_fast.logs.field); a byte that was
+    not UTF-8 (\xNN of 0x80..0xff) comes back as its surrogateescape code point."""
+    def one(m: re.Match[str]) -> str:
+        if m.group(1):
+            code = int(m.group(1), 16)
+            return chr(code) if code < 0x80 else chr(0xDC00 + code)
+        if m.group(2) or m.group(3):
+            return chr(int(m.group(2) or m.group(3), 16))
+        return {"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}[m.group(4)]
+    return _UNESCAPE.sub(one, text)
+
+
+def test_access_log_lines_parse_back_to_exactly_the_request_fields(loop_kind: str, access: Access) -> None:
+    app = Robyn(__file__, config=Config(access_log=True, ping_interval=None))
+
+    @app.get("/ok")
+    def ok(request: object) -> str:
+        return "ok"
+
+    # What percent-decoding lets through a request line that httptools accepts: quotes and spaces
+    # that would end the target field and forge a status, size and duration, backslashes that
+    # would forge an escape, controls, separators, bytes that are not UTF-8, and a plain target.
+    targets = [
+        "/ok",
+        "/x%22%20500%201%200.1ms%20%22GET%20/forged",
+        '/x"y"z',  # a raw quote too, if the HTTP parser lets one through
+        "/a%5Cx22b%5C%5Cc%5Cx20",
+        "/q?name=a%20b%22c&z=%25",
+        "/%0D%0Aforged%20line%09tab%1B[0m%E2%80%AE%E2%80%A8",
+        "/%FF%FE%C3%28%20end",
+        "/caf%C3%A9%20%22%22",
+        "/nbsp%C2%A0200%C2%A01%E2%80%830.1ms",  # U+00A0 and U+2003: spaces to str.split()
+    ]
+    sent: list[str] = []
+    with running(app, loop_kind) as srv:
+        for target in targets:
+            sock = connect(srv.port)
+            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            answer = recv_all(sock)
+            sock.close()
+            if answer.startswith(b"HTTP/1.1 400 ") and '"' in target:
+                continue  # a raw quote refused by the HTTP parser: logged as "- -", nothing of the target in it
+            sent.append(target)
+        eventually(lambda: len(access.lines), lambda n: n >= len(targets))
+    assert len(sent) >= len(targets) - 1, sent  # every percent-encoded target was served
+    lines = [line for line in access.lines if '"- -"' not in line]
+    assert len(lines) == len(sent), access.lines
+    for target, line in zip(sent, lines):
+        m = ACCESS_LINE.fullmatch(line)
+        assert m is not None, line
+        assert len(line.split()) == 6, line  # str.split() too finds exactly the six fields
+        assert unescape_field(m["method"]) == "GET"
+        assert unescape_field(m["target"]) == unquote(target, errors="surrogateescape"), line
+        assert m["status"] == ("200" if target == "/ok" else "404"), line
+        assert int(m["size"]) > 0 and m["took"].endswith("ms")
+        host, _, port = unescape_field(m["peer"]).rpartition(":")
+        assert host == "127.0.0.1" and port.isdigit()
 
 
 def test_metrics_path_is_off_by_default_and_takes_only_get() -> None:

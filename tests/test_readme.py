@@ -1,4 +1,9 @@
-"""README.md's Config table names every field of robyn_fast.Config, with its default.
+"""README.md's settings tables are the declarations of robyn_fast.settings, row for row: the
+Config table (every field, its default and doc line) and the command line's table (every flag
+and environment variable). A setting changed or added in its declaration fails here until the
+README shows it; the failure prints the rows to paste.
+
+The Config table's defaults are also read back and compared with Config's own:
 
 The table is found under "Every limit and timeout lives in `robyn_fast.Config`". A row's
 first cell names one or more fields (`a` / `b`), its second cell their defaults in the same
@@ -14,7 +19,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from robyn_fast.config import Config
+from robyn_fast import cli
+from robyn_fast.config import SETTINGS, Config
+from robyn_fast.settings import markdown_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 UNITS = {"": 1, "KiB": 1024, "MiB": 1024 * 1024, "s": 1, "bytes": 1, "messages": 1}
@@ -61,3 +68,24 @@ def test_the_config_table_shows_every_default() -> None:
             if name in defaults and _value(value) != defaults[name]:
                 wrong[name] = (value, defaults[name])
     assert wrong == {}
+
+
+def _table_at(header: str) -> list[str]:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = lines.index(header)
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return lines[start:end]
+
+
+def test_the_config_table_is_the_declaration_of_every_setting() -> None:
+    expected = markdown_table(SETTINGS)
+    assert _table_at(expected[0]) == expected, "README's Config table should be:\n" + "\n".join(expected)
+
+
+def test_the_command_line_table_is_the_declaration_of_every_flag_and_variable() -> None:
+    expected = cli.command_line_table()
+    assert _table_at(expected[0]) == expected, "README's command-line table should be:\n" + "\n".join(expected)
+    variables = [s.env for s in cli.SETTINGS if s.env]
+    assert len(variables) == len(set(variables)) and all(f"`{name}`" in "\n".join(expected) for name in variables)

@@ -16,7 +16,7 @@ import pytest
 import uvloop
 
 from robyn_fast.broker.redis import RedisBroker
-from robyn_fast.broker.resp import BrokerURLError, command, parse_url
+from robyn_fast.broker.resp import BrokerURLError, command, parse_url, redact_url
 from robyn_fast.broker.wire import ALL, ROOM, TO, encode
 
 from .redis_helpers import RedisServer, redis_server
@@ -72,6 +72,20 @@ def test_bad_broker_urls_say_why(url: str, says: str) -> None:
         parse_url(url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://u:s3cret@h:1", "redis://u:s3cret@h:port", "redis://:s3cret@h:1/x", "redis://s3cret@h:1/-1",
+     "redis://u:s3cret@h:1?timeout=3", "unix://u:s3cret@", "rediss://:s3cret@h:1?ssl_cert_reqs=maybe",
+     "redis://u:s3cret@x@h:1/x", "redis://u:s3cret@[::1/0"],
+)
+def test_bad_broker_urls_never_show_their_password(url: str) -> None:
+    with pytest.raises(BrokerURLError) as raised:
+        parse_url(url)
+    assert "s3cret" not in str(raised.value) and "***@" in str(raised.value), str(raised.value)
+    assert "s3cret" not in repr(parse_url("redis://u:s3cret@h:1/0"))  # nor an address's repr()
+    assert redact_url(url).count("***") == 1 and "s3cret" not in redact_url(url)
+
+
 # -- two nodes in one process ----------------------------------------------------------------------------
 
 
@@ -103,7 +117,7 @@ class Node:
         deadline = time.monotonic() + timeout
         while len(self.got) < n:
             left = deadline - time.monotonic()
-            assert left > 0, f"{len(self.got)} of {n} delivered after {timeout}s: {self.got[-3:]}"
+            assert left > 0, f"{len(self.got)} of {n} delivered after {timeout}s: {[m[3][:40] for m in self.got[-3:]]}"
             self.arrived.clear()
             try:
                 await asyncio.wait_for(self.arrived.wait(), left)
@@ -190,8 +204,8 @@ def test_a_garbage_message_on_our_channel_is_logged_and_ignored(
         loop = asyncio.get_running_loop()
         good = encode(ALL, 99, "/ws", None, b"\x81\x02ok")
         for payload in (b"hello", b"\x01" * 40, good[:-1], b""):
-            await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:all", payload)
-        await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:all", good)
+            await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:b:00000063", payload)
+        await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:b:00000063", good)
         await a.wait_count(1)
         assert a.got == [(ALL, "/ws", None, b"\x81\x02ok")]
         assert a.broker.stats()["malformed"] == 4

@@ -83,6 +83,15 @@ class Broker(abc.ABC):
         False when that node is known to be gone or unreachable (the message
         is dropped); True when it was handed over (delivery is not known)."""
 
+    def pause_delivery(self) -> None:
+        """This node's clients are behind: stop taking in what other nodes
+        publish (it waits in their buffers, which are bounded and count what
+        they drop) until :meth:`resume_delivery`. Calls come in pairs. A
+        broker that cannot hold messages back ignores them."""
+
+    def resume_delivery(self) -> None:
+        """Deliver again what other nodes publish (see :meth:`pause_delivery`)."""
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Leave the other nodes; nothing is delivered afterwards."""

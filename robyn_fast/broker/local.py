@@ -9,6 +9,15 @@ with a hello naming their node tag, which is how a worker learns that a slot
 was restarted (and dials its new generation). A worker that starts while a
 peer is still starting simply misses it; the peer dials it when it comes up.
 
+Reads are flow-controlled: at most ``DELIVERY_SLICE`` bytes of frames from
+the bus reach this worker's connections per loop iteration, and while the
+server holds delivery back (:meth:`LocalBus.pause_delivery`: some client's
+transport is over its write high-water mark) the inbound links stop reading.
+So a worker that resumes after a stall with megabytes waiting on its links
+hands them to its clients at the pace they read them, never all in one
+burst past their ``max_backpressure``; the waiting is done in the senders'
+bounded backlogs.
+
 Writes are corked: every message published to a peer during one loop
 iteration leaves in one ``writelines`` at its end. Each peer's backlog (the
 corked messages plus what its transport still buffers) is bounded by
@@ -21,19 +30,24 @@ the limit).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 from typing import Any, cast
 
 from ..logs import get_logger
 from . import Broker, Deliver, node_slot, not_started
-from .wire import HELLO, Decoder, Key, WireError, encode, encode_hello
+from .wire import HELLO, Decoder, Key, Message, WireError, encode, encode_hello
 
 __all__ = ["LocalBus", "DEFAULT_BUFFER_LIMIT"]
 
 log = get_logger("robyn_fast.bus")
 
 DEFAULT_BUFFER_LIMIT = 8 * 1024 * 1024
+#: Bytes of frames delivered from the bus in one loop iteration, all links
+#: together: each iteration's flush hands the clients at most this much from
+#: the bus, whatever the number of workers, however much a link has waiting.
+DELIVERY_SLICE = 256 * 1024
 
 
 class _Outbound(asyncio.Protocol):
@@ -116,6 +130,10 @@ class _Inbound(asyncio.Protocol):
         self.peer: int | None = None
         self.transport: asyncio.Transport | None = None
         self.decoder = Decoder()
+        # Messages read but not delivered yet (delivery held, or this iteration's slice
+        # spent), in order; reading stays paused until they are delivered.
+        self.backlog: collections.deque[Message] = collections.deque()
+        self.reading = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -125,38 +143,77 @@ class _Inbound(asyncio.Protocol):
         bus = self.bus
         try:
             messages = self.decoder.feed(data)
+            if self.backlog:  # read before reading paused: behind what waits
+                self.backlog.extend(messages)
+                return
+            for i, m in enumerate(messages):
+                if self.peer is not None and (bus._holding or bus._slice_left <= 0):
+                    self.backlog.extend(messages[i:])
+                    self._pause_reading()
+                    bus._waiting.append(self)
+                    return
+                self._handle(m)
         except WireError as exc:
-            messages = []
-            error: WireError | None = exc
-        else:
-            error = None
-        for m in messages:
-            if self.peer is None:
-                if m.kind != HELLO:
-                    error = WireError("a link that does not start with a hello")
-                    break
-                if not bus._accept_peer(m.origin):
-                    error = WireError(f"a hello from node {m.origin:#010x}, not a worker of this server")
-                    break
-                self.peer = m.origin
-                assert self.transport is not None
-                self.transport.write(encode_hello(bus.node))
-                continue
-            if m.kind == HELLO:
-                error = WireError("a second hello")
-                break
-            bus.received += 1
-            try:
-                bus.deliver(m.kind, m.endpoint, m.key, m.frame)
-            except Exception:  # the app's business (an endpoint gone...): never the link's
-                log.exception("bus: delivering a message from worker %d failed", node_slot(m.origin)[1])
-        if error is not None:
-            who = f"worker {node_slot(self.peer)[1]}" if self.peer is not None else "an unknown peer"
-            log.error("bus: malformed message from %s: %s; closing the link", who, error)
-            if self.transport is not None:
-                self.transport.close()
+            self._malformed(exc)
+
+    def drain(self) -> bool:
+        """Deliver the backlog while the bus may; True once it is empty (reading resumes)."""
+        bus = self.bus
+        backlog = self.backlog
+        try:
+            while backlog:
+                if bus._holding or bus._slice_left <= 0:
+                    return False
+                self._handle(backlog.popleft())
+        except WireError as exc:
+            self._malformed(exc)
+            backlog.clear()
+        transport = self.transport
+        if not self.reading and transport is not None and not transport.is_closing():
+            self.reading = True
+            transport.resume_reading()
+        return True
+
+    def _handle(self, m: Message) -> None:
+        """The peer's hello first, then deliveries; WireError for anything else."""
+        bus = self.bus
+        if self.peer is None:
+            if m.kind != HELLO:
+                raise WireError("a link that does not start with a hello")
+            if not bus._accept_peer(m.origin):
+                raise WireError(f"a hello from node {m.origin:#010x}, not a worker of this server")
+            self.peer = m.origin
+            assert self.transport is not None
+            self.transport.write(encode_hello(bus.node))
+            return
+        if m.kind == HELLO:
+            raise WireError("a second hello")
+        bus.received += 1
+        bus._slice_left -= len(m.frame)
+        try:
+            bus.deliver(m.kind, m.endpoint, m.key, m.frame)
+        except Exception:  # the app's business (an endpoint gone...): never the link's
+            log.exception("bus: delivering a message from worker %d failed", node_slot(m.origin)[1])
+        if not bus._slice_scheduled:
+            # After the delivery: the connections' flush (scheduled by it) comes first in the
+            # next iteration, then the next slice, so one flush carries at most one slice.
+            bus._slice_scheduled = True
+            bus.loop.call_soon(bus._next_slice)
+
+    def _pause_reading(self) -> None:
+        transport = self.transport
+        if self.reading and transport is not None and not transport.is_closing():
+            self.reading = False
+            transport.pause_reading()
+
+    def _malformed(self, error: WireError) -> None:
+        who = f"worker {node_slot(self.peer)[1]}" if self.peer is not None else "an unknown peer"
+        log.error("bus: malformed message from %s: %s; closing the link", who, error)
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # What it left in the backlog is still delivered, in turn (see LocalBus._next_slice).
         self.bus._inbound.discard(self)
 
 
@@ -185,6 +242,12 @@ class LocalBus(Broker):
         self._meshed: asyncio.Future[None] | None = None
         self._closed = False
         self._dropping: dict[int, int] = {}  # slot -> messages dropped in the current episode
+        # Inbound flow control: delivery held by the server (pause_delivery), what is left of
+        # this iteration's slice, and the links with a backlog, in the order they stopped.
+        self._holding = False
+        self._slice_left = DELIVERY_SLICE
+        self._slice_scheduled = False
+        self._waiting: collections.deque[_Inbound] = collections.deque()
         self.published = 0
         self.received = 0
         self.dropped = 0
@@ -306,8 +369,32 @@ class LocalBus(Broker):
         self.published += 1
         return self._send(slot, encode(3, self.node, endpoint, conn_id, frame))
 
+    def pause_delivery(self) -> None:
+        """Hold back deliveries: each inbound link keeps what it reads next
+        and stops reading (what its peer sends then waits in that peer's
+        bounded backlog, dropped and counted past it)."""
+        self._holding = True
+
+    def resume_delivery(self) -> None:
+        self._holding = False
+        self._deliver_waiting()
+
+    def _next_slice(self) -> None:
+        """A new loop iteration: a new slice of deliveries for the links that wait."""
+        self._slice_scheduled = False
+        self._slice_left = DELIVERY_SLICE
+        self._deliver_waiting()
+
+    def _deliver_waiting(self) -> None:
+        waiting = self._waiting
+        while waiting and not self._holding:
+            if not waiting[0].drain():
+                return
+            waiting.popleft()
+
     async def close(self) -> None:
         self._closed = True
+        self._waiting.clear()
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:

@@ -5,15 +5,27 @@ connection of every server that names the same Redis and prefix.
 Every worker process is a node with two connections to Redis (a thin
 ``asyncio.Protocol`` with ``hiredis``' C reply parser):
 
-- a **subscriber** on ``<prefix>:all`` (broadcasts and room broadcasts) and
-  ``<prefix>:n:<node tag>`` (``send_to`` an id of this node);
-- a **publisher**: every message published during one loop iteration is
-  corked, consecutive messages to one channel are joined into one PUBLISH
-  payload (the bus format of :mod:`robyn_fast.broker.wire` concatenates), and
-  all of them leave in one write. A receiving node drops its own echo.
+- a **publisher**: broadcasts and room broadcasts go on the node's own
+  channel ``<prefix>:b:<node tag>``, ``send_to`` on the owning node's
+  ``<prefix>:n:<node tag>``; every message published during one loop
+  iteration is corked, consecutive messages to one channel are joined into
+  one PUBLISH payload (the bus format of :mod:`robyn_fast.broker.wire`
+  concatenates), and all of them leave in one write;
+- a **subscriber** on ``<prefix>:n:<its tag>`` and on every *other* node's
+  broadcast channel, with no list of nodes: eight PSUBSCRIBE patterns, one per
+  hex digit of its tag, ``<prefix>:b:<the first i digits>[^<digit i>]*``,
+  match every 8-digit tag but its own, each exactly once (a channel matches
+  the pattern of the first digit where it differs). So a node never gets its
+  own broadcasts back: they cost nothing on its subscriber link and cannot
+  fill the output buffer Redis keeps for it (``client-output-buffer-limit
+  pubsub``), however large they are. (Each PUBLISH is matched against every
+  node's patterns: about 8 × nodes glob matches in Redis, microseconds for
+  tens of nodes.)
 
-Redis delivers the messages of one publisher connection to a subscriber in
-the order they were published, so what one node sends another arrives in
+Redis runs one connection's commands in order and appends each PUBLISH to
+every matching subscriber's output at once, so the messages of one
+publisher connection reach a subscriber in the order they were published,
+whatever mix of channels they used: what one node sends another arrives in
 order, as on the local bus. Delivery is at-most-once.
 
 Faults: Redis down or unreachable (at start-up or later), a connection
@@ -21,13 +33,28 @@ reset, a Redis that stops answering (a PING every second; no answer in 3 s
 drops the link) or disconnects a slow subscriber: local delivery goes on;
 messages for other nodes go into an outage buffer (``outage_limit`` bytes),
 then are dropped and counted; one warning when the outage starts and one
-line when it ends, with the counts. Each connection reconnects with a
+line when it ends, with the counts. A publisher is ready only once Redis
+answered it (its AUTH, SELECT and a PING): a peer that accepts connections
+and never answers (a paused Redis, a black hole) gets nothing but the PING.
+The PUBLISHes written and not yet answered when a link is lost are counted
+as dropped (a paused Redis may still carry some of them later: delivery is
+at-most-once, the count at-least). Each connection reconnects with a
 backoff from 0.1 s doubling to 1 s, logs in again (AUTH, SELECT) and
 resubscribes, so delivery resumes within about a second of Redis coming
 back. Messages other nodes published during the outage are lost (PUB/SUB
-keeps nothing). A message on our channels that is not ours (malformed,
-foreign) is counted and logged (the first, then at most one line per 10 s)
-and ignored.
+keeps nothing).
+
+What arrives is bounded and cannot stall the loop: one reply may make the
+client buffer at most ``max_reply_size`` bytes (the URL option, 64 MiB by
+default; past it the link is dropped, counted in ``protocol_errors``, and
+the next attempt waits 1 s, doubling to 30 s); a push that is not a
+well-formed ``message``/``pmessage`` is a counted protocol error and
+ignored; received payloads are decoded and delivered in slices of
+``DELIVER_SLICE`` messages per loop iteration, the subscriber link's
+reading paused meanwhile. A message on our channels that is not ours
+(malformed, a hello, foreign) is counted in ``malformed`` and ignored, with
+the rest of its payload. Each kind of these is logged at most once per
+10 s, and so is an outage that recurs for one reason.
 """
 
 from __future__ import annotations
@@ -38,10 +65,10 @@ import contextlib
 import time
 from typing import Any, Callable
 
-from ..logs import get_logger
+from ..logs import Throttle, get_logger, more_since
 from . import Broker, Deliver, not_started
 from .resp import RedisAddress, command, parse_url
-from .wire import TO, Decoder, Key, WireError, encode
+from .wire import HELLO, TO, Key, WireError, decode_at, encode
 
 __all__ = ["RedisBroker", "DEFAULT_OUTAGE_LIMIT", "DEFAULT_BUFFER_LIMIT", "hiredis_available"]
 
@@ -52,9 +79,25 @@ DEFAULT_BUFFER_LIMIT = 16 * 1024 * 1024  # bytes queued to a connected Redis tha
 PING_INTERVAL = 1.0
 PING_TIMEOUT = 3.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 1.0
+PROTOCOL_BACKOFF_MAX = 30.0  # after a link dropped for a protocol error
 CONNECT_TIMEOUT = 3.0
 MAX_PUBLISH = 512 * 1024  # bytes of joined messages in one PUBLISH
 MALFORMED_LOG_EVERY = 10.0
+DELIVER_SLICE = 512  # received messages decoded and delivered per loop iteration (then the loop runs)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis glob pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def other_nodes_patterns(prefix: str, node: int) -> list[bytes]:
+    """The PSUBSCRIBE patterns that match ``<prefix>:b:<tag>`` for every
+    8-hex-digit tag but ``node``'s, each tag exactly once (see the module
+    docstring)."""
+    tag = f"{node:08x}"
+    head = _glob_escape(prefix) + ":b:"
+    return [f"{head}{tag[:i]}[^{tag[i]}]*".encode() for i in range(8)]
 
 
 def hiredis_available() -> bool:
@@ -82,6 +125,9 @@ class _Link(asyncio.Protocol):
         self.error: str | None = None
         self.failed = False
         self.connected_at = 0.0
+        self.protocol_failure = False  # dropped for a protocol error (not Redis's protocol, a reply too big)
+        self.unparsed = 0  # bytes fed to the reader since its last complete reply (bounded by max_reply)
+        self.paused = False  # subscriber: reading paused while the broker delivers what it has
         # Publisher: what each command in flight carried, in order (a PUBLISH's message count, 0 for a PING),
         # so that an error reply counts the messages it lost.
         self.in_flight: collections.deque[int] = collections.deque()
@@ -93,14 +139,14 @@ class _Link(asyncio.Protocol):
         address = self.broker.address
         first = address.login()
         if self.role == "subscriber":
-            first.append(command("SUBSCRIBE", *self.broker.channels))
-            self.handshake = len(first) - 1 + len(self.broker.channels)
+            first.append(command("SUBSCRIBE", self.broker.own_channel))
+            first.append(command("PSUBSCRIBE", *self.broker.patterns))
+            self.handshake = len(first) - 2 + 1 + len(self.broker.patterns)
         else:
+            # Ready once Redis answered something: a paused Redis or a black hole accepts connections too.
+            first.append(command("PING"))
             self.handshake = len(first)
-        if first:
-            self.transport.write(b"".join(first))  # type: ignore[union-attr]
-        else:
-            self._ready()
+        self.transport.write(b"".join(first))  # type: ignore[union-attr]
 
     def _ready(self) -> None:
         self.ready = True
@@ -109,15 +155,30 @@ class _Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         import hiredis
 
+        if self.failed:
+            return
         self.reader.feed(data)
+        self.unparsed += len(data)
+        replied = False
         try:
             while not self.failed:
                 reply = self.reader.gets()
                 if reply is False:
                     break
+                replied = True
                 self._reply(reply)
         except hiredis.ProtocolError as exc:
+            self.broker._protocol_error(self, f"not Redis's protocol: {exc}")
+            self.protocol_failure = True
             self.fail(f"not Redis's protocol: {exc}")
+            return
+        if replied:
+            self.unparsed = self.reader.len()  # what the next reply has of it so far (within a read)
+        if self.unparsed > self.broker.address.max_reply and not self.failed:
+            why = f"a reply of more than {self.broker.address.max_reply} bytes (max_reply_size)"
+            self.broker._protocol_error(self, why, oversize=True)
+            self.protocol_failure = True
+            self.fail(why)
 
     def _reply(self, reply: Any) -> None:
         import hiredis
@@ -136,8 +197,17 @@ class _Link(asyncio.Protocol):
                 self._ready()
             return
         if self.role == "subscriber":
-            if isinstance(reply, list) and reply and reply[0] == b"message":
-                self.broker._on_payload(reply[2])
+            if type(reply) is list and reply:
+                kind = reply[0]
+                if kind == b"message" and len(reply) == 3 and type(reply[2]) is bytes:
+                    self.broker._on_payload(reply[2])
+                    return
+                if kind == b"pmessage" and len(reply) == 4 and type(reply[3]) is bytes:
+                    self.broker._on_payload(reply[3])
+                    return
+                if kind in (b"pong", b"subscribe", b"psubscribe") and len(reply) in (2, 3):
+                    return
+            self.broker._protocol_error(self, f"a reply that is no push of ours: {reply!r:.60}")
         elif self.in_flight and self.in_flight.popleft():
             self.broker._published_ok()
 
@@ -148,6 +218,19 @@ class _Link(asyncio.Protocol):
         self.ready = False  # nothing more is written to it (a transport accepts writes after abort())
         if self.transport is not None:
             self.transport.abort()
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None and not self.failed:
+            self.paused = True
+            with contextlib.suppress(Exception):  # a transport closing meanwhile
+                self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            if self.transport is not None and not self.failed:
+                with contextlib.suppress(Exception):
+                    self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.error is None and exc is not None:
@@ -189,8 +272,9 @@ class RedisBroker(Broker):
         self.outage_limit = outage_limit
         self.buffer_limit = buffer_limit
         prefix = self.address.prefix
-        self.all_channel = f"{prefix}:all".encode()
-        self.channels = [self.all_channel, self.node_channel(node)]
+        self.broadcast_channel = f"{prefix}:b:{node:08x}".encode()  # where this node's broadcasts go
+        self.own_channel = self.node_channel(node)  # send_to an id of this node
+        self.patterns = other_nodes_patterns(prefix, node)  # every other node's broadcast channel
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self.deliver: Deliver = not_started
         self.links: dict[str, _Link | None] = {"publisher": None, "subscriber": None}
@@ -208,15 +292,26 @@ class RedisBroker(Broker):
         self._outage_sent = 0  # buffered messages sent since the publisher came back
         self._refused = 0  # messages Redis refused in the current episode
         self._slow_dropped = 0
-        self._last_malformed_log = 0.0
-        self._malformed_unlogged = 0
+        self._not_ours = Throttle(MALFORMED_LOG_EVERY)
+        self._bad_replies = Throttle(MALFORMED_LOG_EVERY)
+        self._too_big = Throttle(MALFORMED_LOG_EVERY)  # replies past max_reply_size
+        self._too_big_to_send = Throttle(MALFORMED_LOG_EVERY)
+        self._lost_in_flight = 0  # PUBLISHed messages lost with a link in the current episode
+        # Received payloads not yet delivered, and where the first one's next message starts.
+        self._inbox: collections.deque[bytes] = collections.deque()
+        self._inbox_pos = 0
+        self._drain_scheduled = False
         self.connected = False
         self._connected_event = asyncio.Event()
         self._down_reason: str | None = None
+        self._last_outage: tuple[str | None, float] = (None, 0.0)  # reason and time of the last outage line
+        self._quiet_outage = False  # the current outage was not logged (the same reason within 10 s)
         self.published = 0
         self.received = 0
         self.dropped = 0
         self.malformed = 0
+        self.protocol_errors = 0
+        self.dropped_in_flight = 0  # of dropped: written to a link that was lost before Redis answered
         self.outages = 0
         self.publishes = 0  # PUBLISH commands sent (several messages may share one)
 
@@ -266,6 +361,11 @@ class RedisBroker(Broker):
                 self._note_down(f"cannot connect to {address.url}: {reason}", reason)
             else:
                 await lost
+                if link.protocol_failure:
+                    # It answers, but not as Redis: no reconnect storm (1 s, doubling to 30 s).
+                    backoff = max(BACKOFF_MAX, min(PROTOCOL_BACKOFF_MAX, backoff * 2))
+                    await asyncio.sleep(backoff)
+                    continue
                 if link.ready:
                     backoff = BACKOFF_FIRST
             if self._closed:
@@ -295,6 +395,14 @@ class RedisBroker(Broker):
         if self.links.get(link.role) is link:
             self.links[link.role] = None
         if link.role == "publisher":
+            # Written, never answered: Redis may have taken some (a paused one may carry them later),
+            # or none; at-most-once, so they count as dropped.
+            lost = sum(link.in_flight)
+            link.in_flight.clear()
+            if lost and not self._closed:
+                self.dropped += lost
+                self.dropped_in_flight += lost
+                self._lost_in_flight += lost
             self._requeue_pending()
         if not self._closed:
             self._note_down(f"the {link.role} connection to {self.address.url} was lost"
@@ -307,10 +415,14 @@ class RedisBroker(Broker):
             self.connected = False
             self._connected_event.clear()
             self.outages += 1
-            self._down_since = time.monotonic()
+            now = self._down_since = time.monotonic()
             self._down_reason = reason
-            log.warning("broker: %s; reconnecting; messages to other nodes are buffered (%d bytes at most), "
-                        "then dropped", why, self.outage_limit)
+            # A link that flaps for one reason (a peer whose every reply is too big) says so once per 10 s.
+            self._quiet_outage = reason == self._last_outage[0] and now - self._last_outage[1] < MALFORMED_LOG_EVERY
+            if not self._quiet_outage:
+                self._last_outage = (reason, now)
+                log.warning("broker: %s; reconnecting; messages to other nodes are buffered (%d bytes at most), "
+                            "then dropped", why, self.outage_limit)
         elif reason != self._down_reason:
             # Still down, for another reason (a refused login, a new error): say it once.
             self._down_reason = reason
@@ -327,9 +439,14 @@ class RedisBroker(Broker):
         buffered, self._outage_sent = self._outage_sent, 0
         down = time.monotonic() - self._down_since if self._down_since is not None else 0.0
         self._down_since = None
-        if self.outages or buffered or self._outage_dropped:
+        lost, self._lost_in_flight = self._lost_in_flight, 0
+        quiet, self._quiet_outage = self._quiet_outage, False
+        if quiet and not (buffered or self._outage_dropped or lost):
+            pass
+        elif self.outages or buffered or self._outage_dropped or lost:
             log.warning("broker: connected to Redis at %s again after %.1f s; %d buffered message(s) sent, "
-                        "%d dropped", self.address.url, down, buffered, self._outage_dropped)
+                        "%d dropped (%d over the buffer, %d in flight on a lost link)", self.address.url, down,
+                        buffered, self._outage_dropped + lost, self._outage_dropped, lost)
         else:
             log.info("broker: connected to Redis at %s as node %08x", self.address.url, self.node)
         self._outage_dropped = 0
@@ -352,42 +469,88 @@ class RedisBroker(Broker):
     # -- receiving ----------------------------------------------------------------------------
 
     def _on_payload(self, payload: bytes) -> None:
-        decoder = Decoder()
-        try:
-            messages = decoder.feed(payload)
-            if decoder.buffered:
-                raise WireError(f"{decoder.buffered} byte(s) of a truncated message")
-            if not messages:
-                raise WireError("an empty payload")
-        except WireError as exc:
-            self._malformed(exc, payload)
-            return
-        for m in messages:
-            if m.origin == self.node:
-                continue  # our own broadcast, back from Redis
-            self.received += 1
-            try:
-                self.deliver(m.kind, m.endpoint, m.key, m.frame)
-            except Exception:
-                log.exception("broker: delivering a message from node %08x failed", m.origin)
+        """A payload from the subscriber: delivered now if the inbox was
+        empty, up to a slice; the rest on the next loop iterations."""
+        self._inbox.append(payload)
+        if not self._drain_scheduled:
+            self._drain()
 
-    def _malformed(self, exc: WireError, payload: bytes) -> None:
-        self.malformed += 1
-        now = time.monotonic()
-        if now - self._last_malformed_log < MALFORMED_LOG_EVERY:
-            self._malformed_unlogged += 1
+    def _drain(self) -> None:
+        """Decode and deliver up to DELIVER_SLICE messages; while more wait,
+        the subscriber stops reading (nothing grows) and the loop runs."""
+        self._drain_scheduled = False
+        if self._closed:
+            self._inbox.clear()
             return
-        more = f" ({self._malformed_unlogged} more since the last report)" if self._malformed_unlogged else ""
-        self._last_malformed_log = now
-        self._malformed_unlogged = 0
-        log.warning("broker: ignored a message on our Redis channels that is not one of ours: %s; first bytes "
-                    "%r%s", exc, payload[:32], more)
+        budget = DELIVER_SLICE
+        inbox = self._inbox
+        node = self.node
+        deliver = self.deliver
+        while inbox and budget > 0:
+            payload = inbox[0]
+            if not payload:
+                inbox.popleft()
+                self._not_ours_seen("an empty payload", payload)
+                budget -= 1
+                continue
+            try:
+                messages, pos = decode_at(payload, self._inbox_pos, budget)
+            except WireError as exc:
+                inbox.popleft()
+                self._inbox_pos = 0
+                self._not_ours_seen(str(exc), payload)
+                budget -= 1
+                continue
+            budget -= len(messages)
+            if pos >= len(payload):
+                inbox.popleft()
+                self._inbox_pos = 0
+            else:
+                self._inbox_pos = pos
+            for m in messages:
+                if m.kind == HELLO:  # the local bus's; never on Redis: the rest of this payload is not ours either
+                    if inbox and inbox[0] is payload:
+                        inbox.popleft()
+                        self._inbox_pos = 0
+                    self._not_ours_seen(f"a hello from node {m.origin:08x}", payload)
+                    break
+                if m.origin == node:
+                    continue  # our own (another node with our tag): not for us
+                self.received += 1
+                try:
+                    deliver(m.kind, m.endpoint, m.key, m.frame)
+                except Exception:
+                    log.exception("broker: delivering a message from node %08x failed", m.origin)
+        subscriber = self.links["subscriber"]
+        if inbox:
+            self._drain_scheduled = True
+            self.loop.call_soon(self._drain)
+            if subscriber is not None:
+                subscriber.pause()
+        elif subscriber is not None and subscriber.paused:
+            subscriber.resume()
+
+    def _not_ours_seen(self, why: str, payload: bytes) -> None:
+        self.malformed += 1
+        unreported = self._not_ours.hit()
+        if unreported is not None:
+            log.warning("broker: ignored a message on our Redis channels that is not one of ours: %s; first bytes "
+                        "%r%s", why, payload[:32], more_since(unreported))
+
+    def _protocol_error(self, link: _Link, why: str, oversize: bool = False) -> None:
+        """A reply Redis cannot have meant for us, or (``oversize``) one past max_reply_size."""
+        self.protocol_errors += 1
+        throttle = self._too_big if oversize else self._bad_replies
+        unreported = throttle.hit()
+        if unreported is not None:
+            log.error("broker: protocol error on the %s connection to %s: %s%s", link.role, self.address.url,
+                      why, more_since(unreported))
 
     # -- publishing -----------------------------------------------------------------------------
 
     def publish(self, kind: int, endpoint: str, key: Key, frame: bytes) -> None:
         self.published += 1
-        self._send(self.all_channel, encode(kind, self.node, endpoint, key, frame))
+        self._send(self.broadcast_channel, encode(kind, self.node, endpoint, key, frame))
 
     def publish_to(self, node: int, endpoint: str, conn_id: str, frame: bytes) -> bool:
         if node == self.node:
@@ -405,6 +568,13 @@ class RedisBroker(Broker):
         return publisher
 
     def _send(self, channel: bytes, message: bytes) -> bool:
+        if len(message) > self.address.max_reply - 1024:  # its push would be past every node's reader cap
+            self.dropped += 1
+            unreported = self._too_big_to_send.hit()
+            if unreported is not None:
+                log.error("broker: a message of %d bytes is over max_reply_size (%d): not published, dropped%s",
+                          len(message), self.address.max_reply, more_since(unreported))
+            return False
         publisher = self._writable()
         if publisher is None or publisher.transport is None:
             if self._outage_bytes + len(message) > self.outage_limit:
@@ -508,6 +678,8 @@ class RedisBroker(Broker):
             "dropped": self.dropped,
             "buffered": len(self._outage),
             "malformed": self.malformed,
+            "protocol_errors": self.protocol_errors,
+            "dropped_in_flight": self.dropped_in_flight,
             "outages": self.outages,
             "publishes": self.publishes,
         }

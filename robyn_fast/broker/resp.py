@@ -10,19 +10,27 @@ A broker URL is one of::
 
 ``prefix`` names the channels (default ``robyn_fast``): servers of one app
 share it, different apps on one Redis use different ones.
+``max_reply_size`` (bytes, default 64 MiB, at least 1 MiB) bounds what one
+reply from Redis may make the client buffer: past it the connection is
+dropped, counted and logged, and a message that could not cross it is not
+published (dropped and counted).
 """
 
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..exceptions import RobynFastError
 
-__all__ = ["command", "BrokerURLError", "RedisAddress", "parse_url", "DEFAULT_PREFIX"]
+__all__ = ["command", "BrokerURLError", "RedisAddress", "parse_url", "redact_url", "DEFAULT_PREFIX",
+           "DEFAULT_MAX_REPLY", "MIN_MAX_REPLY"]
 
 DEFAULT_PREFIX = "robyn_fast"
+# Setting (issue 16, item 6): the broker URL's ?max_reply_size=BYTES, like ?prefix (no flag of its own).
+DEFAULT_MAX_REPLY = 64 * 1024 * 1024
+MIN_MAX_REPLY = 1024 * 1024  # a joined PUBLISH payload (512 KiB) and its push must fit
 
 
 class BrokerURLError(RobynFastError, ValueError):
@@ -50,10 +58,11 @@ class RedisAddress:
     path: str | None
     db: int
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)  # never shown: not in url, repr() or any message
     tls: ssl.SSLContext | None
     server_hostname: str | None
     prefix: str
+    max_reply: int = DEFAULT_MAX_REPLY  # bytes one reply from Redis may make the client buffer
 
     def login(self) -> list[bytes]:
         """The commands a new connection sends first (AUTH, then SELECT)."""
@@ -80,19 +89,35 @@ def _flag(query: dict[str, list[str]], name: str, url: str) -> bool | None:
     raise BrokerURLError(f"broker URL {url!r}: {name}={values[-1]!r} is not a yes/no value")
 
 
+def redact_url(url: str) -> str:
+    """``url`` safe to print: whatever stands between ``scheme://`` (or the
+    start) and the last ``@`` is the user information, and its password
+    becomes ``***`` (a user name is kept). Works on URLs that do not parse,
+    since those are the ones an error message shows; over-redacting a path
+    that holds an ``@`` is the price of never showing a password."""
+    start = url.find("://")
+    start = 0 if start < 0 else start + 3
+    at = url.rfind("@", start)
+    if at < 0:
+        return url
+    user, colon, _ = url[start:at].partition(":")
+    return f"{url[:start]}{user}:***@{url[at + 1:]}" if colon else f"{url[:start]}***@{url[at + 1:]}"
+
+
 def parse_url(url: str) -> RedisAddress:
     """The :class:`RedisAddress` of a broker URL (see the module docstring);
     BrokerURLError naming what is wrong."""
     if not isinstance(url, str) or not url:
-        raise BrokerURLError(f"a broker URL is a non-empty str, not {url!r}")
+        raise BrokerURLError(f"a broker URL is a non-empty str, not {type(url).__name__ if url else repr(url)}")
+    given = redact_url(url)  # what every message shows
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise BrokerURLError(f"broker URL {url!r}: {exc}") from None
+        raise BrokerURLError(f"broker URL {given!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss", "unix"):
-        raise BrokerURLError(f"broker URL {url!r}: the scheme is redis://, rediss:// or unix://, not {scheme!r}://")
+        raise BrokerURLError(f"broker URL {given!r}: the scheme is redis://, rediss:// or unix://, not {scheme!r}://")
     query = parse_qs(parts.query, keep_blank_values=True)
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
@@ -100,8 +125,15 @@ def parse_url(url: str) -> RedisAddress:
         username, password = None, username
     prefix = query.pop("prefix", [DEFAULT_PREFIX])[-1]
     if not prefix or any(c.isspace() for c in prefix):
-        raise BrokerURLError(f"broker URL {url!r}: prefix must be non-empty without spaces")
+        raise BrokerURLError(f"broker URL {given!r}: prefix must be non-empty without spaces")
     db_text = query.pop("db", [None])[-1]
+    max_reply_text = query.pop("max_reply_size", [None])[-1]
+    max_reply = DEFAULT_MAX_REPLY
+    if max_reply_text is not None:
+        if not max_reply_text.isdigit() or not MIN_MAX_REPLY <= int(max_reply_text) <= 1 << 40:
+            raise BrokerURLError(f"broker URL {given!r}: max_reply_size is a number of bytes from {MIN_MAX_REPLY} "
+                                 f"to 2**40, not {max_reply_text!r}")
+        max_reply = int(max_reply_text)
     host: str | None = None
     path: str | None = None
     tls: ssl.SSLContext | None = None
@@ -109,7 +141,7 @@ def parse_url(url: str) -> RedisAddress:
     if scheme == "unix":
         path = unquote(parts.path)
         if not path:
-            raise BrokerURLError(f"broker URL {url!r}: no socket path")
+            raise BrokerURLError(f"broker URL {given!r}: no socket path")
         port = 0
     else:
         host = parts.hostname or "127.0.0.1"
@@ -117,7 +149,7 @@ def parse_url(url: str) -> RedisAddress:
         tail = parts.path.strip("/")
         if tail:
             if db_text is not None:
-                raise BrokerURLError(f"broker URL {url!r}: the db is given twice")
+                raise BrokerURLError(f"broker URL {given!r}: the db is given twice")
             db_text = tail
         if scheme == "rediss":
             tls = ssl.create_default_context()
@@ -126,9 +158,9 @@ def parse_url(url: str) -> RedisAddress:
                 try:
                     tls.load_verify_locations(cafile=ca[-1])
                 except (OSError, ssl.SSLError) as exc:
-                    raise BrokerURLError(f"broker URL {url!r}: cannot load ssl_ca_certs: {exc}") from None
-            verify = _flag(query, "ssl_cert_reqs", url)
-            check = _flag(query, "ssl_check_hostname", url)
+                    raise BrokerURLError(f"broker URL {given!r}: cannot load ssl_ca_certs: {exc}") from None
+            verify = _flag(query, "ssl_cert_reqs", given)
+            check = _flag(query, "ssl_check_hostname", given)
             if verify is False:
                 tls.check_hostname = False
                 tls.verify_mode = ssl.CERT_NONE
@@ -138,11 +170,11 @@ def parse_url(url: str) -> RedisAddress:
     try:
         db = int(db_text) if db_text not in (None, "") else 0
     except ValueError:
-        raise BrokerURLError(f"broker URL {url!r}: the db is a number, not {db_text!r}") from None
+        raise BrokerURLError(f"broker URL {given!r}: the db is a number, not {db_text!r}") from None
     if db < 0:
-        raise BrokerURLError(f"broker URL {url!r}: the db is 0 or more")
+        raise BrokerURLError(f"broker URL {given!r}: the db is 0 or more")
     if query:
-        raise BrokerURLError(f"broker URL {url!r}: unknown option(s) {', '.join(sorted(query))}")
+        raise BrokerURLError(f"broker URL {given!r}: unknown option(s) {', '.join(sorted(query))}")
     where = path if path is not None else f"{host}:{port}"
     shown = f"{scheme}://{where}" + (f"/{db}" if db else "")
-    return RedisAddress(shown, host, port, path, db, username, password, tls, server_hostname, prefix)
+    return RedisAddress(shown, host, port, path, db, username, password, tls, server_hostname, prefix, max_reply)

@@ -15,19 +15,21 @@ parsing or re-encoding anything::
 A *hello* (kind 0, no endpoint, key or frame) opens every link and names the
 dialing node. :func:`encode` builds one message; :class:`Decoder` takes bytes
 split anywhere and yields whole messages, raising :class:`WireError` for
-anything malformed.
+anything malformed; :func:`decode_at` reads a whole payload (one Redis
+PUBLISH) a slice of messages at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import struct
-from typing import NamedTuple, Union
+from typing import Any, NamedTuple, Union
 
 from ..exceptions import RobynFastError
 
 __all__ = [
-    "VERSION", "HELLO", "ALL", "ROOM", "TO", "Message", "WireError", "encode", "encode_hello", "Decoder", "MAX_MESSAGE",
+    "VERSION", "HELLO", "ALL", "ROOM", "TO", "Message", "WireError", "encode", "encode_hello", "Decoder", "decode_at",
+    "MAX_MESSAGE",
 ]
 
 VERSION = 1
@@ -95,51 +97,202 @@ def _decode_key(key_type: int, raw: bytes) -> Key:
     raise WireError(f"unknown key type {key_type}")
 
 
-class Decoder:
-    """Whole messages out of a byte stream split anywhere."""
+def _header(buf: Any, pos: int) -> tuple[int, int, int, int, int, int]:
+    """``(kind, key type, origin, endpoint length, key length, frame length)``
+    of the header at ``pos``, judged before the body arrives."""
+    version, kind, key_type, zero, origin, elen, klen, flen = _HEAD.unpack_from(buf, pos)
+    if version != VERSION or zero != 0 or kind > TO:
+        raise WireError(f"not a bus message (version {version}, kind {kind})")
+    total = HEAD_SIZE + elen + klen + flen
+    if total > MAX_MESSAGE:
+        raise WireError(f"a bus message of {total} bytes")
+    return kind, key_type, origin, elen, klen, flen
 
-    __slots__ = ("_buf",)
+
+def _fields(buf: Any, start: int, kind: int, key_type: int, elen: int, klen: int, flen: int) -> tuple[str, Key]:
+    """The endpoint and key that follow a header, once both are in ``buf``;
+    WireError when they do not fit the kind."""
+    try:
+        endpoint = str(buf[start : start + elen], "utf-8")
+    except UnicodeDecodeError:
+        raise WireError("an endpoint path that is not UTF-8") from None
+    key = _decode_key(key_type, bytes(buf[start + elen : start + elen + klen]))
+    if kind == HELLO:
+        if elen or klen or flen or key_type != _NONE:
+            raise WireError("a hello with a body")
+    elif not endpoint or not flen:
+        raise WireError("a delivery without an endpoint or a frame")
+    elif (kind == ALL) != (key is None):
+        raise WireError("a key that does not fit the kind")
+    return endpoint, key
+
+
+def _one(buf: bytes, pos: int) -> tuple[Message, int] | None:
+    """The message at ``pos`` and where the next one starts; None when
+    ``buf`` holds only part of it; WireError when it is malformed."""
+    if len(buf) - pos < HEAD_SIZE:
+        return None
+    kind, key_type, origin, elen, klen, flen = _header(buf, pos)
+    start = pos + HEAD_SIZE
+    body = start + elen + klen
+    end = body + flen
+    if len(buf) < end:
+        return None
+    endpoint, key = _fields(buf, start, kind, key_type, elen, klen, flen)
+    return Message(kind, origin, endpoint, key, buf[body:end]), end
+
+
+def decode_at(payload: bytes, pos: int, limit: int) -> tuple[list[Message], int]:
+    """Up to ``limit`` messages of a whole ``payload`` (one Redis PUBLISH),
+    from ``pos``; and where the rest starts (``len(payload)`` once all are
+    read). A malformed or truncated message stops the slice before it, and
+    raises WireError when it is the first one of the slice, so the messages
+    before it are delivered and the rest of the payload is not.
+
+    The common message (a delivery) is read inline, with each endpoint path
+    decoded once per slice; anything else goes through the general path.
+    A flood of messages costs a few microseconds each."""
+    out: list[Message] = []
+    append = out.append
+    unpack = _HEAD.unpack_from
+    size = len(payload)
+    names: dict[bytes, str] = {}
+    try:
+        while pos < size and len(out) < limit:
+            if size - pos >= HEAD_SIZE:
+                version, kind, key_type, zero, origin, elen, klen, flen = unpack(payload, pos)
+                start = pos + HEAD_SIZE
+                kstart = start + elen
+                fstart = kstart + klen
+                end = fstart + flen
+                if version == VERSION and not zero and ALL <= kind <= TO and end <= size and elen and flen:
+                    raw = payload[start:kstart]
+                    endpoint = names.get(raw)
+                    if endpoint is None:
+                        try:
+                            endpoint = names[raw] = raw.decode("utf-8")
+                        except UnicodeDecodeError:
+                            raise WireError("an endpoint path that is not UTF-8") from None
+                    key = _decode_key(key_type, payload[kstart:fstart]) if key_type or klen else None
+                    if (kind == ALL) != (key is None):
+                        raise WireError("a key that does not fit the kind")
+                    append(Message(kind, origin, endpoint, key, payload[fstart:end]))
+                    pos = end
+                    continue
+            got = _one(payload, pos)  # a hello, or what is wrong with it, said by the general path
+            if got is None:
+                raise WireError(f"{size - pos} byte(s) of a truncated message")
+            append(got[0])
+            pos = got[1]
+    except WireError:
+        if not out:
+            raise
+    return out, pos
+
+
+class Decoder:
+    """Whole messages out of a byte stream split anywhere.
+
+    A frame is copied once, into its own ``bytes``: a message that arrives
+    within one ``feed`` is sliced out of the chunk; a frame split over
+    several feeds is kept as the chunks it came in (views of them for its
+    first and last pieces) and joined once, when its last byte arrives. Only
+    ``bytes`` chunks are kept across feeds (anything else is copied to
+    ``bytes`` first), so a frame never aliases memory that is written again
+    and may be handed to transports as it is (STYLE rule 11). A header is
+    judged as soon as it is complete, and the endpoint and key as soon as they
+    are, before the frame arrives."""
+
+    __slots__ = ("_head", "_open", "_parts", "_missing", "_held")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._head = bytearray()  # the start of a message whose endpoint and key are not all here yet
+        self._open: tuple[int, int, str, Key] | None = None  # kind, origin, endpoint, key of a frame in pieces
+        self._parts: list[bytes | memoryview] = []  # that frame's pieces so far: chunks or views of them
+        self._missing = 0  # bytes of that frame still to come
+        self._held = 0  # bytes of that message (header included) received so far
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        """Bytes of an unfinished message held (0 between messages)."""
+        return len(self._head) + self._held
 
     def feed(self, data: bytes) -> list[Message]:
         """The messages ``data`` completes, in order; WireError for a
         malformed one (the stream cannot be trusted after it)."""
-        buf = self._buf
-        buf += data
+        if type(data) is not bytes:
+            data = bytes(data)  # a caller's buffer may be written again: what we keep must not change
+        end = len(data)
         pos = 0
         out: list[Message] = []
-        try:
-            while len(buf) - pos >= HEAD_SIZE:
-                version, kind, key_type, zero, origin, elen, klen, flen = _HEAD.unpack_from(buf, pos)
-                if version != VERSION or zero != 0 or kind > TO:
-                    raise WireError(f"not a bus message (version {version}, kind {kind})")
-                total = HEAD_SIZE + elen + klen + flen
-                if total > MAX_MESSAGE:
-                    raise WireError(f"a bus message of {total} bytes")
-                if len(buf) - pos < total:
-                    break
-                start = pos + HEAD_SIZE
-                try:
-                    endpoint = bytes(buf[start : start + elen]).decode("utf-8")
-                except UnicodeDecodeError:
-                    raise WireError("an endpoint path that is not UTF-8") from None
-                key = _decode_key(key_type, bytes(buf[start + elen : start + elen + klen]))
-                frame = bytes(buf[start + elen + klen : pos + total])
-                if kind == HELLO:
-                    if elen or klen or flen or key_type != _NONE:
-                        raise WireError("a hello with a body")
-                elif not endpoint or not frame:
-                    raise WireError("a delivery without an endpoint or a frame")
-                elif (kind == ALL) != (key is None):
-                    raise WireError("a key that does not fit the kind")
-                pos += total
-                out.append(Message(kind, origin, endpoint, key, frame))
-        finally:
-            del buf[:pos]
+        if self._open is not None or self._head:
+            pos = self._resume(data, out)
+            if pos < 0:
+                return out
+        while end - pos >= HEAD_SIZE:
+            kind, key_type, origin, elen, klen, flen = _header(data, pos)
+            start = pos + HEAD_SIZE
+            body = start + elen + klen
+            if end < body:
+                break
+            endpoint, key = _fields(data, start, kind, key_type, elen, klen, flen)
+            stop = body + flen
+            if stop > end:
+                # The frame goes on in the next feeds: keep what is here as a view of `data`.
+                self._open = (kind, origin, endpoint, key)
+                self._parts = [memoryview(data)[body:end]]
+                self._missing = stop - end
+                self._held = end - pos
+                return out
+            # Slicing `data` (immutable bytes) is the one copy, into the frame's own bytes.
+            out.append(Message(kind, origin, endpoint, key, data[body:stop]))
+            pos = stop
+        if pos < end:
+            self._head = bytearray(data[pos:end])  # a header (judged above if whole), or part of one
         return out
+
+    def _resume(self, data: bytes, out: list[Message]) -> int:
+        """Go on with the message an earlier feed began; where the next one
+        starts in ``data``, or -1 when ``data`` did not finish this one."""
+        end = len(data)
+        pos = 0
+        head = self._head
+        if self._open is None:
+            if len(head) < HEAD_SIZE:
+                pos = min(HEAD_SIZE - len(head), end)
+                head += data[:pos]
+                if len(head) < HEAD_SIZE:
+                    return -1
+            kind, key_type, origin, elen, klen, flen = _header(head, 0)
+            body = HEAD_SIZE + elen + klen
+            take = min(body - len(head), end - pos)
+            head += data[pos : pos + take]
+            pos += take
+            if len(head) < body:
+                return -1
+            endpoint, key = _fields(head, HEAD_SIZE, kind, key_type, elen, klen, flen)
+            self._head = bytearray()
+            if not flen:
+                out.append(Message(kind, origin, endpoint, key, b""))
+                return pos
+            self._open = (kind, origin, endpoint, key)
+            self._parts = []
+            self._missing = flen
+            self._held = body
+        take = min(self._missing, end - pos)
+        if take:
+            # A chunk that is all frame is kept as it is; only a frame's first and last
+            # pieces are views.
+            self._parts.append(data if take == end else memoryview(data)[pos : pos + take])
+            self._missing -= take
+            self._held += take
+            pos += take
+        if self._missing:
+            return -1
+        kind, origin, endpoint, key = self._open
+        frame = b"".join(self._parts)
+        self._open = None
+        self._parts = []
+        self._held = 0
+        out.append(Message(kind, origin, endpoint, key, frame))
+        return pos

@@ -53,7 +53,7 @@ import httptools
 
 from ..config import Config
 from ..exceptions import HandshakeError
-from ..logs import get_logger
+from ..logs import field, get_logger
 from .types import error_response
 
 __all__ = ["HttpHandler", "HttpHost", "HttpProtocol"]
@@ -583,15 +583,16 @@ class HttpProtocol(asyncio.Protocol):
 
     def _log_access(self, method: str, target: str, response: bytes, started: float | None) -> None:
         """``peer "METHOD target" status bytes duration``: the target
-        percent-decoded (what the app sees; SafeRecords then escapes what is
-        not printable), the bytes of the whole response (head included), the
-        duration from dispatching the request to handing its response to the
+        percent-decoded (what the app sees), each field escaped by
+        :func:`robyn_fast.logs.field` (what is not printable, a space or a
+        double quote: one field, recovered exactly by a reader), the bytes
+        of the whole response (head included), the duration from dispatching the request to handing its response to the
         transport ("-" for an error the server answered before any handler ran)."""
         status = int(response[9:12]) if response[9:12].isdigit() else 0
         peer = f"{self.peer_addr[0]}:{self.peer_addr[1]}" if self.peer_addr else "-"
         took = f"{(time.perf_counter() - started) * 1000.0:.3f}ms" if started is not None else "-"
-        access.info('%s "%s %s" %d %d %s', peer, method, unquote(target, errors="surrogateescape"), status,
-                    len(response), took)
+        access.info('%s "%s %s" %d %d %s', field(peer), field(method),
+                    field(unquote(target, errors="surrogateescape")), status, len(response), took)
 
     def _respond(self, response: bytes, keep_alive: bool, req: _Request | None = None, started: float = 0.0) -> None:
         if self.transport is None or self.transport.is_closing():

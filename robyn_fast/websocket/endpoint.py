@@ -34,7 +34,7 @@ from ..encoding import dumps
 from ..exceptions import ServerNotRunning
 from ..http.router import compile_path
 from ..http.types import Headers, QueryParams
-from ..logs import get_logger
+from ..logs import field, get_logger
 from .extensions import DeflateParams
 from .ids import new_id
 
@@ -537,11 +537,12 @@ def _access_logged(
     code) when the close job runs, before ``on_close``."""
     started = time.perf_counter()
     where = f"{peer[0]}:{peer[1]}" if peer else "-"
-    _access.info("%s WS open %s id=%s", where, path, conn_id)
+    _access.info("%s WS open %s id=%s", field(where), field(path), field(conn_id))
 
     def logged(connector: Any) -> Any:
         took = (time.perf_counter() - started) * 1000.0
-        _access.info("%s WS close %s id=%s code=%s %.3fms", where, path, conn_id, close_code(), took)
+        _access.info("%s WS close %s id=%s code=%s %.3fms", field(where), field(path), field(conn_id), close_code(),
+                     took)
         return on_close(connector) if on_close is not None else None
 
     return logged

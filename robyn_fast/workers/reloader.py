@@ -3,9 +3,12 @@ file changes.
 
 The child is the same command line run again (``sys.orig_argv``) with
 ``ROBYN_FAST_DEV_CHILD=1``, so it imports the changed code; it serves one
-process on the same address (on Linux it binds with ``SO_REUSEPORT`` next to
-the reloader's socket that holds the port, so a port of 0 stays the same
-port across restarts). Every half second the reloader looks at the
+process on the listening sockets the reloader bound once
+(:func:`robyn_fast.listener.listen`), passed down as descriptors named by
+``ROBYN_FAST_LISTEN_FDS``: the address stays the reloader's across restarts
+(a port of 0 stays the same port, connections made while the app restarts
+wait in the backlog for the next child, and a second server on the address
+cannot bind it). Every half second the reloader looks at the
 modification times of the ``.py`` files and ``robyn.env`` under the app's
 directory (skipping hidden directories, virtualenvs and ``__pycache__``); on
 a change the child gets SIGTERM (a graceful shutdown: Close 1001 to every
@@ -20,20 +23,20 @@ import contextlib
 import os
 import select
 import signal
+import socket
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..logs import get_logger
-from .sockets import bind, reuse_port_available
 
-__all__ = ["Reloader", "DEV_CHILD_ENV", "is_dev_child"]
+__all__ = ["Reloader", "DEV_CHILD_ENV", "LISTEN_FDS_ENV", "is_dev_child", "inherited_fds"]
 
 log = get_logger("robyn_fast.workers")
 
 DEV_CHILD_ENV = "ROBYN_FAST_DEV_CHILD"
+LISTEN_FDS_ENV = "ROBYN_FAST_LISTEN_FDS"  # the listening descriptors a dev child serves, comma-separated
 _SKIP_DIRS = {"__pycache__", "node_modules", "site-packages", "build", "dist"}
 
 
@@ -41,15 +44,32 @@ def is_dev_child() -> bool:
     return os.environ.get(DEV_CHILD_ENV) == "1"
 
 
-class Reloader:
-    """Runs ``argv`` as a child and restarts it on source changes under ``root``."""
+def inherited_fds() -> list[int]:
+    """In a dev child, the listening descriptors the reloader passed down
+    (none elsewhere). ``ValueError`` when the variable is malformed."""
+    text = os.environ.get(LISTEN_FDS_ENV, "").strip() if is_dev_child() else ""
+    if not text:
+        return []
+    try:
+        fds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{LISTEN_FDS_ENV}={text!r}: expected descriptor numbers separated by commas") from None
+    if any(fd < 3 for fd in fds):
+        raise ValueError(f"{LISTEN_FDS_ENV}={text!r}: descriptors 0, 1 and 2 are not listening sockets")
+    return fds
 
-    def __init__(self, argv: list[str], root: str, host: str, port: int, *, close_timeout: float,
-                 interval: float = 0.5, env_file_names: Sequence[str] = ()) -> None:
+
+class Reloader:
+    """Runs ``argv`` as a child serving ``sockets`` (listening, named by
+    ``host``) and restarts it on source changes under ``root``."""
+
+    def __init__(self, argv: list[str], root: str, sockets: Sequence[socket.socket], host: str, *,
+                 close_timeout: float, interval: float = 0.5, env_file_names: Sequence[str] = ()) -> None:
         self.argv = argv
         self.root = Path(root)
+        self.sockets = list(sockets)
         self.host = host
-        self.port = port
+        self.port: int = self.sockets[0].getsockname()[1]
         self.close_timeout = close_timeout
         self.interval = interval
         # The variables this process took from robyn.env: not passed on, so
@@ -77,8 +97,10 @@ class Reloader:
 
     def _start_child(self) -> None:
         env = {name: value for name, value in os.environ.items() if name not in self.env_file_names}
-        env.update({DEV_CHILD_ENV: "1", "ROBYN_HOST": self.host, "ROBYN_PORT": str(self.port)})
-        self.child = subprocess.Popen(self.argv, env=env)
+        fds = [sock.fileno() for sock in self.sockets]
+        env.update({DEV_CHILD_ENV: "1", LISTEN_FDS_ENV: ",".join(map(str, fds)),
+                    "ROBYN_HOST": self.host, "ROBYN_PORT": str(self.port)})
+        self.child = subprocess.Popen(self.argv, env=env, pass_fds=fds)
         log.info("dev: serving from pid %d", self.child.pid)
 
     def _stop_child(self) -> None:
@@ -110,16 +132,8 @@ class Reloader:
         return not self.stopping
 
     def run(self) -> int:
-        """Serve until SIGTERM/SIGINT (exit status 0); 1 when the address
-        cannot be bound (one line on stderr)."""
-        try:
-            holder = bind(self.host, self.port, reuse_port=reuse_port_available(), backlog=None)
-        except OSError as exc:
-            print(f"robyn_fast: cannot listen on {self.host}:{self.port}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        self.port = holder.getsockname()[1]
-        if not reuse_port_available():
-            holder.close()  # elsewhere the child binds the port itself (a small window for a port of 0)
+        """Serve until SIGTERM/SIGINT (exit status 0). The sockets stay
+        open (the caller's)."""
         wakeup_r, wakeup_w = os.pipe()
         os.set_blocking(wakeup_r, False)
         os.set_blocking(wakeup_w, False)
@@ -151,4 +165,3 @@ class Reloader:
             signal.set_wakeup_fd(old_wakeup)
             os.close(wakeup_r)
             os.close(wakeup_w)
-            holder.close()

@@ -2,11 +2,17 @@
 event loop exists, restarts those that die, and stops them gracefully.
 
 Each worker is one process with one event loop (one core's worth of Python),
-serving the whole app. On Linux each worker listens on a socket of its own
-bound with ``SO_REUSEPORT`` to the same address, so the kernel spreads new
-connections over them (the supervisor keeps one more bound, not listening, to
-hold the port while workers come and go); elsewhere the supervisor listens
-once and the workers inherit that socket. The workers are joined by a
+serving the whole app. The launch path binds the address once
+(:func:`robyn_fast.listener.listen`, every address family), without
+``SO_REUSEPORT``, so that it fails when anything listens there already; on
+Linux the option is set after that bind, and the supervisor binds one more
+socket per worker to the same addresses with it (:func:`robyn_fast.listener.join`),
+before the fork: the kernel spreads new connections over the workers' sockets,
+and a second server, which binds without the option, cannot listen on the
+address while this one does (it exits 1). The supervisor holds every worker's
+sockets, closes a dead worker's (unless they are the last: they hold the
+port) and binds new ones for its replacement. Elsewhere every worker accepts on
+the launch path's sockets, inherited. The workers are joined by a
 :class:`~robyn_fast.broker.local.LocalBus`, so broadcasts, rooms and
 ``send_to`` reach every connection of the host. Each worker's ids carry its
 node tag (:mod:`robyn_fast.websocket.ids`).
@@ -20,8 +26,8 @@ Supervision:
   backoff (0.5 s, doubling with each restart of that slot in the last minute,
   at most 30 s) as the next generation of its slot, so ids of the dead one
   are never routed to the new one.
-- A worker that exits before it serves (a startup hook that raises, a port it
-  cannot bind) stops everything with exit status 1 when it is the first start
+- A worker that exits before it serves (a startup hook that raises, a broker
+  it cannot start) stops everything with exit status 1 when it is the first start
   or the third such failure in a row of a slot; its error is on stderr.
 
 What runs where: the code before ``app.start()`` runs once, in the
@@ -41,18 +47,17 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import metrics
-from ..broker import Broker, make_node_tag, random_node_tag
+from ..broker import Broker, make_node_tag
+from ..listener import join, joinable
 from ..logs import get_logger
 from ..broker.local import LocalBus
-from ..broker.resp import RedisAddress
-from ..server import ServedApp, Server, announce, base_url, run, websocket_urls
+from ..server import ServedApp, Server, announce, run, url_of, websocket_urls
 from ..websocket.ids import set_node_tag
-from .sockets import bind, reuse_port_available
 
 __all__ = ["Supervisor", "MAX_WORKERS"]
 
@@ -75,6 +80,7 @@ class _Slot:
     failures_before_ready: int = 0
     restarts: list[float] = field(default_factory=list)
     restart_at: float | None = None
+    sockets: list[socket.socket] | None = None  # what this slot's worker accepts on (None: to be bound)
 
 
 def _describe(status: int) -> str:
@@ -105,35 +111,39 @@ def _die_with(supervisor: int) -> None:
 
 
 class Supervisor:
-    """Serves ``app`` on ``host:port`` with ``processes`` worker processes."""
+    """Serves ``app`` on ``sockets`` (listening) with ``processes`` worker
+    processes. ``node``: each worker's broker when the workers are nodes on
+    Redis (built in the worker, after the fork); None: the workers are
+    joined by a LocalBus."""
 
     def __init__(
         self,
         app: ServedApp,
-        host: str,
-        port: int,
+        sockets: Sequence[socket.socket],
         processes: int,
         *,
         close_timeout: float,
         loop_factory: Callable[[], Any] | None = None,
         on_serving: Callable[[str], None] | None = None,
-        broker: RedisAddress | None = None,
+        node: Callable[[], Broker] | None = None,
     ) -> None:
         if not 1 <= processes <= MAX_WORKERS:
             raise ValueError(f"processes must be 1..{MAX_WORKERS}, got {processes}")
+        if not sockets:
+            raise ValueError("a supervisor needs at least one listening socket")
         self.app = app
-        self.host = host
-        self.port = port
+        self.sockets = list(sockets)
+        # Linux, and the launch path bound them shareable: a socket of its own per worker.
+        self.reuse_port = joinable(self.sockets)
+        self.urls = [url_of(sock, tls=app.config.ssl is not None) for sock in self.sockets]
         self.slots = [_Slot(i) for i in range(processes)]
         self.close_timeout = close_timeout
         self.loop_factory = loop_factory
         self.on_serving = on_serving
-        self.broker = broker  # None: the workers are joined by a LocalBus; else each is a node on Redis
+        self.node = node
         self.host_id = secrets.randbelow(0xFFFF) + 1
         self.rundir = ""
         self.counters: Any = None  # the workers' shared counter block (robyn_fast.metrics), made by run()
-        self.listener: socket.socket | None = None  # the reservation (reuseport) or the shared listening socket
-        self.reuse_port = reuse_port_available()
         self.stopping = False
         self.exit_code = 0
         self.stop_deadline: float | None = None
@@ -143,14 +153,8 @@ class Supervisor:
     # -- the supervisor ------------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve until SIGTERM/SIGINT (0) or a crash at start-up (1); 1 also
-        when the address cannot be bound (one line on stderr)."""
-        try:
-            self.listener = self._bind()
-        except OSError as exc:
-            print(f"robyn_fast: cannot listen on {self.host}:{self.port}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        self.port = self.listener.getsockname()[1]
+        """Serve until SIGTERM/SIGINT (0) or a crash at start-up (1). The
+        sockets stay open (the caller's)."""
         self.rundir = tempfile.mkdtemp(prefix="robyn_fast-")
         # One slot of counters per worker, shared by every process forked from here on: whichever
         # worker serves Config.metrics_path sums them without asking the others.
@@ -163,6 +167,10 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to wake select()
+        self.slots[0].sockets = self.sockets
+        if not self.reuse_port:
+            for slot in self.slots:
+                slot.sockets = self.sockets
         try:
             for slot in self.slots:
                 self._spawn(slot)
@@ -175,16 +183,9 @@ class Supervisor:
                 os.close(fd)
             for slot in self.slots:
                 self._close_ready(slot)
-            self.listener.close()
+                self._close_sockets(slot)
             shutil.rmtree(self.rundir, ignore_errors=True)
         return self.exit_code
-
-    def _bind(self) -> socket.socket:
-        if self.reuse_port:  # hold the port while workers bind and rebind theirs
-            return bind(self.host, self.port, reuse_port=True, backlog=None)
-        sock = bind(self.host, self.port, reuse_port=False, backlog=self.app.config.backlog)
-        sock.set_inheritable(True)
-        return sock
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
         if not self.stopping:
@@ -206,6 +207,12 @@ class Supervisor:
     def _loop(self) -> None:
         while True:
             self._reap()
+            if self.stopping:
+                # The workers stop accepting on their own copies; the supervisor's would only let the
+                # kernel queue connections nobody will accept (here, not in the signal handler, which
+                # may interrupt _spawn between binding a worker's sockets and forking it).
+                for slot in self.slots:
+                    self._close_sockets(slot)
             live = [s for s in self.slots if s.pid is not None]
             if self.stopping and not live:
                 return
@@ -255,12 +262,12 @@ class Supervisor:
                      slot.generation)
         if not self.announced and all(s.ready for s in self.slots):
             self.announced = True
-            where = base_url(self.host, self.port, tls=self.app.config.ssl is not None)
+            urls = self.urls
             pids = ", ".join(str(s.pid) for s in self.slots)
-            announce(f"robyn_fast: serving on {where} with {len(self.slots)} worker processes (pids {pids})"
-                     f"{websocket_urls(self.app, [where])}")
+            announce(f"robyn_fast: serving on {', '.join(urls)} with {len(self.slots)} worker processes (pids {pids})"
+                     f"{websocket_urls(self.app, urls[:1])}")
             if self.on_serving is not None:
-                self.on_serving(where)
+                self.on_serving(urls[0])
 
     def _reap(self) -> None:
         while True:
@@ -276,6 +283,10 @@ class Supervisor:
             self._close_ready(slot)
             slot.pid = None
             was_ready, slot.ready = slot.ready, False
+            if self.reuse_port and any(s.sockets for s in self.slots if s is not slot):
+                # So that the kernel stops handing this worker's socket new connections (those
+                # waiting in it are reset, as when any server dies); the replacement binds anew.
+                self._close_sockets(slot)
             if self.stopping:
                 if status != 0:
                     log.info("workers: worker %d (pid %d) stopped with %s", slot.index, pid, _describe(status))
@@ -303,6 +314,12 @@ class Supervisor:
         slot.restart_at = now + delay
         log.warning("workers: worker %d %s; restarting it in %.1f s", slot.index, what, delay)
 
+    def _close_sockets(self, slot: _Slot) -> None:
+        if slot.sockets is not None:
+            for sock in slot.sockets:
+                sock.close()
+            slot.sockets = None
+
     def _close_ready(self, slot: _Slot) -> None:
         if slot.ready_fd is not None:
             os.close(slot.ready_fd)
@@ -311,6 +328,12 @@ class Supervisor:
     def _spawn(self, slot: _Slot) -> None:
         if slot.pid is not None or self.stopping:
             return
+        if slot.sockets is None:
+            try:
+                slot.sockets = join(next(s.sockets for s in self.slots if s.sockets), self.app.config.backlog)
+            except OSError as exc:
+                self._failed_to_start(slot, f"cannot bind its socket: {exc.strerror or exc}")
+                return
         if slot.started_at:
             slot.generation = (slot.generation + 1) & 0xFF
         slot.started_at = time.monotonic()
@@ -357,6 +380,9 @@ class Supervisor:
             for other in self.slots:
                 if other.ready_fd is not None:
                     os.close(other.ready_fd)
+                if other.sockets is not None and other.sockets is not slot.sockets:
+                    for sock in other.sockets:  # else a dead worker's socket, closed by the supervisor, stays open
+                        sock.close()
             code = self._serve(slot, ready_w)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -371,23 +397,13 @@ class Supervisor:
                 os._exit(code)
 
     def _serve(self, slot: _Slot, ready_w: int) -> int:
-        assert self.listener is not None
-        if self.reuse_port:
-            self.listener.close()  # the supervisor's reservation, not ours
-            sock = bind(self.host, self.port, reuse_port=True, backlog=self.app.config.backlog)
-        else:
-            sock = self.listener
         bus: Broker
-        if self.broker is not None:
-            from ..broker.redis import RedisBroker
-
-            # A node among the workers of every host on this Redis: a random tag.
-            tag = random_node_tag()
-            bus = RedisBroker(self.broker, tag)
+        if self.node is not None:  # a node among the workers of every host on this Redis
+            bus = self.node()
         else:
             tag = make_node_tag(self.host_id, slot.index, slot.generation)
             bus = LocalBus(self.rundir, tag, len(self.slots))
-        set_node_tag(tag)
+            set_node_tag(tag)
         metrics.attach(self.counters, slot.index)
 
         async def ready(server: Server) -> None:
@@ -397,4 +413,5 @@ class Supervisor:
             os.write(ready_w, b"R")
             os.close(ready_w)
 
-        return run(self.app, sock=sock, loop_factory=self.loop_factory, broker=bus, on_ready=ready)
+        assert slot.sockets is not None
+        return run(self.app, slot.sockets, loop_factory=self.loop_factory, broker=bus, on_ready=ready)
