@@ -908,8 +908,8 @@ cdef class Connection(WSProtocol):
 
     # -- WSProtocol hooks: the I/O ---------------------------------------------------------
 
-    cdef size_t _transport_buffered(self) except? 0:
-        return <size_t>self.transport.get_write_buffer_size()
+    cdef Py_ssize_t _transport_buffered(self) except -1:
+        return self.transport.get_write_buffer_size()
 
     cdef int _output_ready(self) except -1:
         return self.hub.resources.mark_dirty(self)

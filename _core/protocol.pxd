@@ -109,7 +109,7 @@ cdef class WSProtocol(MessageSink):
     # Hooks for the glue (the base records events for loop-free use).
     cdef int _on_message(self, int opcode, object data) except -1
     cdef int _record(self, tuple event) except -1
-    cdef size_t _transport_buffered(self) except? 0
+    cdef Py_ssize_t _transport_buffered(self) except -1   # never negative: -1 is an exception
     cdef int _output_ready(self) except -1     # first output of a batch: the glue joins its flush
     cdef double _now(self) except? -1.0
     cdef int _on_abort(self) except -1         # close timeout: drop TCP now

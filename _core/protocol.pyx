@@ -193,7 +193,7 @@ cdef class WSProtocol(MessageSink):
         """Bytes queued and not yet taken, plus what the transport holds."""
         if self.state == ST_CLOSED:
             return self.out_bytes
-        return self.out_bytes + self._transport_buffered()
+        return self.out_bytes + <size_t>self._transport_buffered()
 
     # -- receiving (MessageSink) ------------------------------------------------------
 
@@ -421,7 +421,7 @@ cdef class WSProtocol(MessageSink):
         """The first output of this batch: note what the transport still
         buffers (it cannot grow before the batch is written, so later sends
         in the batch need not ask again) and tell the glue."""
-        self.tbuf = self._transport_buffered()      # may raise: then nothing changed
+        self.tbuf = <size_t>self._transport_buffered()      # may raise: then nothing changed
         self.in_dirty = True
         return self._output_ready()
 
@@ -462,8 +462,8 @@ cdef class WSProtocol(MessageSink):
     cdef int _on_message(self, int opcode, object data) except -1:
         return self._record(("message", data))
 
-    cdef size_t _transport_buffered(self) except? 0:
-        return self.transport_buffered
+    cdef Py_ssize_t _transport_buffered(self) except -1:
+        return <Py_ssize_t>self.transport_buffered
 
     cdef int _output_ready(self) except -1:
         return 0
