@@ -135,6 +135,26 @@ def test_the_compiled_core_imports_only_the_exceptions_and_logs_of_robyn_fast() 
     assert imports == {"robyn_fast.exceptions", "robyn_fast.logs", "robyn_fast._core.codec", "robyn_fast._core.metrics"}
 
 
+def test_the_protocol_module_is_sans_io() -> None:
+    """The WebSocket state machine imports no asyncio, no socket and no
+    transport: bytes and the time in, frames, events and deadlines out."""
+    imported = set()
+    for suffix in ("pyx", "pxd"):
+        text = (ROOT / "_core" / f"protocol.{suffix}").read_text()
+        for line in text.splitlines():
+            m = re.match(r"\s*(?:from\s+([\w.]+)\s+c?import|c?import\s+([\w.]+))", line)
+            if m:
+                imported.add(m.group(1) or m.group(2))
+        code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+        assert not re.search(r"\.(transport|loop)\b|\b(call_later|call_soon|get_running_loop|get_event_loop)\b",
+                             code), suffix
+    assert imported <= {
+        "cython", "cpython.bytes", "libc.stdint", "os", "robyn_fast._core.codec", "robyn_fast._core.metrics",
+        "robyn_fast.exceptions", "robyn_fast.logs",
+    }, imported
+    assert not imported & {"asyncio", "socket", "ssl", "selectors", "uvloop", "robyn_fast._core.connection"}
+
+
 def test_the_modules_the_core_imports_are_leaves() -> None:
     # robyn_fast.logs and robyn_fast.exceptions import nothing of robyn_fast, so the
     # compiled core depends on no other part of the Python layer through them.

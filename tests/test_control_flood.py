@@ -28,6 +28,7 @@ from robyn_fast._core.codec import build_close, build_ping, build_pong, build_te
 from robyn_fast._core.connection import Connection, Hub
 from robyn_fast.encoding import dumps
 
+from .fake_transport import FakeTransport
 from .process_helpers import ROOT, ServerProcess, process_rss
 from .server_helpers import eventually, read_frame, recv_until, running, upgrade_request, wait_for, ws_connect
 
@@ -39,48 +40,6 @@ TOO_SLOW = re.compile(r"client reads too slowly: (\d+) bytes queued.*closing wit
 # -- with a fake transport ----------------------------------------------------------------------
 
 
-class Transport:
-    """Keeps every frame written and every pause/resume call; its write
-    buffer holds ``buffered`` bytes (set by the test)."""
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.buffered = 0
-        self.reading = True
-        self.pauses = 0
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.chunks.extend(data)
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def pause_reading(self) -> None:
-        assert self.reading, "paused twice"
-        self.reading = False
-        self.pauses += 1
-
-    def resume_reading(self) -> None:
-        assert not self.reading, "resumed while reading"
-        self.reading = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else default
-
-
 @pytest.fixture(params=["uvloop", "asyncio"])
 def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
     loop = uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop()
@@ -88,11 +47,11 @@ def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def connection(loop: asyncio.AbstractEventLoop, on_message: Any = None, **config: Any) -> tuple[Connection, Transport]:
+def connection(loop: asyncio.AbstractEventLoop, on_message: Any = None, **config: Any) -> tuple[Connection, FakeTransport]:
     hub = Hub(loop, Config(**{"ping_interval": None, **config}), json_dumps=dumps)
     conn = Connection(hub, "c0", None, on_message, None)
     conn.connector = conn
-    transport = Transport()
+    transport = FakeTransport()
     conn.start(transport)  # type: ignore[arg-type]
     return conn, transport
 

@@ -131,7 +131,15 @@ def test_subprotocol_negotiation(loop_kind: str) -> None:
         sock.sendall(upgrade_request(extra="Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n"))
         head = recv_until(sock, b"\r\n\r\n").lower()
         assert b"sec-websocket-protocol: chat.v1\r\n" in head
+        # The handlers see what was agreed.
+        assert wait_for(lambda: len(rec.connectors) == 1)
+        assert [c.subprotocol for c in rec.connectors.values()] == ["chat.v1"]
         sock.close()
+    with running(rec.app, loop_kind) as srv:
+        plain, _ = ws_connect(srv.port)
+        assert wait_for(lambda: len(rec.connectors) == 2)
+        assert list(rec.connectors.values())[1].subprotocol is None  # none offered: none agreed
+        plain.close()
 
 
 def test_frames_sent_with_the_handshake_are_processed(loop_kind: str) -> None:
