@@ -8,7 +8,10 @@ private names."""
 from __future__ import annotations
 
 import ast
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +92,29 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return found
+
+
+def _symlinks() -> list[str]:
+    """The repository's symbolic links: git's record (mode 120000) in a checkout, else (an
+    unpacked sdist) a walk of the tree, leaving out what builds and virtualenvs make."""
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        listing = subprocess.run(["git", "ls-files", "-s", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        entries = [entry.decode() for entry in listing.split(b"\0") if entry]
+        return sorted(entry.split("\t", 1)[1] for entry in entries if entry.startswith("120000 "))
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("build", "dist", "__pycache__")
+                   and not d.endswith(".egg-info")]
+        found += [str(Path(folder, name).relative_to(ROOT)) for name in dirs + files if Path(folder, name).is_symlink()]
+    return sorted(found)
+
+
+def test_the_repository_has_no_symlinks() -> None:
+    """A link does not survive every checkout (a fresh-clone CI run broke on robyn_fast/_core ->
+    ../_core): the compiled core stays in the top-level _core/, and setup.py's package_dir and
+    robyn_fast/__init__.py (from a checkout) map it to robyn_fast._core."""
+    assert _symlinks() == []
+    assert not (PACKAGE / "_core").exists(), "robyn_fast/_core: the core lives in the top-level _core/"
 
 
 def test_no_import_cycles() -> None:
