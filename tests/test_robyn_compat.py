@@ -33,7 +33,7 @@ from robyn_fast import compat
 from robyn_fast.exceptions import InvalidState
 
 from .process_helpers import ROOT, ServerProcess, serve_script
-from .server_helpers import wait_for
+from .server_helpers import LOOPS, wait_for
 
 APP = Path("tests") / "robyn_apps" / "base_routes_ws.py"  # relative to ROOT, as a user types it
 ROBYN_FLAGS = ["--processes", "1", "--workers", "1", "--log-level", "DEBUG"]  # read by app.start(): one process
@@ -68,7 +68,7 @@ def serve_with_robyn_fast(script: Path, args: list[str] | None = None, loop_kind
         yield Served(server)
 
 
-@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
+@pytest.fixture(scope="module", params=LOOPS)
 def server(request: pytest.FixtureRequest) -> Iterator[Served]:
     """The Robyn app, started with Robyn's CLI flags after the script: they
     must reach the script untouched and change nothing."""
