@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Union
@@ -97,8 +98,12 @@ REQUEST_TYPES: dict[Any, Getter] = {
     params.Identity: REQUEST_PARTS["identity"],
 }
 
-# Kept for the name: the request is what a lone unknown parameter gets.
-_the_request = _get_request
+def _json_body(request: Request) -> Any:
+    try:
+        return request.json()
+    except ValueError as exc:
+        raise HTTPError(400, json.dumps({"error": f"Invalid JSON body: {exc}"}),
+                        [("Content-Type", "application/json")]) from exc
 
 
 def _by_annotation(annotation: Any) -> Getter | None:
@@ -111,6 +116,8 @@ def _by_annotation(annotation: Any) -> Getter | None:
     if getter is not None:
         return getter
     if inspect.isclass(annotation):
+        if issubclass(annotation, params.JsonBody):
+            return _json_body
         if issubclass(annotation, params.Body):
             return REQUEST_PARTS["body"]
         if issubclass(annotation, QueryParams):
@@ -156,11 +163,14 @@ def bind_http(
     ``global_dependencies`` and ``router_dependencies`` get those dicts of
     ``dependencies``, ``owner`` being the router); a parameter named like a
     path parameter of ``path`` gets its value; one named like an injected
-    dependency gets it (looked up at each call); else the first parameter,
-    when positional and no other takes the request, gets the :class:`~robyn_fast.http.types.Request`. A parameter
-    with a default that matches none is left to its default; any other
-    raises :class:`UnboundParameter` (a ``TypeError``) naming the handler and
-    the parameter, here, not when a request comes.
+    dependency gets it (looked up at each call). A parameter with a default
+    that matches none is left to its default; any other raises
+    :class:`UnboundParameter` (a ``TypeError``) naming the handler and the
+    parameter, here, not when a request comes: a lone parameter of another
+    name (``def handler(rq)``) is not taken for the request, as in Robyn
+    0.77-0.79, whose apps answer such a route 500 (``SyntaxError:
+    Unexpected request params found``), which the lenient registration of
+    the compat app reproduces.
     """
     name = _handler_name(handler)
     try:
@@ -188,7 +198,6 @@ def bind_http(
     annotations = _annotations(handler, parameters)
     positional: list[Getter] = []
     keywords: dict[str, Getter] = {}
-    request_taken = any(p.name in ("request", "req", "r") or annotations[p.name] is Request for p in parameters)
     for p in parameters:
         getter = _by_annotation(annotations[p.name])
         if getter is not None:
@@ -203,8 +212,6 @@ def bind_http(
             getter = _path_param(p.name)
         elif p.name in injected:
             getter = dependency(p.name)
-        elif not request_taken and p is parameters[0] and p.kind is not p.KEYWORD_ONLY:
-            getter, request_taken = _get_request, True
         if getter is None:
             if p.default is not p.empty:
                 continue
