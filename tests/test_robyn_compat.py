@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 import types
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -523,3 +524,23 @@ def test_exceptions_as_robyn_defines_them(shim: None) -> None:
     ws = WebSocketException(1008)
     assert (ws.code, ws.reason, str(ws), repr(ws)) == (1008, "", "1008: ", "WebSocketException(code=1008, reason=)")
     assert isinstance(err, robyn_fast.exceptions.RobynFastError) and isinstance(ws, Exception)
+
+
+@pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
+def test_docs_served_unless_disable_openapi(tmp_path: Path, loop_kind: str) -> None:
+    (tmp_path / "app.py").write_text(
+        "from robyn import Robyn\n"
+        "app = Robyn(__file__)\n"
+        "@app.get('/hello')\n"
+        "def hello():\n"
+        "    return 'hi'\n"
+        "app.start()\n")
+    for args, expected in (([], 200), (["--disable-openapi"], 404)):
+        with serve_with_robyn_fast(tmp_path / "app.py", args, loop_kind) as served:
+            try:
+                with urllib.request.urlopen(served.http_url + "/openapi.json", timeout=TIMEOUT) as resp:
+                    status = resp.status
+                    assert "/hello" in json.loads(resp.read())["paths"]
+            except urllib.error.HTTPError as err:
+                status = err.code
+            assert status == expected, args

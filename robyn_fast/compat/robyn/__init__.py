@@ -145,8 +145,13 @@ class Robyn(robyn_fast.Robyn):
 
     def start(self, *args: Any, **kwargs: Any) -> None:
         """Robyn's ``start``: serves ``/openapi.json`` and ``/docs`` first (unless
-        the config says ``disable_openapi``), then robyn_fast's ``start``."""
-        if not self._disable_openapi:
+        the config says ``disable_openapi`` or the command line
+        ``--disable-openapi``), then robyn_fast's ``start``."""
+        import sys
+
+        argv = kwargs.get("argv")
+        flags = sys.argv[1:] if argv is None else list(argv)
+        if not self._disable_openapi and "--disable-openapi" not in flags:
             self.serve_openapi()
         super().start(*args, **kwargs)
 
