@@ -468,6 +468,11 @@ def test_openapi_module_as_robyn_defines_it(shim: None, tmp_path: Path) -> None:
     )
 
     assert robyn.OpenAPI is OpenAPI and issubclass(OpenAPI, robyn_fast.openapi.OpenAPI)
+    import typing
+
+    from robyn.openapi import str_typed_dict
+
+    assert typing.get_type_hints(str_typed_dict) == {"key": str, "value": str}
     info = OpenAPIInfo(title="Shop", version="2.0", description="d", contact=Contact(name="me", email="a@b.c"),
                        license=License(name="MIT"), servers=[Server(url="https://api.example")],
                        externalDocs=ExternalDocumentation(description="more", url="https://docs.example"),

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from robyn_fast.compat import module_getattr
 from robyn_fast.http.types import Response
 from robyn_fast.openapi import Components, Contact, ExternalDocumentation, License, OpenAPIInfo, Server
 from robyn_fast.openapi import OpenAPI as _OpenAPI
 
-__all__ = ["OpenAPI", "OpenAPIInfo", "Contact", "License", "Server", "ExternalDocumentation", "Components"]
+__all__ = ["OpenAPI", "OpenAPIInfo", "Contact", "License", "Server", "ExternalDocumentation", "Components",
+           "str_typed_dict"]
+
+
+class str_typed_dict(TypedDict):  # noqa: N801 (Robyn's name)
+    """Robyn's placeholder annotation for a query or body of string fields."""
+
+    key: str
+    value: str
 
 
 class OpenAPI(_OpenAPI):
