@@ -6,7 +6,7 @@ answers every import of ``robyn`` and ``robyn.<module>`` with the shim in
 gives robyn_fast's classes, whether or not the real Robyn is installed.
 
 A name that Robyn 0.77 has and robyn_fast does not (``robyn.MCPApp``,
-``import robyn.openapi``, ``app.init_openapi``...) raises an error that
+``import robyn.mcp``, ``app.view``...) raises an error that
 names it and says robyn_fast does not support it, at the line that uses it:
 :class:`UnsupportedRobynFeature` (an ``ImportError``) for ``from robyn import
 X``, :class:`UnsupportedRobynModule` (a ``ModuleNotFoundError``) for a module,

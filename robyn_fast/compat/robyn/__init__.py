@@ -102,7 +102,7 @@ class Robyn(robyn_fast.Robyn):
     """robyn_fast's application class under Robyn's name.
 
     Calling a method of Robyn's app that robyn_fast does not have
-    (``app.init_openapi``, ``app.mcp``...) raises
+    (``app.mcp``, ``app.view``...) raises
     :class:`~robyn_fast.compat.UnsupportedRobynMethod` (an
     ``AttributeError``) that names it.
     """
