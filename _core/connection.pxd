@@ -1,5 +1,5 @@
-# Contract of the compiled WebSocket connection layer: the I/O glue and the
-# handler dispatch over the sans-I/O protocol (protocol.pxd).
+# Contract of the compiled WebSocket connection layer: the I/O glue over the
+# sans-I/O protocol (protocol.pxd) and the handler dispatcher.
 #
 # LoopResources: one per event loop (the server's), shared by every endpoint
 # served on it: the output cork (every connection written to during a loop
@@ -10,17 +10,27 @@
 #
 # Hub: one per WebSocket endpoint and event loop, created and owned by the
 # server (robyn_fast.server.Server). It is the connection table (by id, and by
-# room), the endpoint's typed Settings, its shared compressors, and the owner
-# of every handler Task it starts (kept referenced until done) and of the count
-# of connections whose close handler has not finished yet (what graceful
-# shutdown waits for).
+# room), the endpoint's typed Settings, its shared compressors, its Dispatcher
+# and the count of connections whose close handler has not finished yet (what
+# graceful shutdown waits for).
+#
+# Dispatcher: one per Hub, shared by its connections. It runs the endpoint's
+# handlers for each connection one at a time in arrival order, each call in
+# its own copy of the endpoint's context; a sync handler inline, an async one
+# in a real asyncio Task from its first line (started eagerly on Python >=
+# 3.12), every Task referenced until done. It sends a handler's return value,
+# logs a handler's error (then closes 1011 if close_on_error), orders a
+# close() from inside a handler after that handler's reply and never behind
+# its suspension, and runs the close handler last. What it keeps per
+# connection is the few slots marked "dispatcher" in Connection (one object
+# per hub instead of one per connection: no memory per idle connection); it
+# reaches back into the glue only through Connection.backlog_pause (the
+# read_high_water/read_low_water bound), send_data and the protocol's close.
 #
 # Connection: one per upgraded TCP connection, the transport's protocol after
 # the 101: a WSProtocol (state, close handshake, keepalive, Pong coalescing,
-# backpressure) plus buffers, pause/resume and flush, and the dispatcher that
-# runs the endpoint's handlers one at a time in arrival order, each call in
-# its own copy of the hub's context; an async handler runs in a real asyncio
-# Task from its first line (started eagerly on Python >= 3.12).
+# backpressure) plus buffers, pause/resume and flush; it hands connect,
+# messages, close() and the loss of the transport to the hub's Dispatcher.
 
 from libc.stdint cimport uint8_t
 from robyn_fast._core.codec cimport Deflater, FrameParser, Inflater, Message, MessageSink
@@ -54,16 +64,43 @@ cdef class LoopResources:
     cdef int _arm_sweep(self) except -1
 
 
+cdef class Dispatcher:
+    cdef Hub hub
+    cdef object loop
+    cdef object context                   # contextvars.Context each handler call runs in a copy of
+    cdef readonly dict tasks              # handler Task not yet done -> its Connection (referenced until done)
+    cdef object task_done_cb              # bound self._task_done, created once
+    cdef object resolve_cb                # bound self._resolve_pending_close, created once
+    cdef bint discarding                  # shutting down: queued message jobs are dropped, close jobs run
+    cdef readonly Py_ssize_t discarded    # message jobs dropped that way (logged once)
+
+    cdef int connect(self, Connection conn) except -1        # run the connect handler (first job)
+    cdef int message(self, Connection conn, object data) except -1
+    cdef int lost(self, Connection conn) except -1           # transport gone: the close handler, last
+    cdef int closing(self, Connection conn) except -1        # the protocol entered CLOSING
+    cdef int request_close(self, Connection conn, int code, str reason) except -1  # 1 asked, 0 already closing
+    cdef int discard(self) except -1                         # from now on only close jobs run (end of shutdown's grace)
+    cdef int cancel_all(self) except -1                      # cancel every handler Task; returns how many
+    cdef int _enqueue(self, Connection conn, object job) except -1
+    cdef int _pump(self, Connection conn) except -1
+    cdef int _run_job(self, Connection conn, object job) except -1
+    cdef int _close_pending(self, Connection conn) except -1
+    cdef bint _in_own_handler(self, Connection conn) except -1
+    cdef int _task_outcome(self, Connection conn, object job, object task) except -1
+    cdef int _cancelled(self, Connection conn, object job) except -1
+    cdef int _finish_job(self, Connection conn, object job, object result) except -1
+    cdef int _handler_error(self, Connection conn, object job, object exc) except -1
+    cdef int _after_error(self, Connection conn, object job) except -1
+    cdef int _job_done(self, Connection conn, object job) except -1
+
+
 cdef class Hub:
     cdef readonly object loop
     cdef readonly dict connections        # id -> Connection (open or closing), until connection_lost
     cdef readonly dict rooms              # room name -> {id: Connection}
-    cdef readonly set tasks               # handler Tasks not yet done: referenced here until they are
     cdef readonly Py_ssize_t live         # connections started whose close handler has not finished
     cdef list idle_waiters                # futures resolved when `live` drops to 0
-    cdef bint discarding                  # shutting down: queued message jobs are dropped, close jobs run
-    cdef readonly Py_ssize_t discarded    # message jobs dropped that way (logged once)
-    cdef object context                   # contextvars.Context each handler call runs in a copy of
+    cdef readonly Dispatcher dispatcher   # runs this endpoint's handlers
     cdef object json_dumps                # dict/list -> str for sends and return values
     cdef readonly Settings settings       # the endpoint's settings (robyn_fast._core.protocol)
     # permessage-deflate.
@@ -91,23 +128,13 @@ cdef class Hub:
 
 cdef class Connection(WSProtocol):
     # The protocol (state, close handshake, keepalive, output batch, backpressure)
-    # is WSProtocol's (protocol.pxd); what follows is the I/O glue and the dispatcher.
+    # is WSProtocol's (protocol.pxd); what follows is the I/O glue, then the
+    # slots the hub's Dispatcher keeps for this connection.
     cdef readonly object transport
     cdef readonly Hub hub
-    cdef public object connector          # what handlers receive (robyn_fast.websocket.WebSocketConnector)
-    cdef object on_connect                # handler(connector) or None
-    cdef object on_message                # handler(connector, message) or None
-    cdef object on_close                  # handler(connector) or None
     cdef bint started
-    cdef bint done                        # the close job has run (hub.finished was called)
     cdef bint parsing                     # _read is on the stack: the parser is released after it, not under it
     cdef readonly object rooms            # set of room names, or None
-    # Handler queue: jobs run one at a time, in arrival order.
-    cdef object queue                     # collections.deque, created when first needed
-    cdef bint running                     # a handler call (or an eager first step) is on the stack
-    cdef readonly object task             # the Task of a suspended async handler, or None
-    cdef object current_job               # the job that task runs
-    cdef object pending_close             # (code, reason) from close() inside this connection's own handler
     cdef bint using_shared                # the last get_buffer() lent the hub's shared buffer
     cdef bint join_writes                 # a TLS transport: one write of the joined frames (one record)
     cdef readonly bint reading_paused     # transport.pause_reading() is in force (for either reason below)
@@ -117,20 +144,23 @@ cdef class Connection(WSProtocol):
     cdef int deflate_bits                 # the window our frames may use (9..15)
     cdef bint deflate_shared              # deflater is the hub's (no context takeover)
     cdef readonly object deflate_params   # what was agreed (robyn_fast.websocket.extensions.DeflateParams) or None
+    # Dispatcher slots: set at construction (the connector by the endpoint),
+    # then read and written by the hub's Dispatcher only.
+    cdef public object connector          # what handlers receive (robyn_fast.websocket.WebSocketConnector)
+    cdef object on_connect                # handler(connector) or None
+    cdef object on_message                # handler(connector, message) or None
+    cdef object on_close                  # handler(connector) or None
+    cdef object queue                     # jobs waiting, in arrival order: collections.deque, created when first needed
+    cdef bint running                     # a handler call (or an eager first step) is on the stack
+    cdef bint done                        # the close job has run (hub.finished was called)
+    cdef readonly object task             # the Task of a suspended async handler, or None
+    cdef object current_job               # the job that task runs
+    cdef object pending_close             # (code, reason) from close() inside this connection's own handler
 
     cdef int _read(self, size_t nbytes) except -1
-    cdef int _close_pending(self) except -1
-    cdef bint _in_own_handler(self) except -1
-    cdef int _enqueue(self, object job) except -1
-    cdef int _pump(self) except -1
-    cdef int _run_job(self, object job) except -1
-    cdef object _handler_for(self, object job)
-    cdef int _task_outcome(self, object job, object task) except -1
-    cdef int _cancelled(self, object job) except -1
-    cdef int _finish_job(self, object job, object result) except -1
-    cdef int _handler_error(self, object job, object exc) except -1
-    cdef int _after_error(self, object job) except -1
-    cdef int _job_done(self, object job) except -1
+    # The dispatcher's handle on flow control: pause reading while the
+    # handler backlog is over read_high_water, resume at read_low_water.
+    cdef int backlog_pause(self, bint paused) except -1
     # Queue a plain data frame built by codec.build_message_c, compressed first
     # when deflate was negotiated and the payload reaches the threshold.
     # `cache` (a broadcast's, 7 slots by window bits) holds the compressed

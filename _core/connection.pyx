@@ -7,7 +7,8 @@
 # Control frames are answered here; data messages go to the endpoint's
 # handlers, one at a time and in arrival order.
 #
-# Handlers: every call runs in a fresh copy of the hub's context, so a
+# Handlers (the hub's Dispatcher): every call runs in a fresh copy of the
+# endpoint's context, so a
 # ContextVar a handler sets never leaks into the next message. A sync handler
 # is called inline. An async handler runs in a real asyncio Task from its first
 # line (asyncio.current_task(), timeout(), TaskGroup work as anywhere else):
@@ -237,6 +238,249 @@ cdef class LoopResources:
         return len(self.hubs)
 
 
+cdef inline object _handler_for(Connection conn, object job):
+    if job is _CONNECT:
+        return conn.on_connect
+    if job is _CLOSE:
+        return conn.on_close
+    return conn.on_message
+
+
+@cython.final
+cdef class Dispatcher:
+    """Runs one endpoint's handlers; one per :class:`Hub`, shared by its
+    connections (created by the hub).
+
+    For each connection, jobs (connect, each message, close) run one at a
+    time in arrival order, every call in a fresh copy of ``context``. A sync
+    handler is called inline; an async one runs in an asyncio Task from its
+    first line (eagerly on Python >= 3.12), referenced in :attr:`tasks`
+    until it is done. A handler's return value is sent as a message, an
+    exception is logged (and closes the connection with 1011 when
+    ``close_on_error``). Messages arriving while a handler runs or is
+    suspended wait in the connection's backlog; over ``read_high_water`` of
+    them the connection stops reading until ``read_low_water``. Closing is
+    never deferred behind a suspended handler: a close() from the
+    connection's own handler goes after that handler's reply, or at its next
+    suspension; the close handler runs after everything queued before it.
+    """
+
+    def __cinit__(self):
+        self.tasks = {}
+
+    def __init__(self, Hub hub not None, context):
+        self.hub = hub
+        self.loop = hub.loop
+        self.context = context
+        self.task_done_cb = self._task_done
+        self.resolve_cb = self._resolve_pending_close
+
+    # -- what the glue hands over --------------------------------------------------------
+
+    cdef int connect(self, Connection conn) except -1:
+        return self._enqueue(conn, _CONNECT)
+
+    cdef int message(self, Connection conn, object data) except -1:
+        # Fast path: nothing queued and no handler running or suspended: run it now.
+        if conn.task is None and not conn.running and (conn.queue is None or not conn.queue):
+            if conn.on_message is not None:
+                self._run_job(conn, data)
+            return 0
+        return self._enqueue(conn, data)
+
+    cdef int lost(self, Connection conn) except -1:
+        conn.pending_close = None
+        return self._enqueue(conn, _CLOSE)
+
+    cdef int closing(self, Connection conn) except -1:
+        conn.pending_close = None       # the Close is on its way: a close() asked for inside a handler is moot
+        return 0
+
+    cdef int request_close(self, Connection conn, int code, str reason) except -1:
+        if conn.pending_close is not None:
+            return 0
+        if self._in_own_handler(conn):
+            conn.pending_close = (code, reason)
+            if not conn.running:
+                # A later step of our handler's Task: once the step is over,
+                # either the Task finished (then _task_done sends its return
+                # value, then the Close) or it suspended (then the Close goes).
+                self.loop.call_soon(self.resolve_cb, conn)
+            return 1
+        conn._do_close(code, reason)
+        return 1
+
+    cdef int discard(self) except -1:
+        self.discarding = True
+        return 0
+
+    cdef int cancel_all(self) except -1:
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
+
+    # -- closing -----------------------------------------------------------------------
+
+    cdef bint _in_own_handler(self, Connection conn) except -1:
+        if conn.running:
+            return True
+        if conn.task is None:
+            return False
+        return _current_task(self.loop) is conn.task
+
+    def _resolve_pending_close(self, Connection conn):
+        if conn.task is not None and conn.task.done():
+            return
+        self._close_pending(conn)
+
+    cdef int _close_pending(self, Connection conn) except -1:
+        if conn.pending_close is not None:
+            code, reason = conn.pending_close
+            conn.pending_close = None
+            conn._do_close(code, reason)
+        return 0
+
+    # -- the backlog ---------------------------------------------------------------------
+
+    cdef int _enqueue(self, Connection conn, object job) except -1:
+        if conn.queue is None:
+            conn.queue = _deque()
+        conn.queue.append(job)
+        if conn.task is not None or conn.running:
+            if (not conn.backlog_paused and conn.state == ST_OPEN
+                    and len(conn.queue) >= conn.settings.high_water):
+                conn.backlog_pause(True)
+            return 0
+        return self._pump(conn)
+
+    cdef int _pump(self, Connection conn) except -1:
+        cdef object queue = conn.queue
+        cdef object job
+        if queue is None:
+            return 0
+        while queue and conn.task is None and not conn.running:
+            job = queue.popleft()
+            if self.discarding and job is not _CLOSE:
+                # Shutdown's grace period is over: only close handlers still run.
+                if self.discarded == 0:
+                    _log.warning("shutdown: dropping messages still waiting for their handlers")
+                self.discarded += 1
+                continue
+            self._run_job(conn, job)
+        if conn.backlog_paused and len(queue) <= conn.settings.low_water:
+            conn.backlog_pause(False)
+        return 0
+
+    # -- running a job -------------------------------------------------------------------
+
+    cdef int _run_job(self, Connection conn, object job) except -1:
+        cdef object handler = _handler_for(conn, job)
+        cdef object ctx, result
+        cdef object task = None
+        if handler is None:
+            return self._job_done(conn, job)
+        ctx = PyContext_Copy(self.context)
+        conn.running = True
+        try:
+            PyContext_Enter(ctx)
+            try:
+                if job is _CONNECT or job is _CLOSE:
+                    result = handler(conn.connector)
+                else:
+                    result = handler(conn.connector, job)
+            finally:
+                PyContext_Exit(ctx)
+            if _is_coroutine(result):
+                task = _start_task(self.loop, result, ctx)
+        except Exception as exc:
+            return self._handler_error(conn, job, exc)
+        except _CancelledError:
+            return self._cancelled(conn, job)
+        finally:
+            conn.running = False
+        if task is None:
+            return self._finish_job(conn, job, result)
+        if task.done():  # it finished within its eager first step
+            return self._task_outcome(conn, job, task)
+        conn.task = task
+        conn.current_job = job
+        self.tasks[task] = conn
+        task.add_done_callback(self.task_done_cb)
+        # Suspended: a Close its first step asked for goes now.
+        return self._close_pending(conn)
+
+    def _task_done(self, task):
+        cdef Connection conn = self.tasks.pop(task)
+        job = conn.current_job
+        conn.current_job = None
+        conn.task = None
+        self._task_outcome(conn, job, task)
+        self._pump(conn)
+
+    cdef int _task_outcome(self, Connection conn, object job, object task) except -1:
+        if task.cancelled():
+            return self._cancelled(conn, job)
+        exc = task.exception()
+        if exc is not None:
+            return self._handler_error(conn, job, exc)
+        return self._finish_job(conn, job, task.result())
+
+    cdef int _cancelled(self, Connection conn, object job) except -1:
+        _log.debug("websocket %s: %s handler cancelled", conn.key, _event_name(job))
+        self._close_pending(conn)
+        return self._job_done(conn, job)
+
+    cdef int _finish_job(self, Connection conn, object job, object result) except -1:
+        cdef bytes frame
+        if result is not None and job is not _CLOSE:
+            try:
+                frame = _frame(result, self.hub.json_dumps)
+            except Exception as exc:
+                _log.error("websocket %s: %s handler %s returned a value that cannot be sent (%s: %s); "
+                           "nothing was sent", conn.key, _event_name(job), _handler_name(_handler_for(conn, job)),
+                           type(exc).__name__, exc)
+                return self._after_error(conn, job)
+            if conn.state == ST_OPEN:
+                conn.send_data(frame, None)
+            else:
+                _log.debug("websocket %s: connection closing; the handler's return value was dropped", conn.key)
+        self._close_pending(conn)
+        return self._job_done(conn, job)
+
+    cdef int _handler_error(self, Connection conn, object job, object exc) except -1:
+        _log.error("websocket %s: %s handler %s raised", conn.key, _event_name(job),
+                   _handler_name(_handler_for(conn, job)), exc_info=exc)
+        return self._after_error(conn, job)
+
+    cdef int _after_error(self, Connection conn, object job) except -1:
+        self.hub.m.handler_errors += 1
+        if conn.pending_close is not None:
+            self._close_pending(conn)
+        elif conn.settings.close_on_error and job is not _CLOSE:
+            conn._do_close(1011, "internal error")
+        return self._job_done(conn, job)
+
+    cdef int _job_done(self, Connection conn, object job) except -1:
+        if job is _CLOSE and not conn.done:
+            conn.done = True
+            # Nothing runs for this connection any more: let go of the connector
+            # (it refers to the connection) and the handlers (a closure may too,
+            # as the access log's does), so the cycles end here and reference
+            # counting frees the connection once nobody else holds the
+            # connector. A connector kept by user code still works, as a
+            # closed one.
+            conn.connector = None
+            conn.on_connect = conn.on_message = conn.on_close = None
+            self.hub.finished(conn)
+        return 0
+
+    @property
+    def live_tasks(self):
+        """Handler Tasks started and not yet done."""
+        return len(self.tasks)
+
+
 @cython.final
 cdef class Hub:
     """The connections of one WebSocket endpoint on one event loop.
@@ -253,7 +497,6 @@ cdef class Hub:
     def __cinit__(self):
         self.connections = {}
         self.rooms = {}
-        self.tasks = set()
         self.idle_waiters = []
         self.m = current_counters()
 
@@ -266,7 +509,7 @@ cdef class Hub:
             raise ValueError("the LoopResources belong to another event loop")
         self.loop = loop
         self.json_dumps = json_dumps
-        self.context = context if context is not None else contextvars.copy_context()
+        self.dispatcher = Dispatcher(self, context if context is not None else contextvars.copy_context())
         self.settings = settings if isinstance(settings, Settings) else Settings.from_config(settings)
         self.shared_deflaters = [None] * 7
         self.resources = resources
@@ -353,9 +596,19 @@ cdef class Hub:
         return fut
 
     @property
+    def tasks(self):
+        """The handler Tasks started for this endpoint and not yet done (a snapshot)."""
+        return set(self.dispatcher.tasks)
+
+    @property
     def live_tasks(self):
-        """Handler Tasks started by this hub and not yet done."""
-        return len(self.tasks)
+        """Handler Tasks started for this endpoint and not yet done."""
+        return len(self.dispatcher.tasks)
+
+    @property
+    def discarded(self):
+        """Queued messages dropped at the end of a shutdown's grace period."""
+        return self.dispatcher.discarded
 
     cpdef int join(self, Connection conn, object room) except -1:
         cdef dict members
@@ -413,13 +666,10 @@ cdef class Hub:
         cancel the handler Tasks still running. Returns how many Tasks were
         cancelled."""
         cdef Connection conn
-        self.discarding = True
+        self.dispatcher.discard()
         for conn in PyDict_Values(self.connections):
             conn.abort()
-        tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        return len(tasks)
+        return self.dispatcher.cancel_all()
 
 
 cdef Py_ssize_t _broadcast(dict members, bytes frame, object exclude):
@@ -475,7 +725,7 @@ cdef class Connection(WSProtocol):
         self.join_writes = transport.get_extra_info("sslcontext") is not None
         self.hub.add(self)
         self.opened(self.hub.loop.time())
-        self._enqueue(_CONNECT)
+        self.hub.dispatcher.connect(self)
         if initial and self.state == ST_OPEN:
             self.parser.append_input(<const uint8_t *><char *>initial, <size_t>len(initial))
             self._read(0)
@@ -563,6 +813,10 @@ cdef class Connection(WSProtocol):
         if self.hub.on_congestion is not None:
             self.hub.on_congestion(self, False)
 
+    cdef int backlog_pause(self, bint paused) except -1:
+        self.backlog_paused = paused
+        return self._set_reading()
+
     cdef int _set_reading(self) except -1:
         """Pause reading while either reason holds (handlers behind, writes
         backed up); resume once neither does."""
@@ -580,7 +834,6 @@ cdef class Connection(WSProtocol):
         if self.state == ST_CLOSED:
             return
         self.connection_lost_c()
-        self.pending_close = None
         # A connector kept by user code must not keep zlib state or buffers:
         # drop the compressor (sends are refused from now on anyway) and the
         # parser's buffers, inflater and its cycles with us and its window.
@@ -590,7 +843,7 @@ cdef class Connection(WSProtocol):
         self.hub.remove(self)
         if self.writing_paused and self.hub.on_congestion is not None:
             self.hub.on_congestion(self, False)
-        self._enqueue(_CLOSE)
+        self.hub.dispatcher.lost(self)
 
     # -- reading ---------------------------------------------------------------
 
@@ -618,12 +871,7 @@ cdef class Connection(WSProtocol):
 
     cdef int on_data(self, int opcode, object data, int rsv) except -1:
         self.m.messages_in += 1
-        # Fast path: nothing queued and no handler running or suspended: run it now.
-        if self.task is None and not self.running and (self.queue is None or not self.queue):
-            if self.on_message is not None:
-                self._run_job(data)
-            return 0
-        return self._enqueue(data)
+        return self.hub.dispatcher.message(self, data)
 
     # -- closing ------------------------------------------------------------------
 
@@ -639,184 +887,14 @@ cdef class Connection(WSProtocol):
         Raises ValueError (or TypeError) for a code or reason a peer would
         reject, before anything changes."""
         build_close(code, reason)       # validates before anything changes
-        if self.state != ST_OPEN or self.pending_close is not None:
+        if self.state != ST_OPEN:
             return False
-        if self._in_own_handler():
-            self.pending_close = (code, reason)
-            if not self.running:
-                # A later step of our handler's Task: once the step is over,
-                # either the Task finished (then _task_done sends its return
-                # value, then the Close) or it suspended (then the Close goes).
-                self.hub.loop.call_soon(self._resolve_pending_close)
-            return True
-        self._do_close(code, reason)
-        return True
-
-    cdef bint _in_own_handler(self) except -1:
-        if self.running:
-            return True
-        if self.task is None:
-            return False
-        return _current_task(self.hub.loop) is self.task
-
-    def _resolve_pending_close(self):
-        if self.task is not None and self.task.done():
-            return
-        self._close_pending()
-
-    cdef int _close_pending(self) except -1:
-        if self.pending_close is not None:
-            code, reason = self.pending_close
-            self.pending_close = None
-            self._do_close(code, reason)
-        return 0
+        return self.hub.dispatcher.request_close(self, code, reason) == 1
 
     def abort(self):
         """Drop the TCP connection at once, without a closing handshake."""
         if self.state != ST_CLOSED and self.transport is not None:
             self.transport.abort()
-
-    # -- handlers -------------------------------------------------------------------
-
-    cdef int _enqueue(self, object job) except -1:
-        if self.queue is None:
-            self.queue = _deque()
-        self.queue.append(job)
-        if self.task is not None or self.running:
-            if (not self.backlog_paused and self.state == ST_OPEN
-                    and len(self.queue) >= self.settings.high_water):
-                self.backlog_paused = True
-                self._set_reading()
-            return 0
-        return self._pump()
-
-    cdef int _pump(self) except -1:
-        cdef object queue = self.queue
-        cdef object job
-        cdef Hub hub = self.hub
-        if queue is None:
-            return 0
-        while queue and self.task is None and not self.running:
-            job = queue.popleft()
-            if hub.discarding and job is not _CLOSE:
-                # Shutdown's grace period is over: only close handlers still run.
-                if hub.discarded == 0:
-                    _log.warning("shutdown: dropping messages still waiting for their handlers")
-                hub.discarded += 1
-                continue
-            self._run_job(job)
-        if self.backlog_paused and len(queue) <= self.settings.low_water:
-            self.backlog_paused = False
-            self._set_reading()
-        return 0
-
-    cdef object _handler_for(self, object job):
-        if job is _CONNECT:
-            return self.on_connect
-        if job is _CLOSE:
-            return self.on_close
-        return self.on_message
-
-    cdef int _run_job(self, object job) except -1:
-        cdef Hub hub = self.hub
-        cdef object handler = self._handler_for(job)
-        cdef object ctx, result
-        cdef object task = None
-        if handler is None:
-            return self._job_done(job)
-        ctx = PyContext_Copy(hub.context)
-        self.running = True
-        try:
-            PyContext_Enter(ctx)
-            try:
-                if job is _CONNECT or job is _CLOSE:
-                    result = handler(self.connector)
-                else:
-                    result = handler(self.connector, job)
-            finally:
-                PyContext_Exit(ctx)
-            if _is_coroutine(result):
-                task = _start_task(hub.loop, result, ctx)
-        except Exception as exc:
-            return self._handler_error(job, exc)
-        except _CancelledError:
-            return self._cancelled(job)
-        finally:
-            self.running = False
-        if task is None:
-            return self._finish_job(job, result)
-        if task.done():  # it finished within its eager first step
-            return self._task_outcome(job, task)
-        self.task = task
-        self.current_job = job
-        hub.tasks.add(task)
-        task.add_done_callback(self._task_done)
-        # Suspended: a Close its first step asked for goes now.
-        return self._close_pending()
-
-    def _task_done(self, task):
-        job = self.current_job
-        self.current_job = None
-        self.task = None
-        self.hub.tasks.discard(task)
-        self._task_outcome(job, task)
-        self._pump()
-
-    cdef int _task_outcome(self, object job, object task) except -1:
-        if task.cancelled():
-            return self._cancelled(job)
-        exc = task.exception()
-        if exc is not None:
-            return self._handler_error(job, exc)
-        return self._finish_job(job, task.result())
-
-    cdef int _cancelled(self, object job) except -1:
-        _log.debug("websocket %s: %s handler cancelled", self.key, _event_name(job))
-        self._close_pending()
-        return self._job_done(job)
-
-    cdef int _finish_job(self, object job, object result) except -1:
-        cdef bytes frame
-        if result is not None and job is not _CLOSE:
-            try:
-                frame = _frame(result, self.hub.json_dumps)
-            except Exception as exc:
-                _log.error("websocket %s: %s handler %s returned a value that cannot be sent (%s: %s); "
-                           "nothing was sent", self.key, _event_name(job), _handler_name(self._handler_for(job)),
-                           type(exc).__name__, exc)
-                return self._after_error(job)
-            if self.state == ST_OPEN:
-                self.send_data(frame, None)
-            else:
-                _log.debug("websocket %s: connection closing; the handler's return value was dropped", self.key)
-        self._close_pending()
-        return self._job_done(job)
-
-    cdef int _handler_error(self, object job, object exc) except -1:
-        _log.error("websocket %s: %s handler %s raised", self.key, _event_name(job),
-                   _handler_name(self._handler_for(job)), exc_info=exc)
-        return self._after_error(job)
-
-    cdef int _after_error(self, object job) except -1:
-        self.hub.m.handler_errors += 1
-        if self.pending_close is not None:
-            self._close_pending()
-        elif self.settings.close_on_error and job is not _CLOSE:
-            self._do_close(1011, "internal error")
-        return self._job_done(job)
-
-    cdef int _job_done(self, object job) except -1:
-        if job is _CLOSE and not self.done:
-            self.done = True
-            # Nothing runs for this connection any more: let go of the connector
-            # (it refers to us) and the handlers (a closure may too, as the access
-            # log's does), so the cycles end here and reference counting frees
-            # us once nobody else holds the connector. A connector kept by user
-            # code still works, as a closed one.
-            self.connector = None
-            self.on_connect = self.on_message = self.on_close = None
-            self.hub.finished(self)
-        return 0
 
     # -- rooms --------------------------------------------------------------------------
 
@@ -922,8 +1000,7 @@ cdef class Connection(WSProtocol):
         return 0
 
     cdef int _on_closing(self) except -1:
-        self.pending_close = None
-        return 0
+        return self.hub.dispatcher.closing(self)
 
     cdef int _timer_armed(self) except -1:
         return self.hub.resources.want_sweep()

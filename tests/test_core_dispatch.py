@@ -13,7 +13,7 @@ import websockets
 
 from robyn_fast import Config, Robyn, WebSocket
 from robyn_fast._core.codec import build_ping, build_text
-from robyn_fast._core.connection import Connection, Hub, LoopResources
+from robyn_fast._core.connection import Connection, Dispatcher, Hub, LoopResources
 from robyn_fast.encoding import dumps
 
 from .fake_transport import FakeTransport
@@ -184,6 +184,46 @@ def test_async_handlers_run_in_a_task_from_their_first_line(loop_kind: str) -> N
     # One Task per message, current from the first line to the last.
     assert all(t is not None for t in seen) and len(seen) == 4
     assert seen[1] is seen[2] and len({id(seen[0]), id(seen[1]), id(seen[3])}) == 3
+
+
+def test_one_dispatcher_per_endpoint_holds_every_task_and_the_backlog_bound(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The hub's one Dispatcher serves all its connections: each suspended
+    handler's Task is referenced (mapped to its connection) until done, the
+    messages behind it wait in that connection's backlog, reading pauses at
+    read_high_water and resumes at read_low_water, and each reply goes to its
+    own connection in arrival order."""
+    hub = new_hub(loop, read_high_water=3, read_low_water=1)
+    gate = loop.create_future()
+
+    async def on_message(conn: Any, msg: str) -> str:
+        if msg.startswith("wait"):
+            await gate
+        return f"done {msg}"
+
+    (a, ta), (b, tb) = make(hub, 2, on_message)
+    a.data_received(b"".join(build_text(m, mask=MASK) for m in ("wait-a", "a1", "a2", "a3")))
+    b.data_received(build_text("wait-b", mask=MASK))
+    d = hub.dispatcher
+    assert isinstance(d, Dispatcher)
+    assert {conn.key: task for task, conn in d.tasks.items()} == {"c0": a.task, "c1": b.task}
+    assert hub.tasks == set(d.tasks) and hub.live_tasks == 2
+    assert a.reading_paused and not ta.reading and not b.reading_paused  # 3 messages behind a's handler
+
+    async def settle() -> None:
+        for _ in range(100):
+            if not d.tasks and not a.reading_paused:
+                break
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the flush
+
+    gate.set_result(None)
+    loop.run_until_complete(settle())
+    assert not d.tasks and hub.live_tasks == 0
+    assert not a.reading_paused and ta.reading
+    assert ta.chunks == [build_text(f"done {m}") for m in ("wait-a", "a1", "a2", "a3")]
+    assert tb.chunks == [build_text("done wait-b")]
 
 
 def test_idle_connections_hold_no_read_buffer(loop_kind: str) -> None:
