@@ -29,7 +29,7 @@ from .events import Events
 from .jsonify import jsonify
 from .responses import SSEMessage, SSEResponse, StreamingResponse, html, serve_file, serve_html
 from .robyn import Headers, Request, Response, WebSocketConnector
-from .ws import WebSocket
+from .ws import WebSocket, WebSocketAdapter, WebSocketDisconnect
 
 __all__ = [
     "Robyn",
@@ -40,6 +40,8 @@ __all__ = [
     "jsonify",
     "WebSocket",
     "WebSocketConnector",
+    "WebSocketAdapter",
+    "WebSocketDisconnect",
     "DependencyMap",
     "status_codes",
     "html",
