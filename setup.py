@@ -23,6 +23,7 @@ DEBUG = os.environ.get("ROBYN_FAST_DEBUG", "") not in ("", "0")
 MODULES: dict[str, list[str]] = {
     "codec": ["wsutil.c"],
     "connection": [],
+    "protocol": [],
     "metrics": [],
 }
 # C libraries each links: zlib for permessage-deflate (the system's, as Python's own zlib module uses).

@@ -114,20 +114,20 @@ cdef str _event_name(object job):
 
 @cython.final
 cdef class _SharedWindow:
-    """Exports the hub's shared read buffer to a transport (get_buffer)."""
+    """Exports the loop's shared read buffer to a transport (get_buffer)."""
 
-    cdef Hub hub
+    cdef LoopResources res
 
     def __getbuffer__(self, Py_buffer *view, int flags):
-        cdef Hub h = self.hub
-        fill_buffer_view(view, self, h.shared, <Py_ssize_t>h.shared_cap, flags)
-        h.shared_exports += 1
+        cdef LoopResources r = self.res
+        fill_buffer_view(view, self, r.shared, <Py_ssize_t>r.shared_cap, flags)
+        r.shared_exports += 1
 
     def __releasebuffer__(self, Py_buffer *view):
-        self.hub.shared_exports -= 1
+        self.res.shared_exports -= 1
 
     def __len__(self):
-        return self.hub.shared_cap
+        return self.res.shared_cap
 
     # Sliced by asyncio's TLS transport, as FrameParser's read window is.
     def __getitem__(self, key):
@@ -138,53 +138,33 @@ cdef class _SharedWindow:
 
 
 @cython.final
-cdef class Hub:
-    """The connections of one WebSocket endpoint on one event loop.
-
-    Created by the server with the endpoint's :class:`~robyn_fast.config.Config`
-    and the JSON encoder used for ``dict``/``list`` messages. ``context`` is
-    the ``contextvars.Context`` every handler call runs in a copy of (default:
-    a copy of the current one).
-    """
+cdef class LoopResources:
+    """What every WebSocket endpoint served on one event loop shares: the
+    end-of-iteration flush, the 256 KiB read buffer lent to connections with
+    nothing buffered, and the sweep that turns every connection's deadlines
+    (keepalive, Pong and close timeouts) into calls. The server makes one
+    per loop and hands it to each endpoint's :class:`Hub`."""
 
     def __cinit__(self):
-        self.connections = {}
-        self.rooms = {}
-        self.tasks = set()
-        self.idle_waiters = []
+        self.hubs = []
         self.dirty = []
         self.shared = NULL
-        self.m = current_counters()
 
-    def __init__(self, loop, config, *, json_dumps, context=None):
-        if not callable(json_dumps):
-            raise TypeError("json_dumps must be callable")
+    def __init__(self, loop):
         self.loop = loop
-        self.json_dumps = json_dumps
-        self.context = context if context is not None else contextvars.copy_context()
-        self.max_message_size = config.max_message_size
-        self.close_timeout = config.close_timeout
-        self.ping_interval = config.ping_interval if config.ping_interval is not None else 0.0
-        self.ping_timeout = config.ping_timeout if config.ping_timeout is not None else 0.0
-        self.max_backpressure = config.max_backpressure
-        self.drop_policy = config.backpressure_policy == "drop"
-        self.close_on_error = config.close_on_handler_error
-        self.high_water = config.read_high_water
-        self.low_water = config.read_low_water
-        self.compression = config.compression
-        self.compress_threshold = config.compression_threshold
-        self.compress_level = config.compression_level
-        self.compress_mem_level = config.compression_mem_level
-        self.shared_deflaters = [None] * 7
         self.flush_cb = self.flush
         cdef _SharedWindow window = _SharedWindow.__new__(_SharedWindow)
-        window.hub = self
+        window.res = self
         self.shared_window = window
-        if self.ping_interval > 0:
-            self.keepalive_tick = min(max(self.ping_interval / 4.0, 0.02), 5.0)
 
     def __dealloc__(self):
         free(self.shared)
+
+    cdef int register(self, Hub hub) except -1:
+        self.hubs.append(hub)
+        if self.sweep_tick == 0 or hub.settings.sweep_tick < self.sweep_tick:
+            self.sweep_tick = hub.settings.sweep_tick
+        return 0
 
     cdef object lend_window(self):
         """The shared read buffer, or None while a transport still holds it."""
@@ -196,6 +176,115 @@ cdef class Hub:
                 raise MemoryError()
             self.shared_cap = SHARED_READ
         return self.shared_window
+
+    # -- output cork ------------------------------------------------------------------
+
+    cdef int mark_dirty(self, Connection conn) except -1:
+        conn.in_dirty = True
+        self.dirty.append(conn)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush_cb)
+        return 0
+
+    def flush(self):
+        """Write out every connection queued since the last flush, one
+        transport write each (runs once per loop iteration with output)."""
+        cdef list dirty = self.dirty
+        cdef Connection conn
+        self.dirty = []
+        self.flush_scheduled = False
+        self.flushes += 1
+        for conn in dirty:
+            conn.in_dirty = False
+            try:
+                conn._flush()
+            except Exception:
+                _log.exception("websocket %s: write failed", conn.key)
+
+    # -- deadlines ---------------------------------------------------------------------
+    # Every connection's deadlines (keepalive Ping, Pong and close timeouts)
+    # are checked by one sweep, every sweep_tick while any is set.
+
+    cdef int want_sweep(self) except -1:
+        if self.sweep_timer is None:
+            self._arm_sweep()
+        return 0
+
+    cdef int _arm_sweep(self) except -1:
+        self.sweep_timer = self.loop.call_later(self.sweep_tick, self._sweep)
+        return 0
+
+    def _sweep(self):
+        cdef Connection conn
+        cdef Hub hub
+        cdef double now = self.loop.time()
+        cdef bint pending = False
+        self.sweep_timer = None
+        for hub in self.hubs:
+            for conn in PyDict_Values(hub.connections):
+                try:
+                    if conn.tick_c(now) > 0:
+                        pending = True
+                except Exception:
+                    _log.exception("websocket %s: keepalive failed", conn.key)
+        if pending and self.open_count and self.sweep_timer is None:
+            self._arm_sweep()
+
+    @property
+    def hub_count(self):
+        """How many endpoints' hubs share these resources."""
+        return len(self.hubs)
+
+
+@cython.final
+cdef class Hub:
+    """The connections of one WebSocket endpoint on one event loop.
+
+    Created by the server with the endpoint's
+    :class:`~robyn_fast._core.protocol.Settings` (or its
+    :class:`~robyn_fast.config.Config`, read once into them), the JSON
+    encoder used for ``dict``/``list`` messages and the loop's
+    :class:`LoopResources` (default: resources of its own). ``context`` is
+    the ``contextvars.Context`` every handler call runs in a copy of
+    (default: a copy of the current one).
+    """
+
+    def __cinit__(self):
+        self.connections = {}
+        self.rooms = {}
+        self.tasks = set()
+        self.idle_waiters = []
+        self.m = current_counters()
+
+    def __init__(self, loop, settings, *, json_dumps, context=None, LoopResources resources=None):
+        if not callable(json_dumps):
+            raise TypeError("json_dumps must be callable")
+        if resources is None:
+            resources = LoopResources(loop)
+        elif resources.loop is not loop:
+            raise ValueError("the LoopResources belong to another event loop")
+        self.loop = loop
+        self.json_dumps = json_dumps
+        self.context = context if context is not None else contextvars.copy_context()
+        self.settings = settings if isinstance(settings, Settings) else Settings.from_config(settings)
+        self.shared_deflaters = [None] * 7
+        self.resources = resources
+        resources.register(self)
+
+    @property
+    def flushes(self):
+        """Flush rounds run on this hub's loop (for tests and benchmarks)."""
+        return self.resources.flushes
+
+    @property
+    def writes(self):
+        """Transport write calls made by those flushes."""
+        return self.resources.writes
+
+    def flush(self):
+        """Write out every connection of the loop queued since the last flush."""
+        self.resources.flush()
 
     # -- permessage-deflate ---------------------------------------------------------
 
@@ -210,7 +299,7 @@ cdef class Hub:
         shared by every connection of this hub (and used once per broadcast)."""
         cdef Deflater d = self.shared_deflaters[window_bits - 9]
         if d is None:
-            d = Deflater(window_bits, mem_level=8, level=self.compress_level, no_context_takeover=True)
+            d = Deflater(window_bits, mem_level=8, level=self.settings.compress_level, no_context_takeover=True)
             self.shared_deflaters[window_bits - 9] = d
         return d
 
@@ -218,10 +307,9 @@ cdef class Hub:
 
     cdef int add(self, Connection conn) except -1:
         self.connections[conn.key] = conn
+        self.resources.open_count += 1
         self.live += 1
         self.m.opened += 1
-        if self.keepalive_tick > 0 and self.keepalive_timer is None:
-            self._arm_keepalive()
         return 0
 
     cdef int remove(self, Connection conn) except -1:
@@ -229,6 +317,7 @@ cdef class Hub:
         cdef dict members
         if self.connections.get(conn.key) is conn:
             del self.connections[conn.key]
+            self.resources.open_count -= 1
         if conn.rooms:
             for room in conn.rooms:
                 members = self.rooms.get(room)
@@ -237,9 +326,9 @@ cdef class Hub:
                     if not members:
                         del self.rooms[room]
             conn.rooms = None
-        if not self.connections and self.keepalive_timer is not None:
-            self.keepalive_timer.cancel()
-            self.keepalive_timer = None
+        if self.resources.open_count == 0 and self.resources.sweep_timer is not None:
+            self.resources.sweep_timer.cancel()
+            self.resources.sweep_timer = None
         return 0
 
     cdef int finished(self, Connection conn) except -1:
@@ -332,49 +421,6 @@ cdef class Hub:
             task.cancel()
         return len(tasks)
 
-    # -- output cork ------------------------------------------------------------------
-
-    cdef int mark_dirty(self, Connection conn) except -1:
-        conn.in_dirty = True
-        self.dirty.append(conn)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self.flush_cb)
-        return 0
-
-    def flush(self):
-        """Write out every connection queued since the last flush, one
-        transport write each (runs once per loop iteration with output)."""
-        cdef list dirty = self.dirty
-        cdef Connection conn
-        self.dirty = []
-        self.flush_scheduled = False
-        self.flushes += 1
-        for conn in dirty:
-            conn.in_dirty = False
-            try:
-                conn._flush()
-            except Exception:
-                _log.exception("websocket %s: write failed", conn.key)
-
-    # -- keepalive --------------------------------------------------------------------
-
-    cdef int _arm_keepalive(self) except -1:
-        self.keepalive_timer = self.loop.call_later(self.keepalive_tick, self._keepalive_sweep)
-        return 0
-
-    def _keepalive_sweep(self):
-        cdef Connection conn
-        cdef double now = self.loop.time()
-        self.keepalive_timer = None
-        for conn in PyDict_Values(self.connections):
-            try:
-                conn._keepalive(now)
-            except Exception:
-                _log.exception("websocket %s: keepalive failed", conn.key)
-        if self.connections:
-            self._arm_keepalive()
-
 
 cdef Py_ssize_t _broadcast(dict members, bytes frame, object exclude):
     cdef Py_ssize_t count = 0
@@ -398,7 +444,7 @@ cdef Py_ssize_t _broadcast(dict members, bytes frame, object exclude):
     return count
 
 
-cdef class Connection(MessageSink):
+cdef class Connection(WSProtocol):
     """One upgraded WebSocket connection; the transport's protocol after the 101.
 
     Created with the endpoint's :class:`Hub` (its table and settings), the
@@ -406,16 +452,9 @@ cdef class Connection(MessageSink):
     with the transport and any bytes that arrived after the handshake request.
     """
 
-    def __cinit__(self):
-        self.state = ST_OPEN
-        self.close_reason = ""
-        self.pong_slot = -1
-
     def __init__(self, Hub hub not None, str key not None, on_connect=None, on_message=None, on_close=None):
         self.hub = hub
-        self.parser = FrameParser(hub.max_message_size)
-        self.parser.set_sink(self)
-        self.key = key
+        self._init_protocol(hub.settings, key)
         self.on_connect = on_connect
         self.on_message = on_message
         self.on_close = on_close
@@ -434,9 +473,8 @@ cdef class Connection(MessageSink):
         # of its own (uvloop and asyncio alike): 22 bytes and an encryption
         # call per frame. Joined, a flush is one record per 16 KiB.
         self.join_writes = transport.get_extra_info("sslcontext") is not None
-        if self.hub.ping_interval > 0:
-            self.next_ping = self.hub.loop.time() + self.hub.ping_interval
         self.hub.add(self)
+        self.opened(self.hub.loop.time())
         self._enqueue(_CONNECT)
         if initial and self.state == ST_OPEN:
             self.parser.append_input(<const uint8_t *><char *>initial, <size_t>len(initial))
@@ -464,7 +502,8 @@ cdef class Connection(MessageSink):
             self.deflater = hub.deflater_for(server_bits)
             self.deflate_shared = True
         else:
-            self.deflater = Deflater(server_bits, mem_level=hub.compress_mem_level, level=hub.compress_level,
+            self.deflater = Deflater(server_bits, mem_level=hub.settings.compress_mem_level,
+                                     level=hub.settings.compress_level,
                                      no_context_takeover=False)
             self.deflate_shared = False
         self.deflate_bits = server_bits
@@ -478,7 +517,7 @@ cdef class Connection(MessageSink):
     def get_buffer(self, Py_ssize_t sizehint):
         cdef object window
         if self.parser.can_parse_external():
-            window = self.hub.lend_window()
+            window = self.hub.resources.lend_window()
             if window is not None:
                 self.using_shared = True
                 return window
@@ -497,9 +536,9 @@ cdef class Connection(MessageSink):
         cdef object window = None
         self.hub.m.bytes_in += n
         if self.parser.can_parse_external() and n <= SHARED_READ:
-            window = self.hub.lend_window()
+            window = self.hub.resources.lend_window()
         if window is not None:
-            memcpy(self.hub.shared, <const char *>data, n)
+            memcpy(self.hub.resources.shared, <const char *>data, n)
             self.using_shared = True
         else:
             self.using_shared = False
@@ -513,17 +552,13 @@ cdef class Connection(MessageSink):
     def pause_writing(self):
         # The client takes our bytes slower than we make them: read no more
         # (what it sends would only queue more answers) until it catches up.
-        self.writing_paused = True
+        self.set_writing_paused(True)
         self._set_reading()
         if self.hub.on_congestion is not None:
             self.hub.on_congestion(self, True)
 
     def resume_writing(self):
-        cdef bytes payload = self.pending_pong
-        self.writing_paused = False
-        if payload is not None:
-            self.pending_pong = None
-            self._queue_pong(payload)
+        self.set_writing_paused(False)
         self._set_reading()
         if self.hub.on_congestion is not None:
             self.hub.on_congestion(self, False)
@@ -541,19 +576,10 @@ cdef class Connection(MessageSink):
             self.transport.resume_reading()
         return 0
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc=None):
         if self.state == ST_CLOSED:
             return
-        self.state = ST_CLOSED
-        if self.close_code is None:
-            self.close_code = 1006      # closed without a Close frame (RFC 6455 §7.1.5)
-        count_close(self.hub.m, self.close_code)
-        self._cancel_close_timer()
-        self.next_ping = self.pong_deadline = 0.0
-        self.out = None
-        self.out_bytes = 0
-        self.pong_slot = -1
-        self.pending_pong = None
+        self.connection_lost_c()
         self.pending_close = None
         # A connector kept by user code must not keep zlib state or buffers:
         # drop the compressor (sends are refused from now on anyway) and the
@@ -575,7 +601,7 @@ cdef class Connection(MessageSink):
             if self.using_shared:
                 self.using_shared = False
                 hub = self.hub
-                self.parser.parse_external(hub.shared, nbytes, None)
+                self.parser.parse_external(hub.resources.shared, nbytes, None)
             else:
                 if nbytes:
                     self.parser.input_received(nbytes)
@@ -591,69 +617,13 @@ cdef class Connection(MessageSink):
         return 0
 
     cdef int on_data(self, int opcode, object data, int rsv) except -1:
-        self.hub.m.messages_in += 1
+        self.m.messages_in += 1
         # Fast path: nothing queued and no handler running or suspended: run it now.
         if self.task is None and not self.running and (self.queue is None or not self.queue):
             if self.on_message is not None:
                 self._run_job(data)
             return 0
         return self._enqueue(data)
-
-    cdef int on_control(self, Message m) except -1:
-        cdef int op = m.opcode
-        if op == OPC_PING:
-            self.hub.m.pings_received += 1
-            if self.state == ST_OPEN:
-                if self.writing_paused:
-                    self.pending_pong = m.data      # only the latest Ping needs an answer (§5.5.3)
-                else:
-                    self._queue_pong(m.data)
-        elif op == OPC_PONG:
-            self.hub.m.pongs_received += 1
-            if self.ping_payload is not None and m.data == self.ping_payload:
-                self.ping_payload = None
-                self.pong_deadline = 0.0
-                if self.hub.ping_interval > 0:
-                    self.next_ping = self.hub.loop.time() + self.hub.ping_interval
-        elif op == OPC_CLOSE:
-            self._on_close_frame(m)
-        return 0
-
-    cdef int _on_close_frame(self, Message m) except -1:
-        self.close_received = True
-        if not self.close_sent:
-            self.close_code = m.close_code if m.close_code is not None else 1005
-            self.close_reason = m.close_reason
-            # Echo the code (RFC 6455 §5.5.1); an empty Close answers an empty one.
-            self._queue_control(build_close(m.close_code))
-            self.close_sent = True
-        self.state = ST_CLOSING
-        self.pending_close = None
-        self.next_ping = self.pong_deadline = 0.0
-        self.close_after_flush = True      # then the server closes TCP (§7.1.1)
-        if not self.in_dirty:
-            self._dirty()
-        self._arm_close_timer()
-        return 0
-
-    cdef int _fail(self, int code, str reason) except -1:
-        """Fail the connection (RFC 6455 §7.1.7): Close with `code`, then close TCP."""
-        if self.state == ST_CLOSED:
-            return 0
-        _log.info("websocket %s: failing connection with %d: %s", self.key, code, reason)
-        if not self.close_sent:
-            self.close_code = code
-            self.close_reason = reason
-            self._queue_control(build_close(code, _truncate_reason(reason)))
-            self.close_sent = True
-        self.state = ST_CLOSING
-        self.pending_close = None
-        self.next_ping = self.pong_deadline = 0.0
-        self.close_after_flush = True
-        if not self.in_dirty:
-            self._dirty()
-        self._arm_close_timer()
-        return 0
 
     # -- closing ------------------------------------------------------------------
 
@@ -701,35 +671,6 @@ cdef class Connection(MessageSink):
             self._do_close(code, reason)
         return 0
 
-    cdef int _do_close(self, int code, str reason) except -1:
-        if self.state != ST_OPEN:
-            return 0
-        self.pending_close = None
-        self.close_code = code
-        self.close_reason = reason
-        self._queue_control(build_close(code, reason))
-        self.close_sent = True
-        self.state = ST_CLOSING
-        self.next_ping = self.pong_deadline = 0.0
-        self._arm_close_timer()
-        return 0
-
-    cdef int _arm_close_timer(self) except -1:
-        if self.close_timer is None and self.state != ST_CLOSED:
-            self.close_timer = self.hub.loop.call_later(self.hub.close_timeout, self._close_timeout_expired)
-        return 0
-
-    def _close_timeout_expired(self):
-        self.close_timer = None
-        if self.state != ST_CLOSED:
-            _log.info("websocket %s: no closing handshake within %.1fs; aborting", self.key, self.hub.close_timeout)
-            self.transport.abort()
-
-    cdef void _cancel_close_timer(self):
-        if self.close_timer is not None:
-            self.close_timer.cancel()
-            self.close_timer = None
-
     def abort(self):
         """Drop the TCP connection at once, without a closing handshake."""
         if self.state != ST_CLOSED and self.transport is not None:
@@ -743,7 +684,7 @@ cdef class Connection(MessageSink):
         self.queue.append(job)
         if self.task is not None or self.running:
             if (not self.backlog_paused and self.state == ST_OPEN
-                    and len(self.queue) >= self.hub.high_water):
+                    and len(self.queue) >= self.settings.high_water):
                 self.backlog_paused = True
                 self._set_reading()
             return 0
@@ -764,7 +705,7 @@ cdef class Connection(MessageSink):
                 hub.discarded += 1
                 continue
             self._run_job(job)
-        if self.backlog_paused and len(queue) <= hub.low_water:
+        if self.backlog_paused and len(queue) <= self.settings.low_water:
             self.backlog_paused = False
             self._set_reading()
         return 0
@@ -860,7 +801,7 @@ cdef class Connection(MessageSink):
         self.hub.m.handler_errors += 1
         if self.pending_close is not None:
             self._close_pending()
-        elif self.hub.close_on_error and job is not _CLOSE:
+        elif self.settings.close_on_error and job is not _CLOSE:
             self._do_close(1011, "internal error")
         return self._job_done(job)
 
@@ -912,7 +853,7 @@ cdef class Connection(MessageSink):
         if d is None or self.state != ST_OPEN:
             return self.send_frame(frame)
         off = frame_payload(frame, &n)
-        if n < hub.compress_threshold or n > 0x40000000 or off < 2:
+        if n < self.settings.compress_threshold or n > 0x40000000 or off < 2:
             # Small, over 1 GiB (zlib's int sizes), or not a frame: it goes out as it is.
             return self.send_frame(frame)
         p = <const uint8_t *>PyBytes_AS_STRING(frame)
@@ -936,125 +877,18 @@ cdef class Connection(MessageSink):
             d.forget()          # dropped: the client never sees what the compressor now remembers
         return 0
 
-    cdef int send_frame(self, bytes frame) except -1:
-        cdef size_t size = <size_t>PyBytes_GET_SIZE(frame)
-        cdef size_t buffered
-        cdef Hub hub = self.hub
-        if self.state != ST_OPEN:
-            return 0
-        if not self.in_dirty:
-            self._dirty()
-            if self.state != ST_OPEN:
-                return 0        # the transport reported the connection lost just now
-        if self._over_budget(size):
-            if hub.drop_policy:
-                self.dropped += 1
-                hub.m.backpressure_drops += 1
-                if self.dropped == 1 or self.dropped % 1000 == 0:
-                    _log.warning("websocket %s: client reads too slowly; %d message(s) dropped "
-                                 "(write buffer over max_backpressure=%d)",
-                                 self.key, self.dropped, hub.max_backpressure)
-                return 0
-            return self._too_slow(size)
-        if self.out is None:
-            self.out = [frame]
-        else:
-            self.out.append(frame)
-        self.out_bytes += size
-        hub.m.messages_out += 1
-        return 1
-
-    cdef bint _over_budget(self, size_t size):
-        # The bound is on backlog: one message larger than the limit still goes
-        # out to a client that has read everything before it.
-        cdef size_t buffered = self.out_bytes + self.tbuf
-        cdef size_t limit = self.hub.max_backpressure
-        return buffered != 0 and (buffered > limit or size > limit - buffered)
-
-    cdef int _too_slow(self, size_t size) except -1:
-        """Close with 1008: queueing `size` more bytes would pass
-        max_backpressure. Logged once (the connection is closing afterwards)."""
-        if self.state != ST_OPEN:
-            return 0
-        _log.warning("websocket %s (peer %s): client reads too slowly: %d bytes queued for it, %d more would pass "
-                     "max_backpressure=%d; closing with 1008",
-                     self.key, self.transport.get_extra_info("peername"), self.out_bytes + self.tbuf, size,
-                     self.hub.max_backpressure)
-        self.hub.m.backpressure_closes += 1
-        self._do_close(1008, "client too slow")
-        return 0
-
-    cdef int _queue_pong(self, bytes payload) except -1:
-        cdef bytes frame
-        cdef size_t size, old = 0
-        if self.state != ST_OPEN:
-            return 0
-        if not self.in_dirty:
-            self._dirty()
-            if self.state != ST_OPEN:
-                return 0        # the transport reported the connection lost just now
-        frame = build_frame_c(OPC_PONG, <const uint8_t *><char *>payload, <size_t>PyBytes_GET_SIZE(payload),
-                              True, 0, NULL)
-        size = <size_t>PyBytes_GET_SIZE(frame)
-        if self.pong_slot >= 0 and self.tbuf != 0:
-            # The client has not read what we sent before, and a Ping earlier in
-            # this iteration is not answered yet: the answer to this one
-            # replaces it, in its place (§5.5.3). A client that keeps up gets
-            # every Pong.
-            old = <size_t>PyBytes_GET_SIZE(self.out[self.pong_slot])
-            self.out_bytes -= old
-        if self._over_budget(size):
-            self.out_bytes += old
-            return self._too_slow(size)
-        if old:
-            self.out[self.pong_slot] = frame    # replaces a Pong not yet sent: not another one
-        elif self.out is None:
-            self.out = [frame]
-            self.pong_slot = 0
-        else:
-            self.pong_slot = len(self.out)
-            self.out.append(frame)
-        if not old:
-            self.hub.m.pongs_sent += 1
-        self.out_bytes += size
-        return 0
-
-    cdef int _queue_control(self, bytes frame) except -1:
-        if self.state == ST_CLOSED:
-            return 0
-        if not self.in_dirty:
-            self._dirty()
-        if self.out is None:
-            self.out = [frame]
-        else:
-            self.out.append(frame)
-        self.out_bytes += <size_t>PyBytes_GET_SIZE(frame)
-        return 0
-
-    cdef int _dirty(self) except -1:
-        """The first output of this loop iteration: note what the transport
-        still buffers (it cannot grow before our flush writes, so later sends
-        in the iteration need not ask again) and join the hub's flush."""
-        self.tbuf = <size_t>self.transport.get_write_buffer_size()
-        return self.hub.mark_dirty(self)
-
     cdef int _flush(self) except -1:
-        cdef list out = self.out
+        cdef list out = self.take_output()
         if self.state == ST_CLOSED:
             return 0
-        self.pong_slot = -1
         if out:
-            self.hub.m.bytes_out += self.out_bytes
-            self.written += self.out_bytes
-            self.out = None
-            self.out_bytes = 0
             if len(out) == 1:
                 self.transport.write(out[0])
             elif self.join_writes:
                 self.transport.write(b"".join(out))
             else:
                 self.transport.writelines(out)
-            self.hub.writes += 1
+            self.hub.resources.writes += 1
         if self.close_after_flush:
             self.close_after_flush = False
             self.transport.close()
@@ -1072,42 +906,30 @@ cdef class Connection(MessageSink):
         """Bytes of read/reassembly buffer this connection holds (0 when idle)."""
         return self.parser.allocated
 
-    # -- keepalive ----------------------------------------------------------------------
+    # -- WSProtocol hooks: the I/O ---------------------------------------------------------
 
-    cdef int _keepalive(self, double now) except -1:
-        cdef Hub hub = self.hub
-        if self.state != ST_OPEN or hub.ping_interval <= 0:
-            return 0
-        if self.pong_deadline > 0:
-            if now >= self.pong_deadline:
-                if self.writing_paused and self._drained() > self.ping_drained:
-                    # Its Pong may wait unread behind our paused reading; but
-                    # the client did take bytes since the Ping: give it time.
-                    self.ping_drained = self._drained()
-                    self.pong_deadline = now + hub.ping_timeout
-                    return 0
-                self.pong_deadline = 0.0
-                _log.info("websocket %s: no pong within %.1fs; closing", self.key, hub.ping_timeout)
-                self._do_close(1011, "keepalive ping timeout")
-            return 0
-        if self.next_ping > 0 and now >= self.next_ping:
-            self.ping_seq += 1
-            # Unpredictable, so that only a client that read our Ping can answer it.
-            self.ping_payload = _urandom(8)
-            self._queue_control(build_frame_c(OPC_PING, <const uint8_t *><char *>self.ping_payload,
-                                              8, True, 0, NULL))
-            hub.m.pings_sent += 1
-            self.ping_drained = self._drained()
-            self.next_ping = 0.0
-            if hub.ping_timeout > 0:
-                self.pong_deadline = now + hub.ping_timeout
-            else:
-                self.next_ping = now + hub.ping_interval
+    cdef Py_ssize_t _transport_buffered(self) except -1:
+        return self.transport.get_write_buffer_size()
+
+    cdef int _output_ready(self) except -1:
+        return self.hub.resources.mark_dirty(self)
+
+    cdef double _now(self) except? -1.0:
+        return self.hub.loop.time()
+
+    cdef int _on_abort(self) except -1:
+        self.transport.abort()
         return 0
 
-    cdef unsigned long long _drained(self) except? 0:
-        """Bytes the client has taken from us so far (written to the socket)."""
-        return self.written - <unsigned long long>self.transport.get_write_buffer_size()
+    cdef int _on_closing(self) except -1:
+        self.pending_close = None
+        return 0
+
+    cdef int _timer_armed(self) except -1:
+        return self.hub.resources.want_sweep()
+
+    cdef object _peer(self):
+        return self.transport.get_extra_info("peername")
 
 
 cdef bytes _frame(object value, object json_dumps):
@@ -1134,14 +956,6 @@ def message_frame(value, json_dumps):
     from ``json_dumps``); TypeError for anything else, and what
     ``json_dumps`` raises for a value it cannot encode."""
     return _frame(value, json_dumps)
-
-
-cdef str _truncate_reason(str reason):
-    """A close reason that fits a Close frame (123 bytes of UTF-8)."""
-    cdef bytes raw = reason.encode("utf-8")
-    if len(raw) <= 123:
-        return reason
-    return raw[:123].decode("utf-8", "ignore")
 
 
 class BufferedConnection(Connection, asyncio.BufferedProtocol):

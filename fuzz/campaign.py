@@ -52,9 +52,10 @@ def assemble(build: Path) -> Path:
     Python sources plus the .so files the fuzz build made."""
     pkg = build / "pkg"
     shutil.rmtree(pkg, ignore_errors=True)
-    # robyn_fast/_core is a link to ../_core (with the normal build's .so files):
-    # left out, and made below from the sanitized build.
-    shutil.copytree(ROOT / "robyn_fast", pkg / "robyn_fast", ignore=shutil.ignore_patterns("__pycache__", "_core"))
+    # The core's sources sit in the top-level _core/ (with the normal build's .so files):
+    # robyn_fast/_core is made here from the sanitized build, so robyn_fast/__init__.py
+    # finds a real subpackage and maps nothing.
+    shutil.copytree(ROOT / "robyn_fast", pkg / "robyn_fast", ignore=shutil.ignore_patterns("__pycache__"))
     core = pkg / "robyn_fast" / "_core"
     core.mkdir()
     shutil.copy2(ROOT / "_core" / "__init__.py", core / "__init__.py")

@@ -84,8 +84,8 @@ class Config:
     handshake_timeout: float = setting(10.0, "no completed upgrade (or TLS handshake) in time: disconnected",
                                        positive, shown="10 s")
     close_timeout: float = setting(
-        10.0, "our Close (or TLS close_notify) unanswered: TCP aborted; also the shutdown grace period", positive,
-        shown="10 s")
+        10.0, "our Close (or TLS close_notify) unanswered: TCP aborted (the loop's one deadline sweep checks it: up "
+        "to a quarter of it, at most 5 s, late); also the shutdown grace period", positive, shown="10 s")
     ping_interval: float | None = setting(
         20.0, "a keepalive Ping (8 random bytes; only a Pong echoing them counts) after this long; `None` turns "
         "keepalive off", optional_positive, shown="20 s")

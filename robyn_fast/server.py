@@ -29,7 +29,8 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from ._core.connection import Hub, start_task
+from ._core.connection import Hub, LoopResources, start_task
+from ._core.protocol import Settings
 from .broker import ALL, ROOM, TO, Broker
 from .config import Config
 from .encoding import dumps
@@ -42,7 +43,7 @@ from . import metrics
 from .http.types import error_response, serialize_response
 from .listener import Listener, listen
 from .websocket.extensions import DeflateParams
-from .websocket.handshake import accept_handshake, is_upgrade_request, negotiate_compression
+from .websocket.handshake import Agreement, accept_handshake, is_upgrade_request, negotiate_compression
 from .websocket.ids import node_of
 
 __all__ = [
@@ -74,7 +75,7 @@ class ServedEndpoint(Protocol):
     def open_connection(
         self, server: Server, hub: Hub, transport: asyncio.Transport, initial: bytes, query: str,
         path_params: dict[str, str], raw_headers: list[tuple[bytes, bytes]], remote_addr: tuple[str, int] | None,
-        deflate: DeflateParams | None = None,
+        deflate: DeflateParams | None = None, subprotocol: str | None = None,
     ) -> Any: ...
 
 
@@ -134,6 +135,8 @@ class Server:
         self._hold_timer: asyncio.TimerHandle | None = None
         self.context: contextvars.Context = contextvars.copy_context()
         self.hubs: dict[ServedEndpoint, Hub] = {}
+        # The flush, read buffer and deadline sweep every endpoint of this loop shares.
+        self.ws_resources: LoopResources | None = None
         self._by_path: dict[str, ServedEndpoint] = {}
         self._unknown_endpoint = Throttle(10.0)  # broker messages for an endpoint this app lacks
         self.http_connections: set[HttpProtocol] = set()
@@ -319,7 +322,10 @@ class Server:
         hub = self.hubs.get(endpoint)
         if hub is None:
             config = endpoint.effective_config
-            hub = self.hubs[endpoint] = Hub(self.loop, config, json_dumps=dumps, context=self.context)
+            if self.ws_resources is None:
+                self.ws_resources = LoopResources(self.loop)
+            hub = self.hubs[endpoint] = Hub(self.loop, Settings.from_config(config), json_dumps=dumps,
+                                            context=self.context, resources=self.ws_resources)
             if self.broker is not None:
                 hub.on_congestion = self._congestion
             if config.max_message_size is None and config.compression != "off":
@@ -547,24 +553,27 @@ class Server:
     def accept_websocket(
         self, endpoint: ServedEndpoint, method: str, version: str, headers: list[tuple[bytes, bytes]],
         query: str = "",
-    ) -> tuple[bytes, DeflateParams | None]:
+    ) -> tuple[bytes, Agreement]:
         config = endpoint.effective_config
-        response, _subprotocol = accept_handshake(
+        response, subprotocol = accept_handshake(
             method, version, headers, subprotocols=config.subprotocols or None, allowed_origins=config.allowed_origins
         )
         endpoint.check_upgrade(query)
         # Without a message size limit nothing would bound what a small compressed frame
         # inflates to (a decompression bomb): compression is declined then.
         mode = config.compression if config.max_message_size is not None else "off"
-        return negotiate_compression(response, headers, mode, window_bits=config.compression_window_bits)
+        response, deflate = negotiate_compression(response, headers, mode, window_bits=config.compression_window_bits)
+        return response, Agreement(deflate, subprotocol)
 
     def open_websocket(
         self, endpoint: ServedEndpoint, transport: asyncio.Transport, initial: bytes, query: str,
         path_params: dict[str, str], headers: list[tuple[bytes, bytes]], peer: tuple[str, int] | None,
-        deflate: DeflateParams | None = None,
+        agreed: Agreement | None = None,
     ) -> None:
         hub = self.hub(endpoint)
-        endpoint.open_connection(self, hub, transport, initial, query, path_params, headers, peer, deflate)
+        deflate, subprotocol = agreed if agreed is not None else (None, None)
+        endpoint.open_connection(self, hub, transport, initial, query, path_params, headers, peer, deflate,
+                                 subprotocol)
         if self._shutting_down:
             # A handshake that completed while shutdown was under way.
             hub.close_all(1001, "server shutting down")

@@ -8,7 +8,10 @@ private names."""
 from __future__ import annotations
 
 import ast
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +94,29 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def _symlinks() -> list[str]:
+    """The repository's symbolic links: git's record (mode 120000) in a checkout, else (an
+    unpacked sdist) a walk of the tree, leaving out what builds and virtualenvs make."""
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        listing = subprocess.run(["git", "ls-files", "-s", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        entries = [entry.decode() for entry in listing.split(b"\0") if entry]
+        return sorted(entry.split("\t", 1)[1] for entry in entries if entry.startswith("120000 "))
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("build", "dist", "__pycache__")
+                   and not d.endswith(".egg-info")]
+        found += [str(Path(folder, name).relative_to(ROOT)) for name in dirs + files if Path(folder, name).is_symlink()]
+    return sorted(found)
+
+
+def test_the_repository_has_no_symlinks() -> None:
+    """A link does not survive every checkout (a fresh-clone CI run broke on robyn_fast/_core ->
+    ../_core): the compiled core stays in the top-level _core/, and setup.py's package_dir and
+    robyn_fast/__init__.py (from a checkout) map it to robyn_fast._core."""
+    assert _symlinks() == []
+    assert not (PACKAGE / "_core").exists(), "robyn_fast/_core: the core lives in the top-level _core/"
+
+
 def test_no_import_cycles() -> None:
     mods = _modules()
     graph = {m: {t for t, _ in edges if t != "robyn_fast"} for m, edges in _imports(mods).items()}
@@ -133,6 +159,26 @@ def test_the_compiled_core_imports_only_the_exceptions_and_logs_of_robyn_fast() 
             if m:
                 imports.add(m.group(1))
     assert imports == {"robyn_fast.exceptions", "robyn_fast.logs", "robyn_fast._core.codec", "robyn_fast._core.metrics"}
+
+
+def test_the_protocol_module_is_sans_io() -> None:
+    """The WebSocket state machine imports no asyncio, no socket and no
+    transport: bytes and the time in, frames, events and deadlines out."""
+    imported = set()
+    for suffix in ("pyx", "pxd"):
+        text = (ROOT / "_core" / f"protocol.{suffix}").read_text()
+        for line in text.splitlines():
+            m = re.match(r"\s*(?:from\s+([\w.]+)\s+c?import|c?import\s+([\w.]+))", line)
+            if m:
+                imported.add(m.group(1) or m.group(2))
+        code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+        assert not re.search(r"\.(transport|loop)\b|\b(call_later|call_soon|get_running_loop|get_event_loop)\b",
+                             code), suffix
+    assert imported <= {
+        "cython", "cpython.bytes", "libc.stdint", "os", "robyn_fast._core.codec", "robyn_fast._core.metrics",
+        "robyn_fast.exceptions", "robyn_fast.logs",
+    }, imported
+    assert not imported & {"asyncio", "socket", "ssl", "selectors", "uvloop", "robyn_fast._core.connection"}
 
 
 def test_the_modules_the_core_imports_are_leaves() -> None:

@@ -17,7 +17,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -28,6 +28,7 @@ from robyn_fast._core.codec import build_close, build_ping, build_pong, build_te
 from robyn_fast._core.connection import Connection, Hub
 from robyn_fast.encoding import dumps
 
+from .fake_transport import FakeTransport
 from .process_helpers import ROOT, ServerProcess, process_rss
 from .server_helpers import eventually, read_frame, recv_until, running, upgrade_request, wait_for, ws_connect
 
@@ -39,48 +40,6 @@ TOO_SLOW = re.compile(r"client reads too slowly: (\d+) bytes queued.*closing wit
 # -- with a fake transport ----------------------------------------------------------------------
 
 
-class Transport:
-    """Keeps every frame written and every pause/resume call; its write
-    buffer holds ``buffered`` bytes (set by the test)."""
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.buffered = 0
-        self.reading = True
-        self.pauses = 0
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.chunks.extend(data)
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def pause_reading(self) -> None:
-        assert self.reading, "paused twice"
-        self.reading = False
-        self.pauses += 1
-
-    def resume_reading(self) -> None:
-        assert not self.reading, "resumed while reading"
-        self.reading = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else default
-
-
 @pytest.fixture(params=["uvloop", "asyncio"])
 def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
     loop = uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop()
@@ -88,17 +47,25 @@ def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def connection(loop: asyncio.AbstractEventLoop, on_message: Any = None, **config: Any) -> tuple[Connection, Transport]:
+def connection(loop: asyncio.AbstractEventLoop, on_message: Any = None, **config: Any) -> tuple[Connection, FakeTransport]:
     hub = Hub(loop, Config(**{"ping_interval": None, **config}), json_dumps=dumps)
     conn = Connection(hub, "c0", None, on_message, None)
     conn.connector = conn
-    transport = Transport()
+    transport = FakeTransport()
     conn.start(transport)  # type: ignore[arg-type]
     return conn, transport
 
 
 def one_iteration(loop: asyncio.AbstractEventLoop) -> None:
     loop.run_until_complete(asyncio.sleep(0))
+
+
+def run_until(loop: asyncio.AbstractEventLoop, predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Run the loop an iteration at a time until ``predicate()`` holds; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"still not {what} after {timeout}s"
+        one_iteration(loop)
 
 
 def pings(first: int, count: int) -> bytes:
@@ -142,9 +109,11 @@ def test_pings_while_writing_is_paused_get_one_pong_when_it_resumes(loop: asynci
 
 def test_reading_resumes_only_when_neither_reason_holds(loop: asyncio.AbstractEventLoop) -> None:
     gate = loop.create_future()
+    handled: list[str] = []
 
     async def slow(c: Any, m: str) -> None:
         await gate
+        handled.append(m)
 
     conn, transport = connection(loop, slow, read_high_water=4, read_low_water=1)
     conn.data_received(b"".join(build_text(str(i), mask=MASK) for i in range(6)))
@@ -154,7 +123,7 @@ def test_reading_resumes_only_when_neither_reason_holds(loop: asyncio.AbstractEv
     assert conn.reading_paused and not transport.reading  # the backlog still holds
     conn.pause_writing()
     gate.set_result(None)
-    loop.run_until_complete(asyncio.sleep(0.01))
+    run_until(loop, lambda: len(handled) == 6 and conn.hub.live_tasks == 0, "the six handlers done")
     assert conn.reading_paused and not transport.reading  # backlog gone, writes still backed up
     conn.resume_writing()
     assert not conn.reading_paused and transport.reading and transport.pauses == 1
@@ -312,16 +281,21 @@ def test_400k_pings_from_a_client_that_never_reads(loop_kind: str) -> None:
     try:
         port = server.wait_listening()
         sock = never_reading_client(port)
-        time.sleep(0.2)  # let the server settle after the upgrade before the baseline
+        debug = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+        def connections() -> list[dict[str, Any]]:
+            debug.request("GET", "/debug")
+            with debug.getresponse() as resp:
+                return list(json.loads(resp.read())["connections"])
+
+        def reading_paused() -> bool:
+            return bool(connections()[0]["reading_paused"])
+
+        # The baseline once the server holds the upgraded connection (and has served /debug once).
+        eventually(connections, lambda cs: len(cs) == 1)
         rss_before, hwm_before = process_rss(server.pid), vm_hwm(server.pid)
         sender = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
         sender.start()
-        debug = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-
-        def reading_paused() -> bool:
-            debug.request("GET", "/debug")
-            with debug.getresponse() as resp:
-                return bool(json.loads(resp.read())["connections"][0]["reading_paused"])
 
         # Either the server took all 400k Pings, or it stopped reading them.
         assert wait_for(lambda: not sender.is_alive() or reading_paused(), timeout=60)
@@ -364,18 +338,22 @@ def test_400k_pings_from_a_client_that_never_reads_it_is_closed_by_keepalive(loo
     try:
         port = server.wait_listening()
         sock = never_reading_client(port)
-        time.sleep(0.2)  # let the server settle after the upgrade before the baseline
-        rss_before, hwm_before = process_rss(server.pid), vm_hwm(server.pid)
-        try:
-            sent = send_all_or_stall(sock, data, stall=10.0)
-        except (ConnectionResetError, BrokenPipeError):
-            sent = -1  # closed by the server while the flood was still going out
         debug = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
         def open_connections() -> int:
             debug.request("GET", "/debug")
             with debug.getresponse() as resp:
                 return len(json.loads(resp.read())["connections"])
+
+        # The baseline once the server holds the upgraded connection (and has served /debug once).
+        eventually(open_connections, lambda n: n == 1)
+        rss_before, hwm_before = process_rss(server.pid), vm_hwm(server.pid)
+        try:
+            sent = send_all_or_stall(sock, data, stall=10.0)
+        except (ConnectionResetError, BrokenPipeError):
+            sent = -1  # closed by the server while the flood was still going out
+        debug.close()  # idle through the flood (the server may time it out): a fresh one below
+        debug = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
         assert wait_for(lambda: open_connections() == 0, timeout=30), "the flooding client was never closed"
         growth = rss_growth(server.pid, rss_before, hwm_before)

@@ -13,52 +13,13 @@ import websockets
 
 from robyn_fast import Config, Robyn, WebSocket
 from robyn_fast._core.codec import build_ping, build_text
-from robyn_fast._core.connection import Connection, Hub
+from robyn_fast._core.connection import Connection, Hub, LoopResources
 from robyn_fast.encoding import dumps
 
+from .fake_transport import FakeTransport
 from .server_helpers import running, wait_for
 
 MASK = b"\x01\x02\x03\x04"
-
-
-class FakeTransport:
-    """Counts write calls; keeps every frame object it was handed."""
-
-    def __init__(self, buffered: int = 0, fail: bool = False) -> None:
-        self.write_calls = 0
-        self.chunks: list[bytes] = []
-        self.closed = False
-        self.buffered = buffered
-        self.fail = fail
-
-    def write(self, data: bytes) -> None:
-        self.write_calls += 1
-        self.chunks.append(data)
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.write_calls += 1
-        self.chunks.extend(data)
-
-    def get_write_buffer_size(self) -> int:
-        if self.fail:
-            raise OSError("transport broken")
-        return self.buffered
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
 
 
 def new_hub(loop: asyncio.AbstractEventLoop, **config: Any) -> Hub:
@@ -109,6 +70,38 @@ def test_everything_queued_in_one_iteration_leaves_in_one_write(loop: asyncio.Ab
     assert transport.chunks == expected
     assert other_t.chunks == [build_text("direct"), build_text("to all")]
     assert hub.flushes == 1 and hub.writes == 2
+
+
+def test_the_endpoints_of_a_loop_share_one_flush(loop: asyncio.AbstractEventLoop) -> None:
+    """Two endpoints' hubs on one loop: one flush round writes both endpoints'
+    connections; one read buffer and one deadline sweep serve both."""
+    resources = LoopResources(loop)
+    hub_a = Hub(loop, Config(ping_interval=None), json_dumps=dumps, resources=resources)
+    hub_b = Hub(loop, Config(ping_interval=None, close_timeout=1.0), json_dumps=dumps, resources=resources)
+    (a, ta), = make(hub_a, 1)
+    (b, tb), = make(hub_b, 1)
+    frame = build_text("both")
+    assert hub_a.broadcast_frame(frame) == 1 and hub_b.broadcast_frame(frame) == 1
+    run_one_iteration(loop)
+    assert (resources.flushes, resources.writes) == (1, 2)
+    assert hub_a.flushes == hub_b.flushes == 1
+    assert ta.chunks == [frame] and tb.chunks == [frame]
+    assert hub_a.resources is hub_b.resources and resources.hub_count == 2
+    other = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="another event loop"):
+            Hub(other, Config(), json_dumps=dumps, resources=resources)
+    finally:
+        other.close()
+
+
+def test_one_server_gives_its_endpoints_one_set_of_loop_resources(loop_kind: str) -> None:
+    app = Robyn(__file__)
+    first, second = WebSocket(app, "/a"), WebSocket(app, "/b")
+    with running(app, loop_kind) as srv:
+        hubs = srv.call(lambda: [srv.server.hub(first), srv.server.hub(second)])
+        assert hubs[0] is not hubs[1]
+        assert hubs[0].resources is hubs[1].resources is srv.server.ws_resources
 
 
 def test_broadcast_writes_one_frame_object_to_every_connection(loop: asyncio.AbstractEventLoop) -> None:

@@ -89,6 +89,7 @@ def test_the_sdist_has_the_license_and_what_a_build_needs(sdist_names: dict[str,
     pkg_info = sdist_names["PKG-INFO"].decode().splitlines()
     assert "License-Expression: MIT" in pkg_info and "License-File: LICENSE" in pkg_info
     for needed in ("pyproject.toml", "setup.py", "README.md", "_core/codec.pyx", "_core/connection.pyx",
+                   "_core/protocol.pyx", "_core/protocol.pxd",
                    "_core/wsutil.c", "_core/wsutil.h", "robyn_fast/logs.py", "robyn_fast/py.typed"):
         assert needed in sdist_names, needed
     assert not [name for name in sdist_names if name.endswith(".so") or name in ("_core/codec.c", "_core/connection.c")]
@@ -96,7 +97,7 @@ def test_the_sdist_has_the_license_and_what_a_build_needs(sdist_names: dict[str,
 
 def test_wheel_contains_compiled_modules_stubs_and_marker(unpacked_wheel: Path) -> None:
     core = unpacked_wheel / "robyn_fast" / "_core"
-    for module in ("codec", "connection"):
+    for module in ("codec", "connection", "protocol"):
         assert list(core.glob(f"{module}.*.so")), f"{module} extension missing from the wheel"
         assert (core / f"{module}.pyi").is_file()
         assert (core / f"{module}.pxd").is_file()
@@ -132,6 +133,7 @@ def test_stubs_match_the_compiled_modules(unpacked_wheel: Path) -> None:
             "--allowlist", str(ROOT / "_core" / "stubtest-allowlist.txt"),
             "robyn_fast._core.codec",
             "robyn_fast._core.connection",
+            "robyn_fast._core.protocol",
         ],
         cwd="/",
         env=_env(unpacked_wheel),

@@ -394,8 +394,18 @@ def test_a_subscriber_redis_disconnects_for_being_slow_resubscribes(
                 for _ in range(100):
                     a.broker.publish(ALL, "/ws", None, frame)
                 await asyncio.sleep(0.02)
+            # Redis drops b's subscriber (past its limit): one subscriber left, a's. b, not reading,
+            # cannot have noticed yet.
+            deadline = time.monotonic() + 10
+            while True:
+                listing = await asyncio.get_running_loop().run_in_executor(
+                    None, redis.command, "CLIENT", "LIST", "TYPE", "pubsub")
+                if len(listing.splitlines()) == 1:
+                    break
+                assert time.monotonic() < deadline, listing
+                await asyncio.sleep(0.02)
             sub.transport.resume_reading()
-            # Redis closed b's subscriber; b reconnects, resubscribes and hears new messages.
+            # b reconnects, resubscribes and hears new messages.
             deadline = time.monotonic() + 10
             while True:
                 a.broker.publish(ALL, "/ws", None, b"later")

@@ -446,7 +446,14 @@ def test_own_large_broadcasts_do_not_cost_the_subscriber(
                     a.broker.publish(ALL, "/ws", None, frame)
                 await b.wait_count(10 * (round_ + 1), timeout=10)  # b reads: its buffer stays small
             assert len(b.got) == 10 * rounds and all(m[3] == frame for m in b.got)
-            await asyncio.sleep(0.5)  # Redis's limit check runs on its next writes: give it a moment
+            # Redis has handled every PUBLISH (b heard them all), and this command comes after them:
+            # it still holds both subscribers, none marked to be closed (flag A, what passing the
+            # 2 MiB limit does) and nothing queued for either.
+            listing = await asyncio.get_running_loop().run_in_executor(
+                None, redis.command, "CLIENT", "LIST", "TYPE", "pubsub")
+            subscribers = [dict(f.split("=", 1) for f in line.split()) for line in listing.decode().splitlines()]
+            assert len(subscribers) == 2, listing
+            assert all("A" not in c["flags"] and int(c["omem"]) < 64 * 1024 for c in subscribers), listing
             sub.transport.resume_reading()
             a.broker.publish_to(2, "/ws", "id", b"after")
             b.broker.publish(ALL, "/ws", None, b"to a")

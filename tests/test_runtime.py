@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import gc
 import json
 import math
@@ -32,6 +33,7 @@ from robyn_fast.exceptions import HTTPError, InvalidState, MethodNotAllowed, Not
 from robyn_fast.server import Server
 from robyn_fast.websocket.ids import new_id
 
+from .fake_transport import FakeTransport
 from .server_helpers import eventually, running, wait_for
 
 TIMEOUT = 10
@@ -514,32 +516,14 @@ def test_broadcast_survives_connections_closing_inside_it() -> None:
         hub = Hub(loop, Config(ping_interval=None), json_dumps=dumps)
         conns: list[Connection] = []
 
-        class Transport:
-            def __init__(self, index: int) -> None:
-                self.index = index
-                self.chunks: list[bytes] = []
+        def going_away(index: int) -> None:
+            # every third: it and the next one go away mid-broadcast
+            conns[index].connection_lost(None)
+            conns[index + 1].connection_lost(None)
 
-            def get_write_buffer_size(self) -> int:
-                if self.index % 3 == 1:  # every third: it and the next one go away mid-broadcast
-                    conns[self.index].connection_lost(None)
-                    conns[self.index + 1].connection_lost(None)
-                return 0
-
-            def write(self, data: bytes) -> None:
-                self.chunks.append(data)
-
-            def writelines(self, data: list[bytes]) -> None:
-                self.chunks.extend(data)
-
-            def get_extra_info(self, name: str, default: object = None) -> object:
-                return default  # plain TCP: no "sslcontext", no "peername"
-
-            def close(self) -> None: ...
-            def abort(self) -> None: ...
-            def pause_reading(self) -> None: ...
-            def resume_reading(self) -> None: ...
-
-        transports = [Transport(i) for i in range(30)]
+        transports = [FakeTransport() for i in range(30)]
+        for i in range(1, 30, 3):
+            transports[i].on_buffer_size = functools.partial(going_away, i)
         for i, t in enumerate(transports):
             conn = Connection(hub, f"c{i}")
             conns.append(conn)

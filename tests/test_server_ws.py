@@ -131,7 +131,15 @@ def test_subprotocol_negotiation(loop_kind: str) -> None:
         sock.sendall(upgrade_request(extra="Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n"))
         head = recv_until(sock, b"\r\n\r\n").lower()
         assert b"sec-websocket-protocol: chat.v1\r\n" in head
+        # The handlers see what was agreed.
+        assert wait_for(lambda: len(rec.connectors) == 1)
+        assert [c.subprotocol for c in rec.connectors.values()] == ["chat.v1"]
         sock.close()
+    with running(rec.app, loop_kind) as srv:
+        plain, _ = ws_connect(srv.port)
+        assert wait_for(lambda: len(rec.connectors) == 2)
+        assert list(rec.connectors.values())[1].subprotocol is None  # none offered: none agreed
+        plain.close()
 
 
 def test_frames_sent_with_the_handshake_are_processed(loop_kind: str) -> None:
@@ -299,10 +307,19 @@ def test_keepalive_closes_dead_peer(loop_kind: str) -> None:
 def test_keepalive_answered_keeps_connection(loop_kind: str) -> None:
     rec = Recorder(Config(ping_interval=0.1, ping_timeout=0.2))
 
+    def pongs() -> int:
+        return int(rec.app.stats()["counters"]["pongs_received"])
+
     async def talk(url: str) -> str:
-        # websockets answers pings in the background while we sleep.
+        before = pongs()
         async with websockets.connect(url, ping_interval=None) as client:
-            await asyncio.sleep(0.8)
+            # websockets answers the server's keepalive Pings in the background: once four
+            # rounds are answered (the server counts the Pongs), the connection is still open.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while pongs() - before < 4:
+                assert loop.time() < deadline, pongs() - before
+                await asyncio.sleep(0.01)
             await client.send("still here")
             return str(await client.recv())
 

@@ -165,6 +165,34 @@ def test_all_four_injection_points_reach_handlers_and_late_injection_is_visible(
         c.close()
 
 
+def test_one_binder_for_http_and_websocket_handlers_with_live_dependencies() -> None:
+    """HTTP routes and WebSocket events are bound by the same code
+    (robyn_fast.binding): one compiled call per message or request; the
+    dependency dicts are resolved at registration and read at each call."""
+    from robyn_fast.http.routes import bind_http
+
+    app = Robyn(__file__)
+    ws = WebSocket(app, "/ws")
+    ws.inject(token="T1")
+    app.inject_global(clock="C")
+
+    def on_message(ws: Any, msg: Any, token: str, clock: str) -> tuple[Any, str, str]:
+        return (msg, token, clock)
+
+    def route(request: Any, clock: str) -> tuple[Any, str]:
+        return (request, clock)
+
+    bound = ws.bind("message", on_message)
+    bound_http = bind_http(route, app.dependencies, app, "/r")
+    assert bound.__module__ == bound_http.__module__ == "robyn_fast.binding"
+    assert bound(object(), "m") == ("m", "T1", "C") and bound_http("req") == ("req", "C")
+    ws.inject(token="T2")  # injected again after decoration: seen
+    assert bound(object(), "m") == ("m", "T2", "C")
+    app.dependencies.get_router_dependencies(ws).pop("token")
+    with pytest.raises(LookupError, match="'token' is no longer injected"):
+        bound(object(), "m")
+
+
 def test_robyn_style_own_dependency_map() -> None:
     app = Robyn(__file__)
     deps = DependencyMap()

@@ -24,6 +24,7 @@ from robyn_fast import Config, Robyn, SubRouter, WebSocket, WebSocketAdapter, We
 from robyn_fast.websocket.ids import node_of
 
 from .process_helpers import ROOT, owner, serve_script, worker_pids
+from .redis_helpers import redis_server
 from .server_helpers import running, wait_for
 
 BIG = 128 * 1024
@@ -414,3 +415,27 @@ def test_broadcast_crosses_worker_processes(loop_kind: str) -> None:
             assert c.recv_data() == (wsclient.ABNF.OPCODE_BINARY, b"bin:\x00\x01")
         for c in everyone:
             c.close()
+
+
+def test_broadcast_crosses_hosts_over_redis(loop_kind: str) -> None:
+    with redis_server() as redis:
+        url = redis.url + "?prefix=receive-api"
+        with serve_script(CHAT, loop_kind, args=["--broker", url], module=True) as one, \
+                serve_script(CHAT, loop_kind, args=["--broker", url], module=True) as two:
+            assert one.port is not None and two.port is not None
+            a = wsclient.create_connection(f"ws://127.0.0.1:{one.port}/chat", timeout=10)
+            b = wsclient.create_connection(f"ws://127.0.0.1:{two.port}/chat", timeout=10)
+            try:
+                for server in (one, two):
+                    server.wait_output(r"broker: connected to Redis at ", timeout=10)
+                a_id = a.recv().split()[1]
+                assert b.recv().startswith("welcome ")
+                a.send("over redis")
+                assert a.recv() == f"{a_id}: over redis"
+                assert b.recv() == f"{a_id}: over redis"
+                b.send_binary(b"bin:redis")
+                assert a.recv_data() == (wsclient.ABNF.OPCODE_BINARY, b"bin:redis")
+                assert b.recv_data() == (wsclient.ABNF.OPCODE_BINARY, b"bin:redis")
+            finally:
+                a.close()
+                b.close()

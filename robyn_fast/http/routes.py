@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Union
 from urllib.parse import urlsplit
 
+from ..binding import Arg, Attr, Call, Dependency, Item, Source, bind_parameters
 from ..dependency_injection import DependencyMap
 from ..exceptions import (
     AuthenticationNotConfigured,
@@ -56,65 +57,53 @@ __all__ = ["Route", "Routes", "bind_http"]
 log = get_logger("robyn_fast.http")
 
 Handler = Callable[..., Any]
-Getter = Callable[[Request], Any]
 #: What answers one request: the response bytes, or a streamed response.
 Reply = Union[bytes, StreamedReply]
 
-def _get_request(request: Request) -> Request:
-    return request
-
-
-#: Parameter names that receive a part of the request wherever they stand
-#: (Robyn's names).
-REQUEST_PARTS: dict[str, Getter] = {
-    "request": _get_request,
-    "req": _get_request,
-    "r": _get_request,
-    "path_params": lambda r: r.path_params,
-    "query_params": lambda r: r.query_params,
-    "headers": lambda r: r.headers,
-    "body": lambda r: r.body,
-    "method": lambda r: r.method,
-    "url": lambda r: r.url,
-    "ip_addr": lambda r: r.ip_addr,
-    "identity": lambda r: r.identity,
-    "form_data": lambda r: r.form_data,
-    "files": lambda r: r.files,
+#: Parameter names that receive the request (None) or that attribute of it,
+#: wherever they stand (Robyn's names).
+REQUEST_PARTS: dict[str, str | None] = {
+    "request": None,
+    "req": None,
+    "r": None,
+    **{part: part for part in ("path_params", "query_params", "headers", "body", "method", "url", "ip_addr",
+                               "identity", "form_data", "files")},
 }
 
-#: Annotations that receive a part of the request whatever the parameter's
-#: name (Robyn's types); a subclass of QueryParams or Body counts too.
-REQUEST_TYPES: dict[Any, Getter] = {
-    Request: _get_request,
-    QueryParams: REQUEST_PARTS["query_params"],
-    Headers: REQUEST_PARTS["headers"],
-    Url: REQUEST_PARTS["url"],
-    params.PathParams: REQUEST_PARTS["path_params"],
-    params.Method: REQUEST_PARTS["method"],
-    params.FormData: REQUEST_PARTS["form_data"],
-    params.Files: REQUEST_PARTS["files"],
-    params.IPAddress: REQUEST_PARTS["ip_addr"],
-    params.Identity: REQUEST_PARTS["identity"],
+#: Annotations that receive the request (None) or that attribute of it,
+#: whatever the parameter's name (Robyn's types); a subclass of QueryParams
+#: or Body counts too.
+REQUEST_TYPES: dict[Any, str | None] = {
+    Request: None,
+    QueryParams: "query_params",
+    Headers: "headers",
+    Url: "url",
+    params.PathParams: "path_params",
+    params.Method: "method",
+    params.FormData: "form_data",
+    params.Files: "files",
+    params.IPAddress: "ip_addr",
+    params.Identity: "identity",
 }
 
-# Kept for the name: the request is what a lone unknown parameter gets.
-_the_request = _get_request
+
+def _part(attr: str | None) -> Source:
+    return Arg(0) if attr is None else Attr(0, attr)
 
 
-def _by_annotation(annotation: Any) -> Getter | None:
+def _by_annotation(annotation: Any) -> Source | None:
     if annotation is inspect.Parameter.empty:
         return None
     try:
-        getter = REQUEST_TYPES.get(annotation)
+        if annotation in REQUEST_TYPES:
+            return _part(REQUEST_TYPES[annotation])
     except TypeError:  # unhashable annotation
         return None
-    if getter is not None:
-        return getter
     if inspect.isclass(annotation):
         if issubclass(annotation, params.Body):
-            return REQUEST_PARTS["body"]
+            return Attr(0, "body")
         if issubclass(annotation, QueryParams):
-            return REQUEST_PARTS["query_params"]
+            return Attr(0, "query_params")
     return None
 
 
@@ -128,10 +117,6 @@ def _annotations(handler: Handler, parameters: list[inspect.Parameter]) -> dict[
             hints = {}
         found.update({k: v for k, v in hints.items() if k in found})
     return found
-
-
-def _path_param(name: str) -> Getter:
-    return lambda request: request.path_params[name]
 
 
 def _handler_name(handler: Handler) -> str:
@@ -170,42 +155,29 @@ def bind_http(
     path_names = set(compile_path(path).param_names)
     injected = set(dependencies.get_global_dependencies()) | set(dependencies.get_router_dependencies(owner))
 
-    def dependency(dep: str) -> Getter:
-        def get(_request: Request) -> Any:
-            router = dependencies.get_router_dependencies(owner)
-            if dep in router:
-                return router[dep]
-            glob = dependencies.get_global_dependencies()
-            if dep in glob:
-                return glob[dep]
-            raise LookupError(f"dependency {dep!r} is no longer injected")
-
-        return get
-
+    router_deps = dependencies.get_router_dependencies(owner)
+    global_deps = dependencies.get_global_dependencies()
     parameters = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if not parameters:
-        return lambda _request: handler()
     annotations = _annotations(handler, parameters)
-    positional: list[Getter] = []
-    keywords: dict[str, Getter] = {}
+    sources: list[tuple[inspect.Parameter, Source]] = []
     request_taken = any(p.name in ("request", "req", "r") or annotations[p.name] is Request for p in parameters)
     for p in parameters:
-        getter = _by_annotation(annotations[p.name])
-        if getter is not None:
+        source = _by_annotation(annotations[p.name])
+        if source is not None:
             pass
         elif p.name in REQUEST_PARTS:
-            getter = REQUEST_PARTS[p.name]
+            source = _part(REQUEST_PARTS[p.name])
         elif p.name == "global_dependencies":
-            getter = lambda _r: dependencies.get_global_dependencies()  # noqa: E731
+            source = Call(lambda _r: dependencies.get_global_dependencies())
         elif p.name == "router_dependencies":
-            getter = lambda _r: dependencies.get_router_dependencies(owner)  # noqa: E731
+            source = Call(lambda _r: dependencies.get_router_dependencies(owner))
         elif p.name in path_names:
-            getter = _path_param(p.name)
+            source = Item(0, "path_params", p.name)
         elif p.name in injected:
-            getter = dependency(p.name)
+            source = Dependency(p.name, (router_deps, global_deps))
         elif not request_taken and p is parameters[0] and p.kind is not p.KEYWORD_ONLY:
-            getter, request_taken = _get_request, True
-        if getter is None:
+            source, request_taken = Arg(0), True
+        if source is None:
             if p.default is not p.empty:
                 continue
             raise UnboundParameter(
@@ -215,18 +187,8 @@ def bind_http(
                 "global_dependencies or router_dependencies, by name or by type annotation (inject "
                 "dependencies before decorating the handler)"
             )
-        if p.kind is p.POSITIONAL_ONLY:
-            positional.append(getter)
-        else:
-            keywords[p.name] = getter
-    if len(positional) == 1 and not keywords and positional[0] is _get_request:
-        return handler
-    first = parameters[0]
-    if not positional and keywords == {first.name: _get_request} and first.kind is first.POSITIONAL_OR_KEYWORD:
-        return handler  # the common `def handler(request)`: called directly
-    pos = tuple(positional)
-    kws = tuple(keywords.items())
-    return lambda r: handler(*[g(r) for g in pos], **{k: g(r) for k, g in kws})
+        sources.append((p, source))
+    return bind_parameters(handler, 1, sources)
 
 
 class Route:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.codec import build_close
 from .._core.connection import BufferedConnection, Hub, message_frame
+from ..binding import Arg, Attr, Call, Dependency, Item, Source, bind_parameters
 from ..config import Config
 from ..dependency_injection import DependencyMap
 from ..encoding import dumps
@@ -77,11 +78,13 @@ class WebSocketConnector:
     ``id`` is a uuid4 string; ``query_params`` (percent-decoded),
     ``path_params`` and ``headers`` come from the upgrade request;
     ``remote_addr`` is the client's ``(host, port)``; ``endpoint`` the
-    endpoint's path pattern; ``compression`` what permessage-deflate agreed.
+    endpoint's path pattern; ``subprotocol`` the ``Sec-WebSocket-Protocol``
+    agreed (one of ``Config.subprotocols``) or None; ``compression`` what
+    permessage-deflate agreed.
     """
 
     __slots__ = (
-        "id", "endpoint", "path_params", "remote_addr", "_conn", "_ws", "_server",
+        "id", "endpoint", "path_params", "remote_addr", "subprotocol", "_conn", "_ws", "_server",
         "_raw_headers", "_headers", "_query", "_query_params",
     )
 
@@ -95,8 +98,10 @@ class WebSocketConnector:
         path_params: dict[str, str],
         raw_headers: list[tuple[bytes, bytes]],
         remote_addr: tuple[str, int] | None,
+        subprotocol: str | None = None,
     ) -> None:
         self.id: str = conn_id
+        self.subprotocol: str | None = subprotocol
         self.endpoint: str = ws.endpoint
         self.path_params: dict[str, str] = path_params
         self.remote_addr: tuple[str, int] | None = remote_addr
@@ -191,11 +196,15 @@ class WebSocketConnector:
         as JSON text. Returns False for an unknown id or a connection that is
         closing; raises ``TypeError`` for a non-str id or a value that cannot
         be sent (``ValueError`` for JSON with NaN)."""
+        if recipient_id == self.id:
+            # To itself (the common case: a handler answering its client): this
+            # connector holds its connection, so no lookup by id is needed.
+            return bool(self._on_loop(self._conn.send_frame_bytes, _frame(data)))
         return self._ws.send_to(recipient_id, data)
 
     async def async_send_to(self, recipient_id: str, data: str | bytes | dict[str, Any] | list[Any]) -> bool:
         """Awaitable :meth:`sync_send_to`."""
-        return self._ws.send_to(recipient_id, data)
+        return self.sync_send_to(recipient_id, data)
 
     def sync_broadcast(self, data: str | bytes | dict[str, Any] | list[Any]) -> int:
         """Send ``data`` to every open connection of this endpoint, this one
@@ -248,29 +257,6 @@ CONNECTOR_NAMES = frozenset(
     {"ws", "websocket", "websocket_connector", "connector", "conn", "connection", "socket", "client", "sock"}
 )
 MESSAGE_NAMES = frozenset({"msg", "message", "data", "payload", "text"})
-
-Getter = Callable[[Any, Any], Any]
-
-
-def _connector(conn: Any, _msg: Any) -> Any:
-    return conn
-
-
-def _message(_conn: Any, msg: Any) -> Any:
-    return msg
-
-
-def _query_params(conn: Any, _msg: Any) -> Any:
-    return conn.query_params
-
-
-def _path_params(conn: Any, _msg: Any) -> Any:
-    return conn.path_params
-
-
-def _path_param_getter(name: str) -> Getter:
-    return lambda conn, _msg: conn.path_params.get(name)
-
 
 def _in_thread(bound: Callable[..., Any]) -> Callable[..., Any]:
     """Run a sync handler in the loop's default thread pool; the connection
@@ -379,40 +365,34 @@ class WebSocket:
             return handler
         injected = self._known_dependency_names()
         path_names = set(self._path_param_names)
-        positional: list[Getter] = []
-        keywords: dict[str, Getter] = {}
+        sources: list[tuple[inspect.Parameter, Source]] = []
         taken_connector = taken_message = False
-        direct = True  # can the core call the handler itself?
-        slot = 0
         for p in params:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
-            getter: Getter | None
+            source: Source | None
             if p.name == "global_dependencies":
-                getter = self._global_getter
+                source = Call(self._global_getter)
             elif p.name == "router_dependencies":
-                getter = self._router_getter
-            elif p.name == "query_params":
-                getter = _query_params
-            elif p.name == "path_params":
-                getter = _path_params
+                source = Call(self._router_getter)
+            elif p.name in ("query_params", "path_params"):
+                source = Attr(0, p.name)
             elif p.name in path_names:
-                getter = _path_param_getter(p.name)
+                source = Item(0, "path_params", p.name)
             elif p.name in injected:
-                getter = self._dependency_getter(p.name)
+                source = Dependency(p.name, self._dependency_maps())
             elif p.name in CONNECTOR_NAMES and not taken_connector:
-                getter, taken_connector = _connector, True
+                source, taken_connector = Arg(0), True
             elif p.name in MESSAGE_NAMES and event == "message" and not taken_message:
-                getter, taken_message = _message, True
+                source, taken_message = Arg(1), True
             elif p.kind is not p.KEYWORD_ONLY and not taken_connector:
-                getter, taken_connector = _connector, True
+                source, taken_connector = Arg(0), True
             elif p.kind is not p.KEYWORD_ONLY and event == "message" and not taken_message:
-                getter, taken_message = _message, True
+                source, taken_message = Arg(1), True
             else:
-                getter = None
-            if getter is None:
+                source = None
+            if source is None:
                 if p.default is not p.empty:
-                    direct = False
                     continue
                 raise TypeError(
                     f"cannot bind parameter {p.name!r} of websocket {event} handler {name}: it is not the "
@@ -420,26 +400,8 @@ class WebSocket:
                     "global_dependencies, router_dependencies or query_params (inject dependencies before "
                     "decorating the handler)"
                 )
-            resolved: Getter = getter
-            expected = (_connector, _message)[slot] if slot < 2 else None
-            if resolved is not expected or p.kind is p.KEYWORD_ONLY:
-                direct = False
-            slot += 1
-            if p.kind is p.POSITIONAL_ONLY:
-                positional.append(resolved)
-            else:
-                keywords[p.name] = resolved
-        wanted = 2 if event == "message" else 1
-        if direct and slot == wanted:
-            return handler
-        if not keywords:
-            getters = tuple(positional)
-            return lambda conn, msg=None: handler(*[g(conn, msg) for g in getters])
-        pos_getters = tuple(positional)
-        kw_getters = tuple(keywords.items())
-        return lambda conn, msg=None: handler(
-            *[g(conn, msg) for g in pos_getters], **{k: g(conn, msg) for k, g in kw_getters}
-        )
+            sources.append((p, source))
+        return bind_parameters(handler, 2 if event == "message" else 1, sources)
 
     # -- dependency injection --------------------------------------------------------
 
@@ -453,34 +415,30 @@ class WebSocket:
         if self.dependencies is not self.app.dependencies:
             self.dependencies.add_global_dependency(**kwargs)
 
-    def _global_getter(self, _conn: Any, _msg: Any) -> dict[str, Any]:
+    def _global_getter(self, *_args: Any) -> dict[str, Any]:
         app_map = self.app.dependencies
         if self.dependencies is app_map:
             return app_map.get_global_dependencies()
         return {**app_map.get_global_dependencies(), **self.dependencies.get_global_dependencies()}
 
-    def _router_getter(self, _conn: Any, _msg: Any) -> dict[str, Any]:
+    def _router_getter(self, *_args: Any) -> dict[str, Any]:
         return {
             **self.app.dependencies.get_router_dependencies(self.app),
             **self.dependencies.get_router_dependencies(self),
         }
 
     def _known_dependency_names(self) -> set[str]:
-        return set(self._global_getter(None, None)) | set(self._router_getter(None, None))
+        return set(self._global_getter()) | set(self._router_getter())
 
-    def _dependency_getter(self, dep: str) -> Getter:
-        def get(_conn: Any, _msg: Any) -> Any:
-            for source in (
-                self.dependencies.get_router_dependencies(self),
-                self.app.dependencies.get_router_dependencies(self.app),
-                self.dependencies.get_global_dependencies(),
-                self.app.dependencies.get_global_dependencies(),
-            ):
-                if dep in source:
-                    return source[dep]
-            raise LookupError(f"dependency {dep!r} is no longer injected")
-
-        return get
+    def _dependency_maps(self) -> tuple[dict[str, Any], ...]:
+        """Where an injected dependency is looked up, highest precedence first
+        (live dicts: a later injection is seen)."""
+        return (
+            self.dependencies.get_router_dependencies(self),
+            self.app.dependencies.get_router_dependencies(self.app),
+            self.dependencies.get_global_dependencies(),
+            self.app.dependencies.get_global_dependencies(),
+        )
 
     @property
     def effective_config(self) -> Config:
@@ -580,6 +538,7 @@ class WebSocket:
         raw_headers: list[tuple[bytes, bytes]],
         remote_addr: tuple[str, int] | None = None,
         deflate: DeflateParams | None = None,
+        subprotocol: str | None = None,
     ) -> Connection:
         """Install a connection of this endpoint on ``transport`` (after the
         101 was written), in ``hub``, with permessage-deflate as agreed in
@@ -598,7 +557,8 @@ class WebSocket:
         )
         if deflate is not None:
             conn.enable_deflate(deflate)
-        connector = WebSocketConnector(self, server, conn, conn_id, query, path_params, raw_headers, remote_addr)
+        connector = WebSocketConnector(self, server, conn, conn_id, query, path_params, raw_headers, remote_addr,
+                                       subprotocol)
         conn.connector = self.make_connector(server, connector)
         transport.set_protocol(conn)
         conn.start(transport, initial)

@@ -48,12 +48,13 @@ import binascii
 import hashlib
 from base64 import b64decode, b64encode
 from collections.abc import Collection, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 from ..exceptions import ArgumentTypeError, HandshakeError
 from .extensions import DeflateParams, ExtensionsError, negotiate_deflate
 
 __all__ = [
+    "Agreement",
     "WS_GUID",
     "HandshakeError",
     "accept_key",
@@ -85,6 +86,13 @@ _RESPONSE_HEAD: Final = (
 )
 
 _UPGRADE_HEADERS: Final = (("Upgrade", "websocket"), ("Connection", "Upgrade"))
+
+
+class Agreement(NamedTuple):
+    """What an accepted handshake agreed with the client."""
+
+    deflate: DeflateParams | None  # permessage-deflate (RFC 7692), or None
+    subprotocol: str | None  # the Sec-WebSocket-Protocol chosen (RFC 6455 §4.2.2 step 5.5), or None
 
 
 def _accept(key: bytes) -> bytes:

@@ -91,8 +91,14 @@ def _path_param(name: str) -> Callable[[WebSocketAdapter], Any]:
     return lambda ws: ws.path_params.get(name)
 
 
-def _dependency(getter: Callable[[Any, Any], Any]) -> Callable[[WebSocketAdapter], Any]:
-    return lambda _ws: getter(None, None)
+def _dependency(endpoint: WebSocket, name: str) -> Callable[[WebSocketAdapter], Any]:
+    def get(_ws: WebSocketAdapter) -> Any:
+        for source in endpoint._dependency_maps():
+            if name in source:
+                return source[name]
+        raise LookupError(f"dependency {name!r} is no longer injected")
+
+    return get
 
 
 class _Binder:
@@ -138,7 +144,7 @@ class _Binder:
             elif p.name in path_names:
                 self.fixed.append((p.name, _path_param(p.name)))
             elif p.name in injected:
-                self.fixed.append((p.name, _dependency(endpoint._dependency_getter(p.name))))
+                self.fixed.append((p.name, _dependency(endpoint, p.name)))
             else:
                 conv = _converter(annotation)
                 if conv is None:
