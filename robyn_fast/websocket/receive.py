@@ -40,6 +40,7 @@ import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Union
 
+from ..binding import Arg, Attr, Call, Dependency, Item, Source, bind_parameters
 from ..config import Config
 from ..encoding import dumps
 from ..exceptions import HandshakeError, WebSocketDisconnect
@@ -87,24 +88,25 @@ def _converter(annotation: Any) -> tuple[Callable[[str], Any], str] | None:
     return None if conv is None else (conv, annotation.__name__)
 
 
-def _path_param(name: str) -> Callable[[WebSocketAdapter], Any]:
-    return lambda ws: ws.path_params.get(name)
+def _query_value(pname: str, conv: Callable[[str], Any], default: Any) -> Callable[[WebSocketAdapter], Any]:
+    """The typed query parameter ``pname`` of a connection (checked before
+    the upgrade, so a conversion here cannot fail)."""
 
-
-def _dependency(endpoint: WebSocket, name: str) -> Callable[[WebSocketAdapter], Any]:
-    def get(_ws: WebSocketAdapter) -> Any:
-        for source in endpoint._dependency_maps():
-            if name in source:
-                return source[name]
-        raise LookupError(f"dependency {name!r} is no longer injected")
+    def get(ws: WebSocketAdapter) -> Any:
+        raw = ws.query_params.get(pname)
+        return default if raw is None else conv(raw)
 
     return get
 
 
 class _Binder:
-    """A handler's parameters after the first (the websocket), resolved when
-    it is decorated: dependencies, ``query_params``, ``path_params``, path
-    parameters by name, and everything else a typed query parameter
+    """A handler's parameters, resolved when it is decorated and compiled by
+    :func:`robyn_fast.binding.bind_parameters` into one function of the
+    websocket: the first positional parameter is the websocket;
+    ``global_dependencies``, ``router_dependencies``, ``query_params`` (or a
+    ``QueryParams`` annotation), ``path_params``, ``headers`` (or a
+    ``Headers`` annotation), a path parameter by name and an injected
+    dependency by name get those; everything else is a typed query parameter
     (``str``/``int``/``float``/``bool``, optional ones ``| None``) with its
     default. ``check`` refuses a query that lacks a required one or holds a
     value of the wrong type."""
@@ -121,30 +123,30 @@ class _Binder:
         except Exception:  # an annotation naming what cannot be imported: keep the raw ones
             hints = {}
         params = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        self.takes_websocket = bool(params) and params[0].kind is not params[0].KEYWORD_ONLY
-        if self.takes_websocket:
-            params = params[1:]
         injected = endpoint._known_dependency_names()
         path_names = set(endpoint._path_param_names)
-        self.fixed: list[tuple[str, Callable[[WebSocketAdapter], Any]]] = []
-        # (parameter, query name, converter, type name, default or _REQUIRED)
+        sources: list[tuple[inspect.Parameter, Source]] = []
+        # (parameter, converter, type name, default or Parameter.empty)
         self.typed: list[tuple[str, Callable[[str], Any], str, Any]] = []
-        for p in params:
+        for i, p in enumerate(params):
             annotation = hints.get(p.name, p.annotation)
-            if p.name == "global_dependencies":
-                self.fixed.append((p.name, lambda _ws: endpoint._global_getter(None, None)))
+            source: Source
+            if i == 0 and p.kind is not p.KEYWORD_ONLY:
+                source = Arg(0)
+            elif p.name == "global_dependencies":
+                source = Call(endpoint._global_getter)
             elif p.name == "router_dependencies":
-                self.fixed.append((p.name, lambda _ws: endpoint._router_getter(None, None)))
+                source = Call(endpoint._router_getter)
             elif p.name == "query_params" or annotation is QueryParams:
-                self.fixed.append((p.name, lambda ws: ws.query_params))
+                source = Attr(0, "query_params")
             elif p.name == "path_params":
-                self.fixed.append((p.name, lambda ws: ws.path_params))
+                source = Attr(0, "path_params")
             elif p.name == "headers" or annotation is Headers:
-                self.fixed.append((p.name, lambda ws: ws.headers))
+                source = Attr(0, "headers")
             elif p.name in path_names:
-                self.fixed.append((p.name, _path_param(p.name)))
+                source = Item(0, "path_params", p.name)
             elif p.name in injected:
-                self.fixed.append((p.name, _dependency(endpoint, p.name)))
+                source = Dependency(p.name, endpoint._dependency_maps())
             else:
                 conv = _converter(annotation)
                 if conv is None:
@@ -155,6 +157,10 @@ class _Binder:
                         "parameter or an injected dependency"
                     )
                 self.typed.append((p.name, conv[0], conv[1], p.default))
+                default = None if p.default is inspect.Parameter.empty else p.default
+                source = Call(_query_value(p.name, conv[0], default))
+            sources.append((p, source))
+        self.call: Callable[[WebSocketAdapter], Any] = bind_parameters(fn, 1, sources)
 
     def check(self, query: QueryParams) -> dict[str, Any]:
         """The typed query parameters' values; HandshakeError(400) for a
@@ -173,14 +179,6 @@ class _Binder:
                 raise HandshakeError(
                     400, f"invalid value {raw!r} for query parameter {pname!r}: expected {tname}") from None
         return values
-
-    def call(self, ws: WebSocketAdapter) -> Any:
-        kwargs = self.check(ws.query_params) if self.typed else {}
-        for pname, get in self.fixed:
-            kwargs[pname] = get(ws)
-        if self.takes_websocket:
-            return self.fn(ws, **kwargs)
-        return self.fn(**kwargs)
 
 
 class WebSocketAdapter:
