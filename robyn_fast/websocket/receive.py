@@ -198,7 +198,9 @@ class WebSocketAdapter:
     def __init__(self, endpoint: ReceiveEndpoint, server: Server, connector: WebSocketConnector) -> None:
         self.connector = connector
         self._server = server
-        self._messages: collections.deque[str | bytes] = collections.deque()
+        # Created when a message first has to wait (an empty deque is 760
+        # bytes: most connections never need one).
+        self._messages: collections.deque[str | bytes] | None = None
         self._waiter: asyncio.Future[str | bytes] | None = None     # a receive_*() waiting for a message
         self._drained: asyncio.Future[None] | None = None           # a message event waiting for room
         self._gone: WebSocketDisconnect | None = None               # set once closed: what receive_* raise
@@ -248,10 +250,11 @@ class WebSocketAdapter:
     # -- receiving -----------------------------------------------------------------------
 
     async def _receive(self) -> str | bytes:
-        if self._messages:
-            msg = self._messages.popleft()
+        messages = self._messages
+        if messages:
+            msg = messages.popleft()
             drained = self._drained
-            if drained is not None and len(self._messages) <= self._low:
+            if drained is not None and len(messages) <= self._low:
                 self._drained = None
                 if not drained.done():
                     drained.set_result(None)
@@ -337,8 +340,11 @@ class WebSocketAdapter:
             if not waiter.done():
                 waiter.set_result(msg)
                 return None
-        self._messages.append(msg)
-        if len(self._messages) >= self._high:
+        messages = self._messages
+        if messages is None:
+            messages = self._messages = collections.deque()
+        messages.append(msg)
+        if len(messages) >= self._high:
             # The message event stays "running" until the handler has taken
             # the queue down to read_low_water: meanwhile the core queues what
             # follows and pauses reading at read_high_water. The future exists
@@ -356,7 +362,7 @@ class WebSocketAdapter:
 
     def _handler_ended(self, _task: asyncio.Future[Any]) -> None:
         self._finished = True
-        self._messages.clear()
+        self._messages = None
         drained, self._drained = self._drained, None
         if drained is not None and not drained.done():
             drained.set_result(None)
