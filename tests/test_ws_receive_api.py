@@ -86,6 +86,9 @@ def test_echo_text_bytes_json_with_websocket_client(loop_kind: str) -> None:
 def test_echo_with_the_websockets_library(loop_kind: str) -> None:
     with running(echo_app(), loop_kind) as srv:
         with ws_connect_sync(f"{srv.ws_url}/ws", max_size=None) as c:
+            # permessage-deflate (RFC 7692) is agreed as for legacy endpoints; the 128 KiB message below is
+            # compressed both ways
+            assert "permessage-deflate" in (c.response.headers.get("Sec-WebSocket-Extensions") or "")
             for i in range(20):
                 c.send("text")
                 c.send(f"m{i}")
@@ -439,3 +442,23 @@ def test_broadcast_crosses_hosts_over_redis(loop_kind: str) -> None:
             finally:
                 a.close()
                 b.close()
+
+
+def test_access_log_lines_as_for_legacy_endpoints(loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    app = Robyn(__file__, config=Config(access_log=True))
+
+    @app.websocket("/ws")
+    async def handler(websocket: WebSocketAdapter) -> None:
+        await websocket.send_text(await websocket.receive_text())
+
+    caplog.set_level("INFO", logger="robyn_fast.access")
+    with running(app, loop_kind) as srv:
+        c = client(srv)
+        c.send("x")
+        assert c.recv() == "x"
+        assert close_frame(c)[0] == 1000      # the handler returned
+        c.send_close()
+        assert wait_for(lambda: any(" WS close /ws " in r.getMessage() for r in caplog.records))
+    lines = [r.getMessage() for r in caplog.records if r.name == "robyn_fast.access"]
+    assert any(" WS open /ws id=" in line for line in lines), lines
+    assert any(" WS close /ws id=" in line and " code=1000 " in line for line in lines), lines
