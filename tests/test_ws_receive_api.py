@@ -462,3 +462,28 @@ def test_access_log_lines_as_for_legacy_endpoints(loop_kind: str, caplog: pytest
     lines = [r.getMessage() for r in caplog.records if r.name == "robyn_fast.access"]
     assert any(" WS open /ws id=" in line for line in lines), lines
     assert any(" WS close /ws id=" in line and " code=1000 " in line for line in lines), lines
+
+
+def test_sends_to_a_client_that_does_not_read_meet_the_backpressure_policy(loop_kind: str) -> None:
+    app = Robyn(__file__, config=Config(max_backpressure=256 * 1024))
+    refused_at: list[int | None] = []
+
+    @app.websocket("/ws")
+    async def flood(websocket: WebSocketAdapter) -> None:
+        await websocket.receive_text()
+        chunk = b"x" * 65536
+        for i in range(400):           # 25 MiB at most: more than the kernel's socket buffers hold
+            if not await websocket.send_bytes(chunk):
+                refused_at.append(i)
+                return
+            await asyncio.sleep(0)
+        refused_at.append(None)
+
+    with running(app, loop_kind) as srv:
+        c = client(srv)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.send("go")                   # then read nothing until the handler is refused
+        assert wait_for(lambda: refused_at, timeout=20)
+        assert refused_at[0] is not None
+        # The "close" policy: after what was queued, a Close 1008.
+        assert close_frame(c)[0] == 1008
