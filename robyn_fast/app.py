@@ -29,7 +29,7 @@ from .http.middleware import AFTER, BEFORE, Middlewares
 from .http.router import Router, join_prefix
 from .http.routes import Routes
 from .http.types import Headers, Response
-from .openapi import OpenAPI
+from .openapi import SWAGGER_UI_FILES, OpenAPI, local_swagger_ui
 from . import cli, metrics
 from .server import ServedEndpoint, Server
 from .websocket.receive import websocket_decorator
@@ -291,9 +291,18 @@ class Robyn:
             return Response(200, {"Content-Type": "application/json"}, built[0])
 
         self.routes.add("GET", json_path, spec)
-        self.routes.add("GET", docs_path, openapi.docs_page)
+        served = [json_path, docs_path]
+        local = local_swagger_ui()
+        if local is None:
+            self.routes.add("GET", docs_path, openapi.docs_page)
+        else:  # Swagger UI from the docs extra: the page works offline
+            assets = docs_path.rstrip("/") + "/"
+            self.routes.add("GET", docs_path, lambda: openapi.docs_page(assets))
+            for name, media_type in SWAGGER_UI_FILES.items():
+                self.routes.add("GET", assets + name, _asset(local / name, media_type))
+                served.append(assets + name)
         excluded = list(self.excluded_response_headers_paths or [])
-        self.exclude_response_headers_for(excluded + [json_path, docs_path])
+        self.exclude_response_headers_for(excluded + served)
 
     @property
     def included_routers(self) -> list[Robyn]:
@@ -488,3 +497,15 @@ def _open_browser(url: str) -> None:
         webbrowser.open(url)
     except Exception:  # a missing browser is no reason to stop serving
         log.warning("could not open a browser on %s", url, exc_info=True)
+
+
+def _asset(path: Any, media_type: str) -> Callable[[], Response]:
+    """A handler answering the file at ``path`` (read at the first request, then kept)."""
+    kept: list[bytes] = []
+
+    def asset() -> Response:
+        if not kept:
+            kept.append(path.read_bytes())
+        return Response(200, {"Content-Type": media_type, "Cache-Control": "public, max-age=86400"}, kept[0])
+
+    return asset

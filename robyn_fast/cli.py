@@ -16,8 +16,9 @@ processes: Robyn's workers are threads, which add no core under the GIL),
 ``--fast`` (one process per CPU, log level WARNING), ``--dev`` (one process,
 restarted on source changes), ``--log-level``, ``--open-browser``; robyn_fast's
 ``--broker``, ``--metrics-path``, ``--access-log``, ``--ssl-*``.
-``--version``/``--help`` print and exit 0; ``--disable-openapi`` is accepted
-and changes nothing; ``--create``, ``--docs``, ``--compile-rust-path`` and
+``--version``/``--help`` print and exit 0; ``--disable-openapi`` is read by
+the compat app (no ``/openapi.json`` or ``/docs``; a native app serves them
+only when it calls ``serve_openapi``); ``--create``, ``--docs``, ``--compile-rust-path`` and
 ``--create-rust-file`` are Robyn's tools, not a server's: each says so in one
 line and exits 2. Anything else that cannot be used (an unknown flag,
 ``--processes two``, ``ROBYN_PORT=abc``) is a usage error: one line on
@@ -245,7 +246,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         else:
             p.add_argument(s.flag, dest=s.name, type=_argument(s), metavar=s.metavar, help=doc)
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument("--disable-openapi", action="store_true", help="accepted; robyn_fast serves no OpenAPI docs")
+    p.add_argument("--disable-openapi", action="store_true", help="a Robyn app (python -m robyn_fast) serves no /openapi.json or /docs")
     p.add_argument("--create", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--docs", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--compile-rust-path", metavar="PATH", help=argparse.SUPPRESS)
@@ -276,8 +277,6 @@ def parse(argv: Sequence[str], prog: str) -> Options:
             flag = "--" + name.replace("_", "-")
             print(f"{prog}: {flag} is not supported by robyn_fast: {why}", file=sys.stderr)
             raise SystemExit(2)
-    if args.disable_openapi:
-        print(f"{prog}: --disable-openapi changes nothing: robyn_fast serves no OpenAPI docs", file=sys.stderr)
     if args.dev and (args.processes not in (None, 1) or args.workers not in (None, 1) or args.fast):
         print(f"{prog}: --dev serves one process; it cannot be combined with --processes, --workers or --fast",
               file=sys.stderr)

@@ -4,8 +4,9 @@ served at ``/openapi.json`` with a Swagger UI page at ``/docs``.
 Each route becomes an operation: its method and path (``<id>``/``:id``
 written ``{id}``, a path parameter each), the handler's docstring as the
 description, ``openapi_name`` as the summary, ``openapi_tags`` as the tags;
-a parameter annotated with a subclass of :class:`~robyn_fast.http.params.Body`
-gives the JSON ``requestBody`` schema, one annotated with a subclass of
+a parameter annotated with :class:`~robyn_fast.http.params.Body` or
+:class:`~robyn_fast.http.params.JsonBody` (or a subclass) gives the JSON
+``requestBody`` schema (an object of its annotated fields), one annotated with a subclass of
 ``QueryParams`` gives a query parameter per annotated field, and a return
 annotation that is a ``TypedDict`` (``JSONResponse``) gives the 200
 response's schema. Types map to JSON Schema as ``str`` string, ``int``
@@ -20,14 +21,98 @@ import inspect
 import json
 import typing
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .http.params import Body
+from .http.params import Body, JsonBody
 from .http.router import compile_path, Segment
 from .http.types import QueryParams, Response
 
-__all__ = ["OpenAPI", "json_schema"]
+__all__ = ["OpenAPI", "OpenAPIInfo", "Contact", "License", "Server", "ExternalDocumentation", "Components",
+           "json_schema"]
+
+
+@dataclass
+class Contact:
+    """The Contact Object of the document's ``info`` (OpenAPI 3.1 §4.8.3)."""
+
+    name: str | None = None
+    url: str | None = None
+    email: str | None = None
+
+
+@dataclass
+class License:
+    """The License Object of the document's ``info`` (OpenAPI 3.1 §4.8.4)."""
+
+    name: str | None = None
+    url: str | None = None
+
+
+@dataclass
+class Server:
+    """A Server Object (OpenAPI 3.1 §4.8.5): where the API is served."""
+
+    url: str
+    description: str | None = None
+
+
+@dataclass
+class ExternalDocumentation:
+    """The External Documentation Object (OpenAPI 3.1 §4.8.22)."""
+
+    description: str | None = None
+    url: str | None = None
+
+
+@dataclass
+class Components:
+    """The Components Object (OpenAPI 3.1 §4.8.7): reusable parts of the document."""
+
+    schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    responses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    examples: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requestBodies: dict[str, dict[str, Any]] = field(default_factory=dict)  # noqa: N815 (the spec's name)
+    securitySchemes: dict[str, dict[str, Any]] = field(default_factory=dict)  # noqa: N815
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)
+    callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pathItems: dict[str, dict[str, Any]] = field(default_factory=dict)  # noqa: N815
+
+
+@dataclass
+class OpenAPIInfo:
+    """What the document says about the API: its Info Object (OpenAPI 3.1
+    §4.8.2: title, version, description, termsOfService, contact, license)
+    and the document's ``servers``, ``externalDocs`` and ``components``."""
+
+    title: str = "Robyn API"
+    version: str = "1.0.0"
+    description: str | None = None
+    termsOfService: str | None = None  # noqa: N815 (the spec's name)
+    contact: Contact = field(default_factory=Contact)
+    license: License = field(default_factory=License)
+    servers: list[Server] = field(default_factory=list)
+    externalDocs: ExternalDocumentation | None = field(default_factory=ExternalDocumentation)  # noqa: N815
+    components: Components = field(default_factory=Components)
+
+
+def _present(obj: Any) -> dict[str, Any]:
+    """A dataclass as a JSON object, without its unset (None or empty) fields."""
+    return {k: v for k, v in asdict(obj).items() if v not in (None, {}, [])}
+
+
+def _info_object(info: OpenAPIInfo) -> dict[str, Any]:
+    found: dict[str, Any] = {"title": info.title, "version": info.version}
+    for key in ("description", "termsOfService"):
+        if getattr(info, key) is not None:
+            found[key] = getattr(info, key)
+    for key in ("contact", "license"):
+        value = _present(getattr(info, key))
+        if value:
+            found[key] = value
+    return found
 
 _SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean",
                             type(None): "null", bytes: "string"}
@@ -90,8 +175,10 @@ def _operation(handler: Callable[..., Any], path_params: list[str], name: str, t
             if typing.is_typeddict(hint):
                 operation["responses"]["200"]["content"]["application/json"]["schema"] = json_schema(hint)
             continue
-        if inspect.isclass(hint) and issubclass(hint, Body) and hint is not Body:
-            operation["requestBody"] = {"content": {"application/json": {"schema": json_schema(hint)}}}
+        if inspect.isclass(hint) and issubclass(hint, (Body, JsonBody)):
+            schema = json_schema(hint)
+            schema.setdefault("properties", {})  # a bare Body/JsonBody: a JSON object of any fields
+            operation["requestBody"] = {"content": {"application/json": {"schema": schema}}}
         elif inspect.isclass(hint) and issubclass(hint, QueryParams) and hint is not QueryParams:
             own = {name for cls in hint.__mro__ if issubclass(cls, QueryParams) and cls is not QueryParams
                    for name in vars(cls).get("__annotations__", {})}
@@ -103,19 +190,33 @@ def _operation(handler: Callable[..., Any], path_params: list[str], name: str, t
     return operation
 
 
-class OpenAPI:
-    """The OpenAPI document of an app: ``openapi_spec`` is the dict served."""
+#: Where the Swagger UI page loads its script and style from without the ``docs`` extra.
+CDN_ASSETS = "https://unpkg.com/swagger-ui-dist@5/"
 
-    def __init__(self, title: str = "Robyn API", version: str = "1.0.0") -> None:
+
+class OpenAPI:
+    """The OpenAPI document of an app: ``openapi_spec`` is the dict served.
+
+    ``info`` fills its ``info``, ``servers``, ``externalDocs`` (null when it
+    has no ``url``, as Robyn writes it) and ``components``; ``title`` and
+    ``version`` are the short way to give just those two.
+    """
+
+    def __init__(self, title: str = "Robyn API", version: str = "1.0.0", info: OpenAPIInfo | None = None) -> None:
+        if info is None:
+            info = OpenAPIInfo(title=title, version=version)
+        elif not isinstance(info, OpenAPIInfo):
+            raise TypeError(f"info must be an OpenAPIInfo, not {type(info).__name__}")
+        self.info = info
+        docs = info.externalDocs
         self.openapi_spec: dict[str, Any] = {
             "openapi": "3.1.0",
-            "info": {"title": title, "version": version},
+            "info": _info_object(info),
             "paths": {},
-            "components": {"schemas": {}},
-            "servers": [],
-            "externalDocs": {"description": None, "url": None},
+            "components": asdict(info.components),
+            "servers": [_present(server) for server in info.servers],
+            "externalDocs": _present(docs) if docs is not None and docs.url else None,
         }
-        self._built = False
 
     def override_openapi(self, path: str | Path) -> None:
         """Start from the document in the JSON file at ``path`` (routes are still added)."""
@@ -142,18 +243,46 @@ class OpenAPI:
     def json(self) -> str:
         return json.dumps(self.openapi_spec)
 
-    def docs_page(self) -> Response:
-        """The Swagger UI page, reading ``/openapi.json``."""
+    def docs_page(self, assets: str = CDN_ASSETS) -> Response:
+        """The Swagger UI page, reading ``/openapi.json``; its script and
+        style sheet are ``swagger-ui-bundle.js`` and ``swagger-ui.css`` under
+        the URL ``assets`` (a CDN by default; :meth:`Robyn.serve_openapi
+        <robyn_fast.app.Robyn.serve_openapi>` serves them itself when the
+        ``docs`` extra is installed)."""
         title = str(self.openapi_spec.get("info", {}).get("title", "API"))
-        page = _DOCS.replace("{title}", title.replace("<", "&lt;").replace("&", "&amp;"))
+        page = _DOCS.replace("{assets}", assets).replace(
+            "{title}", title.replace("&", "&amp;").replace("<", "&lt;"))
         return Response(200, {"Content-Type": "text/html; charset=utf-8"}, page)
+
+
+#: The Swagger UI files the docs page needs, with their media types.
+SWAGGER_UI_FILES = {"swagger-ui-bundle.js": "application/javascript; charset=utf-8",
+                    "swagger-ui.css": "text/css; charset=utf-8"}
+
+
+def local_swagger_ui() -> Path | None:
+    """The directory of Swagger UI's files (5.x, which reads OpenAPI 3.1)
+    that the ``swagger-ui-py`` package ships (the ``docs`` extra), or None
+    when it is not installed. Found without importing the package (whose
+    import pulls in its framework glue)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("swagger_ui")
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        found = Path(location) / "static"
+        if all((found / name).is_file() for name in SWAGGER_UI_FILES):
+            return found
+    return None
 
 
 _DOCS = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
+<link rel="stylesheet" href="{assets}swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script src="{assets}swagger-ui-bundle.js"></script>
 <script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
 </body></html>
 """

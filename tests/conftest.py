@@ -7,6 +7,8 @@ import pytest
 from robyn_fast._core import codec as compiled_codec
 from robyn_fast._reference import codec as reference_codec
 
+from .loops import LOOPS
+
 IMPLEMENTATIONS = {"compiled": compiled_codec, "reference": reference_codec}
 
 
@@ -16,7 +18,7 @@ def codec(request: pytest.FixtureRequest) -> ModuleType:
     return IMPLEMENTATIONS[request.param]
 
 
-@pytest.fixture(params=["uvloop", "asyncio"])
+@pytest.fixture(params=LOOPS)
 def loop_kind(request: pytest.FixtureRequest) -> str:
     """Server tests run on both event loops."""
     return str(request.param)

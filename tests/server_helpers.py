@@ -21,7 +21,7 @@ import uvloop
 from robyn_fast import Robyn
 from robyn_fast.server import Server
 
-LOOPS = ["uvloop", "asyncio"]
+from .loops import LOOPS
 
 T = TypeVar("T")
 

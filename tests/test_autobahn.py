@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 from kosoku import FailureError, run_fuzzingclient
 
+from .loops import LOOPS
 from .process_helpers import EXAMPLES, serve_script
 
 CORE_CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]
@@ -80,7 +81,7 @@ def check(results: list[Any], label: str) -> None:
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("loop_kind", LOOPS)
 def test_autobahn_core_cases_are_clean(loop_kind: str) -> None:
     results = run_cases(loop_kind, CORE_CASES, {}, timeout=600)
     check(results, f"core on {loop_kind}")
@@ -88,7 +89,7 @@ def test_autobahn_core_cases_are_clean(loop_kind: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["shared", "dedicated"])
-@pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("loop_kind", LOOPS)
 def test_autobahn_compression_cases_are_clean(loop_kind: str, mode: str) -> None:
     results = run_cases(loop_kind, COMPRESSION_CASES,
                         {"ECHO_COMPRESSION": mode, "ECHO_COMPRESSION_THRESHOLD": "0", "ECHO_KEEPALIVE": "0"},

@@ -29,6 +29,7 @@ from robyn_fast._core.connection import Connection, Hub
 from robyn_fast.encoding import dumps
 
 from .fake_transport import FakeTransport
+from .loops import LOOPS
 from .process_helpers import ROOT, ServerProcess, process_rss
 from .server_helpers import eventually, read_frame, recv_until, running, upgrade_request, wait_for, ws_connect
 
@@ -40,7 +41,7 @@ TOO_SLOW = re.compile(r"client reads too slowly: (\d+) bytes queued.*closing wit
 # -- with a fake transport ----------------------------------------------------------------------
 
 
-@pytest.fixture(params=["uvloop", "asyncio"])
+@pytest.fixture(params=LOOPS)
 def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
     loop = uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop()
     yield loop

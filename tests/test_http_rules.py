@@ -262,3 +262,37 @@ def test_no_timeout_while_reading_is_paused_for_the_pipeline(loop_kind: str) -> 
         assert (status, text) == (200, f"echo:{len(body)}".encode())
         sending.join(10)
         sock.close()
+
+
+# --------------------------------------------------------------------------
+# Methods httptools does not know (RFC 9110 §9.1: any token)
+# --------------------------------------------------------------------------
+
+
+def test_unknown_method_reaches_the_router(loop_kind: str) -> None:
+    app = Robyn(__file__)
+
+    @app.get("/")
+    def index() -> str:
+        return "ok"
+
+    app.add_route("NONSTANDARD", "/custom", lambda request: f"{request.method} {request.body}")
+    with running(app, loop_kind) as srv:
+        sock = connect(srv.port)
+        try:
+            # No route has the method: 405 with Allow, as for a known method; the connection stays open.
+            sock.sendall(b"NONSTANDARD / HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, body, rest = read_response(sock)
+            assert (status, body) == (405, b"Method Not Allowed")
+            # A route registered for it answers it, body and all; then a known method on the same connection.
+            sock.sendall(b"NONSTANDARD /custom HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+            status, body, rest = read_response(sock, rest)
+            assert (status, body) == (200, b"NONSTANDARD abc")
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(sock, rest)[:2] == (200, b"ok")
+        finally:
+            sock.close()
+        head = answer_then_close(srv.port, b"NONSTANDARD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 405 ") and b"\r\nallow: GET, HEAD\r\n" in head
+        # Not a token: still malformed.
+        assert answer_then_close(srv.port, b"G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 400 ")

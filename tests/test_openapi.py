@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional, TypedDict
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from robyn_fast import Robyn
 from robyn_fast.http.params import Body
 from robyn_fast.http.types import QueryParams
-from robyn_fast.openapi import json_schema
+from robyn_fast.openapi import json_schema, local_swagger_ui
 from robyn_fast.subrouter import SubRouter
 
 from .server_helpers import LOOPS, running
@@ -89,3 +90,35 @@ def test_json_schema() -> None:
     assert json_schema(list[int]) == {"type": "array", "items": {"type": "integer"}}
     assert json_schema(dict) == {"type": "object"}
     assert json_schema(Optional[int]) == {"anyOf": [{"type": "integer"}, {"type": "null"}]}
+
+
+def test_docs_page_renders_the_operations_in_headless_chromium(tmp_path: Path) -> None:
+    """Swagger UI's files come from the app (the docs extra), so the page
+    works with no network: every request the browser makes goes to the app."""
+    from .test_examples import CHROMIUM, CHROMIUM_ARGS
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: `make browser` installs Debian's chromium"
+    assert local_swagger_ui() is not None, "swagger-ui-py (the docs extra) is in the test extras"
+    import playwright.sync_api as playwright_api
+
+    with running(make_app(), "uvloop") as srv, playwright_api.sync_playwright() as pw:
+        origin = f"http://127.0.0.1:{srv.port}"
+        elsewhere: list[str] = []
+        context = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                        headless=True, args=CHROMIUM_ARGS, timeout=30_000)
+        try:
+            context.on("request", lambda req: None if req.url.startswith(origin) else elsewhere.append(req.url))
+            page = context.pages[0] if context.pages else context.new_page()
+            page.goto(f"{origin}/docs", wait_until="load")
+            operations = page.locator(".opblock-summary-path")
+            playwright_api.expect(operations).to_have_count(2, timeout=15_000)
+            assert sorted(t.strip() for t in operations.all_text_contents()) == ["/items/{shop}", "/sub/ping"]
+            playwright_api.expect(page.locator(".opblock-summary-method").first).to_be_visible()
+            assert sorted(page.locator(".opblock-summary-method").all_text_contents()) == ["GET", "POST"]
+            assert page.locator(".info .title").first.text_content().startswith("Robyn API")
+        finally:
+            context.close()
+        assert elsewhere == []
+        status, headers, _ = fetch(srv.port, "GET", "/docs/swagger-ui-bundle.js")
+        assert status == 200 and headers["content-type"].startswith("application/javascript")
+        assert "server" not in headers

@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 import types
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,11 +30,12 @@ import pytest
 import websocket as wsclient
 
 import robyn_fast
+import robyn_fast.openapi
 from robyn_fast import compat
 from robyn_fast.exceptions import InvalidState
 
 from .process_helpers import ROOT, ServerProcess, serve_script
-from .server_helpers import wait_for
+from .server_helpers import LOOPS, wait_for
 
 APP = Path("tests") / "robyn_apps" / "base_routes_ws.py"  # relative to ROOT, as a user types it
 ROBYN_FLAGS = ["--processes", "1", "--workers", "1", "--log-level", "DEBUG"]  # read by app.start(): one process
@@ -68,7 +70,7 @@ def serve_with_robyn_fast(script: Path, args: list[str] | None = None, loop_kind
         yield Served(server)
 
 
-@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
+@pytest.fixture(scope="module", params=LOOPS)
 def server(request: pytest.FixtureRequest) -> Iterator[Served]:
     """The Robyn app, started with Robyn's CLI flags after the script: they
     must reach the script untouched and change nothing."""
@@ -365,12 +367,9 @@ def test_app_and_endpoint_work_as_in_robyn(shim: None) -> None:
     ("statement", "name"),
     [
         ("from robyn import MCPApp", "robyn.MCPApp"),
-        ("from robyn import Robyn, OpenAPI", "robyn.OpenAPI"),
         ("from robyn.ws import create_websocket_decorator", "robyn.ws.create_websocket_decorator"),
         ("from robyn.robyn import Cookie", "robyn.robyn.Cookie"),
         ("from robyn.types import Directory", "robyn.types.Directory"),
-        ("import robyn.openapi", "robyn.openapi"),
-        ("from robyn.openapi import OpenAPI", "robyn.openapi"),
         ("from robyn.mcp import MCPApp", "robyn.mcp"),
         ("import robyn.argument_parser", "robyn.argument_parser"),
     ],
@@ -383,9 +382,9 @@ def test_unsupported_names_raise_import_error_naming_them(shim: None, statement:
 
 
 def test_unsupported_module_is_a_module_not_found_error(shim: None) -> None:
-    with pytest.raises(ModuleNotFoundError, match="robyn_fast does not support robyn.openapi") as info:
-        import robyn.openapi  # noqa: F401
-    assert info.value.name == "robyn.openapi"
+    with pytest.raises(ModuleNotFoundError, match="robyn_fast does not support robyn.mcp") as info:
+        import robyn.mcp  # noqa: F401
+    assert info.value.name == "robyn.mcp"
 
 
 def test_names_robyn_never_had_fail_as_usual(shim: None) -> None:
@@ -403,8 +402,8 @@ def test_unsupported_app_method_names_itself(shim: None) -> None:
     from robyn import Robyn
 
     app = Robyn(__file__)
-    with pytest.raises(AttributeError, match=r"robyn_fast does not support Robyn\.init_openapi \(OpenAPI generation\)"):
-        app.init_openapi()
+    with pytest.raises(AttributeError, match=r"robyn_fast does not support Robyn\.mcp \(MCP apps\)"):
+        app.mcp()
     assert not hasattr(app, "view")
     with pytest.raises(AttributeError, match="'Robyn' object has no attribute 'no_such_method'"):
         app.no_such_method()
@@ -454,3 +453,99 @@ def test_install_refuses_when_robyn_was_imported_first() -> None:
         assert not compat.installed()
     finally:
         del sys.modules["robyn"]
+
+
+def test_openapi_module_as_robyn_defines_it(shim: None, tmp_path: Path) -> None:
+    import robyn
+    from robyn.openapi import (
+        Components,
+        Contact,
+        ExternalDocumentation,
+        License,
+        OpenAPI,
+        OpenAPIInfo,
+        Server,
+    )
+
+    assert robyn.OpenAPI is OpenAPI and issubclass(OpenAPI, robyn_fast.openapi.OpenAPI)
+    import typing
+
+    from robyn.openapi import str_typed_dict
+
+    assert typing.get_type_hints(str_typed_dict) == {"key": str, "value": str}
+    info = OpenAPIInfo(title="Shop", version="2.0", description="d", contact=Contact(name="me", email="a@b.c"),
+                       license=License(name="MIT"), servers=[Server(url="https://api.example")],
+                       externalDocs=ExternalDocumentation(description="more", url="https://docs.example"),
+                       components=Components(schemas={"Item": {"type": "object"}}))
+    app = robyn.Robyn(str(tmp_path / "app.py"), openapi=OpenAPI(info=info))
+
+    @app.get("/items/:id", openapi_tags=["items"])
+    def item(path_params: Any) -> str:
+        """One item."""
+        return "x"
+
+    app.openapi.add_openapi_path_obj("get", "/items/:id", "Item", ["items"], item)
+    spec = app.openapi.get_openapi_config()
+    assert spec["info"] == {"title": "Shop", "version": "2.0", "description": "d",
+                            "contact": {"name": "me", "email": "a@b.c"}, "license": {"name": "MIT"}}
+    assert spec["servers"] == [{"url": "https://api.example"}]
+    assert spec["externalDocs"] == {"description": "more", "url": "https://docs.example"}
+    assert spec["components"]["schemas"] == {"Item": {"type": "object"}}
+    assert spec["paths"]["/items/{id}"]["get"]["description"] == "One item."
+    assert OpenAPI().openapi_spec["externalDocs"] is None  # no url: null, as Robyn writes it
+    page = app.openapi.get_openapi_docs_page()
+    assert page.status_code == 200 and "SwaggerUIBundle" in str(page.description)
+    with pytest.raises(TypeError, match="openapi must be a robyn.openapi.OpenAPI, not dict"):
+        robyn.Robyn(str(tmp_path / "app.py"), openapi={})  # type: ignore[arg-type]
+
+
+def test_openapi_file_is_the_whole_document(shim: None, tmp_path: Path) -> None:
+    import robyn
+
+    (tmp_path / "spec.json").write_text(json.dumps({"openapi": "3.1.0", "info": {"title": "T", "version": "9"},
+                                                    "paths": {"/only": {}}}))
+    app = robyn.Robyn(str(tmp_path / "app.py"), openapi_file_path="spec.json")
+    app.openapi.add_openapi_path_obj("get", "/other", "", [], lambda: "x")
+    assert app.openapi.openapi_spec["info"]["title"] == "T"
+    assert list(app.openapi.openapi_spec["paths"]) == ["/only"]
+    other = robyn.Robyn(str(tmp_path / "app.py"))
+    other.init_openapi("spec.json")
+    assert other.openapi.openapi_spec["info"]["version"] == "9"
+    with pytest.raises(FileNotFoundError):
+        other.init_openapi("missing.json")
+
+
+def test_exceptions_as_robyn_defines_them(shim: None) -> None:
+    import robyn
+    from robyn.exceptions import HTTPException, WebSocketException
+
+    assert robyn.HTTPException is HTTPException
+    err = HTTPException(404)
+    assert (err.status_code, err.detail, str(err), repr(err)) == (
+        404, "Not Found", "404: Not Found", "HTTPException(status_code=404, detail=Not Found)")
+    assert HTTPException(418, "tea").detail == "tea"
+    with pytest.raises(ValueError):
+        HTTPException(999)
+    ws = WebSocketException(1008)
+    assert (ws.code, ws.reason, str(ws), repr(ws)) == (1008, "", "1008: ", "WebSocketException(code=1008, reason=)")
+    assert isinstance(err, robyn_fast.exceptions.RobynFastError) and isinstance(ws, Exception)
+
+
+@pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
+def test_docs_served_unless_disable_openapi(tmp_path: Path, loop_kind: str) -> None:
+    (tmp_path / "app.py").write_text(
+        "from robyn import Robyn\n"
+        "app = Robyn(__file__)\n"
+        "@app.get('/hello')\n"
+        "def hello():\n"
+        "    return 'hi'\n"
+        "app.start()\n")
+    for args, expected in (([], 200), (["--disable-openapi"], 404)):
+        with serve_with_robyn_fast(tmp_path / "app.py", args, loop_kind) as served:
+            try:
+                with urllib.request.urlopen(served.http_url + "/openapi.json", timeout=TIMEOUT) as resp:
+                    status = resp.status
+                    assert "/hello" in json.loads(resp.read())["paths"]
+            except urllib.error.HTTPError as err:
+                status = err.code
+            assert status == expected, args

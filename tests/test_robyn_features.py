@@ -16,7 +16,7 @@ import pytest
 from robyn_fast import Robyn, compat
 from robyn_fast.exceptions import UnboundParameter
 from robyn_fast.http.files import serve_file, serve_html
-from robyn_fast.http.params import Body, Method, PathParams
+from robyn_fast.http.params import Body, JsonBody, Method, PathParams
 from robyn_fast.http.types import Headers, QueryParams, Request, Response, Url
 from robyn_fast.templating import JinjaTemplate
 
@@ -116,6 +116,44 @@ def test_unbindable_parameter_refused_at_registration() -> None:
     app = Robyn(__file__)
     with pytest.raises(UnboundParameter, match="'vishnu'"):
         app.add_route("GET", "/x", lambda request, vishnu: None)
+    # A lone parameter of another name is not taken for the request (as in Robyn 0.77-0.79).
+    with pytest.raises(UnboundParameter, match="cannot bind parameter 'rq' of HTTP handler .* for '/lone'"):
+        app.add_route("GET", "/lone", lambda rq: None)
+    with pytest.raises(UnboundParameter, match="'data'"):
+        app.add_route("GET", "/lone", lambda data: None)
+    def annotated(whatever: Request) -> None:
+        return None
+
+    for n, ok in enumerate((lambda request: None, lambda req: None, lambda r: None, annotated)):
+        app.add_route("GET", f"/fine/{n}", ok)
+
+
+class Reading(JsonBody):
+    celsius: float
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_json_body(loop: str) -> None:
+    app = Robyn(__file__)
+
+    @app.post("/bare")
+    def bare(data: JsonBody) -> Any:
+        return data
+
+    @app.post("/typed")
+    async def typed(request: Request, reading: Reading) -> dict[str, Any]:
+        return {"f": reading["celsius"] * 9 / 5 + 32}
+
+    with running(app, loop) as srv:
+        status, _, body = fetch(srv.port, "POST", "/bare", body=b'{"a": [1, 2]}')
+        assert (status, json.loads(body)) == (200, {"a": [1, 2]})
+        status, _, body = fetch(srv.port, "POST", "/typed", body=b'{"celsius": 100}')
+        assert (status, json.loads(body)) == (200, {"f": 212.0})
+        for path in ("/bare", "/typed"):
+            status, headers, body = fetch(srv.port, "POST", path, body=b"{not json")
+            assert status == 400 and headers["content-type"] == "application/json"
+            assert json.loads(body)["error"].startswith("Invalid JSON body: ")
+        assert fetch(srv.port, "POST", "/bare", body=b"")[0] == 400
 
 
 def test_files(server: Any) -> None:
@@ -268,3 +306,37 @@ def test_robyn_add_route_takes_is_const(shim: None, loop: str) -> None:
         assert fetch(srv.port, "GET", "/const")[2] == b"same"
         assert fetch(srv.port, "GET", "/const")[2] == b"same"
     assert len(calls) == 1  # answered from the cache the second time
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_robyn_binding_and_http_exception(shim: None, loop: str) -> None:
+    from robyn import Robyn as CompatRobyn
+    from robyn.exceptions import HTTPException
+
+    plain = CompatRobyn(__file__)
+    handled = CompatRobyn(__file__)
+    seen: list[Exception] = []
+
+    @handled.exception
+    def to_status(exc: Exception) -> Response:
+        seen.append(exc)
+        if isinstance(exc, HTTPException):
+            return Response(exc.status_code, {}, exc.detail)
+        return Response(599, {}, type(exc).__name__)
+
+    for app in (plain, handled):
+        @app.get("/lone")
+        def lone(rq: Any) -> str:  # Robyn: "Unexpected request params found", 500; the app still starts
+            return "never"
+
+        @app.get("/teapot")
+        def teapot() -> str:
+            raise HTTPException(418)
+
+    with running(plain, loop) as srv:
+        assert fetch(srv.port, "GET", "/lone")[0] == 500
+        assert fetch(srv.port, "GET", "/teapot")[0] == 500  # Robyn gives HTTPException no status of its own
+    with running(handled, loop) as srv:
+        assert fetch(srv.port, "GET", "/teapot")[::2] == (418, b"I'm a Teapot")
+        assert fetch(srv.port, "GET", "/lone")[::2] == (599, b"UnboundParameter")
+    assert isinstance(seen[0], HTTPException) and isinstance(seen[1], TypeError)

@@ -6,7 +6,7 @@ answers every import of ``robyn`` and ``robyn.<module>`` with the shim in
 gives robyn_fast's classes, whether or not the real Robyn is installed.
 
 A name that Robyn 0.77 has and robyn_fast does not (``robyn.MCPApp``,
-``import robyn.openapi``, ``app.init_openapi``...) raises an error that
+``import robyn.mcp``, ``app.view``...) raises an error that
 names it and says robyn_fast does not support it, at the line that uses it:
 :class:`UnsupportedRobynFeature` (an ``ImportError``) for ``from robyn import
 X``, :class:`UnsupportedRobynModule` (a ``ModuleNotFoundError``) for a module,
@@ -60,11 +60,12 @@ SUPPORTED_MODULES = (
     "robyn.events",
     "robyn.responses",
     "robyn.templating",
+    "robyn.openapi",
+    "robyn.exceptions",
 )
 
 #: Robyn 0.77 modules the shim does not provide, with what they are for.
 UNSUPPORTED_MODULES: dict[str, str] = {
-    "robyn.openapi": "OpenAPI generation",
     "robyn.router": "Robyn's internal routers",
     "robyn.argument_parser": "Robyn's command-line configuration",
     "robyn.cli": "Robyn's command-line interface",
@@ -72,7 +73,6 @@ UNSUPPORTED_MODULES: dict[str, str] = {
     "robyn.reloader": "the dev-mode reloader",
     "robyn.env_populator": "robyn.env files",
     "robyn.logger": "Robyn's logger",
-    "robyn.exceptions": "Robyn's HTTPException and WebSocketException",
     "robyn.mcp": "MCP apps",
     "robyn.ai": "AI agents",
     "robyn.scaffold": "project scaffolding",
@@ -82,7 +82,6 @@ UNSUPPORTED_MODULES: dict[str, str] = {
 UNSUPPORTED_NAMES: dict[str, dict[str, str]] = {
     "robyn": {
         "MCPApp": "MCP apps",
-        "OpenAPI": "OpenAPI generation",
         "Config": "Robyn's command-line configuration (robyn_fast.Config holds the server limits)",
         "config": "Robyn's command-line configuration",
         "logger": "Robyn's logger",
@@ -120,11 +119,12 @@ UNSUPPORTED_NAMES: dict[str, dict[str, str]] = {
     "robyn.events": {},
     "robyn.responses": {},
     "robyn.templating": {},
+    "robyn.openapi": {},
+    "robyn.exceptions": {},
 }
 
 #: Methods of Robyn's ``Robyn`` app that robyn_fast's does not have.
 UNSUPPORTED_APP_METHODS: dict[str, str] = {
-    "init_openapi": "OpenAPI generation",
     "mcp": "MCP apps",
     "view": "class-based views",
     "is_port_in_use": "Robyn's port check",

@@ -5,14 +5,15 @@ the request it wants, as Robyn's ``robyn.types`` names them.
 once, at registration: ``Request``, ``QueryParams`` (or a subclass),
 ``Headers``, ``PathParams``, ``Body`` (or a subclass), ``Method``, ``Url``,
 ``FormData``, ``Files``, ``IPAddress`` and ``Identity`` each receive that
-part of the request, whatever the parameter is called.
+part of the request, whatever the parameter is called; ``JsonBody`` (or a
+subclass) receives the body parsed as JSON, or the request is answered 400.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, NewType, Optional, TypedDict
 
-__all__ = ["PathParams", "Method", "FormData", "Files", "IPAddress", "JSONResponse", "Body", "Identity"]
+__all__ = ["PathParams", "Method", "FormData", "Files", "IPAddress", "JSONResponse", "Body", "JsonBody", "Identity"]
 
 PathParams = NewType("PathParams", Dict[str, str])
 Method = NewType("Method", str)
@@ -28,6 +29,14 @@ class JSONResponse(TypedDict):
 class Body:
     """Base for a class that describes a request body: a parameter annotated
     with it (or a subclass) receives ``request.body``."""
+
+
+class JsonBody:
+    """Base for a class that describes a JSON request body (Robyn 0.79's
+    ``JsonBody``): a parameter annotated with it (or a subclass, whose
+    annotated fields the OpenAPI document shows) receives
+    ``request.json()``; a body that is not JSON is answered 400 with
+    ``{"error": "Invalid JSON body: ..."}`` before the handler runs."""
 
 
 class Identity:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import Context
@@ -63,6 +64,10 @@ log = get_logger("robyn_fast.server")
 # Config.access_log: one line per request. Its SafeRecords filter escapes
 # every argument (robyn_fast.logs.printable): method, target and peer are the client's.
 access = get_logger("robyn_fast.access")
+
+# A request line's method that llhttp does not know: an RFC 9110 §5.6.2 token
+# (at most 32 characters) followed by a space.
+_METHOD_AT_START = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}) ")
 
 # Data is fed to httptools in slices of at most this many bytes so the bytes
 # of an unfinished request head can be counted (httptools buffers header
@@ -163,6 +168,8 @@ class HttpProtocol(asyncio.Protocol):
         self.body_size = 0
         self.in_head = False
         self.in_body = False
+        # A method llhttp does not know, read from the request line (see _feed).
+        self.method_override: str | None = None
         self.head_bytes = 0
         self.fields_size = 0
         self.got_bytes = False
@@ -367,6 +374,8 @@ class HttpProtocol(asyncio.Protocol):
     def _feed(self, chunk: bytes | memoryview, rest: bytes | memoryview) -> None:
         if self.parser is None:
             return  # closed or handed over: nothing more is parsed here
+        idle = not (self.in_head or self.in_body)
+        queued = len(self.queue)
         try:
             self.parser.feed_data(chunk)
         except httptools.HttpParserUpgrade as exc:
@@ -383,6 +392,20 @@ class HttpProtocol(asyncio.Protocol):
             log.exception("error in HTTP parser callback")
             self.queue.append(error_response(500))
             self.closing = True
+            return
+        except httptools.HttpParserInvalidMethodError as exc:
+            # llhttp knows a fixed list of methods; RFC 9110 §9.1 allows any
+            # token, which the router answers (405 with Allow where no route
+            # has it, as Robyn does). When the request starts this chunk, parse
+            # it again with GET standing in for its method in a new parser.
+            method = _METHOD_AT_START.match(bytes(chunk[:34])) if idle and len(self.queue) == queued else None
+            if method is None:
+                self.queue.append(error_response(400, f"malformed HTTP request: {exc}"))
+                self.closing = True
+                return
+            self.parser = httptools.HttpRequestParser(self)
+            self.method_override = method.group(1).decode("ascii")
+            self._feed(b"GET" + bytes(chunk[len(method.group(1)):]), rest)
             return
         except httptools.HttpParserError as exc:
             self.queue.append(error_response(400, f"malformed HTTP request: {exc}"))
@@ -481,6 +504,8 @@ class HttpProtocol(asyncio.Protocol):
             raise _Abort
         try:
             method = parser.get_method().decode("ascii")
+            if self.method_override is not None:
+                method, self.method_override = self.method_override, None
             target = self.url.decode("utf-8", "surrogateescape")
         except UnicodeDecodeError:
             self._reject(400, "request line is not ASCII")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Union
@@ -87,8 +88,17 @@ REQUEST_TYPES: dict[Any, str | None] = {
 }
 
 
+
 def _part(attr: str | None) -> Source:
     return Arg(0) if attr is None else Attr(0, attr)
+
+
+def _json_body(request: Request) -> Any:
+    try:
+        return request.json()
+    except ValueError as exc:
+        raise HTTPError(400, json.dumps({"error": f"Invalid JSON body: {exc}"}),
+                        [("Content-Type", "application/json")]) from exc
 
 
 def _by_annotation(annotation: Any) -> Source | None:
@@ -100,6 +110,8 @@ def _by_annotation(annotation: Any) -> Source | None:
     except TypeError:  # unhashable annotation
         return None
     if inspect.isclass(annotation):
+        if issubclass(annotation, params.JsonBody):
+            return Call(_json_body)
         if issubclass(annotation, params.Body):
             return Attr(0, "body")
         if issubclass(annotation, QueryParams):
@@ -141,11 +153,14 @@ def bind_http(
     ``global_dependencies`` and ``router_dependencies`` get those dicts of
     ``dependencies``, ``owner`` being the router); a parameter named like a
     path parameter of ``path`` gets its value; one named like an injected
-    dependency gets it (looked up at each call); else the first parameter,
-    when positional and no other takes the request, gets the :class:`~robyn_fast.http.types.Request`. A parameter
-    with a default that matches none is left to its default; any other
-    raises :class:`UnboundParameter` (a ``TypeError``) naming the handler and
-    the parameter, here, not when a request comes.
+    dependency gets it (looked up at each call). A parameter with a default
+    that matches none is left to its default; any other raises
+    :class:`UnboundParameter` (a ``TypeError``) naming the handler and the
+    parameter, here, not when a request comes: a lone parameter of another
+    name (``def handler(rq)``) is not taken for the request, as in Robyn
+    0.77-0.79, whose apps answer such a route 500 (``SyntaxError:
+    Unexpected request params found``), which the lenient registration of
+    the compat app reproduces.
     """
     name = _handler_name(handler)
     try:
@@ -160,7 +175,6 @@ def bind_http(
     parameters = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     annotations = _annotations(handler, parameters)
     sources: list[tuple[inspect.Parameter, Source]] = []
-    request_taken = any(p.name in ("request", "req", "r") or annotations[p.name] is Request for p in parameters)
     for p in parameters:
         source = _by_annotation(annotations[p.name])
         if source is not None:
@@ -175,8 +189,6 @@ def bind_http(
             source = Item(0, "path_params", p.name)
         elif p.name in injected:
             source = Dependency(p.name, (router_deps, global_deps))
-        elif not request_taken and p is parameters[0] and p.kind is not p.KEYWORD_ONLY:
-            source, request_taken = Arg(0), True
         if source is None:
             if p.default is not p.empty:
                 continue

@@ -1066,7 +1066,8 @@ def error_response(
     ``text/plain; charset=utf-8``. ``extra_headers`` are added as given:
     ``Allow`` for 405 (take them from
     :attr:`~robyn_fast.exceptions.HTTPError.headers`), ``Upgrade`` and
-    ``Sec-WebSocket-Version`` for 426... By default the response says
+    ``Sec-WebSocket-Version`` for 426..., and a ``Content-Type`` there
+    replaces ``text/plain``. By default the response says
     ``connection: close``, as after 400, 413, 414 or 431 the request stream
     can no longer be trusted; pass ``keep_alive=True`` when the request was
     read completely (a 404, say). ``head=True`` omits the body bytes.
@@ -1075,7 +1076,11 @@ def error_response(
     text = reason_phrase(status) if message is None else message
     fields = [("content-type", TEXT_PLAIN)]
     if extra_headers is not None:
-        fields.extend(extra_headers)
+        extra = list(extra_headers)
+        if any(name.lower() == "content-type" for name, _ in extra):
+            fields = extra  # the error says what its body is (a JSON error, say)
+        else:
+            fields.extend(extra)
     return serialize_response(
         status, fields, text.encode("utf-8"), keep_alive=keep_alive, head=head
     )

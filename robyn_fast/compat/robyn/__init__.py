@@ -26,9 +26,12 @@ from . import status_codes
 from .authentication import AuthenticationHandler
 from .dependency_injection import DependencyMap
 from .events import Events
+from .exceptions import HTTPException, WebSocketException
 from .jsonify import jsonify
+from .openapi import OpenAPI
 from .responses import SSEMessage, SSEResponse, StreamingResponse, html, serve_file, serve_html
 from .robyn import Headers, Request, Response, WebSocketConnector
+from .types import JsonBody
 from .ws import WebSocket, WebSocketAdapter, WebSocketDisconnect
 
 __all__ = [
@@ -53,6 +56,10 @@ __all__ = [
     "StreamingResponse",
     "SSEResponse",
     "SSEMessage",
+    "JsonBody",
+    "OpenAPI",
+    "HTTPException",
+    "WebSocketException",
 ]
 
 
@@ -97,23 +104,39 @@ class Robyn(robyn_fast.Robyn):
     """robyn_fast's application class under Robyn's name.
 
     Calling a method of Robyn's app that robyn_fast does not have
-    (``app.init_openapi``, ``app.mcp``...) raises
+    (``app.mcp``, ``app.view``...) raises
     :class:`~robyn_fast.compat.UnsupportedRobynMethod` (an
     ``AttributeError``) that names it.
     """
 
     def __init__(self, file_object: str, config: Any = None, openapi_file_path: str | None = None,
+                 openapi: OpenAPI | None = None, dependencies: DependencyMap | None = None,
                  *args: Any, **kwargs: Any) -> None:
         super().__init__(file_object, config if isinstance(config, _Config) else None)
         _robyn_mode(self)
+        if dependencies is not None:
+            if not isinstance(dependencies, DependencyMap):
+                raise TypeError(f"dependencies must be a DependencyMap, not {type(dependencies).__name__}")
+            # Robyn's map given to the app: its global dependencies are the app's.
+            self.dependencies.add_global_dependency(**dependencies.get_global_dependencies())
         self._disable_openapi = bool(getattr(config, "disable_openapi", False))
-        # As Robyn: the document starts from openapi_file_path, or an openapi.json next to the app.
+        if openapi is not None and not isinstance(openapi, OpenAPI):
+            raise TypeError(f"openapi must be a robyn.openapi.OpenAPI, not {type(openapi).__name__}")
+        self.openapi: OpenAPI = openapi if openapi is not None else OpenAPI()
+        self.init_openapi(openapi_file_path)
+
+    def init_openapi(self, openapi_file_path: str | None) -> None:
+        """As Robyn: the document becomes the JSON file ``openapi_file_path``
+        (relative to the app's directory), or else an ``openapi.json`` next to
+        the app if there is one; nothing when the config disables OpenAPI."""
+        if self._disable_openapi:
+            return
         import os
 
-        given = openapi_file_path or ("openapi.json" if os.path.exists(
-            os.path.join(self.directory_path, "openapi.json")) else None)
-        if given is not None:
-            self.openapi.override_openapi(os.path.join(self.directory_path, given))
+        if openapi_file_path:
+            self.openapi.override_openapi(os.path.join(self.directory_path, openapi_file_path))
+        elif os.path.exists(os.path.join(self.directory_path, "openapi.json")):
+            self.openapi.override_openapi(os.path.join(self.directory_path, "openapi.json"))
 
     def add_route(self, route_type: str, endpoint: str, handler: Any, const: bool = False,
                   auth_required: bool = False, openapi_name: str = "", openapi_tags: list[str] | None = None,
@@ -124,8 +147,13 @@ class Robyn(robyn_fast.Robyn):
 
     def start(self, *args: Any, **kwargs: Any) -> None:
         """Robyn's ``start``: serves ``/openapi.json`` and ``/docs`` first (unless
-        the config says ``disable_openapi``), then robyn_fast's ``start``."""
-        if not self._disable_openapi:
+        the config says ``disable_openapi`` or the command line
+        ``--disable-openapi``), then robyn_fast's ``start``."""
+        import sys
+
+        argv = kwargs.get("argv")
+        flags = sys.argv[1:] if argv is None else list(argv)
+        if not self._disable_openapi and "--disable-openapi" not in flags:
             self.serve_openapi()
         super().start(*args, **kwargs)
 
