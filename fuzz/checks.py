@@ -401,7 +401,7 @@ class _Host:
         return object(), {}
 
     def accept_websocket(self, endpoint: object, method: str, version: str,
-                         headers: list[tuple[bytes, bytes]]) -> tuple[bytes, object]:
+                         headers: list[tuple[bytes, bytes]], query: str = "") -> tuple[bytes, object]:
         from robyn_fast.websocket.handshake import accept_handshake, negotiate_compression
 
         response, _ = accept_handshake(method, version, headers, subprotocols=["chat"])

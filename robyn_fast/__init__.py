@@ -51,9 +51,11 @@ from .exceptions import (
     MessageTooBig,
     ProtocolError,
     RobynFastError,
+    WebSocketDisconnect,
 )
 from .http.types import Headers, QueryParams, Request, Response, jsonify
 from .websocket.endpoint import WebSocket, WebSocketConnector
+from .websocket.receive import WebSocketAdapter
 from .subrouter import SubRouter
 
 from .version import __version__
@@ -64,6 +66,8 @@ __all__ = [
     "SubRouter",
     "WebSocket",
     "WebSocketConnector",
+    "WebSocketAdapter",
+    "WebSocketDisconnect",
     "Config",
     "Request",
     "Response",

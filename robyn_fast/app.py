@@ -32,6 +32,7 @@ from .http.types import Headers, Response
 from .openapi import SWAGGER_UI_FILES, OpenAPI, local_swagger_ui
 from . import cli, metrics
 from .server import ServedEndpoint, Server
+from .websocket.receive import websocket_decorator
 from .workers.launch import launch
 
 __all__ = ["Robyn"]
@@ -328,6 +329,15 @@ class Robyn:
         return self.dependencies.get_router_dependencies(self)
 
     # -- websockets and hooks -------------------------------------------------------
+
+    def websocket(self, endpoint: str, *, config: Config | None = None) -> Callable[[Any], Any]:
+        """Robyn's receive-loop API: ``@app.websocket(path)`` on an async
+        ``handler(websocket, <typed query parameters>)`` run once per
+        connection (:mod:`robyn_fast.websocket.receive`); the handler gets
+        ``on_connect`` and ``on_close`` decorators. ``config`` overrides the
+        app's settings for this endpoint, as ``WebSocket(app, path, config)``
+        does."""
+        return websocket_decorator(self, endpoint, config)
 
     def add_web_socket(self, endpoint: str, ws: ServedEndpoint) -> None:
         """Register a WebSocket endpoint (``WebSocket(app, path)`` calls this)."""

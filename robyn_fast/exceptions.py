@@ -33,6 +33,7 @@ __all__ = [
     "MethodNotAllowed",
     "UnboundParameter",
     "AuthenticationNotConfigured",
+    "WebSocketDisconnect",
 ]
 
 
@@ -241,3 +242,17 @@ class HandshakeError(RobynFastError, ValueError):
 
     def __str__(self) -> str:
         return f"{self.status} {self.reason}"
+
+
+class WebSocketDisconnect(RobynFastError, ConnectionError):
+    """The WebSocket connection closed: raised by ``receive_text()``,
+    ``receive_bytes()`` and ``receive_json()`` of an ``@app.websocket``
+    handler (Robyn's name and constructor). ``code`` and ``reason`` are those
+    of the closing handshake (RFC 6455 §7.1.5, §7.1.6): the client's Close
+    frame, ours if the server closed first, 1006 if TCP went without one.
+    """
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        super().__init__(f"WebSocket disconnected with code {code}: {reason}")
+        self.code: int = code
+        self.reason: str = reason

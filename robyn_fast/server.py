@@ -70,6 +70,8 @@ class ServedEndpoint(Protocol):
     @property
     def effective_config(self) -> Config: ...
 
+    def check_upgrade(self, query: str) -> None: ...
+
     def open_connection(
         self, server: Server, hub: Hub, transport: asyncio.Transport, initial: bytes, query: str,
         path_params: dict[str, str], raw_headers: list[tuple[bytes, bytes]], remote_addr: tuple[str, int] | None,
@@ -549,12 +551,14 @@ class Server:
         return match
 
     def accept_websocket(
-        self, endpoint: ServedEndpoint, method: str, version: str, headers: list[tuple[bytes, bytes]]
+        self, endpoint: ServedEndpoint, method: str, version: str, headers: list[tuple[bytes, bytes]],
+        query: str = "",
     ) -> tuple[bytes, Agreement]:
         config = endpoint.effective_config
         response, subprotocol = accept_handshake(
             method, version, headers, subprotocols=config.subprotocols or None, allowed_origins=config.allowed_origins
         )
+        endpoint.check_upgrade(query)
         # Without a message size limit nothing would bound what a small compressed frame
         # inflates to (a decompression bomb): compression is declined then.
         mode = config.compression if config.max_message_size is not None else "off"

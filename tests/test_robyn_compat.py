@@ -367,7 +367,7 @@ def test_app_and_endpoint_work_as_in_robyn(shim: None) -> None:
     ("statement", "name"),
     [
         ("from robyn import MCPApp", "robyn.MCPApp"),
-        ("from robyn import WebSocketDisconnect", "robyn.WebSocketDisconnect"),
+        ("from robyn.ws import create_websocket_decorator", "robyn.ws.create_websocket_decorator"),
         ("from robyn.robyn import Cookie", "robyn.robyn.Cookie"),
         ("from robyn.types import Directory", "robyn.types.Directory"),
         ("from robyn.mcp import MCPApp", "robyn.mcp"),

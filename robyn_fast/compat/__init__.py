@@ -98,7 +98,6 @@ UNSUPPORTED_NAMES: dict[str, dict[str, str]] = {
         "compile_rust_files": "Rust handlers",
         "load_vars": "robyn.env files",
         "get_version": "Robyn's version query",
-        "WebSocketDisconnect": "the WebSocket API of Robyn >= 0.80 (robyn_fast speaks the legacy WebSocket class)",
     },
     "robyn.robyn": {
         "Cookie": "cookies",
@@ -111,7 +110,7 @@ UNSUPPORTED_NAMES: dict[str, dict[str, str]] = {
         "SocketHeld": "Robyn's Rust socket object",
         "get_version": "Robyn's version query",
     },
-    "robyn.ws": {},
+    "robyn.ws": {"create_websocket_decorator": "Robyn's internal decorator factory (use app.websocket)"},
     "robyn.dependency_injection": {},
     "robyn.status_codes": {},
     "robyn.types": {"Directory": "static directories"},

@@ -103,10 +103,11 @@ class HttpHost(Protocol):
         to switch to, or None to answer it as HTTP."""
 
     def accept_websocket(
-        self, endpoint: Any, method: str, version: str, headers: list[tuple[bytes, bytes]]
+        self, endpoint: Any, method: str, version: str, headers: list[tuple[bytes, bytes]], query: str = ""
     ) -> tuple[bytes, Any]:
         """The ``101 Switching Protocols`` response and what was agreed with
-        the client (handed back to open_websocket), or HandshakeError."""
+        the client (handed back to open_websocket), or HandshakeError (also
+        when the endpoint refuses ``query``, the request's query string)."""
 
     def open_websocket(
         self, endpoint: Any, transport: asyncio.Transport, initial: bytes, query: str,
@@ -732,7 +733,8 @@ class HttpProtocol(asyncio.Protocol):
     def _upgrade(self, req: _Request, endpoint: Any, path_params: dict[str, str]) -> None:
         assert self.transport is not None
         try:
-            response, agreed = self.host.accept_websocket(endpoint, req.method, req.version, req.headers)
+            response, agreed = self.host.accept_websocket(endpoint, req.method, req.version, req.headers,
+                                                          req.target.partition("?")[2])
         except HandshakeError as exc:
             # path and Origin are the client's: they go in as arguments, which the logger escapes
             log.info("%s: WebSocket handshake for %s refused with %d %s (Origin: %s)", self.peer_addr, req.target,

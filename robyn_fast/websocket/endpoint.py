@@ -23,7 +23,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.codec import build_close
 from .._core.connection import BufferedConnection, Hub, message_frame
@@ -40,12 +40,23 @@ from .ids import new_id
 
 if TYPE_CHECKING:
     from .._core.connection import Connection
-    from ..app import Robyn
     from ..server import Server
 
 __all__ = ["WebSocket", "WebSocketConnector", "EVENTS"]
 
 EVENTS = ("connect", "message", "close")
+
+
+class EndpointOwner(Protocol):
+    """What an endpoint needs of the app (or SubRouter) it belongs to."""
+
+    config: Config
+    dependencies: DependencyMap
+
+    @property
+    def server(self) -> Server | None: ...
+
+    def add_web_socket(self, endpoint: str, ws: Any) -> None: ...
 
 
 def _frame(data: Any) -> bytes:
@@ -129,6 +140,27 @@ class WebSocketConnector:
     def closed(self) -> bool:
         """True once this connection has started closing."""
         return bool(self._conn.state != 0)
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code of the closing handshake (the peer's, or ours if we
+        closed first; 1006 when TCP went without one), None while open."""
+        code: int | None = self._conn.close_code
+        return code
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason that goes with :attr:`close_code`."""
+        return str(self._conn.close_reason)
+
+    def send(self, data: str | bytes | dict[str, Any] | list[Any]) -> bool:
+        """Send ``data`` to this connection (``str`` as a text frame,
+        bytes-like as binary, ``dict``/``list`` as JSON text), under the
+        endpoint's ``max_backpressure`` and its policy. False if the
+        connection is closing or the policy refused it; ``TypeError`` for a
+        value that cannot be sent."""
+        frame = _frame(data)
+        return bool(self._on_loop(self._conn.send_frame_bytes, frame))
 
     def _on_loop(self, fn: Callable[..., Any], *args: Any, closed: Any = False) -> Any:
         """``fn(*args)`` on the server's loop; ``closed`` if the server has stopped."""
@@ -261,7 +293,7 @@ class WebSocket:
 
     def __init__(
         self,
-        app: Robyn,
+        app: EndpointOwner,
         endpoint: str,
         config: Config | None = None,
         dependencies: DependencyMap | None = None,
@@ -485,6 +517,16 @@ class WebSocket:
 
     # -- used by the server ---------------------------------------------------------
 
+    def check_upgrade(self, query: str) -> None:
+        """Called before the ``101``: raise
+        :class:`~robyn_fast.exceptions.HandshakeError` to refuse the upgrade
+        for this query string. Legacy endpoints accept every query."""
+
+    def make_connector(self, server: Server, connector: WebSocketConnector) -> Any:
+        """The object the core hands this endpoint's handlers for a new
+        connection: the connector itself for legacy endpoints."""
+        return connector
+
     def open_connection(
         self,
         server: Server,
@@ -515,8 +557,9 @@ class WebSocket:
         )
         if deflate is not None:
             conn.enable_deflate(deflate)
-        conn.connector = WebSocketConnector(self, server, conn, conn_id, query, path_params, raw_headers, remote_addr,
-                                            subprotocol)
+        connector = WebSocketConnector(self, server, conn, conn_id, query, path_params, raw_headers, remote_addr,
+                                       subprotocol)
+        conn.connector = self.make_connector(server, connector)
         transport.set_protocol(conn)
         conn.start(transport, initial)
         return conn

@@ -32,7 +32,7 @@ from .openapi import OpenAPI
 from .responses import SSEMessage, SSEResponse, StreamingResponse, html, serve_file, serve_html
 from .robyn import Headers, Request, Response, WebSocketConnector
 from .types import JsonBody
-from .ws import WebSocket
+from .ws import WebSocket, WebSocketAdapter, WebSocketDisconnect
 
 __all__ = [
     "Robyn",
@@ -43,6 +43,8 @@ __all__ = [
     "jsonify",
     "WebSocket",
     "WebSocketConnector",
+    "WebSocketAdapter",
+    "WebSocketDisconnect",
     "DependencyMap",
     "status_codes",
     "html",

@@ -1,0 +1,486 @@
+"""Robyn's receive-loop WebSocket API (Robyn 0.78+): ``@app.websocket(path)``.
+
+One handler per connection runs for the connection's whole life, in a Task
+started when the handshake completes, and pulls messages::
+
+    @app.websocket("/chat")
+    async def chat(websocket, room: str = "lobby"):
+        try:
+            while True:
+                msg = await websocket.receive_text()
+                await websocket.broadcast(f"{room}: {msg}")
+        except WebSocketDisconnect as exc:
+            print("gone with", exc.code)
+
+    @chat.on_connect
+    def hello(websocket):
+        return "welcome"        # sent, as the legacy API sends return values
+
+It runs on the same compiled connection and event interface as the legacy
+:class:`~robyn_fast.websocket.endpoint.WebSocket` class (it is one, with its
+own connect/message/close handlers): a message event appends to the
+connection's queue here; when ``read_high_water`` messages wait unread, the
+message event suspends until the handler has taken them down to
+``read_low_water``, and the core then holds the next ones in its own queue
+(pausing reading at ``read_high_water`` more), so a handler that stops
+receiving stops the socket being read. Sends go through the core's
+``max_backpressure`` and its policy; ``broadcast`` reaches every client of
+the endpoint on every worker process and over Redis, as the legacy
+broadcast does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import inspect
+import json
+import typing
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Union
+
+from ..binding import Arg, Attr, Call, Dependency, Item, Source, bind_parameters
+from ..config import Config
+from ..encoding import dumps
+from ..exceptions import HandshakeError, WebSocketDisconnect
+from ..http.types import Headers, QueryParams
+from ..logs import get_logger
+from .endpoint import EndpointOwner, WebSocket, WebSocketConnector
+
+if TYPE_CHECKING:
+    from ..server import Server
+
+__all__ = ["WebSocketAdapter", "ReceiveEndpoint", "WebSocketDisconnect", "websocket_decorator"]
+
+log = get_logger("robyn_fast.websocket")
+
+Kwargs = Callable[["WebSocketAdapter", QueryParams], dict[str, Any]]
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _to_bool(value: str) -> bool:
+    low = value.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(value)
+
+
+_CONVERTERS: dict[Any, Callable[[str], Any]] = {str: str, int: int, float: float, bool: _to_bool}
+
+
+def _converter(annotation: Any) -> tuple[Callable[[str], Any], str] | None:
+    """How to turn a query string value into ``annotation``: ``str``, ``int``,
+    ``float``, ``bool``, one of them ``| None``, or no annotation (str)."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return str, "str"
+    origin = typing.get_origin(annotation)
+    if origin is Union or type(annotation).__name__ == "UnionType":
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _converter(args[0])
+        return None
+    conv = _CONVERTERS.get(annotation)
+    return None if conv is None else (conv, annotation.__name__)
+
+
+def _query_value(pname: str, conv: Callable[[str], Any], default: Any) -> Callable[[WebSocketAdapter], Any]:
+    """The typed query parameter ``pname`` of a connection (checked before
+    the upgrade, so a conversion here cannot fail)."""
+
+    def get(ws: WebSocketAdapter) -> Any:
+        raw = ws.query_params.get(pname)
+        return default if raw is None else conv(raw)
+
+    return get
+
+
+class _Binder:
+    """A handler's parameters, resolved when it is decorated and compiled by
+    :func:`robyn_fast.binding.bind_parameters` into one function of the
+    websocket: the first positional parameter is the websocket;
+    ``global_dependencies``, ``router_dependencies``, ``query_params`` (or a
+    ``QueryParams`` annotation), ``path_params``, ``headers`` (or a
+    ``Headers`` annotation), a path parameter by name and an injected
+    dependency by name get those; everything else is a typed query parameter
+    (``str``/``int``/``float``/``bool``, optional ones ``| None``) with its
+    default. ``check`` refuses a query that lacks a required one or holds a
+    value of the wrong type."""
+
+    def __init__(self, endpoint: ReceiveEndpoint, fn: Callable[..., Any], what: str) -> None:
+        self.fn = fn
+        name = getattr(fn, "__qualname__", repr(fn))
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):
+            params = []
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception:  # an annotation naming what cannot be imported: keep the raw ones
+            hints = {}
+        params = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        injected = endpoint._known_dependency_names()
+        path_names = set(endpoint._path_param_names)
+        sources: list[tuple[inspect.Parameter, Source]] = []
+        # (parameter, converter, type name, default or Parameter.empty)
+        self.typed: list[tuple[str, Callable[[str], Any], str, Any]] = []
+        for i, p in enumerate(params):
+            annotation = hints.get(p.name, p.annotation)
+            source: Source
+            if i == 0 and p.kind is not p.KEYWORD_ONLY:
+                source = Arg(0)
+            elif p.name == "global_dependencies":
+                source = Call(endpoint._global_getter)
+            elif p.name == "router_dependencies":
+                source = Call(endpoint._router_getter)
+            elif p.name == "query_params" or annotation is QueryParams:
+                source = Attr(0, "query_params")
+            elif p.name == "path_params":
+                source = Attr(0, "path_params")
+            elif p.name == "headers" or annotation is Headers:
+                source = Attr(0, "headers")
+            elif p.name in path_names:
+                source = Item(0, "path_params", p.name)
+            elif p.name in injected:
+                source = Dependency(p.name, endpoint._dependency_maps())
+            else:
+                conv = _converter(annotation)
+                if conv is None:
+                    raise TypeError(
+                        f"cannot bind parameter {p.name!r} of websocket {what} {name}: a query parameter is "
+                        f"str, int, float or bool (optionally | None), not {annotation!r}; other parameters are "
+                        "global_dependencies, router_dependencies, query_params, path_params, headers, a path "
+                        "parameter or an injected dependency"
+                    )
+                self.typed.append((p.name, conv[0], conv[1], p.default))
+                default = None if p.default is inspect.Parameter.empty else p.default
+                source = Call(_query_value(p.name, conv[0], default))
+            sources.append((p, source))
+        self.call: Callable[[WebSocketAdapter], Any] = bind_parameters(fn, 1, sources)
+
+    def check(self, query: QueryParams) -> dict[str, Any]:
+        """The typed query parameters' values; HandshakeError(400) for a
+        missing required one or a value of the wrong type."""
+        values: dict[str, Any] = {}
+        for pname, conv, tname, default in self.typed:
+            raw = query.get(pname)
+            if raw is None:
+                if default is inspect.Parameter.empty:
+                    raise HandshakeError(400, f"missing required query parameter {pname!r}")
+                values[pname] = default
+                continue
+            try:
+                values[pname] = conv(raw)
+            except ValueError:
+                raise HandshakeError(
+                    400, f"invalid value {raw!r} for query parameter {pname!r}: expected {tname}") from None
+        return values
+
+
+class WebSocketAdapter:
+    """One connection of an ``@app.websocket`` endpoint, as its handler sees it.
+
+    ``id``, ``query_params``, ``path_params``, ``headers`` (of the upgrade
+    request) and ``remote_addr`` (the client's ``(host, port)``) describe
+    it; ``receive_*`` pull the next message, ``send_*`` and ``broadcast``
+    push; ``connector`` is the legacy
+    :class:`~robyn_fast.websocket.endpoint.WebSocketConnector` of the same
+    connection (rooms, ``send_to``...).
+    """
+
+    __slots__ = ("connector", "_server", "_messages", "_waiter", "_drained", "_gone", "_task",
+                 "_finished", "_high", "_low", "__weakref__")
+
+    def __init__(self, endpoint: ReceiveEndpoint, server: Server, connector: WebSocketConnector) -> None:
+        self.connector = connector
+        self._server = server
+        # Created when a message first has to wait (an empty deque is 760
+        # bytes: most connections never need one).
+        self._messages: collections.deque[str | bytes] | None = None
+        self._waiter: asyncio.Future[str | bytes] | None = None     # a receive_*() waiting for a message
+        self._drained: asyncio.Future[None] | None = None           # a message event waiting for room
+        self._gone: WebSocketDisconnect | None = None               # set once closed: what receive_* raise
+        self._task: asyncio.Future[Any] | None = None                # the handler's Task
+        self._finished = False                                       # the handler returned: drop messages
+        config = endpoint.effective_config
+        self._high: int = config.read_high_water
+        self._low: int = config.read_low_water
+
+    # -- what describes the connection ---------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The connection id (a uuid4 string)."""
+        return self.connector.id
+
+    @property
+    def query_params(self) -> QueryParams:
+        """The upgrade request's query parameters (percent-decoded)."""
+        return self.connector.query_params
+
+    @property
+    def path_params(self) -> dict[str, str]:
+        """The endpoint path's parameters (``/room/<name>``)."""
+        return self.connector.path_params
+
+    @property
+    def headers(self) -> Headers:
+        """The upgrade request's headers (case-insensitive)."""
+        return self.connector.headers
+
+    @property
+    def remote_addr(self) -> tuple[str, int] | None:
+        """The client's ``(host, port)``."""
+        return self.connector.remote_addr
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """The client's ``(host, port)`` (Starlette's name)."""
+        return self.connector.remote_addr
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has started closing."""
+        return self.connector.closed
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def _receive(self) -> str | bytes:
+        messages = self._messages
+        if messages:
+            msg = messages.popleft()
+            drained = self._drained
+            if drained is not None and len(messages) <= self._low:
+                self._drained = None
+                if not drained.done():
+                    drained.set_result(None)
+            return msg
+        if self._gone is not None:
+            raise self._gone
+        if self._waiter is not None:
+            raise RuntimeError("another coroutine is already waiting for the next message of this websocket")
+        waiter: asyncio.Future[str | bytes] = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            return await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+
+    async def receive_text(self) -> str:
+        """The next message as text (a binary one decoded as UTF-8).
+        Raises :class:`WebSocketDisconnect` with the close code once the
+        connection has closed and every message received before was taken."""
+        msg = await self._receive()
+        return msg if isinstance(msg, str) else msg.decode("utf-8")
+
+    async def receive_bytes(self) -> bytes:
+        """The next message as bytes (a text one encoded as UTF-8)."""
+        msg = await self._receive()
+        return msg if isinstance(msg, bytes) else msg.encode("utf-8")
+
+    async def receive_json(self) -> Any:
+        """The next message (text or binary) decoded as JSON; ``ValueError``
+        if it is not JSON (the connection stays open)."""
+        return json.loads(await self._receive())
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send_text(self, data: str) -> bool:
+        """Send a text frame. False if the connection is closing or the
+        ``max_backpressure`` policy refused the message."""
+        if not isinstance(data, str):
+            raise TypeError(f"send_text() takes a str, not {type(data).__name__}")
+        return self.connector.send(data)
+
+    async def send_bytes(self, data: bytes | bytearray | memoryview) -> bool:
+        """Send a binary frame (see :meth:`send_text`)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"send_bytes() takes bytes, not {type(data).__name__}")
+        return self.connector.send(bytes(data))
+
+    async def send_json(self, data: Any) -> bool:
+        """Send ``data`` as JSON in a text frame (see :meth:`send_text`)."""
+        return self.connector.send(dumps(data))
+
+    async def broadcast(self, data: str | bytes | dict[str, Any] | list[Any]) -> int:
+        """Send ``data`` to every open connection of this endpoint, this one
+        included, on every worker process and over Redis: ``str`` as a text
+        frame, bytes as binary, ``dict``/``list`` as JSON text. Returns how
+        many of this process's connections accepted it."""
+        return self.connector.sync_broadcast(data)
+
+    async def send_to(self, recipient_id: str, data: str | bytes | dict[str, Any] | list[Any]) -> bool:
+        """Send ``data`` to the connection ``recipient_id`` of this endpoint
+        (on any worker process)."""
+        return self.connector.sync_send_to(recipient_id, data)
+
+    async def close(self, code: int = 1000, reason: str = "") -> bool:
+        """Send a Close frame (RFC 6455 §5.5.1) at once, after the messages
+        already queued; from then on ``receive_*`` raise
+        :class:`WebSocketDisconnect` with ``code`` once the messages already
+        received are taken. False if the connection was already closing."""
+        sent = self.connector.close(code, reason)
+        if self._gone is None:
+            self._disconnected(code, reason)
+        return sent
+
+    # -- driven by the endpoint -------------------------------------------------------------
+
+    def _deliver(self, msg: str | bytes) -> Any:
+        if self._finished:
+            return None
+        waiter = self._waiter
+        if waiter is not None and not self._messages:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(msg)
+                return None
+        messages = self._messages
+        if messages is None:
+            messages = self._messages = collections.deque()
+        messages.append(msg)
+        if len(messages) >= self._high:
+            # The message event stays "running" until the handler has taken
+            # the queue down to read_low_water: meanwhile the core queues what
+            # follows and pauses reading at read_high_water. The future exists
+            # before this returns, so a receive in between resolves it.
+            drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._drained = drained
+            return _until(drained)
+        return None
+
+    def _disconnected(self, code: int, reason: str) -> None:
+        self._gone = WebSocketDisconnect(code, reason)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(self._gone)
+
+    def _handler_ended(self, _task: asyncio.Future[Any]) -> None:
+        self._finished = True
+        self._messages = None
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def __repr__(self) -> str:
+        return f"<WebSocketAdapter id={self.id} endpoint={self.connector.endpoint!r}>"
+
+
+async def _run_handler(binder: _Binder, ws: WebSocketAdapter, endpoint: str) -> None:
+    try:
+        await binder.call(ws)
+    except WebSocketDisconnect:
+        pass
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("websocket handler %s for %s raised; closing the connection with 1011",
+                      getattr(binder.fn, "__qualname__", binder.fn), endpoint)
+        ws.connector.close(1011, "internal error")
+        return
+    # The handler returned: nothing reads this connection any more.
+    ws.connector.close(1000, "")
+
+
+class ReceiveEndpoint(WebSocket):
+    """The endpoint ``@app.websocket(path)`` registers (a legacy endpoint
+    whose connect, message and close handlers drive :class:`WebSocketAdapter`)."""
+
+    def __init__(self, app: EndpointOwner, endpoint: str, handler: Callable[..., Any], config: Config | None = None) -> None:
+        if not inspect.iscoroutinefunction(handler):
+            raise TypeError(f"@app.websocket({endpoint!r}) takes an async function, not {handler!r}")
+        super().__init__(app, endpoint, config)
+        self.handler = handler
+        self._main = _Binder(self, handler, "handler")
+        self._on_connect: _Binder | None = None
+        self._on_close: _Binder | None = None
+        self._bound = {"connect": self._connect, "message": _deliver, "close": self._close}
+
+    def set_on_connect(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Run ``fn(websocket, ...)`` when a client connects (its parameters
+        bound like the handler's); its return value is sent (``""`` an empty
+        message, None nothing)."""
+        self._on_connect = _Binder(self, fn, "on_connect")
+        return fn
+
+    def set_on_close(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Run ``fn(websocket, ...)`` once the connection has closed and the
+        handler has returned (or was cancelled after ``close_timeout``)."""
+        self._on_close = _Binder(self, fn, "on_close")
+        return fn
+
+    def check_upgrade(self, query: str) -> None:
+        """Refuses the upgrade (400, naming the parameter) when a typed
+        query parameter of a handler is missing or of the wrong type."""
+        binders = [b for b in (self._main, self._on_connect, self._on_close) if b is not None and b.typed]
+        if binders:
+            params = QueryParams.from_query_string(query)
+            for binder in binders:
+                binder.check(params)
+
+    def make_connector(self, server: Server, connector: WebSocketConnector) -> WebSocketAdapter:
+        return WebSocketAdapter(self, server, connector)
+
+    def _connect(self, ws: WebSocketAdapter) -> Any:
+        task = ws._server.start_task(_run_handler(self._main, ws, self.endpoint), contextvars.copy_context())
+        ws._task = task
+        if task.done():
+            ws._handler_ended(task)
+        else:
+            task.add_done_callback(ws._handler_ended)
+        if self._on_connect is not None:
+            return self._on_connect.call(ws)
+        return None
+
+    def _close(self, ws: WebSocketAdapter) -> Any:
+        if ws._gone is None or ws._gone.code != ws.connector.close_code:
+            ws._disconnected(ws.connector.close_code or 1006, ws.connector.close_reason)
+        task = ws._task
+        if task is not None and not task.done():
+            return self._close_after(ws, task)
+        return self._on_close.call(ws) if self._on_close is not None else None
+
+    async def _close_after(self, ws: WebSocketAdapter, task: asyncio.Future[Any]) -> Any:
+        timeout = self.effective_config.close_timeout
+        done, _ = await asyncio.wait([task], timeout=timeout)
+        if not done:
+            log.warning("websocket %s: the handler did not return within %.1fs of the close; cancelled",
+                        ws.id, timeout)
+            task.cancel()
+            await asyncio.wait([task], timeout=timeout)
+        if self._on_close is None:
+            return None
+        result = self._on_close.call(ws)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def __repr__(self) -> str:
+        return f"<ReceiveEndpoint {self.endpoint!r} handler={getattr(self.handler, '__qualname__', self.handler)}>"
+
+
+async def _until(fut: asyncio.Future[None]) -> None:
+    await fut
+
+
+def _deliver(ws: WebSocketAdapter, msg: str | bytes) -> Any:
+    return ws._deliver(msg)
+
+
+def websocket_decorator(app: EndpointOwner, endpoint: str, config: Config | None = None) -> Callable[[Any], Any]:
+    """What ``app.websocket(endpoint)`` returns: registers the async handler
+    at ``endpoint`` and gives it ``on_connect`` / ``on_close`` decorators."""
+
+    def decorator(handler: Any) -> Any:
+        ep = ReceiveEndpoint(app, endpoint, handler, config)
+        handler.on_connect = ep.set_on_connect
+        handler.on_close = ep.set_on_close
+        handler.endpoint = ep
+        return handler
+
+    return decorator
