@@ -168,10 +168,9 @@ def bind_http(
     except (TypeError, ValueError):
         return handler  # no signature to read (some builtins): call it with the request
     path_names = set(compile_path(path).param_names)
-    injected = set(dependencies.get_global_dependencies()) | set(dependencies.get_router_dependencies(owner))
-
     router_deps = dependencies.get_router_dependencies(owner)
     global_deps = dependencies.get_global_dependencies()
+    injected = router_deps.keys() | global_deps.keys()
     parameters = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     annotations = _annotations(handler, parameters)
     sources: list[tuple[inspect.Parameter, Source]] = []
