@@ -24,6 +24,7 @@ no other rule takes).
 from __future__ import annotations
 
 import inspect
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -82,12 +83,33 @@ def body_reader(model: type[Any], handler_name: str, param: str) -> Callable[[An
         try:
             return validate(request.raw_body)
         except invalid as exc:
-            # pydantic's own JSON of its errors: loc as lists, ctx values as text.
-            detail = exc.json()
+            detail = _errors_json(exc)
             raise HTTPError(UNPROCESSABLE, '{"detail":' + detail + ',"error":"Validation Error"}',
                             _JSON_FIELDS) from None
 
     return read
+
+
+def _errors_json(exc: Any) -> str:
+    """The errors of a ``ValidationError`` as a JSON array: pydantic's own
+    JSON (``loc`` as lists, ``ctx`` values as text), or, when an input
+    cannot be written as JSON (a body that is not UTF-8), the same with
+    each input as text."""
+    try:
+        text: str = exc.json()
+        return text
+    except ValueError:
+        pass
+    errors = []
+    for error in exc.errors():
+        error = dict(error)
+        raw = error.get("input")
+        if isinstance(raw, (bytes, bytearray)):
+            error["input"] = bytes(raw).decode("utf-8", errors="replace")
+        if isinstance(error.get("ctx"), dict):
+            error["ctx"] = {k: str(v) for k, v in error["ctx"].items()}
+        errors.append(error)
+    return json.dumps(errors, default=str)
 
 
 def schema(model: type[Any], components: dict[str, Any]) -> dict[str, Any]:
