@@ -167,6 +167,8 @@ class InProcessClient:
         query, ``query_params`` adds to it; the body is ``body``, or
         ``json`` as JSON, or ``form_data`` (and ``files``) as a form
         (``multipart/form-data`` when there are files)."""
+        if self._loop.is_closed():
+            raise InvalidState("this client is closed")
         if not isinstance(path, str) or not path.startswith("/"):
             raise ValueError(f"the path of a request starts with '/', not {path!r}")
         fields = Headers(headers if isinstance(headers, (Mapping, Headers)) else list(headers or ()))
