@@ -32,12 +32,13 @@ spawned rather than forked, and changes at every restart.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from .exceptions import ArgumentTypeError, ConfigError
@@ -67,11 +68,15 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _canonical(data: dict[str, Any]) -> str | None:
-    try:
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError):  # not JSON: saving will say so
+_SNAPSHOT = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
+def _snapshot(data: dict[str, Any]) -> str | None:
+    """What to compare the data with later to see a change inside a nested
+    value; None when no value is a container (nothing can change unseen)."""
+    if not any(isinstance(v, (dict, list)) for v in data.values()):
         return None
+    return _SNAPSHOT.encode(data)
 
 
 class Session(MutableMapping[str, Any]):
@@ -81,22 +86,47 @@ class Session(MutableMapping[str, Any]):
     key set or deleted, :meth:`clear`, ``modified = True``, or a change
     inside a nested value (``session["cart"].append(x)``), seen by
     comparing the data with what was loaded.
+
+    ``source``: a function that gives the data, called at the first use
+    (the cookie of a request whose handler never looks at its session is
+    not even verified).
     """
 
-    __slots__ = ("_data", "modified", "_loaded")
+    __slots__ = ("_data", "modified", "_loaded", "_source")
 
-    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
-        self._data: dict[str, Any] = dict(data) if data else {}
+    def __init__(self, data: Mapping[str, Any] | None = None, *,
+                 source: Callable[[], dict[str, Any]] | None = None) -> None:
         #: Set by every change through the mapping methods; set it to force a write.
         self.modified = False
-        self._loaded = _canonical(self._data)
+        self._source = source
+        if source is None:
+            self._take(dict(data) if data else {})
+
+    def _take(self, data: dict[str, Any]) -> dict[str, Any]:
+        self._data: dict[str, Any] = data
+        # Data loaded from a cookie is JSON: encoding it again cannot fail.
+        self._loaded = _snapshot(data) if data else None
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        # Only an unset slot lands here: _data before the first use.
+        if name == "_data" and self._source is not None:
+            source, self._source = self._source, None
+            return self._take(source())
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self)
 
     def is_modified(self) -> bool:
         """Whether the session changed since it was read from the cookie."""
         if self.modified:
             return True
-        now = _canonical(self._data)
-        return now is None or now != self._loaded
+        if self._source is not None:  # never looked at
+            return False
+        if self._loaded is None:  # no container was loaded: every change went through the methods
+            return False
+        try:
+            return _SNAPSHOT.encode(self._data) != self._loaded
+        except (TypeError, ValueError):  # something not JSON put inside a value: save it, and fail there
+            return True
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -187,7 +217,7 @@ class SessionManager:
             raise ConfigError(f"configure_sessions(): {exc}") from None
 
     def _signature(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
+        return _b64(hmac.digest(self._key, payload.encode("ascii"), "sha256"))
 
     def dumps(self, session: Mapping[str, Any]) -> str:
         """The signed cookie value of ``session``. ``TypeError`` when its
@@ -205,31 +235,39 @@ class SessionManager:
     def loads(self, raw: str) -> Session:
         """The session in a cookie value; empty when the value is not one
         this secret signed, does not decode, or has expired."""
+        return Session(self._decode(raw))
+
+    def _decode(self, raw: str) -> dict[str, Any]:
         payload, dot, signature = raw.rpartition(".")
         if not dot:
-            return Session()
+            return {}
         try:
             # bytes: compare_digest refuses str with non-ASCII characters (TypeError)
             if not hmac.compare_digest(self._signature(payload).encode("ascii"), signature.encode("ascii")):
-                return Session()
+                return {}
             envelope = json.loads(_unb64(payload))
         except (ValueError, RecursionError):  # binascii.Error and UnicodeError are ValueErrors
-            return Session()
+            return {}
         if not isinstance(envelope, dict) or not isinstance(envelope.get("d"), dict):
-            return Session()
+            return {}
         exp = envelope.get("exp")
         if exp is not None and (type(exp) not in (int, float) or not math.isfinite(exp) or exp < time.time()):
-            return Session()
-        return Session(envelope["d"])
+            return {}
+        data: dict[str, Any] = envelope["d"]
+        return data
 
-    def load(self, request: Request) -> Session:
-        """The session of ``request`` (from its ``Cookie`` fields, RFC 6265 §5.4)."""
+    def _read(self, request: Request) -> dict[str, Any]:
         for field in request.headers.get_all("cookie") or ():
             for pair in field.split(";"):
                 name, eq, value = pair.partition("=")
                 if eq and name.strip() == self.cookie_name:
-                    return self.loads(value.strip())
-        return Session()
+                    return self._decode(value.strip())
+        return {}
+
+    def load(self, request: Request) -> Session:
+        """The session of ``request`` (from its ``Cookie`` fields, RFC 6265
+        §5.4), read and verified when first used."""
+        return Session(source=functools.partial(self._read, request))
 
     def save(self, session: Mapping[str, Any] | None, response: Response) -> None:
         """Set the cookie on ``response`` if ``session`` changed: the signed
