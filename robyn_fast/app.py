@@ -32,6 +32,7 @@ from .http.types import Headers, Response
 from .openapi import SWAGGER_UI_FILES, OpenAPI, local_swagger_ui
 from . import cli, metrics
 from .server import ServedEndpoint, Server
+from .sessions import DEFAULT_MAX_AGE, SessionManager
 from .websocket.receive import websocket_decorator
 from .workers.launch import launch
 
@@ -73,6 +74,7 @@ class Robyn:
         #: (method, path, handler, openapi_name, openapi_tags) of each route, for the OpenAPI document.
         self._described: list[tuple[str, str, Handler, str, list[str]]] = []
         self.openapi = OpenAPI()
+        self._session_manager: SessionManager | None = None
 
     @property
     def router(self) -> Router[Any]:
@@ -223,9 +225,11 @@ class Robyn:
 
     def configure_authentication(self, authentication_handler: Any) -> None:
         """The handler that authenticates requests to ``auth_required``
-        routes: its ``authenticate(request)`` returns an identity (set on
-        ``request.identity``) or None, answered with its
-        ``unauthorized_response`` (see :mod:`robyn_fast.auth`)."""
+        routes: its ``authenticate(request)`` (a plain method or ``async
+        def``) returns an identity (set on ``request.identity``) or None,
+        answered with its ``unauthorized_response`` (see
+        :mod:`robyn_fast.auth`). On a sub-router: the handler of its own
+        routes (and of the sub-routers it includes that have none)."""
         if not callable(getattr(authentication_handler, "authenticate", None)):
             raise TypeError("configure_authentication() takes an object with an authenticate(request) method")
         self.routes.middlewares.authentication_handler = authentication_handler
@@ -233,6 +237,38 @@ class Robyn:
     @property
     def authentication_handler(self) -> Any:
         return self.routes.middlewares.authentication_handler
+
+    def configure_sessions(
+        self,
+        secret_key: str | bytes,
+        *,
+        cookie_name: str = "session",
+        max_age: int | None = DEFAULT_MAX_AGE,
+        path: str = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        http_only: bool = True,
+        same_site: str | None = "Lax",
+    ) -> SessionManager:
+        """Signed-cookie sessions (:mod:`robyn_fast.sessions`): every request
+        gets ``request.session``, read from the cookie ``cookie_name`` before
+        the middlewares run and written back after them when it changed.
+        ``secret_key`` signs the cookies: the same in every worker process
+        and host, stable across restarts. Once per app
+        (:class:`~robyn_fast.exceptions.InvalidState` the second time)."""
+        if self.routes.middlewares.sessions is not None:
+            raise InvalidState("sessions are already configured on this app: configure_sessions() is called once")
+        manager = SessionManager(secret_key, cookie_name=cookie_name, max_age=max_age, path=path, domain=domain,
+                                 secure=secure, http_only=http_only, same_site=same_site)
+        self.routes.middlewares.set_sessions(manager.load_middleware, manager.save_middleware)
+        self._session_manager = manager
+        return manager
+
+    @property
+    def session_manager(self) -> SessionManager | None:
+        """The :class:`~robyn_fast.sessions.SessionManager` of
+        :meth:`configure_sessions`, or None."""
+        return self._session_manager
 
     def serve_directory(self, route: str, directory_path: str, index_file: str | None = None,
                         show_files_listing: bool = False) -> None:
@@ -251,7 +287,11 @@ class Robyn:
         its routes (already prefixed) join this app's one route registry,
         with their own middlewares around them; its WebSocket endpoints are
         served here; its global dependencies fill in names this app lacks,
-        its router dependencies stay its own."""
+        its router dependencies stay its own; its ``auth_required`` routes
+        are authenticated by its own authentication handler, or, if it has
+        none, by the nearest including router's (looked up per request, so
+        the order of ``configure_authentication`` and ``include_router``
+        does not matter)."""
         attach = getattr(router, "attach_parent", None)
         if not isinstance(router, Robyn) or not callable(attach):
             raise TypeError(f"include_router() takes a SubRouter, not {type(router).__name__}")
@@ -263,7 +303,8 @@ class Robyn:
         self.dependencies.share_router(router, router.dependencies)
         for route in router.routes.all():
             self.routes.add(route.method, route.path, route.handler, route.const, route.auth_required,
-                            owner=router, scope=router.routes.middlewares)
+                            owner=router, scope=router.routes.middlewares,
+                            auth_from=(*route.auth_from, router.routes.middlewares))
         self._described.extend(router.described_routes())
         for ws in router.websocket_endpoints():
             self.add_web_socket(ws.endpoint, ws)

@@ -3,7 +3,7 @@
 ``app.configure_authentication(handler)`` names an
 :class:`AuthenticationHandler`; a route registered with
 ``auth_required=True`` runs it before its middlewares of that path and its
-handler: ``handler.authenticate(request)`` returns an
+handler: ``handler.authenticate(request)`` (sync or ``async def``) returns an
 :class:`~robyn_fast.http.params.Identity` (put on ``request.identity``) or
 None, answered with ``handler.unauthorized_response``: 401, ``Unauthorized``,
 ``WWW-Authenticate`` naming the token getter's scheme (its class name, as
@@ -15,6 +15,7 @@ request; :class:`BearerGetter` reads ``Authorization: Bearer <token>``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 
 from .http.params import Identity
 from .http.types import Headers, Request, Response
@@ -72,5 +73,7 @@ class AuthenticationHandler(ABC):
         return Response(401, Headers({"WWW-Authenticate": scheme}), "Unauthorized")
 
     @abstractmethod
-    def authenticate(self, request: Request) -> Identity | None:
-        """The identity behind ``request``, or None to answer 401."""
+    def authenticate(self, request: Request) -> Identity | None | Awaitable[Identity | None]:
+        """The identity behind ``request``, or None to answer 401. May be
+        ``async def`` (to ask an async database or an identity provider):
+        it is awaited, on the server's event loop."""

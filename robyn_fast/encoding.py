@@ -5,7 +5,8 @@ infinities refused (JSON has no such numbers: RFC 8259 §6), the output of
 Robyn's ``jsonify``. Beyond the ``json`` module's types it accepts what
 orjson (Robyn's encoder) serialises natively: ``datetime``/``date``/``time``
 as ISO 8601 text, ``UUID`` as its text, ``Enum`` members as their value and
-dataclass instances as objects.
+dataclass instances as objects; and pydantic models as their
+``model_dump(mode="json")`` (:mod:`robyn_fast.models`).
 
 Why not orjson itself: measured here (Python 3.11) it encodes a 90-byte chat
 message in 0.37 µs against 3.0 µs, but it writes ``NaN`` as ``null`` without
@@ -21,6 +22,8 @@ import json
 import uuid
 from typing import Any
 
+from . import models
+
 __all__ = ["dumps", "jsonify"]
 
 
@@ -33,6 +36,8 @@ def _default(obj: Any) -> Any:
         return obj.value
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if models.is_model(obj):
+        return models.dump(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 

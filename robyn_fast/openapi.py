@@ -9,7 +9,10 @@ a parameter annotated with :class:`~robyn_fast.http.params.Body` or
 ``requestBody`` schema (an object of its annotated fields), one annotated with a subclass of
 ``QueryParams`` gives a query parameter per annotated field, and a return
 annotation that is a ``TypedDict`` (``JSONResponse``) gives the 200
-response's schema. Types map to JSON Schema as ``str`` string, ``int``
+response's schema. A pydantic model (:mod:`robyn_fast.models`) as a
+parameter's annotation gives the ``requestBody`` schema, as the return
+annotation (or ``list[Model]``) the 200 response's: pydantic's JSON Schema,
+nested models as ``$ref`` into ``components.schemas``. Types map to JSON Schema as ``str`` string, ``int``
 integer, ``float`` number, ``bool`` boolean, ``list`` array, ``dict`` and
 annotated classes object (their fields as properties), ``Optional``/``Union``
 ``anyOf``. The document is built once, when first asked for.
@@ -25,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import models
 from .http.params import Body, JsonBody
 from .http.router import compile_path, Segment
 from .http.types import QueryParams, Response
@@ -156,7 +160,20 @@ def _openapi_path(path: str) -> tuple[str, list[str]]:
     return "/" + "/".join(parts), list(pattern.param_names)
 
 
-def _operation(handler: Callable[..., Any], path_params: list[str], name: str, tags: list[str]) -> dict[str, Any]:
+def _response_model_schema(hint: Any, components: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema of a return annotation that is a pydantic model or a list of them, else None."""
+    if models.is_model_class(hint):
+        return models.schema(hint, components)
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (list, tuple, set, frozenset) and args and models.is_model_class(args[0]):
+        return {"type": "array", "items": models.schema(args[0], components)}
+    return None
+
+
+def _operation(handler: Callable[..., Any], path_params: list[str], name: str, tags: list[str],
+               components: dict[str, Any]) -> dict[str, Any]:
+    """The Operation Object of one route; the schemas of the pydantic models it
+    names are added to ``components`` (the document's ``components.schemas``)."""
     operation: dict[str, Any] = {
         "summary": name or getattr(handler, "__name__", ""),
         "description": inspect.getdoc(handler) or "",
@@ -172,10 +189,16 @@ def _operation(handler: Callable[..., Any], path_params: list[str], name: str, t
         hints = {}
     for pname, hint in hints.items():
         if pname == "return":
-            if typing.is_typeddict(hint):
-                operation["responses"]["200"]["content"]["application/json"]["schema"] = json_schema(hint)
+            returned = _response_model_schema(hint, components)
+            if returned is None and typing.is_typeddict(hint):
+                returned = json_schema(hint)
+            if returned is not None:
+                operation["responses"]["200"]["content"]["application/json"]["schema"] = returned
             continue
-        if inspect.isclass(hint) and issubclass(hint, (Body, JsonBody)):
+        if models.is_model_class(hint):
+            operation["requestBody"] = {"content": {"application/json": {"schema": models.schema(hint, components)}},
+                                        "required": True}
+        elif inspect.isclass(hint) and issubclass(hint, (Body, JsonBody)):
             schema = json_schema(hint)
             schema.setdefault("properties", {})  # a bare Body/JsonBody: a JSON object of any fields
             operation["requestBody"] = {"content": {"application/json": {"schema": schema}}}
@@ -237,8 +260,11 @@ class OpenAPI:
                   tags: list[str] | None = None) -> None:
         """Describe one route."""
         api_path, params = _openapi_path(path)
+        components = self.openapi_spec.setdefault("components", {})
+        if not isinstance(components.get("schemas"), dict):
+            components["schemas"] = {}
         self.openapi_spec["paths"].setdefault(api_path, {})[method.lower()] = _operation(
-            handler, params, name, tags or [method.lower()])
+            handler, params, name, tags or [method.lower()], components["schemas"])
 
     def json(self) -> str:
         return json.dumps(self.openapi_spec)

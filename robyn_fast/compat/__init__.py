@@ -62,6 +62,8 @@ SUPPORTED_MODULES = (
     "robyn.templating",
     "robyn.openapi",
     "robyn.exceptions",
+    "robyn.session",
+    "robyn.testing",
 )
 
 #: Robyn 0.77 modules the shim does not provide, with what they are for.
@@ -121,6 +123,8 @@ UNSUPPORTED_NAMES: dict[str, dict[str, str]] = {
     "robyn.templating": {},
     "robyn.openapi": {},
     "robyn.exceptions": {},
+    "robyn.session": {},
+    "robyn.testing": {},
 }
 
 #: Methods of Robyn's ``Robyn`` app that robyn_fast's does not have.

@@ -100,6 +100,9 @@ class Middlewares:
         self.excluded_response_headers_paths: list[str] | None = None
         self.exception_handler: Callable[[Exception], Any] | None = None
         self.authentication_handler: Any = None
+        #: (load, save): the first before-request and the last after-request
+        #: step of every route, when sessions are configured.
+        self.sessions: tuple[Middleware, Middleware] | None = None
         #: Robyn 0.77 hands its global *response* headers to every request too
         #: (its server registers both header maps under one type, so the request
         #: side receives the response map): the compat app sets this.
@@ -128,6 +131,14 @@ class Middlewares:
         self.changed()
         return fn
 
+    def set_sessions(self, load: Callable[[Any], Any], save: Callable[[Any, Any], Any]) -> None:
+        """``load(request)`` runs before every other middleware and
+        ``save(request, response)`` after every other (sessions: the
+        session is there for every middleware, and is saved on the final
+        response)."""
+        self.sessions = (Middleware.of(load, BEFORE), Middleware.of(save, AFTER))
+        self.changed()
+
     def set_exception_handler(self, handler: Callable[[Exception], Any]) -> None:
         if not callable(handler):
             raise TypeError(f"an exception handler must be callable, not {type(handler).__name__}")
@@ -145,7 +156,9 @@ class Middlewares:
         """The chain of the route ``method path`` (None when nothing
         applies): this registry's global middlewares, then ``scope``'s (a
         sub-router's, for its routes), then authentication, then the
-        endpoint middlewares of this path. ``path`` None: a request no
+        endpoint middlewares of this path; loading the session (this
+        registry's, else ``scope``'s) before all of them and saving it
+        after all the after-request ones. ``path`` None: a request no
         route answers (the global middlewares and headers only)."""
         key = compile_path(path).key if path is not None else None
         before = list(self.global_before)
@@ -154,12 +167,17 @@ class Middlewares:
         if scope is not None:
             before.extend(scope.global_before)
             after.extend(scope.global_after)
+        sessions = self.sessions if self.sessions is not None or scope is None else scope.sessions
+        if sessions is not None:
+            before.insert(0, sessions[0])
         if auth is not None:
             before.append(auth)
         for registry in registries:
             for ep_key, ep_method, mw in registry.endpoint:
                 if ep_key == key and (ep_method is None or ep_method == method):
                     (before if mw.kind == BEFORE else after).append(mw)
+        if sessions is not None:
+            after.append(sessions[1])
         request_headers = self.request_headers if not self.request_headers.is_empty() else None
         if self.response_headers_on_requests and not self.response_headers.is_empty():
             combined = Headers(self.request_headers)

@@ -16,16 +16,19 @@ that cannot become a response) 500, logged with the handler's name.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, Union
 from urllib.parse import urlsplit
 
 from ..binding import Arg, Attr, Call, Dependency, Item, Source, bind_parameters
 from ..dependency_injection import DependencyMap
+from .. import models
 from ..exceptions import (
+    ArgumentTypeError,
     AuthenticationNotConfigured,
     HTTPError,
     InvalidHeader,
@@ -147,7 +150,8 @@ def bind_http(
     its annotation (``Request``, ``QueryParams`` or a subclass, ``Headers``,
     ``PathParams``, ``Body`` or a subclass, ``Method``, ``Url``,
     ``FormData``, ``Files``, ``IPAddress``, ``Identity``: that part of the
-    request); its name (``request``/``req``/``r``, ``path_params``,
+    request; a pydantic model: the body validated into it, or 422 with the
+    errors, see :mod:`robyn_fast.models`); its name (``request``/``req``/``r``, ``path_params``,
     ``query_params``, ``headers``, ``body``, ``method``, ``url``,
     ``ip_addr``, ``identity``, ``form_data``, ``files``;
     ``global_dependencies`` and ``router_dependencies`` get those dicts of
@@ -174,10 +178,14 @@ def bind_http(
     parameters = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     annotations = _annotations(handler, parameters)
     sources: list[tuple[inspect.Parameter, Source]] = []
+    bodies: list[str] = []
     for p in parameters:
         source = _by_annotation(annotations[p.name])
         if source is not None:
             pass
+        elif models.is_model_class(annotations[p.name]):
+            bodies.append(p.name)
+            source = Call(models.body_reader(annotations[p.name], name, p.name))
         elif p.name in REQUEST_PARTS:
             source = _part(REQUEST_PARTS[p.name])
         elif p.name == "global_dependencies":
@@ -199,6 +207,10 @@ def bind_http(
                 "dependencies before decorating the handler)"
             )
         sources.append((p, source))
+    if len(bodies) > 1:
+        raise ArgumentTypeError(
+            f"HTTP handler {name} for {path!r} has {len(bodies)} pydantic body parameters ({', '.join(bodies)}); "
+            "the body is validated into one model: make one model that holds the others")
     return bind_parameters(handler, 1, sources)
 
 
@@ -212,7 +224,7 @@ class Route:
     """
 
     __slots__ = ("method", "path", "handler", "name", "call", "const", "cached", "auth_required", "chain",
-                 "unbound", "scope")
+                 "unbound", "scope", "auth_from")
 
     def __init__(self, handler: Handler, call: Callable[[Request], Any], const: bool, method: str = "GET",
                  path: str = "/", auth_required: bool = False) -> None:
@@ -229,6 +241,9 @@ class Route:
         self.unbound: str | None = None
         #: A sub-router's middlewares, for its routes.
         self.scope: Middlewares | None = None
+        #: The registries whose authentication handler applies, innermost
+        #: sub-router first; the app's own comes after them.
+        self.auth_from: tuple[Middlewares, ...] = ()
 
 
 class _Raised:
@@ -302,12 +317,16 @@ class Routes:
         self._fallback: Route | None = None
 
     def add(self, method: str, path: str, handler: Handler, const: bool = False, auth_required: bool = False,
-            owner: Any = _NOTHING, scope: Middlewares | None = None) -> Route:
+            owner: Any = _NOTHING, scope: Middlewares | None = None,
+            auth_from: Sequence[Middlewares] = ()) -> Route:
         """Register ``handler`` for ``method`` at ``path``; its parameters are
         bound now (``TypeError`` for one that cannot be, when strict).
         ``owner``: the router whose ``router_dependencies`` the handler gets
         (this app's by default; a sub-router's for its routes); ``scope``:
-        a sub-router's own middlewares, which run around this route only."""
+        a sub-router's own middlewares, which run around this route only;
+        ``auth_from``: the sub-routers' registries (innermost first) whose
+        authentication handler, the first one set, authenticates this
+        route rather than this app's."""
         if not callable(handler):
             raise TypeError(f"a route handler must be callable, not {type(handler).__name__}")
         if not isinstance(path, str):
@@ -325,6 +344,7 @@ class Routes:
         route = Route(handler, call, const, method, path, auth_required)
         route.unbound = unbound
         route.scope = scope
+        route.auth_from = tuple(auth_from)
         self.router.add(method, path, route)
         self._routes.append(route)
         route.chain = self._chain(route)
@@ -335,7 +355,8 @@ class Routes:
         return list(self._routes)
 
     def _chain(self, route: Route) -> Chain | None:
-        auth = Middleware(self._authenticate, BEFORE, 1, "authentication") if route.auth_required else None
+        auth = Middleware(functools.partial(self._authenticate, route), BEFORE, 1, "authentication") \
+            if route.auth_required else None
         return self.middlewares.chain_for(route.method, route.path, auth, route.scope)
 
     def resolve(self) -> None:
@@ -352,19 +373,30 @@ class Routes:
             fallback.chain = chain
             self._fallback = fallback
 
-    def _authenticate(self, request: Request) -> Request | Response:
-        handler = self.middlewares.authentication_handler
+    def _authenticate(self, route: Route, request: Request) -> Request | Response | Awaitable[Request | Response]:
+        """The authentication step of an ``auth_required`` route: the
+        handler of the innermost sub-router that has one, else this app's;
+        its ``authenticate(request)`` may be ``async def`` (awaited then)."""
+        handler = None
+        for registry in route.auth_from:
+            handler = registry.authentication_handler
+            if handler is not None:
+                break
+        else:
+            handler = self.middlewares.authentication_handler
         if handler is None:
             raise AuthenticationNotConfigured(
                 "a route has auth_required=True but no authentication handler is configured "
                 "(app.configure_authentication(...))"
             )
         identity = handler.authenticate(request)
-        if identity is None:
-            refused: Response = handler.unauthorized_response
-            return refused
-        request.identity = identity
-        return request
+        if inspect.isawaitable(identity):
+            return self._identified(handler, request, identity)
+        return _identify(handler, request, identity)
+
+    @staticmethod
+    async def _identified(handler: Any, request: Request, pending: Awaitable[Any]) -> Request | Response:
+        return _identify(handler, request, await pending)
 
     def handle(
         self,
@@ -642,6 +674,15 @@ def _streamed(name: str, response: StreamingResponse, keep_alive: bool, head: bo
             close()
         return StreamedReply(head_bytes, None)
     return StreamedReply(head_bytes, body_chunks(response.content))
+
+
+def _identify(handler: Any, request: Request, identity: Any) -> Request | Response:
+    """The request with its identity, or the handler's 401 for None."""
+    if identity is None:
+        refused: Response = handler.unauthorized_response
+        return refused
+    request.identity = identity
+    return request
 
 
 def _no_route(_request: Request) -> Any:

@@ -24,6 +24,7 @@ from email.utils import formatdate
 from typing import Any, Union
 from urllib.parse import parse_qsl, urlsplit
 
+from .. import models
 from ..encoding import jsonify
 from ..exceptions import (
     ArgumentTypeError,
@@ -435,7 +436,8 @@ class Request:
     the router), ``query_params`` (:class:`QueryParams`, parsed on first
     access), ``headers`` (:class:`Headers`), ``body``, ``raw_body``,
     ``ip_addr`` (the peer's address, ``None`` when unknown) and
-    ``identity`` (set by authentication middleware, ``None`` otherwise).
+    ``identity`` (set by authentication middleware, ``None`` otherwise) and
+    ``session`` (set when the app configures sessions, ``None`` otherwise).
 
     ``body`` follows Robyn: it is a ``str`` when the body is valid UTF-8 and
     ``bytes`` otherwise. ``raw_body`` is always the ``bytes`` received.
@@ -448,6 +450,7 @@ class Request:
         "path_params",
         "ip_addr",
         "identity",
+        "session",
         "_raw_body",
         "_body",
         "_query_string",
@@ -477,6 +480,8 @@ class Request:
         self.path_params: dict[str, str] = {} if path_params is None else path_params
         self.ip_addr: str | None = ip_addr
         self.identity: Any = identity
+        #: The client's session (:mod:`robyn_fast.sessions`) once the app configures sessions, else None.
+        self.session: Any = None
         self._raw_body: bytes = _body_bytes(body)
         self._body: str | bytes | None = None
         self._form: tuple[dict[str, str], dict[str, bytes]] | None = None
@@ -825,7 +830,7 @@ def to_response(result: object, *, stringify: bool = False) -> Response:
         return result
     if isinstance(result, str):
         return Response(200, Headers([("content-type", _text_content_type(result))]), result)
-    if isinstance(result, (dict, list)):
+    if isinstance(result, (dict, list)) or models.is_model(result):
         return Response(200, Headers([("content-type", APPLICATION_JSON)]), jsonify(result))
     if stringify and not isinstance(result, (bytes, bytearray, memoryview, tuple)):
         return Response(200, Headers([("content-type", TEXT_PLAIN)]), str(result))
@@ -849,6 +854,8 @@ def render(result: object) -> RenderedResponse:
     :class:`Response`                      its     its own; if it has none,
                                                    chosen from its description
     ``None``                               200     ``text/plain``, empty body
+    a pydantic model                       200     ``application/json``, its
+                                                   ``model_dump(mode="json")``
     ``(description, headers, status)``     status  Robyn's tuple form: the
                                                    description rendered as above,
                                                    ``headers`` fields override
@@ -873,6 +880,8 @@ def render(result: object) -> RenderedResponse:
         return 200, [("content-type", TEXT_PLAIN)], b""
     if isinstance(result, tuple):
         return _render_tuple(result)
+    if models.is_model(result):
+        return 200, [("content-type", APPLICATION_JSON)], jsonify(result).encode("utf-8")
     raise UnsupportedResponseType(
         f"a route handler returned {type(result).__module__}.{type(result).__qualname__}, "
         "which cannot become an HTTP response; return str, bytes, dict, list, "

@@ -31,6 +31,7 @@ from .jsonify import jsonify
 from .openapi import OpenAPI
 from .responses import SSEMessage, SSEResponse, StreamingResponse, html, serve_file, serve_html
 from .robyn import Headers, Request, Response, WebSocketConnector
+from .session import Session, SessionManager
 from .types import JsonBody
 from .ws import WebSocket, WebSocketAdapter, WebSocketDisconnect
 
@@ -60,6 +61,8 @@ __all__ = [
     "OpenAPI",
     "HTTPException",
     "WebSocketException",
+    "Session",
+    "SessionManager",
 ]
 
 
