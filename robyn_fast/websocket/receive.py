@@ -480,6 +480,7 @@ def websocket_decorator(app: EndpointOwner, endpoint: str, config: Config | None
         ep = ReceiveEndpoint(app, endpoint, handler, config)
         handler.on_connect = ep.set_on_connect
         handler.on_close = ep.set_on_close
+        handler.before_upgrade = ep.before_upgrade
         handler.endpoint = ep
         return handler
 
