@@ -828,6 +828,11 @@ class HttpProtocol(asyncio.Protocol):
                 return
             self.task = self.vetting = task
             task.add_done_callback(lambda t: self._vetted(t, req, endpoint, path_params, response, agreed))
+            if self.upgrade_seen and self.reading_paused:
+                # Read meanwhile, so a client that goes away is noticed (its hook is cancelled); what it sends
+                # is kept unparsed for the WebSocket, within _UPGRADE_BUFFER_LIMIT.
+                self.reading_paused = False
+                self.transport.resume_reading()
 
     def _vetted(self, task: asyncio.Future[Any], req: _Request, endpoint: Any, path_params: dict[str, str],
                 response: bytes, agreed: Any) -> None:
