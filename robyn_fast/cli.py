@@ -101,19 +101,6 @@ def _any_text(value: str) -> str:
 
 #: How to serve: the settings that are not Config fields, in --help's order.
 LAUNCH: tuple[Setting, ...] = (
-    Setting("host", "127.0.0.1", "the address to listen on (`app.start(host)` otherwise); `0.0.0.0` or `::` "
-            "every interface", anything, parse=text("a host name or address"), flag="--host", env="ROBYN_HOST",
-            metavar="HOST", shown="`app.start()`'s"),
-    Setting("port", 8080, "the port to listen on, 0: any free one (`app.start(port)` otherwise)", anything,
-            parse=whole_number(0, 65535), flag="--port", env="ROBYN_PORT", metavar="PORT",
-            shown="`app.start()`'s"),
-    Setting("uds", None, "listen on this Unix socket instead of a host and port (a stale socket file left by a "
-            "server that is gone is replaced; the file is removed on exit; its mode follows the umask); not with "
-            "`--host`/`--port`/`--fd`", anything, parse=text("a socket path", spaces=True), flag="--uds",
-            env="ROBYN_UDS", metavar="PATH"),
-    Setting("fd", None, "accept on this inherited listening socket (systemd socket activation passes fd 3) "
-            "instead of binding; every worker of `--processes` serves it; not with `--host`/`--port`/`--uds`",
-            anything, parse=whole_number(0), flag="--fd", env="ROBYN_FD", metavar="N"),
     Setting("processes", 1, "worker processes; N × M in all with `--workers` (1 × 1: one process, no supervisor)",
             anything, parse=whole_number(1), flag="--processes", env="ROBYN_PROCESSES", metavar="N"),
     Setting("workers", 1, "workers per process, each a process too: N × M in all (Robyn's workers are threads, "
@@ -129,6 +116,19 @@ LAUNCH: tuple[Setting, ...] = (
             metavar="LEVEL", shown="INFO"),
     Setting("open_browser", False, "open the served URL in a browser", boolean, parse=switch_text,
             flag="--open-browser", env="ROBYN_BROWSER_OPEN"),
+    Setting("host", "127.0.0.1", "the address to listen on (`app.start(host)` otherwise); `0.0.0.0` or `::` "
+            "every interface", anything, parse=text("a host name or address"), flag="--host", env="ROBYN_HOST",
+            metavar="HOST", shown="`app.start()`'s"),
+    Setting("port", 8080, "the port to listen on, 0: any free one (`app.start(port)` otherwise)", anything,
+            parse=whole_number(0, 65535), flag="--port", env="ROBYN_PORT", metavar="PORT",
+            shown="`app.start()`'s"),
+    Setting("uds", None, "listen on this Unix socket instead of a host and port (a stale socket file left by a "
+            "server that is gone is replaced; the file is removed on exit; its mode follows the umask); not with "
+            "`--host`/`--port`/`--fd`", anything, parse=text("a socket path", spaces=True), flag="--uds",
+            env="ROBYN_UDS", metavar="PATH"),
+    Setting("fd", None, "accept on this inherited listening socket (systemd socket activation passes fd 3) "
+            "instead of binding; every worker of `--processes` serves it; not with `--host`/`--port`/`--uds`",
+            anything, parse=whole_number(0), flag="--fd", env="ROBYN_FD", metavar="N"),
     Setting("broker", None, "join the servers that name the same Redis: `redis://[user:password@]host:port/db`, "
             "`rediss://...` (TLS) or `unix:///path` (see above); `None`: the workers of this host only", anything,
             parse=_broker_url, flag="--broker", env="ROBYN_FAST_BROKER", metavar="URL", redact=redact_url),
@@ -406,12 +406,12 @@ def resolve(
                 config[name] = spec.check(start_value, spec.where)
             except (TypeError, ValueError) as exc:
                 raise UsageError(f"app.start({argument}={start_value!r}): {exc}") from None
+    if config.get("proxy_protocol") and (given("ssl_certfile")[0] or ssl is not None):
+        raise UsageError("--proxy-protocol (or ROBYN_PROXY_PROTOCOL) with TLS: the PROXY header comes before the "
+                         "TLS handshake, which this server does not read; terminate TLS at the proxy")
     context = _tls(given, ssl)
     if context is not None:
         config["ssl"] = context
-        if config.get("proxy_protocol"):
-            raise UsageError("--proxy-protocol (or ROBYN_PROXY_PROTOCOL) with TLS: the PROXY header comes before the "
-                             "TLS handshake, which this server does not read; terminate TLS at the proxy")
     return Settings(
         host=host,
         port=port,
