@@ -40,6 +40,7 @@ import argparse
 import importlib.util
 import logging
 import os
+import re
 import ssl as _ssl
 import sys
 import textwrap
@@ -234,7 +235,7 @@ def _argument(spec: Setting) -> Any:
 
 def _plain(doc: str) -> str:
     """A doc line for --help: markdown's backticks and links dropped, % escaped for argparse."""
-    return doc.replace("`", "").replace("[TLS](#tls)", "TLS in the README").replace("%", "%%")
+    return re.sub(r"\[([^\]]+)\]\(#[^)]*\)", r"\1 in the README", doc.replace("`", "")).replace("%", "%%")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -148,7 +148,7 @@ class Config:
         "`X-Forwarded-For`/`X-Forwarded-Proto` give `remote_addr`, `ip_addr`, `url.scheme` and the access log's "
         "address (uvicorn's name and meaning; see [Behind a proxy](#behind-a-proxy)); app Config only",
         _allow_ips, flag="--forwarded-allow-ips", env="ROBYN_FORWARDED_ALLOW_IPS", metavar="LIST",
-        parse=_allow_ips_text, shown="`127.0.0.1`")
+        parse=_allow_ips_text, shown="`('127.0.0.1',)`")
     proxy_protocol: bool = setting(
         False, "every connection starts with a PROXY protocol v1 or v2 header (HAProxy, AWS NLB), from a peer in "
         "`forwarded_allow_ips`; its source address is the client's; a connection without one is closed; not with "

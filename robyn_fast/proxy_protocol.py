@@ -21,11 +21,12 @@ The specification: https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 import struct
 from dataclasses import dataclass
 
 from .exceptions import ProxyProtocolError
+from .forwarded import normal_address
 
 __all__ = ["ProxyHeader", "ProxyHeaderParser", "ProxyProtocolError", "V2_SIGNATURE", "MAX_V2_LENGTH"]
 
@@ -118,8 +119,8 @@ class ProxyHeaderParser:
             if size < 12:
                 raise ProxyProtocolError("PROXY v2 TCP4 header too short for its addresses")
             src, dst, sport, dport = struct.unpack_from("!4s4sHH", buf, 16)
-            return ProxyHeader(2, (str(ipaddress.IPv4Address(src)), sport),
-                               (str(ipaddress.IPv4Address(dst)), dport), length), rest
+            return ProxyHeader(2, (socket.inet_ntop(socket.AF_INET, src), sport),
+                               (socket.inet_ntop(socket.AF_INET, dst), dport), length), rest
         if family == 0x21:  # TCP over IPv6
             if size < 36:
                 raise ProxyProtocolError("PROXY v2 TCP6 header too short for its addresses")
@@ -130,18 +131,18 @@ class ProxyHeaderParser:
 
 
 def _v6(packed: bytes) -> str:
-    ip = ipaddress.IPv6Address(packed)
-    return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else str(ip)
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":  # IPv4-mapped
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return socket.inet_ntop(socket.AF_INET6, packed)
 
 
 def _v1_address(text: str, version: int) -> str:
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        raise ProxyProtocolError(f"PROXY v1 header with a bad address {text!r}") from None
-    if ip.version != version:
+    address = normal_address(text)
+    if address is None:
+        raise ProxyProtocolError(f"PROXY v1 header with a bad address {text!r}")
+    if (":" in text) != (version == 6):
         raise ProxyProtocolError(f"PROXY v1 header: {text!r} is not an IPv{version} address")
-    return str(ip)
+    return address
 
 
 def _v1_port(text: str) -> int:
