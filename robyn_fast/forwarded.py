@@ -136,9 +136,10 @@ def _node(text: str) -> Client | None:
     return address, port
 
 
-def _split_commas(value: str) -> list[str] | None:
-    """The comma-separated elements of an RFC 7239 field value (commas inside
-    quoted strings are not separators); None for an unterminated quote."""
+def _split(value: str, separator: str) -> list[str] | None:
+    """The ``separator``-separated parts of an RFC 7239 field value or
+    element (a separator inside a quoted string is none); None for an
+    unterminated quote."""
     out: list[str] = []
     start = 0
     quoted = escaped = False
@@ -149,7 +150,7 @@ def _split_commas(value: str) -> list[str] | None:
             escaped = True
         elif c == '"':
             quoted = not quoted
-        elif c == "," and not quoted:
+        elif c == separator and not quoted:
             out.append(value[start:i])
             start = i + 1
     if quoted:
@@ -163,7 +164,7 @@ def _forwarded_element(element: str) -> dict[str, str] | None:
     removed); None when it is not RFC 7239 syntax."""
     pairs: dict[str, str] = {}
     pos = 0
-    for part in _split_semicolons(element):
+    for part in _split(element, ";") or ():
         m = _PAIR.fullmatch(part)
         if m is None:
             return None
@@ -175,24 +176,6 @@ def _forwarded_element(element: str) -> dict[str, str] | None:
         pairs[name] = value
         pos += 1
     return pairs if pos else None
-
-
-def _split_semicolons(element: str) -> list[str]:
-    out: list[str] = []
-    start = 0
-    quoted = escaped = False
-    for i, c in enumerate(element):
-        if escaped:
-            escaped = False
-        elif c == "\\" and quoted:
-            escaped = True
-        elif c == '"':
-            quoted = not quoted
-        elif c == ";" and not quoted:
-            out.append(element[start:i])
-            start = i + 1
-    out.append(element[start:])
-    return out
 
 
 def _forwarded_node(value: str) -> Client | None:
@@ -309,7 +292,7 @@ def _xff(value: str) -> tuple[Client | None, ...]:
 def _rfc7239(value: str) -> tuple[tuple[Client, str | None], ...] | None:
     """Each element of a Forwarded value as (node, proto); None when the
     value is not RFC 7239 syntax, or names a node or a scheme that is none."""
-    elements = _split_commas(value)
+    elements = _split(value, ",")
     if elements is None:
         return None
     out: list[tuple[Client, str | None]] = []

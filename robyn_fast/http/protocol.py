@@ -34,6 +34,20 @@ it are answered and the WebSocket takes the transport over (with every byte
 that came after the request), so nothing sent behind an upgrade is buffered
 without bound.
 
+Behind a proxy: with ``Config.proxy_protocol`` the connection's first bytes
+are a PROXY protocol header (:mod:`robyn_fast.proxy_protocol`), accepted only
+from a peer in ``Config.forwarded_allow_ips`` and within the head timeout; a
+connection without a valid one is closed without an answer. The forwarding
+headers of a request from a trusted peer (:mod:`robyn_fast.forwarded`) give
+the client address and scheme the handler, the WebSocket and the access log
+see.
+
+An upgrade that passes the handshake checks goes to the endpoint's
+``before_upgrade`` hook (``HttpHost.vet_websocket``) before the 101: a sync
+verdict at once; an async one in a Task while nothing is parsed (what the
+client sends is kept for the WebSocket, within the upgrade buffer's limit;
+a client that leaves cancels the Task).
+
 The protocol serves a :class:`HttpHost` (the server), which answers requests,
 starts Tasks and opens WebSocket connections; this module knows nothing else
 of it.

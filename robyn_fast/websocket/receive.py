@@ -474,7 +474,9 @@ def _deliver(ws: WebSocketAdapter, msg: str | bytes) -> Any:
 
 def websocket_decorator(app: EndpointOwner, endpoint: str, config: Config | None = None) -> Callable[[Any], Any]:
     """What ``app.websocket(endpoint)`` returns: registers the async handler
-    at ``endpoint`` and gives it ``on_connect`` / ``on_close`` decorators."""
+    at ``endpoint`` and gives it ``on_connect`` / ``on_close`` decorators,
+    and ``before_upgrade`` (:meth:`~robyn_fast.websocket.endpoint.WebSocket.before_upgrade`:
+    a hook that may refuse the upgrade request before the 101)."""
 
     def decorator(handler: Any) -> Any:
         ep = ReceiveEndpoint(app, endpoint, handler, config)
