@@ -244,3 +244,15 @@ def test_help_names_every_variable() -> None:
     for flag in ("--host HOST", "--port PORT", "--uds PATH", "--fd N", "--forwarded-allow-ips LIST",
                  "--proxy-protocol", "ROBYN_FORWARDED_ALLOW_IPS", "ROBYN_PROXY_PROTOCOL"):
         assert flag in text
+
+
+def test_dev_serves_a_unix_socket_through_its_children(script: Path, tmp_path: Path) -> None:
+    """--dev with --uds: the reloader's child serves the reloader's socket (it used to be handed the path's
+    second character as its port, and stopped with a usage error)."""
+    path = str(tmp_path / "dev.sock")
+    with _server(script, ["--dev", "--uds", path]) as server:
+        server.wait_output(rf"serving on unix:{re.escape(path)}")
+        pid = int(_unix_get(path).partition(b"\r\n\r\n")[2].split()[0])
+        assert pid != server.pid  # the child answers
+        assert server.stop() == 0
+    assert not os.path.exists(path)

@@ -827,8 +827,9 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse_upgrade(req, error_response(exc.status, exc.reason, exc.headers))
             return
         self._cancel_timer()
-        verdict = self.host.vet_websocket(endpoint, req.method, req.target, req.headers, path_params,
-                                          self.client[0] if self.client else None, scheme)
+        context = self.host.context.copy()  # the hook's own, as a handler's
+        verdict = context.run(self.host.vet_websocket, endpoint, req.method, req.target, req.headers, path_params,
+                              self.client[0] if self.client else None, scheme)
         if verdict is None:
             self._hand_over(req, endpoint, path_params, response, agreed)
         elif isinstance(verdict, bytes):
@@ -836,7 +837,7 @@ class HttpProtocol(asyncio.Protocol):
         else:
             # The hook is async: the connection waits (reading stays paused, no frame is read) until it has
             # decided; the endpoint bounds it by handshake_timeout.
-            task = self.host.start_task(verdict, self.host.context.copy())
+            task = self.host.start_task(verdict, context)
             if task.done():
                 self._vetted(task, req, endpoint, path_params, response, agreed)
                 return

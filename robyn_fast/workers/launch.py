@@ -102,7 +102,8 @@ def launch(
     binder = os.getpid()
     try:
         if dev and not is_dev_child():
-            return Reloader(list(argv), root, sockets, host, close_timeout=close_timeout,
+            return Reloader(list(argv), root, sockets, host if uds is None and fd is None else None,
+                            close_timeout=close_timeout,
                             env_file_names=env_file_names).run()
         node = None if broker is None else (lambda: _node(broker))
         if processes > 1:
