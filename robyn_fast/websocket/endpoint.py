@@ -84,7 +84,8 @@ class WebSocketConnector:
 
     ``id`` is a uuid4 string; ``query_params`` (percent-decoded),
     ``path_params`` and ``headers`` come from the upgrade request;
-    ``remote_addr`` is the client's ``(host, port)``; ``endpoint`` the
+    ``remote_addr`` is the client's ``(host, port)`` (named by a proxy in
+    ``Config.forwarded_allow_ips``: port 0 when it gives none); ``endpoint`` the
     endpoint's path pattern; ``subprotocol`` the ``Sec-WebSocket-Protocol``
     agreed (one of ``Config.subprotocols``) or None; ``compression`` what
     permessage-deflate agreed.

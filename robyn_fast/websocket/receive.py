@@ -234,7 +234,7 @@ class WebSocketAdapter:
 
     @property
     def remote_addr(self) -> tuple[str, int] | None:
-        """The client's ``(host, port)``."""
+        """The client's ``(host, port)`` (see ``Config.forwarded_allow_ips``)."""
         return self.connector.remote_addr
 
     @property
