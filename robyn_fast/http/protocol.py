@@ -105,6 +105,9 @@ HttpHandler = Callable[[str, str, list[tuple[bytes, bytes]], bytes, bool, "str |
 _HTTP_SCHEME = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 _WS_SCHEME = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
+# The name lengths of Forwarded, X-Forwarded-For and X-Forwarded-Proto.
+_FORWARDING_LENGTHS = (9, 15, 17)
+
 # Connections refused over the PROXY protocol: one line per 10 s at most.
 _proxy_refusals = Throttle(10.0)
 
@@ -165,11 +168,11 @@ class _Abort(Exception):
 class _Request:
     """A parsed request waiting in the pipeline queue."""
 
-    __slots__ = ("method", "target", "headers", "body", "keep_alive", "version", "upgrade")
+    __slots__ = ("method", "target", "headers", "body", "keep_alive", "version", "upgrade", "forwarded")
 
     def __init__(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes,
-        keep_alive: bool, version: str, upgrade: bool,
+        keep_alive: bool, version: str, upgrade: bool, forwarded: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -178,6 +181,7 @@ class _Request:
         self.keep_alive = keep_alive
         self.version = version
         self.upgrade = upgrade
+        self.forwarded = forwarded  # it may carry forwarding headers from a trusted peer (to be resolved)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -198,6 +202,7 @@ class HttpProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.scheme = "https" if self.tls else "http"
         self.trusted = False  # the peer may say who the client is (Config.forwarded_allow_ips)
+        self.forwarded_head = False  # the request being parsed has a header that may name the client
         # Config.proxy_protocol: the connection's PROXY header, until it has arrived.
         self.proxy_header: ProxyHeaderParser | None = None
         self.vetting: asyncio.Future[Any] | None = None  # a before_upgrade hook running
@@ -430,6 +435,8 @@ class HttpProtocol(asyncio.Protocol):
         # TLS transports cannot stay open for writing after the peer's
         # close_notify (asyncio and uvloop shut the connection down, and warn
         # when asked to keep it): over TLS the end of input ends the connection.
+        if self.vetting is not None:
+            return None  # a client that gave up its upgrade while it was being checked: connection_lost cancels it
         if (self.busy or self.queue) and not self.tls:
             # The client half-closed after its requests: answer them, then
             # close (returning True keeps the transport open for writing).
@@ -545,7 +552,10 @@ class HttpProtocol(asyncio.Protocol):
         self.in_body = True
         self._cancel_timer()
         hosts = 0
+        trusted = self.trusted
         for name, value in self.headers:
+            if trusted and len(name) in _FORWARDING_LENGTHS:
+                self.forwarded_head = True  # Forwarded, X-Forwarded-For or -Proto, perhaps: resolved at dispatch
             if len(name) == 4 and name.lower() == b"host":
                 hosts += 1
             elif len(name) == 14 and name.lower() == b"content-length":
@@ -601,8 +611,10 @@ class HttpProtocol(asyncio.Protocol):
                 parser.should_keep_alive(),
                 parser.get_http_version(),
                 parser.should_upgrade(),
+                self.forwarded_head,
             )
         )
+        self.forwarded_head = False
         self.body = []
         if not self.reading_paused and (
             len(self.queue) > self.config.max_pipelined_requests
@@ -665,8 +677,10 @@ class HttpProtocol(asyncio.Protocol):
         async handler is running (stop the queue)."""
         assert self.transport is not None
         scheme = None
-        if self.trusted:
+        if req.forwarded:
             self.client, scheme = self.host.proxies.resolve(self.peer_addr, req.headers)
+        elif self.trusted:
+            self.client = self.peer_addr
         path = req.target.partition("?")[0]
         match = self.host.websocket_upgrade(path, req.upgrade, req.headers)
         if match is not None:
