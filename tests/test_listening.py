@@ -200,7 +200,7 @@ def test_systemd_socket_activation_passes_fd_3(script: Path) -> None:
         # systemd-socket-activate listens, then starts the server on the first connection
         server.wait_output(rf"Listening on 127\.0\.0\.1:{port}")
         assert len(eventually(lambda: _pids_seen(port, 2, tries=50), lambda s: len(s) == 2, timeout=30)) == 2
-        assert re.search(rf"serving on http://127\.0\.0\.1:{port} with 2 worker processes", server.output())
+        server.wait_output(rf"serving on http://127\.0\.0\.1:{port} with 2 worker processes")
 
 
 def test_host_and_port_flags_serve_and_win_over_the_environment(script: Path) -> None:
