@@ -12,7 +12,11 @@ reloader are started from here and nowhere else. In this order:
    ``exec``). The bind itself is without ``SO_REUSEPORT``: an address that
    anything listens on already, another robyn_fast server with workers
    included, cannot be bound, so a second server never shares connections
-   with a first.
+   with a first. ``--uds`` binds a Unix socket instead
+   (:func:`robyn_fast.listener.listen_unix`; this process removes its file
+   on exit) and ``--fd`` takes an inherited one
+   (:func:`robyn_fast.listener.inherited`); worker processes and ``--dev``
+   children share that one socket.
 2. An address that cannot be bound is one line on stderr, ``robyn_fast:
    cannot listen on HOST:PORT: REASON``, and exit status 1; it is printed
    here and only here.
