@@ -157,7 +157,8 @@ def test_proxy_headers_at_every_split(header: bytes, source: tuple[str, int] | N
 
 @pytest.mark.parametrize("data", [
     b"GET / HTTP/1.1\r\n", b"PROXZ", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n",
-    b"PROXY TCP6 1.2.3.4 ::1 1 2\r\n", b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",
+    b"PROXY TCP6 1.2.3.4 ::1 1 2\r\n", b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",
+    b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",
     b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", b"PROXY TCP4 " + b"1" * 200, b"\r\n\r\n\x00\r\nQUIX",
     V2_SIGNATURE + b"\x11\x11\x00\x00", V2_SIGNATURE + b"\x22\x11\x00\x00", V2_SIGNATURE + b"\x21\x11\xff\xff",
     _v2(1, 0x11, b"\x01\x02"), _v2(1, 0x21, bytes(20)), b"\x16\x03\x01",  # a TLS ClientHello

@@ -8,7 +8,6 @@ every variable. Real server processes and real clients."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import re
@@ -23,9 +22,10 @@ import pytest
 from robyn_fast import cli
 from robyn_fast.cli import UsageError
 
+from .codec_helpers import masked
 from .loops import LOOPS
 from .process_helpers import ServerProcess
-from .server_helpers import eventually, read_frame, recv_all, recv_until
+from .server_helpers import eventually, read_frame, recv_all, recv_until, upgrade_request
 
 APP = """
     import os
@@ -85,12 +85,6 @@ def _tcp_get(port: int, target: str = "/pid", extra: str = "") -> bytes:
         return recv_all(sock)
 
 
-def _masked_text(text: str) -> bytes:
-    payload = text.encode()
-    mask = b"abcd"
-    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_uds_serves_http_and_websocket_and_removes_its_file(script: Path, tmp_path: Path, loop_kind: str) -> None:
     path = str(tmp_path / "app.sock")
@@ -112,9 +106,7 @@ def test_uds_serves_http_and_websocket_and_removes_its_file(script: Path, tmp_pa
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(10)
         sock.connect(path)
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode() + _masked_text("hi"))
+        sock.sendall(upgrade_request("/ws") + masked(0x81, b"hi"))
         head, _, rest = recv_until(sock, b"\r\n\r\n").partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101")
         assert read_frame(sock, rest)[1] == b"echo hi"

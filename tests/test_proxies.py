@@ -20,6 +20,7 @@ from robyn_fast import Config, Request, Response, Robyn, WebSocket
 from robyn_fast.exceptions import HTTPError
 from robyn_fast.proxy_protocol import V2_SIGNATURE
 
+from .codec_helpers import masked
 from .loops import LOOPS
 from .server_helpers import (connect, eventually, read_frame, recv_all, recv_until, running,
                              upgrade_request)
@@ -254,7 +255,7 @@ def test_before_upgrade_on_the_legacy_api(loop_kind: str, caplog: pytest.LogCapt
         ]:
             # a frame right behind the request: refused, it never reaches the message handler
             sock = connect(srv.port)
-            sock.sendall(upgrade_request(f"/ws?token={token}") + b"\x81\x82abcd" + bytes([ord("h") ^ 97, ord("i") ^ 98]))
+            sock.sendall(upgrade_request(f"/ws?token={token}") + masked(0x81, b"hi"))
             data = recv_all(sock)
             sock.close()
             assert _status(data) == status, (token, data)
@@ -270,7 +271,7 @@ def test_before_upgrade_async_on_the_receive_api(loop_kind: str, caplog: pytest.
         # accepted after the hook awaited; a frame sent behind the request waits for it and then arrives in order
         sock = connect(srv.port)
         sock.sendall(upgrade_request("/rx/lobby?x=1", extra="Authorization: Bearer s3cret\r\n")
-                     + b"\x81\x82abcd" + bytes([ord("h") ^ 97, ord("i") ^ 98]))
+                     + masked(0x81, b"hi"))
         data = recv_until(sock, b"\r\n\r\n")
         head, _, rest = data.partition(b"\r\n\r\n")
         assert _status(head) == 101
