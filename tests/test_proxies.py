@@ -344,7 +344,7 @@ def test_before_upgrade_in_a_robyn_app(loop_kind: str) -> None:
     def check_rx(request: Any) -> Any:
         return 418
 
-    with running(app, loop_kind) as srv:  # type: ignore[arg-type]
+    with running(app, loop_kind) as srv:
         sock, head, rest = _upgrade(srv.port, "/ws")
         assert _status(head) == 401 and (rest + recv_all(sock)).endswith(b"who are you")
         sock.close()
