@@ -514,6 +514,7 @@ class HttpProtocol(asyncio.Protocol):
     # httptools callbacks
     def on_message_begin(self) -> None:
         self.in_head = True
+        self.forwarded_head = False
         self.head_bytes = 0
         self.fields_size = 0
         self.url = b""
