@@ -35,7 +35,7 @@ LOADGEN := bench/loadgen/.rfload-built
 LOAD_ARGS ?= --quick
 SOAK_MINUTES ?= 10
 
-.PHONY: install run test autobahn-full fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis clang
+.PHONY: socket-activate install run test autobahn-full fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis clang
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,7 +73,12 @@ browser:
 redis:
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
 
-test: install browser redis
+# Debian's systemd-socket-activate, for the socket-activation test of --fd (skipped without it).
+socket-activate:
+	command -v systemd-socket-activate >/dev/null || (apt-get update && apt-get install -y --no-install-recommends systemd) \
+		|| echo "systemd-socket-activate not installed: tests/test_listening.py skips its test"
+
+test: install browser redis socket-activate
 	$(BIN)/python -m pytest tests
 
 # Autobahn's permessage-deflate categories 12 and 13 in full (216 cases, both loops, both

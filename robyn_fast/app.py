@@ -512,7 +512,11 @@ class Robyn:
             print(f"{prog}: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         if settings.config:  # the Config fields that flags, the environment or app.start() set
-            self.config = replace(self.config, **settings.config)
+            try:
+                self.config = replace(self.config, **settings.config)
+            except ValueError as exc:  # a combination the app's own Config rules out (proxy_protocol and ssl)
+                print(f"{prog}: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
         root = logging.getLogger()
         if not root.handlers:
             fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -525,7 +529,8 @@ class Robyn:
                                                            for ws in self.websocket_endpoints()])
         code = launch(self, settings.host, settings.port, processes=settings.processes, dev=settings.dev,
                       broker=settings.broker, close_timeout=close_timeout, on_serving=on_serving,
-                      argv=sys.orig_argv, root=self.directory_path, env_file_names=self._env_file_names)
+                      argv=sys.orig_argv, root=self.directory_path, env_file_names=self._env_file_names,
+                      uds=settings.uds, fd=settings.fd)
         if code:
             raise SystemExit(code)
 

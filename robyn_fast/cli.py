@@ -15,7 +15,10 @@ Flags (Robyn's): ``--processes N`` and ``--workers M`` (N x M worker
 processes: Robyn's workers are threads, which add no core under the GIL),
 ``--fast`` (one process per CPU, log level WARNING), ``--dev`` (one process,
 restarted on source changes), ``--log-level``, ``--open-browser``; robyn_fast's
-``--broker``, ``--metrics-path``, ``--access-log``, ``--ssl-*``.
+``--broker``, ``--metrics-path``, ``--access-log``, ``--ssl-*``, and where to
+listen and who to believe behind a proxy: ``--host``/``--port``, ``--uds PATH``
+(a Unix socket), ``--fd N`` (an inherited socket, systemd's socket activation),
+``--forwarded-allow-ips``, ``--proxy-protocol``.
 ``--version``/``--help`` print and exit 0; ``--disable-openapi`` is read by
 the compat app (no ``/openapi.json`` or ``/docs``; a native app serves them
 only when it calls ``serve_openapi``); ``--create``, ``--docs``, ``--compile-rust-path`` and
@@ -37,6 +40,7 @@ import argparse
 import importlib.util
 import logging
 import os
+import re
 import ssl as _ssl
 import sys
 import textwrap
@@ -98,10 +102,6 @@ def _any_text(value: str) -> str:
 
 #: How to serve: the settings that are not Config fields, in --help's order.
 LAUNCH: tuple[Setting, ...] = (
-    Setting("host", "127.0.0.1", "the address to listen on (`app.start(host)` otherwise)", anything,
-            parse=text("a host name or address"), env="ROBYN_HOST", shown="`app.start()`'s"),
-    Setting("port", 8080, "the port to listen on, 0: any free one (`app.start(port)` otherwise)", anything,
-            parse=whole_number(0, 65535), env="ROBYN_PORT", shown="`app.start()`'s"),
     Setting("processes", 1, "worker processes; N × M in all with `--workers` (1 × 1: one process, no supervisor)",
             anything, parse=whole_number(1), flag="--processes", env="ROBYN_PROCESSES", metavar="N"),
     Setting("workers", 1, "workers per process, each a process too: N × M in all (Robyn's workers are threads, "
@@ -117,6 +117,19 @@ LAUNCH: tuple[Setting, ...] = (
             metavar="LEVEL", shown="INFO"),
     Setting("open_browser", False, "open the served URL in a browser", boolean, parse=switch_text,
             flag="--open-browser", env="ROBYN_BROWSER_OPEN"),
+    Setting("host", "127.0.0.1", "the address to listen on (`app.start(host)` otherwise); `0.0.0.0` or `::` "
+            "every interface", anything, parse=text("a host name or address"), flag="--host", env="ROBYN_HOST",
+            metavar="HOST", shown="`app.start()`'s"),
+    Setting("port", 8080, "the port to listen on, 0: any free one (`app.start(port)` otherwise)", anything,
+            parse=whole_number(0, 65535), flag="--port", env="ROBYN_PORT", metavar="PORT",
+            shown="`app.start()`'s"),
+    Setting("uds", None, "listen on this Unix socket instead of a host and port (a stale socket file left by a "
+            "server that is gone is replaced; the file is removed on exit; its mode follows the umask); not with "
+            "`--host`/`--port`/`--fd`", anything, parse=text("a socket path", spaces=True), flag="--uds",
+            env="ROBYN_UDS", metavar="PATH"),
+    Setting("fd", None, "accept on this inherited listening socket (systemd socket activation passes fd 3) "
+            "instead of binding; every worker of `--processes` serves it; not with `--host`/`--port`/`--uds`",
+            anything, parse=whole_number(0), flag="--fd", env="ROBYN_FD", metavar="N"),
     Setting("broker", None, "join the servers that name the same Redis: `redis://[user:password@]host:port/db`, "
             "`rediss://...` (TLS) or `unix:///path` (see above); `None`: the workers of this host only", anything,
             parse=_broker_url, flag="--broker", env="ROBYN_FAST_BROKER", metavar="URL", redact=redact_url),
@@ -185,6 +198,8 @@ class Settings:
     broker: RedisAddress | None = None  # None: no broker (the workers of this host share a local bus)
     # The Config fields that flags, the environment or app.start() set (the app's Config keeps the others).
     config: Mapping[str, Any] = field(default_factory=dict)
+    uds: str | None = None  # serve on this Unix socket (not host and port)
+    fd: int | None = None  # serve on this inherited listening socket
 
     @property
     def header_timeout(self) -> float | None:
@@ -220,7 +235,7 @@ def _argument(spec: Setting) -> Any:
 
 def _plain(doc: str) -> str:
     """A doc line for --help: markdown's backticks and links dropped, % escaped for argparse."""
-    return doc.replace("`", "").replace("[TLS](#tls)", "TLS in the README").replace("%", "%%")
+    return re.sub(r"\[([^\]]+)\]\(#[^)]*\)", r"\1 in the README", doc.replace("`", "")).replace("%", "%%")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -336,8 +351,17 @@ def resolve(
             return True, from_env[name]
         return False, None
 
-    host = from_env.get("host", host)
-    port = from_env.get("port", port)
+    uds, fd = given("uds")[1], given("fd")[1]
+    if uds is not None and fd is not None:
+        raise UsageError("--uds and --fd (or ROBYN_UDS and ROBYN_FD) each name the socket to serve on: give one")
+    if uds is not None or fd is not None:
+        chosen = "--uds (or ROBYN_UDS)" if uds is not None else "--fd (or ROBYN_FD)"
+        for name in ("host", "port"):
+            if given(name)[0]:
+                raise UsageError(f"{chosen} serves on that socket: --{name} (or ROBYN_{name.upper()}) cannot be "
+                                 f"combined with it")
+    host = given("host")[1] if given("host")[0] else host
+    port = given("port")[1] if given("port")[0] else port
     if type(port) is not int or not 0 <= port <= 65535:
         raise UsageError(f"invalid port {port!r}: expected 0..65535")
     # --fast is a flag: one process per CPU this process may run on, over the environment and app.start();
@@ -383,6 +407,9 @@ def resolve(
                 config[name] = spec.check(start_value, spec.where)
             except (TypeError, ValueError) as exc:
                 raise UsageError(f"app.start({argument}={start_value!r}): {exc}") from None
+    if config.get("proxy_protocol") and (given("ssl_certfile")[0] or ssl is not None):
+        raise UsageError("--proxy-protocol (or ROBYN_PROXY_PROTOCOL) with TLS: the PROXY header comes before the "
+                         "TLS handshake, which this server does not read; terminate TLS at the proxy")
     context = _tls(given, ssl)
     if context is not None:
         config["ssl"] = context
@@ -395,6 +422,8 @@ def resolve(
         open_browser=bool(given("open_browser")[1]),
         broker=address,
         config=config,
+        uds=uds,
+        fd=fd,
     )
 
 

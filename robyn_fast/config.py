@@ -13,8 +13,9 @@ import ssl as _ssl
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .forwarded import parse_allow_ips
 from .settings import (Setting, boolean, declared, int_range, one_of, optional_positive, origins, positive,
-                       seconds, setting, strings, text, url_path)
+                       seconds, setting, strings, switch_text, text, url_path)
 
 __all__ = ["Config", "BackpressurePolicy", "Compression", "SETTINGS"]
 
@@ -37,6 +38,14 @@ def _ssl_context(value: Any, where: str) -> Any:
 
 
 _OBSERVABILITY = "app Config only"
+
+
+def _allow_ips(value: Any, where: str) -> Any:
+    return parse_allow_ips(value, where)
+
+
+def _allow_ips_text(value: str) -> Any:
+    return parse_allow_ips(value, "the list")
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,18 @@ class Config:
     access_log: bool = setting(
         False, "one line per HTTP request and WebSocket open/close on the `robyn_fast.access` logger "
         f"({_OBSERVABILITY})", boolean, flag="--access-log")
+    # Behind a proxy
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        ("127.0.0.1",), "the peers believed about the client: IP addresses and networks (`10.0.0.0/8`), comma "
+        "separated, `*` for every peer, `unix:` for a Unix socket's; their `Forwarded` (RFC 7239) or "
+        "`X-Forwarded-For`/`X-Forwarded-Proto` give `remote_addr`, `ip_addr`, `url.scheme` and the access log's "
+        "address (uvicorn's name and meaning; see [Behind a proxy](#behind-a-proxy)); app Config only",
+        _allow_ips, flag="--forwarded-allow-ips", env="ROBYN_FORWARDED_ALLOW_IPS", metavar="LIST",
+        parse=_allow_ips_text, shown="`('127.0.0.1',)`")
+    proxy_protocol: bool = setting(
+        False, "every connection starts with a PROXY protocol v1 or v2 header (HAProxy, AWS NLB), from a peer in "
+        "`forwarded_allow_ips`; its source address is the client's; a connection without one is closed; not with "
+        "TLS; app Config only", boolean, flag="--proxy-protocol", env="ROBYN_PROXY_PROTOCOL", parse=switch_text)
     # TLS
     ssl: _ssl.SSLContext | None = setting(
         None, "an `ssl.SSLContext` (server side): serve HTTPS and WSS (see [TLS](#tls)); the app's `Config` "
@@ -143,6 +164,10 @@ class Config:
             checked = spec.check(value, spec.where)
             if checked is not value:
                 object.__setattr__(self, spec.name, checked)
+        if self.proxy_protocol and self.ssl is not None:
+            raise ValueError("Config.proxy_protocol with Config.ssl: the PROXY header comes before the TLS handshake, "
+                             "which this server does not read; terminate TLS at the proxy (or send it to a plain "
+                             "port)")
         if self.read_low_water > self.read_high_water:
             raise ValueError("Config.read_low_water must not exceed read_high_water")
 

@@ -34,6 +34,7 @@ __all__ = [
     "UnboundParameter",
     "AuthenticationNotConfigured",
     "WebSocketDisconnect",
+    "ProxyProtocolError",
 ]
 
 
@@ -256,3 +257,9 @@ class WebSocketDisconnect(RobynFastError, ConnectionError):
         super().__init__(f"WebSocket disconnected with code {code}: {reason}")
         self.code: int = code
         self.reason: str = reason
+
+
+class ProxyProtocolError(RobynFastError, ValueError):
+    """A connection that should start with a PROXY protocol header
+    (``--proxy-protocol``) does not: the connection is closed without an
+    answer (:mod:`robyn_fast.proxy_protocol`)."""

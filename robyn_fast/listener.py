@@ -43,17 +43,20 @@ rounds) moved from 251 to 256 us, within the noise: the handshake dominates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import math
 import os
 import socket
+import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .logs import get_logger
 
-__all__ = ["Listener", "listen", "join", "joinable", "reuse_port_available"]
+__all__ = ["Listener", "listen", "join", "joinable", "reuse_port_available", "listen_unix", "remove_unix",
+           "inherited"]
 
 log = get_logger("robyn_fast.server")
 
@@ -392,3 +395,70 @@ def _listen(targets: list[tuple[Any, Any, int, Any, bool]], backlog: int, mode: 
     if not sockets:
         raise OSError(errno.EADDRNOTAVAIL, "no address of a family this host supports")
     return sockets
+
+
+def listen_unix(path: str, backlog: int) -> socket.socket:
+    """A listening Unix stream socket at ``path`` (``--uds``). A socket file
+    left there by a server that is gone (connecting to it is refused) is
+    removed first; ``OSError`` when a server still listens there
+    (``EADDRINUSE``) or ``path`` is something else than a socket (it is
+    never removed then). The file's mode follows the umask."""
+    if not hasattr(socket, "AF_UNIX"):
+        raise OSError(errno.EAFNOSUPPORT, "Unix sockets are not available on this system")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None:
+        if not stat.S_ISSOCK(mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket (not removed)")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(1.0)
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # stale: its server is gone
+        except OSError:
+            pass  # (a timeout: something still holds it; bind() will say EADDRINUSE)
+        else:
+            raise OSError(errno.EADDRINUSE, f"a server is listening on {path} already")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def remove_unix(path: str, made: os.stat_result) -> None:
+    """Remove the socket file ``path`` if it is still the one ``made``
+    describes (``os.lstat`` just after :func:`listen_unix`), not one that a
+    later server made at the same path."""
+    with contextlib.suppress(OSError):
+        if os.path.samestat(os.lstat(path), made):
+            os.unlink(path)
+
+
+def inherited(fd: int) -> socket.socket:
+    """The listening stream socket on descriptor ``fd``, inherited from
+    whatever started this process (``--fd``; systemd's socket activation
+    passes its first socket as fd 3). ``OSError`` when ``fd`` is not open
+    or not a listening stream socket."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise OSError(exc.errno or errno.EBADF, f"descriptor {fd} is not a socket "
+                      f"({exc.strerror or exc})") from None
+    try:
+        if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise OSError(errno.EINVAL, f"descriptor {fd} is not a listening stream socket")
+    except BaseException:
+        sock.detach()  # not ours to close
+        raise
+    os.set_inheritable(fd, False)
+    return sock

@@ -19,7 +19,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
-import functools
 import logging
 import os
 import signal
@@ -34,6 +33,7 @@ from ._core.protocol import Settings
 from .broker import ALL, ROOM, TO, Broker
 from .config import Config
 from .encoding import dumps
+from .forwarded import TrustedProxies
 from .logs import Throttle, get_logger, more_since
 from .exceptions import ServerNotRunning
 from .http.protocol import HttpHandler, HttpProtocol
@@ -71,6 +71,11 @@ class ServedEndpoint(Protocol):
     def effective_config(self) -> Config: ...
 
     def check_upgrade(self, query: str) -> None: ...
+
+    def vet_upgrade(
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], path_params: dict[str, str],
+        client: str | None, scheme: str,
+    ) -> bytes | None | Awaitable[bytes | None]: ...
 
     def open_connection(
         self, server: Server, hub: Hub, transport: asyncio.Transport, initial: bytes, query: str,
@@ -121,10 +126,10 @@ class Server:
         # for the global header collections, which an app may edit directly.
         app.routes.resolve()
         self.handle_http: HttpHandler = app.routes.handle
-        if self.config.ssl is not None:  # request.url.scheme
-            self.handle_http = functools.partial(app.routes.handle, scheme="https")
-        # the app's routes, whichever scheme: what _handle_with_metrics passes other requests to
+        # what _handle_with_metrics passes other requests to
         self._route_request: HttpHandler = self.handle_http
+        # Config.forwarded_allow_ips: the peers whose forwarding headers (and PROXY headers) are believed.
+        self.proxies = TrustedProxies(self.config.forwarded_allow_ips)
         if self.config.metrics_path is not None:
             self.handle_http = self._handle_with_metrics
         self._broker_timer: asyncio.TimerHandle | None = None
@@ -373,12 +378,12 @@ class Server:
 
     def _handle_with_metrics(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool,
-        peer: str | None,
+        peer: str | None, scheme: str = "http",
     ) -> bytes | StreamedReply | Awaitable[bytes | StreamedReply]:
         """Config.metrics_path answers the Prometheus text of every worker's
         counters; every other request goes to the app's routes."""
         if target.partition("?")[0] != self.config.metrics_path:
-            return self._route_request(method, target, headers, body, keep_alive, peer)
+            return self._route_request(method, target, headers, body, keep_alive, peer, scheme)
         if method not in ("GET", "HEAD"):
             return error_response(405, None, [("allow", "GET, HEAD")], keep_alive=keep_alive)
         if self.broker is not None:
@@ -564,6 +569,12 @@ class Server:
         mode = config.compression if config.max_message_size is not None else "off"
         response, deflate = negotiate_compression(response, headers, mode, window_bits=config.compression_window_bits)
         return response, Agreement(deflate, subprotocol)
+
+    def vet_websocket(
+        self, endpoint: ServedEndpoint, method: str, target: str, headers: list[tuple[bytes, bytes]],
+        path_params: dict[str, str], client: str | None, scheme: str,
+    ) -> bytes | None | Awaitable[bytes | None]:
+        return endpoint.vet_upgrade(method, target, headers, path_params, client, scheme)
 
     def open_websocket(
         self, endpoint: ServedEndpoint, transport: asyncio.Transport, initial: bytes, query: str,

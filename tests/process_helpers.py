@@ -43,6 +43,8 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         port: int = 0,
         cwd: Path = ROOT,
+        pass_fds: tuple[int, ...] = (),
+        prefix: list[str] | None = None,
     ) -> None:
         full_env = dict(os.environ)
         full_env.update(
@@ -51,7 +53,8 @@ class ServerProcess:
         )
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, *args],
+            [*(prefix or []), sys.executable, *args],  # prefix: a program that starts Python (systemd-socket-activate)
+            pass_fds=pass_fds,
             cwd=str(cwd),
             env=full_env,
             stdin=subprocess.DEVNULL,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 CORRECT = '''
-from robyn_fast import Config, Robyn, WebSocket
+from robyn_fast import Config, Request, Robyn, WebSocket
 from robyn_fast.logs import get_logger, printable
 
 app = Robyn(__file__, config=Config(max_message_size=64 * 1024, ping_interval=None))
@@ -27,7 +27,13 @@ async def message(ws: object, msg: str) -> str:
     return msg.upper()
 
 
+@chat.before_upgrade
+async def check(request: Request) -> int | None:
+    return None if request.headers.get("authorization") else 401
+
+
 size: int | None = Config().max_message_size
+allowed: tuple[str, ...] = Config(forwarded_allow_ips=("10.0.0.0/8",)).forwarded_allow_ips
 '''
 
 WRONG = '''

@@ -34,6 +34,20 @@ it are answered and the WebSocket takes the transport over (with every byte
 that came after the request), so nothing sent behind an upgrade is buffered
 without bound.
 
+Behind a proxy: with ``Config.proxy_protocol`` the connection's first bytes
+are a PROXY protocol header (:mod:`robyn_fast.proxy_protocol`), accepted only
+from a peer in ``Config.forwarded_allow_ips`` and within the head timeout; a
+connection without a valid one is closed without an answer. The forwarding
+headers of a request from a trusted peer (:mod:`robyn_fast.forwarded`) give
+the client address and scheme the handler, the WebSocket and the access log
+see.
+
+An upgrade that passes the handshake checks goes to the endpoint's
+``before_upgrade`` hook (``HttpHost.vet_websocket``) before the 101: a sync
+verdict at once; an async one in a Task while nothing is parsed (what the
+client sends is kept for the WebSocket, within the upgrade buffer's limit;
+a client that leaves cancels the Task).
+
 The protocol serves a :class:`HttpHost` (the server), which answers requests,
 starts Tasks and opens WebSocket connections; this module knows nothing else
 of it.
@@ -53,8 +67,10 @@ from urllib.parse import unquote
 import httptools
 
 from ..config import Config
-from ..exceptions import HandshakeError
-from ..logs import field, get_logger
+from ..exceptions import HandshakeError, ProxyProtocolError
+from ..forwarded import TrustedProxies
+from ..logs import Throttle, field, get_logger, more_since
+from ..proxy_protocol import ProxyHeaderParser
 from .streaming import StreamedReply
 from .types import error_response
 
@@ -80,10 +96,20 @@ _SLICE = 16 * 1024
 _UPGRADE_BUFFER_LIMIT = 1024 * 1024
 
 
-#: ``(method, target, headers, body, keep_alive, peer host)`` -> the response
-#: bytes, or an awaitable of them.
-HttpHandler = Callable[[str, str, list[tuple[bytes, bytes]], bytes, bool, "str | None"],
+#: ``(method, target, headers, body, keep_alive, client host, scheme)`` -> the
+#: response bytes, or an awaitable of them.
+HttpHandler = Callable[[str, str, list[tuple[bytes, bytes]], bytes, bool, "str | None", str],
                        "bytes | StreamedReply | Awaitable[bytes | StreamedReply]"]
+
+#: X-Forwarded-Proto / Forwarded proto -> an HTTP request's scheme, and an upgrade request's.
+_HTTP_SCHEME = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+_WS_SCHEME = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+
+# The name lengths of Forwarded, X-Forwarded-For and X-Forwarded-Proto.
+_FORWARDING_LENGTHS = (9, 15, 17)
+
+# Connections refused over the PROXY protocol: one line per 10 s at most.
+_proxy_refusals = Throttle(10.0)
 
 
 class HttpHost(Protocol):
@@ -95,6 +121,8 @@ class HttpHost(Protocol):
 
     #: The answer to one request (``robyn_fast.http.routes.Routes.handle``).
     handle_http: HttpHandler
+    #: The peers whose forwarding headers and PROXY headers are believed.
+    proxies: TrustedProxies
 
     def websocket_upgrade(
         self, path: str, parser_upgrade: bool, headers: list[tuple[bytes, bytes]]
@@ -108,6 +136,14 @@ class HttpHost(Protocol):
         """The ``101 Switching Protocols`` response and what was agreed with
         the client (handed back to open_websocket), or HandshakeError (also
         when the endpoint refuses ``query``, the request's query string)."""
+
+    def vet_websocket(
+        self, endpoint: Any, method: str, target: str, headers: list[tuple[bytes, bytes]],
+        path_params: dict[str, str], client: str | None, scheme: str,
+    ) -> bytes | None | Awaitable[bytes | None]:
+        """The endpoint's ``before_upgrade`` verdict on an upgrade request
+        that passed the handshake checks: None (go on with the 101), the
+        refusal's response bytes, or an awaitable of either."""
 
     def open_websocket(
         self, endpoint: Any, transport: asyncio.Transport, initial: bytes, query: str,
@@ -132,11 +168,11 @@ class _Abort(Exception):
 class _Request:
     """A parsed request waiting in the pipeline queue."""
 
-    __slots__ = ("method", "target", "headers", "body", "keep_alive", "version", "upgrade")
+    __slots__ = ("method", "target", "headers", "body", "keep_alive", "version", "upgrade", "forwarded")
 
     def __init__(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes,
-        keep_alive: bool, version: str, upgrade: bool,
+        keep_alive: bool, version: str, upgrade: bool, forwarded: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -145,6 +181,7 @@ class _Request:
         self.keep_alive = keep_alive
         self.version = version
         self.upgrade = upgrade
+        self.forwarded = forwarded  # it may carry forwarding headers from a trusted peer (to be resolved)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -161,6 +198,14 @@ class HttpProtocol(asyncio.Protocol):
         # so reference counting frees the protocol then.
         self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.peer_addr: tuple[str, int] | None = None
+        # The client as the request being answered names it (forwarding headers of a trusted peer), and its scheme.
+        self.client: tuple[str, int] | None = None
+        self.scheme = "https" if self.tls else "http"
+        self.trusted = False  # the peer may say who the client is (Config.forwarded_allow_ips)
+        self.forwarded_head = False  # the request being parsed has a header that may name the client
+        # Config.proxy_protocol: the connection's PROXY header, until it has arrived.
+        self.proxy_header: ProxyHeaderParser | None = None
+        self.vetting: asyncio.Future[Any] | None = None  # a before_upgrade hook running
         # Request being parsed.
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -202,8 +247,14 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         # (uvloop and asyncio both set TCP_NODELAY on TCP transports already.)
         peer = transport.get_extra_info("peername")
-        self.peer_addr = tuple(peer[:2]) if isinstance(peer, tuple) else None
+        self.peer_addr = self.client = tuple(peer[:2]) if isinstance(peer, tuple) else None
+        self.trusted = self.host.proxies.trusts(self.peer_addr[0] if self.peer_addr else None)
         self.host.connection_opened(self)
+        if self.config.proxy_protocol:
+            if not self.trusted:
+                self._refuse_proxy("a connection from an address not in forwarded_allow_ips")
+                return
+            self.proxy_header = ProxyHeaderParser()
         timeout = min(self.config.header_timeout, self.config.handshake_timeout)
         self.timer = self.loop.call_later(timeout, self._head_timeout)
         self.timer_is_head = True
@@ -211,6 +262,8 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self._cancel_timer()
+        if self.vetting is not None:
+            self.vetting.cancel()  # the client left while its upgrade was being checked
         if self.stream_task is not None:
             # The client went away mid-stream: stop asking the generator for
             # more (its finally blocks run as the Task is cancelled).
@@ -305,6 +358,10 @@ class HttpProtocol(asyncio.Protocol):
     # -- reading -----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.proxy_header is not None:
+            data = self._proxy(data)
+            if not data:
+                return
         if self.upgrade_seen:
             # Frames sent behind the upgrade request before we answered it;
             # reading is paused, so at most the rest of one read lands here.
@@ -329,6 +386,36 @@ class HttpProtocol(asyncio.Protocol):
             self.timer_is_head = False
         self._run_queue()
 
+    def _proxy(self, data: bytes) -> bytes:
+        """Config.proxy_protocol: the PROXY header at the start of the
+        connection; what follows it (empty while it is incomplete). A
+        connection that does not start with one is closed without an answer."""
+        assert self.proxy_header is not None
+        try:
+            got = self.proxy_header.feed(data)
+        except ProxyProtocolError as exc:
+            self.proxy_header = None
+            self._refuse_proxy(str(exc))
+            return b""
+        if got is None:
+            return b""
+        header, rest = got
+        self.proxy_header = None
+        if header.source is not None:
+            self.peer_addr = self.client = header.source
+            self.trusted = self.host.proxies.trusts(header.source[0])
+        return rest
+
+    def _refuse_proxy(self, why: str) -> None:
+        unreported = _proxy_refusals.hit()
+        if unreported is not None:
+            log.warning("PROXY protocol: %s from %s; connection closed%s", why, self.peer_addr,
+                        more_since(unreported))
+        self.closing = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
+
     def _keep_leftover(self, data: bytes) -> None:
         if not data:
             return
@@ -348,6 +435,8 @@ class HttpProtocol(asyncio.Protocol):
         # TLS transports cannot stay open for writing after the peer's
         # close_notify (asyncio and uvloop shut the connection down, and warn
         # when asked to keep it): over TLS the end of input ends the connection.
+        if self.vetting is not None:
+            return None  # a client that gave up its upgrade while it was being checked: connection_lost cancels it
         if (self.busy or self.queue) and not self.tls:
             # The client half-closed after its requests: answer them, then
             # close (returning True keeps the transport open for writing).
@@ -425,6 +514,7 @@ class HttpProtocol(asyncio.Protocol):
     # httptools callbacks
     def on_message_begin(self) -> None:
         self.in_head = True
+        self.forwarded_head = False
         self.head_bytes = 0
         self.fields_size = 0
         self.url = b""
@@ -463,7 +553,10 @@ class HttpProtocol(asyncio.Protocol):
         self.in_body = True
         self._cancel_timer()
         hosts = 0
+        trusted = self.trusted
         for name, value in self.headers:
+            if trusted and len(name) in _FORWARDING_LENGTHS:
+                self.forwarded_head = True  # Forwarded, X-Forwarded-For or -Proto, perhaps: resolved at dispatch
             if len(name) == 4 and name.lower() == b"host":
                 hosts += 1
             elif len(name) == 14 and name.lower() == b"content-length":
@@ -519,8 +612,10 @@ class HttpProtocol(asyncio.Protocol):
                 parser.should_keep_alive(),
                 parser.get_http_version(),
                 parser.should_upgrade(),
+                self.forwarded_head,
             )
         )
+        self.forwarded_head = False
         self.body = []
         if not self.reading_paused and (
             len(self.queue) > self.config.max_pipelined_requests
@@ -582,10 +677,15 @@ class HttpProtocol(asyncio.Protocol):
         """Answer one request; True when the connection changed hands or an
         async handler is running (stop the queue)."""
         assert self.transport is not None
+        scheme = None
+        if req.forwarded:
+            self.client, scheme = self.host.proxies.resolve(self.peer_addr, req.headers)
+        elif self.trusted:
+            self.client = self.peer_addr
         path = req.target.partition("?")[0]
         match = self.host.websocket_upgrade(path, req.upgrade, req.headers)
         if match is not None:
-            self._upgrade(req, match[0], match[1])
+            self._upgrade(req, match[0], match[1], _WS_SCHEME[scheme or self.scheme])
             return True
         if req.upgrade:
             # An upgrade to something we do not speak: answer normally, then
@@ -597,7 +697,7 @@ class HttpProtocol(asyncio.Protocol):
         context = self.host.context.copy()
         result = context.run(
             self.host.handle_http, req.method, req.target, req.headers, req.body, req.keep_alive,
-            self.peer_addr[0] if self.peer_addr else None,
+            self.client[0] if self.client else None, _HTTP_SCHEME[scheme] if scheme else self.scheme,
         )
         if isinstance(result, bytes):
             self._respond(result, req.keep_alive, req, started)
@@ -709,7 +809,7 @@ class HttpProtocol(asyncio.Protocol):
         of the whole response (head included), the duration from dispatching the request to handing its response to the
         transport ("-" for an error the server answered before any handler ran)."""
         status = int(response[9:12]) if response[9:12].isdigit() else 0
-        peer = f"{self.peer_addr[0]}:{self.peer_addr[1]}" if self.peer_addr else "-"
+        peer = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
         took = f"{(time.perf_counter() - started) * 1000.0:.3f}ms" if started is not None else "-"
         access.info('%s "%s %s" %d %d %s', field(peer), field(method),
                     field(unquote(target, errors="surrogateescape")), status, len(response), took)
@@ -730,25 +830,73 @@ class HttpProtocol(asyncio.Protocol):
             # that followed it, is written by _run_queue, which then closes.)
             self.transport.close()
 
-    def _upgrade(self, req: _Request, endpoint: Any, path_params: dict[str, str]) -> None:
+    def _upgrade(self, req: _Request, endpoint: Any, path_params: dict[str, str], scheme: str) -> None:
         assert self.transport is not None
         try:
             response, agreed = self.host.accept_websocket(endpoint, req.method, req.version, req.headers,
                                                           req.target.partition("?")[2])
         except HandshakeError as exc:
             # path and Origin are the client's: they go in as arguments, which the logger escapes
-            log.info("%s: WebSocket handshake for %s refused with %d %s (Origin: %s)", self.peer_addr, req.target,
+            log.info("%s: WebSocket handshake for %s refused with %d %s (Origin: %s)", self.client, req.target,
                      exc.status, exc.reason, b", ".join(v for n, v in req.headers if n.lower() == b"origin") or None)
-            self.closing = True
-            self.queue.clear()
-            self.leftover = []
-            self._cancel_timer()
-            refusal = error_response(exc.status, exc.reason, exc.headers)
-            if self.access_log:
-                self._log_access(req.method, req.target, refusal, None)
-            self.transport.write(refusal)
-            self.transport.close()
+            self._refuse_upgrade(req, error_response(exc.status, exc.reason, exc.headers))
             return
+        self._cancel_timer()
+        context = self.host.context.copy()  # the hook's own, as a handler's
+        verdict = context.run(self.host.vet_websocket, endpoint, req.method, req.target, req.headers, path_params,
+                              self.client[0] if self.client else None, scheme)
+        if verdict is None:
+            self._hand_over(req, endpoint, path_params, response, agreed)
+        elif isinstance(verdict, bytes):
+            self._refuse_upgrade(req, verdict)
+        else:
+            # The hook is async: the connection waits (reading stays paused, no frame is read) until it has
+            # decided; the endpoint bounds it by handshake_timeout.
+            task = self.host.start_task(verdict, context)
+            if task.done():
+                self._vetted(task, req, endpoint, path_params, response, agreed)
+                return
+            self.task = self.vetting = task
+            task.add_done_callback(lambda t: self._vetted(t, req, endpoint, path_params, response, agreed))
+            if self.upgrade_seen and self.reading_paused:
+                # Read meanwhile, so a client that goes away is noticed (its hook is cancelled); what it sends
+                # is kept unparsed for the WebSocket, within _UPGRADE_BUFFER_LIMIT.
+                self.reading_paused = False
+                self.transport.resume_reading()
+
+    def _vetted(self, task: asyncio.Future[Any], req: _Request, endpoint: Any, path_params: dict[str, str],
+                response: bytes, agreed: Any) -> None:
+        self.task = self.vetting = None
+        if self.transport is None or self.transport.is_closing() or task.cancelled():
+            if not task.cancelled():
+                task.exception()  # retrieved (the endpoint logs what its hook raised)
+            if self.transport is not None and not self.transport.is_closing():
+                self._refuse_upgrade(req, error_response(503, "server shutting down"))
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("WebSocket before_upgrade check failed", exc_info=exc)
+        verdict = error_response(500) if exc is not None else task.result()
+        if verdict is None:
+            self._hand_over(req, endpoint, path_params, response, agreed)
+        else:
+            self._refuse_upgrade(req, verdict)
+
+    def _refuse_upgrade(self, req: _Request, refusal: bytes) -> None:
+        """Answer the upgrade request with ``refusal`` instead of a 101, and close."""
+        assert self.transport is not None
+        self.closing = True
+        self.queue.clear()
+        self.leftover = []
+        self._cancel_timer()
+        if self.access_log:
+            self._log_access(req.method, req.target, refusal, None)
+        self.transport.write(refusal)
+        self.transport.close()
+
+    def _hand_over(self, req: _Request, endpoint: Any, path_params: dict[str, str], response: bytes,
+                   agreed: Any) -> None:
+        assert self.transport is not None
         self._cancel_timer()
         self.handed_over = True
         self.parser = None  # parser callbacks no longer come (an upgrade stops it); see __init__
@@ -765,5 +913,5 @@ class HttpProtocol(asyncio.Protocol):
         if self.reading_paused:
             self.reading_paused = False
             transport.resume_reading()
-        self.host.open_websocket(endpoint, transport, leftover, query, path_params, req.headers, self.peer_addr,
+        self.host.open_websocket(endpoint, transport, leftover, query, path_params, req.headers, self.client,
                                  agreed)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.codec import build_close
@@ -33,7 +33,8 @@ from ..dependency_injection import DependencyMap
 from ..encoding import dumps
 from ..exceptions import ServerNotRunning
 from ..http.router import compile_path
-from ..http.types import Headers, QueryParams
+from ..exceptions import HTTPError
+from ..http.types import Headers, QueryParams, Request, Response, error_response, render, serialize_response
 from ..logs import field, get_logger
 from .extensions import DeflateParams
 from .ids import new_id
@@ -42,9 +43,15 @@ if TYPE_CHECKING:
     from .._core.connection import Connection
     from ..server import Server
 
-__all__ = ["WebSocket", "WebSocketConnector", "EVENTS"]
+__all__ = ["WebSocket", "WebSocketConnector", "EVENTS", "UpgradeHook"]
 
 EVENTS = ("connect", "message", "close")
+
+log = get_logger("robyn_fast.websocket")
+
+#: A ``before_upgrade`` hook: ``hook(request)``, sync or async; returns None (or True) to accept, or a refusal
+#: (see :meth:`WebSocket.before_upgrade`).
+UpgradeHook = Callable[[Request], Any]
 
 
 class EndpointOwner(Protocol):
@@ -77,7 +84,8 @@ class WebSocketConnector:
 
     ``id`` is a uuid4 string; ``query_params`` (percent-decoded),
     ``path_params`` and ``headers`` come from the upgrade request;
-    ``remote_addr`` is the client's ``(host, port)``; ``endpoint`` the
+    ``remote_addr`` is the client's ``(host, port)`` (named by a proxy in
+    ``Config.forwarded_allow_ips``: port 0 when it gives none); ``endpoint`` the
     endpoint's path pattern; ``subprotocol`` the ``Sec-WebSocket-Protocol``
     agreed (one of ``Config.subprotocols``) or None; ``compression`` what
     permessage-deflate agreed.
@@ -312,7 +320,51 @@ class WebSocket:
         self._path_param_names: tuple[str, ...] = tuple(compile_path(endpoint).param_names)
         self.handlers: dict[str, Callable[..., Any]] = {}
         self._bound: dict[str, Callable[..., Any]] = {}
+        self._before_upgrade: UpgradeHook | None = None
         app.add_web_socket(endpoint, self)
+
+    def before_upgrade(self, hook: UpgradeHook) -> UpgradeHook:
+        """Register ``hook(request)`` (a decorator; it returns the hook), run
+        for every upgrade request of this endpoint that passed the handshake
+        checks (version, key, ``allowed_origins``, typed query parameters),
+        before any ``101`` is sent: reading from the connection waits
+        meanwhile, so no frame is read before the hook has accepted.
+
+        ``request`` is a :class:`~robyn_fast.Request`: ``method``, ``url``
+        (scheme ``ws``/``wss``, path), ``query_params``, ``path_params``,
+        ``headers`` and ``ip_addr`` (the client, after ``forwarded_allow_ips``).
+        The hook (sync, or async and then bounded by ``handshake_timeout``:
+        503 when it takes longer) returns ``None`` or ``True`` to accept;
+        ``False`` refuses with 403; an ``int`` with that status; a
+        :class:`~robyn_fast.Response` (or a handler's other return values) is
+        sent as it is, with its headers and body (a status below 300 is a
+        mistake: 500). Raising :class:`~robyn_fast.exceptions.HTTPError` (or
+        anything with an int ``status_code``, Robyn's ``HTTPException``)
+        refuses with its status; any other exception is logged and answered
+        with 500. A refusal closes the connection."""
+        if not callable(hook):
+            raise TypeError(f"before_upgrade takes a callable, not {type(hook).__name__}")
+        self._before_upgrade = hook
+        return hook
+
+    def vet_upgrade(
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], path_params: dict[str, str],
+        client: str | None, scheme: str,
+    ) -> bytes | None | Awaitable[bytes | None]:
+        """What the server asks before the ``101``: None (accept), the refusal's
+        response bytes, or an awaitable of one of them (the hook is async)."""
+        hook = self._before_upgrade
+        if hook is None:
+            return None
+        request = Request.from_target(method, target, Headers(headers), b"", scheme=scheme, ip_addr=client)
+        request.path_params = dict(path_params)
+        try:
+            result = hook(request)
+        except Exception as exc:
+            return _hook_raised(hook, self.endpoint, exc)
+        if inspect.isawaitable(result):
+            return _awaited_verdict(hook, self.endpoint, result, self.effective_config.handshake_timeout)
+        return _verdict(hook, self.endpoint, result)
 
     def on(self, event: str, *, threaded: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register the handler for ``event`` ("connect", "message" or
@@ -597,3 +649,53 @@ def _connectors(hub: Hub) -> dict[str, WebSocketConnector]:
 
 def _room_sizes(hub: Hub) -> dict[Any, int]:
     return {room: len(members) for room, members in hub.rooms.items()}
+
+
+def _hook_name(hook: Any) -> str:
+    return str(getattr(hook, "__qualname__", repr(hook)))
+
+
+def _verdict(hook: Any, path: str, result: Any) -> bytes | None:
+    """A before_upgrade hook's return value as None (accept) or a refusal's bytes."""
+    if result is None or result is True:
+        return None
+    if result is False:
+        return error_response(403, "the WebSocket upgrade was refused")
+    if type(result) is int:
+        if 300 <= result <= 599:
+            return error_response(result)
+    else:
+        try:
+            status, fields, body = render(result)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if status >= 300:
+                return serialize_response(status, fields, body, keep_alive=False)
+    log.error("websocket %s: before_upgrade hook %s returned %r: expected None/True (accept), False, an HTTP "
+              "status of 300 or more, or a Response with one (refuse); answered 500", path, _hook_name(hook),
+              result if not isinstance(result, Response) else f"a Response with status {result.status_code}")
+    return error_response(500)
+
+
+def _hook_raised(hook: Any, path: str, exc: BaseException) -> bytes:
+    status = getattr(exc, "status_code", None)
+    if type(status) is int and 300 <= status <= 599:
+        message = exc.message if isinstance(exc, HTTPError) else getattr(exc, "detail", None)
+        headers = exc.headers if isinstance(exc, HTTPError) else None
+        return error_response(status, message if isinstance(message, str) else None, headers)
+    log.error("websocket %s: before_upgrade hook %s raised; upgrade refused with 500", path, _hook_name(hook),
+              exc_info=exc)
+    return error_response(500)
+
+
+async def _awaited_verdict(hook: Any, path: str, pending: Awaitable[Any], timeout: float) -> bytes | None:
+    try:
+        result = await asyncio.wait_for(pending, timeout)
+    except asyncio.TimeoutError:
+        log.warning("websocket %s: before_upgrade hook %s did not finish within handshake_timeout (%.1fs); "
+                    "upgrade refused with 503", path, _hook_name(hook), timeout)
+        return error_response(503, "the WebSocket upgrade check did not finish in time", [("retry-after", "1")])
+    except Exception as exc:
+        return _hook_raised(hook, path, exc)
+    return _verdict(hook, path, result)

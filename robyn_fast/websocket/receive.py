@@ -234,7 +234,7 @@ class WebSocketAdapter:
 
     @property
     def remote_addr(self) -> tuple[str, int] | None:
-        """The client's ``(host, port)``."""
+        """The client's ``(host, port)`` (see ``Config.forwarded_allow_ips``)."""
         return self.connector.remote_addr
 
     @property
@@ -474,12 +474,15 @@ def _deliver(ws: WebSocketAdapter, msg: str | bytes) -> Any:
 
 def websocket_decorator(app: EndpointOwner, endpoint: str, config: Config | None = None) -> Callable[[Any], Any]:
     """What ``app.websocket(endpoint)`` returns: registers the async handler
-    at ``endpoint`` and gives it ``on_connect`` / ``on_close`` decorators."""
+    at ``endpoint`` and gives it ``on_connect`` / ``on_close`` decorators,
+    and ``before_upgrade`` (:meth:`~robyn_fast.websocket.endpoint.WebSocket.before_upgrade`:
+    a hook that may refuse the upgrade request before the 101)."""
 
     def decorator(handler: Any) -> Any:
         ep = ReceiveEndpoint(app, endpoint, handler, config)
         handler.on_connect = ep.set_on_connect
         handler.on_close = ep.set_on_close
+        handler.before_upgrade = ep.before_upgrade
         handler.endpoint = ep
         return handler
 

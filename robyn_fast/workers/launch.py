@@ -12,7 +12,11 @@ reloader are started from here and nowhere else. In this order:
    ``exec``). The bind itself is without ``SO_REUSEPORT``: an address that
    anything listens on already, another robyn_fast server with workers
    included, cannot be bound, so a second server never shares connections
-   with a first.
+   with a first. ``--uds`` binds a Unix socket instead
+   (:func:`robyn_fast.listener.listen_unix`; this process removes its file
+   on exit) and ``--fd`` takes an inherited one
+   (:func:`robyn_fast.listener.inherited`); worker processes and ``--dev``
+   children share that one socket.
 2. An address that cannot be bound is one line on stderr, ``robyn_fast:
    cannot listen on HOST:PORT: REASON``, and exit status 1; it is printed
    here and only here.
@@ -25,6 +29,7 @@ reloader are started from here and nowhere else. In this order:
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -33,7 +38,7 @@ from typing import Any
 from ..broker import Broker, random_node_tag
 from ..broker.redis import RedisBroker
 from ..broker.resp import RedisAddress
-from ..listener import listen, reuse_port_available
+from ..listener import inherited, listen, listen_unix, remove_unix, reuse_port_available
 from ..server import ServedApp, run
 from ..websocket.ids import set_node_tag
 from .reloader import Reloader, inherited_fds, is_dev_child
@@ -64,6 +69,8 @@ def launch(
     root: str = ".",
     env_file_names: Sequence[str] = (),
     loop_factory: Callable[[], Any] | None = None,
+    uds: str | None = None,
+    fd: int | None = None,
 ) -> int:
     """Serve ``app`` on ``host:port`` until SIGTERM/SIGINT; the process exit
     status (0; 1 when the address cannot be bound, or a worker fails at
@@ -77,15 +84,30 @@ def launch(
     ``broker``: every serving process is a node on that Redis.
     ``close_timeout``: the longest of the app's, how long the supervisor or
     reloader waits for a graceful stop before SIGKILL.
+    ``uds``: serve on a Unix socket at that path instead (removed on exit
+    by the process that made it); ``fd``: on the inherited listening socket
+    with that descriptor. Worker processes share either one.
     """
+    made: os.stat_result | None = None
     try:
-        sockets = _sockets(host, port, app.config.backlog, shareable=processes > 1 and not dev)
+        if is_dev_child() or (uds is None and fd is None):
+            sockets = _sockets(host, port, app.config.backlog, shareable=processes > 1 and not dev)
+        elif uds is not None:
+            sockets = [listen_unix(uds, app.config.backlog)]
+            made = os.lstat(uds)
+        else:
+            assert fd is not None
+            sockets = [inherited(fd)]
     except OSError as exc:
-        print(f"robyn_fast: cannot listen on {where(host, port)}: {exc.strerror or exc}", file=sys.stderr)
+        place = f"unix:{uds}" if uds is not None and not is_dev_child() else (
+            f"fd {fd}" if fd is not None and not is_dev_child() else where(host, port))
+        print(f"robyn_fast: cannot listen on {place}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    binder = os.getpid()
     try:
         if dev and not is_dev_child():
-            return Reloader(list(argv), root, sockets, host, close_timeout=close_timeout,
+            return Reloader(list(argv), root, sockets, host if uds is None and fd is None else None,
+                            close_timeout=close_timeout,
                             env_file_names=env_file_names).run()
         node = None if broker is None else (lambda: _node(broker))
         if processes > 1:
@@ -96,6 +118,8 @@ def launch(
     finally:
         for sock in sockets:
             sock.close()
+        if made is not None and uds is not None and os.getpid() == binder:
+            remove_unix(uds, made)
 
 
 def _sockets(host: str, port: int, backlog: int, *, shareable: bool) -> list[socket.socket]:

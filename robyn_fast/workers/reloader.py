@@ -61,15 +61,16 @@ def inherited_fds() -> list[int]:
 
 class Reloader:
     """Runs ``argv`` as a child serving ``sockets`` (listening, named by
-    ``host``) and restarts it on source changes under ``root``."""
+    ``host``; None: ``--uds`` or ``--fd`` name them, and the child gets no
+    host or port) and restarts it on source changes under ``root``."""
 
-    def __init__(self, argv: list[str], root: str, sockets: Sequence[socket.socket], host: str, *,
+    def __init__(self, argv: list[str], root: str, sockets: Sequence[socket.socket], host: str | None, *,
                  close_timeout: float, interval: float = 0.5, env_file_names: Sequence[str] = ()) -> None:
         self.argv = argv
         self.root = Path(root)
         self.sockets = list(sockets)
         self.host = host
-        self.port: int = self.sockets[0].getsockname()[1]
+        self.port: int | None = self.sockets[0].getsockname()[1] if host is not None else None
         self.close_timeout = close_timeout
         self.interval = interval
         # The variables this process took from robyn.env: not passed on, so
@@ -99,7 +100,7 @@ class Reloader:
         env = {name: value for name, value in os.environ.items() if name not in self.env_file_names}
         fds = [sock.fileno() for sock in self.sockets]
         env.update({DEV_CHILD_ENV: "1", LISTEN_FDS_ENV: ",".join(map(str, fds)),
-                    "ROBYN_HOST": self.host, "ROBYN_PORT": str(self.port)})
+                    "ROBYN_HOST": self.host or "", "ROBYN_PORT": "" if self.port is None else str(self.port)})
         self.child = subprocess.Popen(self.argv, env=env, pass_fds=fds)
         log.info("dev: serving from pid %d", self.child.pid)
 
