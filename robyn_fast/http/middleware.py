@@ -141,24 +141,28 @@ class Middlewares:
         self.changed()
 
     def chain_for(self, method: str, path: str | None, auth: Middleware | None = None,
-                  scope: Middlewares | None = None) -> Chain | None:
+                  scopes: tuple[tuple[Middlewares, str], ...] = ()) -> Chain | None:
         """The chain of the route ``method path`` (None when nothing
-        applies): this registry's global middlewares, then ``scope``'s (a
-        sub-router's, for its routes), then authentication, then the
-        endpoint middlewares of this path. ``path`` None: a request no
-        route answers (the global middlewares and headers only)."""
-        key = compile_path(path).key if path is not None else None
+        applies): this registry's global middlewares, then those of each
+        of ``scopes`` (the sub-routers the route comes from, outermost
+        first, each with the route's path there), then authentication,
+        then the endpoint middlewares of this path in each registry.
+        ``path`` None: a request no route answers (the global middlewares
+        and headers only)."""
         before = list(self.global_before)
         after = list(self.global_after)
-        registries = [self] if scope is None else [self, scope]
-        if scope is not None:
+        for scope, _ in scopes:
             before.extend(scope.global_before)
             after.extend(scope.global_after)
         if auth is not None:
             before.append(auth)
-        for registry in registries:
+        key = compile_path(path).key if path is not None else None
+        for registry, local in ((self, path), *scopes):
+            if local is None:
+                continue
+            local_key = key if registry is self else compile_path(local).key
             for ep_key, ep_method, mw in registry.endpoint:
-                if ep_key == key and (ep_method is None or ep_method == method):
+                if ep_key == local_key and (ep_method is None or ep_method == method):
                     (before if mw.kind == BEFORE else after).append(mw)
         request_headers = self.request_headers if not self.request_headers.is_empty() else None
         if self.response_headers_on_requests and not self.response_headers.is_empty():

@@ -212,7 +212,7 @@ class Route:
     """
 
     __slots__ = ("method", "path", "handler", "name", "call", "const", "cached", "auth_required", "chain",
-                 "unbound", "scope")
+                 "unbound", "owner", "scopes", "status")
 
     def __init__(self, handler: Handler, call: Callable[[Request], Any], const: bool, method: str = "GET",
                  path: str = "/", auth_required: bool = False) -> None:
@@ -227,8 +227,13 @@ class Route:
         self.chain: Chain | None = None
         #: Why the handler's parameters cannot be bound (lenient registration), else None.
         self.unbound: str | None = None
-        #: A sub-router's middlewares, for its routes.
-        self.scope: Middlewares | None = None
+        #: The status of a response made from the handler's return value (None: render()'s).
+        self.status: int | None = None
+        #: The router whose ``router_dependencies`` the handler gets (None: the registry's owner).
+        self.owner: Any = None
+        #: The middleware registries of the sub-routers this route came through, outermost first,
+        #: each with the route's path there (a sub-router's endpoint middlewares use its own paths).
+        self.scopes: tuple[tuple[Middlewares, str], ...] = ()
 
 
 class _Raised:
@@ -302,12 +307,16 @@ class Routes:
         self._fallback: Route | None = None
 
     def add(self, method: str, path: str, handler: Handler, const: bool = False, auth_required: bool = False,
-            owner: Any = _NOTHING, scope: Middlewares | None = None) -> Route:
+            owner: Any = _NOTHING, scopes: tuple[tuple[Middlewares, str], ...] = (),
+            status: int | None = None) -> Route:
         """Register ``handler`` for ``method`` at ``path``; its parameters are
         bound now (``TypeError`` for one that cannot be, when strict).
         ``owner``: the router whose ``router_dependencies`` the handler gets
-        (this app's by default; a sub-router's for its routes); ``scope``:
-        a sub-router's own middlewares, which run around this route only."""
+        (this app's by default; a sub-router's for its routes); ``scopes``:
+        the middlewares of the sub-routers the route comes from, outermost
+        first, with the route's path in each, which run around this route
+        only. ``status``: the status of a response made from what the
+        handler returns (a ``Response``, a stream or a tuple keep their own)."""
         if not callable(handler):
             raise TypeError(f"a route handler must be callable, not {type(handler).__name__}")
         if not isinstance(path, str):
@@ -322,9 +331,13 @@ class Routes:
             log.error("%s %s: %s; the route answers 500", method, path, exc)
             unbound = str(exc)
             call = _refuse(unbound)
+        if status is not None:
+            call = _with_status(call, status, self.stringify)
         route = Route(handler, call, const, method, path, auth_required)
+        route.status = status
         route.unbound = unbound
-        route.scope = scope
+        route.owner = None if owner is _NOTHING else owner
+        route.scopes = scopes
         self.router.add(method, path, route)
         self._routes.append(route)
         route.chain = self._chain(route)
@@ -336,7 +349,7 @@ class Routes:
 
     def _chain(self, route: Route) -> Chain | None:
         auth = Middleware(self._authenticate, BEFORE, 1, "authentication") if route.auth_required else None
-        return self.middlewares.chain_for(route.method, route.path, auth, route.scope)
+        return self.middlewares.chain_for(route.method, route.path, auth, route.scopes)
 
     def resolve(self) -> None:
         """Resolve every route's chain again (after a middleware, a global
@@ -646,6 +659,32 @@ def _streamed(name: str, response: StreamingResponse, keep_alive: bool, head: bo
 
 def _no_route(_request: Request) -> Any:
     raise NotFound()
+
+
+def _with_status(call: Callable[[Request], Any], status: int, stringify: bool) -> Callable[[Request], Any]:
+    """``call`` whose plain return values (not a ``Response``, a stream or a
+    tuple, which carry their own status) become a response of ``status``."""
+
+    def restatus(result: Any) -> Any:
+        if isinstance(result, (Response, StreamingResponse, tuple)):
+            return result
+        try:
+            response = to_response(result, stringify=stringify)
+        except UnsupportedResponseType:
+            return result  # answered as any value of this type is (a 500, logged)
+        response.status_code = status
+        return response
+
+    async def finish(pending: Awaitable[Any]) -> Any:
+        return restatus(await pending)
+
+    def with_status(request: Request) -> Any:
+        result = call(request)
+        if inspect.isawaitable(result):
+            return finish(result)
+        return restatus(result)
+
+    return with_status
 
 
 def _refuse(reason: str) -> Callable[[Request], Any]:

@@ -20,7 +20,7 @@ import robyn_fast
 from robyn_fast.compat import UNSUPPORTED_APP_METHODS, UnsupportedRobynMethod, module_getattr
 from robyn_fast.config import Config as _Config
 from robyn_fast.cors import allow_cors
-from robyn_fast.subrouter import SubRouter as _SubRouter
+from robyn_fast.subrouter import SubRouter as _SubRouter, subrouter_arguments
 
 from . import status_codes
 from .authentication import AuthenticationHandler
@@ -138,12 +138,14 @@ class Robyn(robyn_fast.Robyn):
         elif os.path.exists(os.path.join(self.directory_path, "openapi.json")):
             self.openapi.override_openapi(os.path.join(self.directory_path, "openapi.json"))
 
-    def add_route(self, route_type: str, endpoint: str, handler: Any, const: bool = False,
+    def add_route(self, route_type: Any, endpoint: str, handler: Any, const: bool = False,
                   auth_required: bool = False, openapi_name: str = "", openapi_tags: list[str] | None = None,
-                  *, is_const: bool | None = None, **_: Any) -> Any:
-        """Robyn's ``add_route`` (its ``is_const`` is robyn_fast's ``const``)."""
-        return super().add_route(route_type, endpoint, handler, const if is_const is None else is_const,
-                                 auth_required, openapi_name, openapi_tags)
+                  *, is_const: bool | None = None, **details: Any) -> Any:
+        """Robyn's ``add_route`` (its ``is_const`` is robyn_fast's ``const``;
+        ``status_code``, ``response_model``, ``responses``, ``deprecated``,
+        ``include_in_schema`` as robyn_fast's)."""
+        return super().add_route(str(route_type), endpoint, handler, const if is_const is None else is_const,
+                                 auth_required, openapi_name, openapi_tags, **details)
 
     def start(self, *args: Any, **kwargs: Any) -> None:
         """Robyn's ``start``: serves ``/openapi.json`` and ``/docs`` first (unless
@@ -162,15 +164,29 @@ class Robyn(robyn_fast.Robyn):
         """The startup and shutdown handlers (the last one of each), keyed by :class:`Events`."""
         return _event_handlers(self)
 
+    def configure_sessions(self, secret_key: str, **_options: Any) -> None:
+        """Placeholder so an app that configures sessions still loads (the
+        sessions themselves are another branch's work): logs that
+        ``request.session`` is unavailable; a handler using it raises
+        ``AttributeError`` at that line."""
+        import logging
+
+        logging.getLogger("robyn_fast.compat").warning(
+            "app.configure_sessions(): signed-cookie sessions are not implemented here; request.session raises")
+
     __getattr__ = _unsupported
 
 
 class SubRouter(_SubRouter):
     """robyn_fast's :class:`~robyn_fast.subrouter.SubRouter` under Robyn's name."""
 
-    def __init__(self, file_object: str, prefix: str = "", config: _Config | None = None, *args: Any,
-                 **kwargs: Any) -> None:
-        super().__init__(file_object, prefix, config if isinstance(config, _Config) else None)
+    def __init__(self, *args: Any, prefix: str | None = None, tags: list[str] | None = None, config: Any = None,
+                 openapi: Any = None, file_object: str | None = None) -> None:
+        # Robyn's config (an argument_parser.Config) and openapi are its own objects; robyn_fast's Config is taken.
+        file_object, prefix, positional_config = subrouter_arguments(args, prefix, file_object)
+        config = positional_config if config is None else config
+        super().__init__(prefix=prefix, config=config if isinstance(config, _Config) else None,
+                         file_object=file_object, tags=tags)
         _robyn_mode(self)
 
     __getattr__ = _unsupported
