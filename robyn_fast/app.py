@@ -520,6 +520,7 @@ class Robyn:
                 fmt = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
             logging.basicConfig(format=fmt)
         root.setLevel(settings.log_level)
+        self._before_serving()
         on_serving = _open_browser if settings.open_browser else None
         close_timeout = max([self.config.close_timeout] + [ws.effective_config.close_timeout
                                                            for ws in self.websocket_endpoints()])
@@ -528,6 +529,10 @@ class Robyn:
                       argv=sys.orig_argv, root=self.directory_path, env_file_names=self._env_file_names)
         if code:
             raise SystemExit(code)
+
+    def _before_serving(self) -> None:
+        """Called by :meth:`start` once the settings are final, before the
+        server starts (the compat app applies ``robyn_version`` here)."""
 
 
 def _open_browser(url: str) -> None:

@@ -11,9 +11,11 @@ exactly as if this module did not exist, at no cost per request.
 Order for one request, as in Robyn: the global request headers are set on
 the request; the before-request middlewares run, global ones first, then
 the route's (auth first of those); one that returns a
-:class:`~robyn_fast.http.types.Response` answers the request at once (the
-handler and the after-request middlewares do not run); one that returns a
-:class:`~robyn_fast.http.types.Request` replaces the request. Then the
+:class:`~robyn_fast.http.types.Request` replaces the request; one that
+returns a :class:`~robyn_fast.http.types.Response`, or any value a handler
+may return (a dict, a ``(body, headers, status)`` tuple...), answers the
+request: the handler does not run, the global response headers and the
+after-request middlewares do (as in Robyn 0.80+). Then the
 handler; an exception from it goes to the exception handler, whose return
 value is the response. Then the global response headers are added (fields
 the response already has are left as they are; not for an excluded path),

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, NoReturn
 import robyn_fast
 from robyn_fast.compat import UNSUPPORTED_APP_METHODS, UnsupportedRobynMethod, module_getattr
 from robyn_fast.config import Config as _Config
+from robyn_fast.config import robyn_before_080
 from robyn_fast.cors import allow_cors
 from robyn_fast.subrouter import SubRouter as _SubRouter, subrouter_arguments
 
@@ -114,6 +115,7 @@ class Robyn(robyn_fast.Robyn):
                  *args: Any, **kwargs: Any) -> None:
         super().__init__(file_object, config if isinstance(config, _Config) else None)
         _robyn_mode(self)
+        self.routes.robyn_079 = robyn_before_080(self.config)
         if dependencies is not None:
             if not isinstance(dependencies, DependencyMap):
                 raise TypeError(f"dependencies must be a DependencyMap, not {type(dependencies).__name__}")
@@ -158,6 +160,10 @@ class Robyn(robyn_fast.Robyn):
         if not self._disable_openapi and "--disable-openapi" not in flags:
             self.serve_openapi()
         super().start(*args, **kwargs)
+
+    def _before_serving(self) -> None:
+        # The settings are final now (flags, environment): the server's resolve() applies it.
+        self.routes.robyn_079 = robyn_before_080(self.config)
 
     @property
     def event_handlers(self) -> dict[Events, FunctionInfo]:
