@@ -152,7 +152,7 @@ class Config:
         "releases differ: before `0.80`, a handler parameter that names no part of the request, no dependency "
         "and no path parameter is not read from the query (without a default, its route answers 500 instead of "
         "400)", _robyn_release, flag="--robyn-version", env="ROBYN_FAST_ROBYN_VERSION", metavar="0.N",
-        parse=text("a Robyn release such as 0.79"))
+        parse=text("a Robyn release such as 0.79"), shown='`"0.88"`')
     # TLS
     ssl: _ssl.SSLContext | None = setting(
         None, "an `ssl.SSLContext` (server side): serve HTTPS and WSS (see [TLS](#tls)); the app's `Config` "

@@ -115,10 +115,13 @@ class SubRouter(Robyn):
         return join_prefix(self.prefix, endpoint)
 
     def add_route(self, route_type: str, endpoint: str, handler: Handler, const: bool = False,
-                  auth_required: bool = False, openapi_name: str = "",
-                  openapi_tags: list[str] | None = None) -> Handler:
+                  auth_required: bool = False, openapi_name: str = "", openapi_tags: list[str] | None = None,
+                  *, status_code: int | None = None, response_model: Any = None,
+                  responses: dict[int | str, Any] | None = None, deprecated: bool = False,
+                  include_in_schema: bool = True) -> Handler:
         return super().add_route(route_type, self._full(endpoint), handler, const, auth_required, openapi_name,
-                                 openapi_tags)
+                                 openapi_tags, status_code=status_code, response_model=response_model,
+                                 responses=responses, deprecated=deprecated, include_in_schema=include_in_schema)
 
     def before_request(self, endpoint: str | None = None) -> Callable[[Handler], Handler]:
         return super().before_request(None if endpoint is None else self._full(endpoint))

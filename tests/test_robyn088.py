@@ -122,6 +122,10 @@ def make_native() -> Robyn:
     async def many(n: list[float], on: bool = False) -> dict[str, Any]:
         return {"n": n, "on": on}
 
+    @v1.post("/make", status_code=201, deprecated=True)
+    def make_v1() -> str:
+        return "made"
+
     api.include_router(v1)
     app.include_router(api)
 
@@ -165,6 +169,7 @@ def test_route_status_code(native: Any) -> None:
     assert fetch(native.port, "POST", "/made")[::2] == (201, b'{"made":true}')
     assert fetch(native.port, "POST", "/made-async")[::2] == (202, b"accepted")
     assert fetch(native.port, "POST", "/own-status")[::2] == (200, b"mine")  # a Response keeps its own
+    assert fetch(native.port, "POST", "/api/v1/make")[::2] == (201, b"made")  # through nested sub-routers
 
 
 def test_route_arguments_checked() -> None:

@@ -654,11 +654,12 @@ class Routes:
             # Anything else answers at once, as a handler's return value would (Robyn 0.80+).
             try:
                 ex.response = to_response(result, stringify=self.stringify)
-            except (InvalidHeader, TypeError, ValueError) as exc:
+            except (InvalidHeader, TypeError, ValueError) as unusable:
                 return self._failed(ex, f"before_request middleware {mw.name} returned {type(result).__name__}, "
-                                        "which is not a Request nor a response", exc)
+                                        "which is not a Request nor a response", unusable)
             self._add_response_headers(ex)
-            return _ANSWERED
+            answered: Reply | _Pending | None = _ANSWERED
+            return answered
         if pos == n_before:
             if isinstance(result, _Raised):
                 exc = result.exc

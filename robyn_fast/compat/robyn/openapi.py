@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 
 from robyn_fast.compat import module_getattr
 from robyn_fast.http.types import Response
-from robyn_fast.openapi import Components, Contact, ExternalDocumentation, License, OpenAPIInfo, Server
+from robyn_fast.openapi import Components, Contact, ExternalDocumentation, License, OpenAPIInfo, RouteDoc, Server
 from robyn_fast.openapi import OpenAPI as _OpenAPI
 
 __all__ = ["OpenAPI", "OpenAPIInfo", "Contact", "License", "Server", "ExternalDocumentation", "Components",
@@ -43,15 +43,24 @@ class OpenAPI(_OpenAPI):
         super().override_openapi(path)
         self.openapi_file_override = True
 
-    def add_route(self, method: str, path: str, handler: Callable[..., Any], name: str = "",
-                  tags: list[str] | None = None) -> None:
+    def describe(self, doc: RouteDoc) -> None:
         if not self.openapi_file_override:
-            super().add_route(method, path, handler, name, tags)
+            super().describe(doc)
+
+    def add_security_scheme(self, name: str, scheme: dict[str, Any]) -> None:
+        if not self.openapi_file_override:
+            super().add_security_scheme(name, scheme)
 
     def add_openapi_path_obj(self, route_type: str, endpoint: str, openapi_name: str, openapi_tags: list[str],
-                             handler: Callable[..., Any]) -> None:
-        """Describe the route ``route_type`` (``"get"``...) at ``endpoint``."""
-        self.add_route(route_type, endpoint, handler, openapi_name, openapi_tags)
+                             handler: Callable[..., Any], auth_required: bool = False, meta: Any = None) -> None:
+        """Describe the route ``route_type`` (``"get"``...) at ``endpoint``;
+        ``meta``: Robyn 0.88's ``RouteOpenAPIMeta`` (or anything with its
+        attributes: ``status_code``, ``deprecated``, ``include_in_schema``,
+        ``response_model``, ``responses``)."""
+        details = {key: getattr(meta, key) for key in ("status_code", "deprecated", "include_in_schema",
+                                                        "response_model", "responses") if hasattr(meta, key)}
+        self.add_route(route_type, endpoint, handler, openapi_name, openapi_tags, auth_required=auth_required,
+                       **details)
 
     def add_subrouter_paths(self, subrouter_openapi: _OpenAPI) -> None:
         """Take in the paths another document (a sub-router's) describes."""
