@@ -201,6 +201,8 @@ class RouteDoc(NamedTuple):
     responses: dict[int | str, Any] | None = None
     deprecated: bool = False
     include_in_schema: bool = True
+    description: str | None = None  # instead of the handler's docstring
+    operation_id: str | None = None
 
 
 def _responses(extra: dict[int | str, Any]) -> dict[str, dict[str, Any]]:
@@ -226,11 +228,13 @@ def _operation(doc: RouteDoc, path_params: list[str], security: list[str]) -> di
     handler = doc.handler
     operation: dict[str, Any] = {
         "summary": doc.name or getattr(handler, "__name__", ""),
-        "description": inspect.getdoc(handler) or "",
+        "description": doc.description if doc.description is not None else inspect.getdoc(handler) or "",
         "tags": list(doc.tags),
         "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                        for p in path_params],
     }
+    if doc.operation_id is not None:
+        operation["operationId"] = doc.operation_id
     if doc.deprecated:
         operation["deprecated"] = True
     if doc.auth_required and security:

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import websocket as wsclient
 
-from robyn_fast import Config, Robyn
+from robyn_fast import Config, Robyn, compat
 from robyn_fast.binding import converter
-from robyn_fast.exceptions import UnboundParameter
-from robyn_fast.http.types import Request, Response
+from robyn_fast.exceptions import InvalidParameter, UnboundParameter
+from robyn_fast.http.types import Request, Response, Url
 from robyn_fast.subrouter import SubRouter
 
 from .process_helpers import serve_script
@@ -317,3 +317,38 @@ def test_robyn_version_setting() -> None:
             Config(robyn_version=bad)
     with pytest.raises(TypeError):
         Config(robyn_version=0.79)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def shim() -> Iterator[None]:
+    compat.install()
+    try:
+        yield
+    finally:
+        compat.uninstall()
+
+
+def test_robyn_088_names(shim: None) -> None:
+    import robyn
+    from robyn.openapi import OpenAPI, RouteOpenAPIMeta
+    from robyn.types import QueryParamValidationError
+
+    assert robyn.RequestURL is Url and robyn.RequestBody == str | bytes
+    assert "PATCH" in robyn.RequestMethod.__args__
+    err = QueryParamValidationError("id", "abc", int)
+    assert isinstance(err, InvalidParameter) and err.status_code == 400
+    assert err.detail == err.message == "Invalid value 'abc' for parameter 'id': expected int"
+    assert QueryParamValidationError("q", None, str).detail == "Missing required parameter: 'q'"
+
+    def handler() -> str:
+        """Docstring"""
+        return ""
+
+    spec = OpenAPI()
+    spec.add_openapi_path_obj("post", "/made", "made", ["t"], handler, meta=RouteOpenAPIMeta(
+        status_code=201, deprecated=True, summary="Make", description="Makes", operation_id="make"))
+    spec.add_openapi_path_obj("get", "/hidden", "", [], handler, meta=RouteOpenAPIMeta(include_in_schema=False))
+    operation = spec.openapi_spec["paths"]["/made"]["post"]
+    assert (operation["summary"], operation["description"], operation["operationId"]) == ("Make", "Makes", "make")
+    assert operation["deprecated"] is True and list(operation["responses"]) == ["201"]
+    assert "/hidden" not in spec.openapi_spec["paths"]

@@ -32,7 +32,7 @@ from .jsonify import jsonify
 from .openapi import OpenAPI
 from .responses import SSEMessage, SSEResponse, StreamingResponse, html, serve_file, serve_html
 from .robyn import Headers, Request, Response, WebSocketConnector
-from .types import JsonBody
+from .types import JsonBody, RequestBody, RequestMethod, RequestURL
 from .ws import WebSocket, WebSocketAdapter, WebSocketDisconnect
 
 __all__ = [
@@ -58,6 +58,9 @@ __all__ = [
     "SSEResponse",
     "SSEMessage",
     "JsonBody",
+    "RequestMethod",
+    "RequestBody",
+    "RequestURL",
     "OpenAPI",
     "HTTPException",
     "WebSocketException",
