@@ -842,7 +842,7 @@ def test_every_variable_is_validated_like_its_flag(capsys: pytest.CaptureFixture
     """For every setting with both a flag and a variable: the text its flag refuses, its variable
     refuses with the same reason; a switch's variable takes only on/off words."""
     bad = {"processes": "1_0", "workers": "0", "log_level": "LOUD", "broker": "http://x", "ssl_certfile": "a\x07b",
-           "ssl_keyfile": "k\x00", "metrics_path": "metrics"}
+           "ssl_keyfile": "k\x00", "metrics_path": "metrics", "robyn_version": "0.99"}
     checked = []
     for spec in cli.SETTINGS:
         if spec.env is None:
