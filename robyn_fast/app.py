@@ -96,10 +96,14 @@ class Robyn:
         ``auth_required``: the request goes through the authentication
         handler first (:meth:`configure_authentication`). ``status_code``:
         the status of a response made from the handler's return value (a
-        ``Response`` it returns keeps its own). The rest is for the OpenAPI
-        document (:meth:`serve_openapi`): ``openapi_name`` (the summary),
-        ``openapi_tags``, ``response_model`` (the success response's schema,
-        instead of the return annotation's), ``responses`` (more responses
+        ``Response`` it returns keeps its own). ``response_model``: the
+        success response's schema in the OpenAPI document (instead of the
+        return annotation's); a pydantic 2 model (anything with
+        ``model_validate`` and ``model_dump_json``) also validates a returned
+        ``dict`` and sends the model's JSON, as in Robyn 0.88 (a dict that
+        does not validate is the handler's error: 500, or ``@app.exception``).
+        The rest is for the OpenAPI document (:meth:`serve_openapi`):
+        ``openapi_name`` (the summary), ``openapi_tags``, ``responses`` (more responses
         by status: a description, or a Response Object whose ``model`` gives
         its schema), ``deprecated``, and ``include_in_schema=False`` to leave
         the route out."""
@@ -108,7 +112,8 @@ class Robyn:
             raise ValueError(f"status_code must be an HTTP status (100-599), not {status_code!r}")
         if responses is not None and not isinstance(responses, dict):
             raise TypeError(f"responses must be a dict of status to response, not {type(responses).__name__}")
-        self.routes.add(route_type, endpoint, handler, const, auth_required, status=status_code)
+        model = response_model if callable(getattr(response_model, "model_validate", None)) else None
+        self.routes.add(route_type, endpoint, handler, const, auth_required, status=status_code, model=model)
         self._described.append(RouteDoc(
             route_type.upper(), endpoint, handler, openapi_name,
             list(openapi_tags) if openapi_tags else [route_type.lower()], auth_required, status_code,
@@ -297,7 +302,8 @@ class Robyn:
             owner = router if route.owner is None else route.owner
             self.dependencies.share_router(owner, owner.dependencies)
             self.routes.add(route.method, self._full(route.path), route.handler, route.const, route.auth_required,
-                            owner=owner, scopes=((own, route.path), *route.scopes), status=route.status)
+                            owner=owner, scopes=((own, route.path), *route.scopes), status=route.status,
+                            model=route.model)
         tags: list[str] = list(getattr(router, "tags", None) or [])
         for doc in router.described_routes():
             self._described.append(doc._replace(path=self._full(doc.path),

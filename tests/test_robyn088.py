@@ -99,6 +99,23 @@ def test_converters() -> None:
         assert converter(unusable) is None
 
 
+class Point:
+    """A response model shaped as pydantic 2 models are (``model_validate``,
+    ``model_dump_json``), without pydantic."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    @classmethod
+    def model_validate(cls, data: dict[str, Any]) -> Point:
+        if not isinstance(data.get("x"), int) or not isinstance(data.get("y"), int):
+            raise ValueError(f"not a point: {data!r}")
+        return cls(data["x"], data["y"])
+
+    def model_dump_json(self) -> str:
+        return json.dumps({"x": self.x, "y": self.y}, separators=(",", ":"))
+
+
 def make_native() -> Robyn:
     app = Robyn(__file__)
     api = SubRouter("/api")
@@ -121,6 +138,14 @@ def make_native() -> Robyn:
     @v1.get("/many")
     async def many(n: list[float], on: bool = False) -> dict[str, Any]:
         return {"n": n, "on": on}
+
+    @v1.get("/point", response_model=Point, status_code=201)
+    def point() -> dict[str, Any]:
+        return {"x": 1, "y": 2, "extra": "dropped by the model"}
+
+    @v1.get("/not-a-point", response_model=Point)
+    async def not_a_point() -> dict[str, Any]:
+        return {"x": "one"}
 
     @v1.post("/make", status_code=201, deprecated=True)
     def make_v1() -> str:
@@ -170,6 +195,12 @@ def test_route_status_code(native: Any) -> None:
     assert fetch(native.port, "POST", "/made-async")[::2] == (202, b"accepted")
     assert fetch(native.port, "POST", "/own-status")[::2] == (200, b"mine")  # a Response keeps its own
     assert fetch(native.port, "POST", "/api/v1/make")[::2] == (201, b"made")  # through nested sub-routers
+
+
+def test_route_response_model(native: Any) -> None:
+    status, headers, body = fetch(native.port, "GET", "/api/v1/point")
+    assert (status, body, headers["content-type"]) == (201, b'{"x":1,"y":2}', "application/json")
+    assert fetch(native.port, "GET", "/api/v1/not-a-point")[0] == 500  # the handler's error, logged
 
 
 def test_route_arguments_checked() -> None:

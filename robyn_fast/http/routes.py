@@ -41,6 +41,7 @@ from .middleware import AFTER, BEFORE, Chain, Middleware, Middlewares
 from .router import Router, compile_path
 from .streaming import StreamedReply, StreamingResponse, body_chunks
 from .types import (
+    APPLICATION_JSON,
     TEXT_PLAIN,
     Headers,
     QueryParams,
@@ -265,7 +266,7 @@ class Route:
     """
 
     __slots__ = ("method", "path", "handler", "name", "call", "const", "cached", "auth_required", "chain",
-                 "unbound", "owner", "scopes", "status", "legacy")
+                 "unbound", "owner", "scopes", "status", "model", "legacy")
 
     def __init__(self, handler: Handler, call: Callable[[Request], Any], const: bool, method: str = "GET",
                  path: str = "/", auth_required: bool = False) -> None:
@@ -284,6 +285,8 @@ class Route:
         self.legacy: tuple[Callable[[Request], Any], str | None] | None = None
         #: The status of a response made from the handler's return value (None: render()'s).
         self.status: int | None = None
+        #: The pydantic model a returned dict is validated into (``response_model``), or None.
+        self.model: Any = None
         #: The router whose ``router_dependencies`` the handler gets (None: the registry's owner).
         self.owner: Any = None
         #: The middleware registries of the sub-routers this route came through, outermost first,
@@ -367,7 +370,7 @@ class Routes:
 
     def add(self, method: str, path: str, handler: Handler, const: bool = False, auth_required: bool = False,
             owner: Any = _NOTHING, scopes: tuple[tuple[Middlewares, str], ...] = (),
-            status: int | None = None) -> Route:
+            status: int | None = None, model: Any = None) -> Route:
         """Register ``handler`` for ``method`` at ``path``; its parameters are
         bound now (``TypeError`` for one that cannot be, when strict).
         ``owner``: the router whose ``router_dependencies`` the handler gets
@@ -375,19 +378,22 @@ class Routes:
         the middlewares of the sub-routers the route comes from, outermost
         first, with the route's path in each, which run around this route
         only. ``status``: the status of a response made from what the
-        handler returns (a ``Response``, a stream or a tuple keep their own)."""
+        handler returns (a ``Response``, a stream or a tuple keep their own);
+        ``model``: a pydantic 2 model that a returned ``dict`` is validated
+        into and sent as (the route's ``response_model``)."""
         if not callable(handler):
             raise TypeError(f"a route handler must be callable, not {type(handler).__name__}")
         if not isinstance(path, str):
             raise TypeError(f"a route path must be a str, not {type(path).__name__}")
         method = method.upper()
         router = self._owner if owner is _NOTHING else owner
-        call, unbound = self._bind(handler, router, method, path, status, legacy=False)
+        call, unbound = self._bind(handler, router, method, path, status, model, legacy=False)
         route = Route(handler, call, const, method, path, auth_required)
         route.status = status
+        route.model = model
         route.unbound = unbound
         if not self.strict:  # Robyn apps: the binding of Robyn 0.77-0.79 too, should they ask for it
-            route.legacy = self._bind(handler, router, method, path, status, legacy=True)
+            route.legacy = self._bind(handler, router, method, path, status, model, legacy=True)
         route.owner = None if owner is _NOTHING else owner
         route.scopes = scopes
         self.router.add(method, path, route)
@@ -395,7 +401,7 @@ class Routes:
         route.chain = self._chain(route)
         return route
 
-    def _bind(self, handler: Handler, router: Any, method: str, path: str, status: int | None,
+    def _bind(self, handler: Handler, router: Any, method: str, path: str, status: int | None, model: Any,
               legacy: bool) -> tuple[Callable[[Request], Any], str | None]:
         """The route's call, and why its parameters cannot be bound (None
         when they can): when not strict, such a route answers 500."""
@@ -409,8 +415,8 @@ class Routes:
                 log.error("%s %s: %s; the route answers 500", method, path, exc)
             unbound = str(exc)
             call = _refuse(unbound)
-        if status is not None:
-            call = _with_status(call, status, self.stringify)
+        if status is not None or model is not None:
+            call = _reshaped(call, status, model, self.stringify)
         return call, unbound
 
     def _bind_as_robyn_079(self) -> None:
@@ -752,12 +758,21 @@ def _no_route(_request: Request) -> Any:
     raise NotFound()
 
 
-def _with_status(call: Callable[[Request], Any], status: int, stringify: bool) -> Callable[[Request], Any]:
+def _reshaped(call: Callable[[Request], Any], status: int | None, model: Any,
+              stringify: bool) -> Callable[[Request], Any]:
     """``call`` whose plain return values (not a ``Response``, a stream or a
-    tuple, which carry their own status) become a response of ``status``."""
+    tuple, which carry their own status) become a response of ``status``;
+    a ``dict`` goes through ``model`` first (validated with its
+    ``model_validate``, sent as its ``model_dump_json()``: a pydantic 2
+    model's methods), as Robyn 0.88 applies a route's ``response_model``."""
 
     def restatus(result: Any) -> Any:
         if isinstance(result, (Response, StreamingResponse, tuple)):
+            return result
+        if model is not None and isinstance(result, dict):
+            return Response(status or 200, Headers([("content-type", APPLICATION_JSON)]),
+                            model.model_validate(result).model_dump_json())
+        if status is None:
             return result
         try:
             response = to_response(result, stringify=stringify)
