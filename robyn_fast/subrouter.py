@@ -11,6 +11,12 @@ for), its router dependencies its own, and its global dependencies filling
 in the names the app lacks. A sub-router may include another: prefixes add
 up (``/api`` + ``/v1`` + ``/users``), and each router's middlewares wrap the
 routes it holds, the outer ones first.
+
+Including a router takes what it holds then: a route, a WebSocket endpoint
+or a router added to it afterwards would never be served, so it raises
+:class:`~robyn_fast.exceptions.InvalidState` (the compat ``SubRouter`` logs
+it instead: a Robyn app that does so loads, as on Robyn). Its middlewares
+and dependencies may still change: they are read when the server starts.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .app import Handler, Robyn
 from .config import Config
+from .exceptions import InvalidState
 from .http.router import join_prefix
 
 if TYPE_CHECKING:
@@ -114,11 +121,24 @@ class SubRouter(Robyn):
     def _full(self, endpoint: str) -> str:
         return join_prefix(self.prefix, endpoint)
 
+    def _late(self, what: str) -> None:
+        """``what`` is registered after this router was included: it would
+        never be served (the including router took what it held then)."""
+        raise InvalidState(f"{what}: this SubRouter is already included, so it would never be served; "
+                           "register a router's routes (and include its own routers) before including it")
+
+    def include_router(self, router: Any) -> None:
+        if self._parent is not None:
+            self._late(f"include_router({type(router).__name__} {getattr(router, 'prefix', '')!r})")
+        super().include_router(router)
+
     def add_route(self, route_type: str, endpoint: str, handler: Handler, const: bool = False,
                   auth_required: bool = False, openapi_name: str = "", openapi_tags: list[str] | None = None,
                   *, status_code: int | None = None, response_model: Any = None,
                   responses: dict[int | str, Any] | None = None, deprecated: bool = False,
                   include_in_schema: bool = True) -> Handler:
+        if self._parent is not None:
+            self._late(f"route {route_type.upper()} {self._full(endpoint)!r}")
         return super().add_route(route_type, self._full(endpoint), handler, const, auth_required, openapi_name,
                                  openapi_tags, status_code=status_code, response_model=response_model,
                                  responses=responses, deprecated=deprecated, include_in_schema=include_in_schema)
@@ -131,13 +151,15 @@ class SubRouter(Robyn):
 
     def add_web_socket(self, endpoint: str, ws: ServedEndpoint) -> None:
         full = self._full(endpoint)
+        if self._parent is not None:
+            self._late(f"WebSocket endpoint {full!r}")
         ws.endpoint = full  # the path it is served at, once included
         super().add_web_socket(full, ws)
 
     def attach_parent(self, app: Robyn) -> None:
         """Called by ``app.include_router(self)``: one app per sub-router."""
         if self._parent is not None and self._parent is not app:
-            raise ValueError("this SubRouter is already included in another app")
+            raise ValueError("this SubRouter is already included in another app or router")
         self._parent = app
         self.config = app.config
 

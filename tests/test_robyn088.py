@@ -27,7 +27,7 @@ import websocket as wsclient
 
 from robyn_fast import Config, Robyn, compat
 from robyn_fast.binding import converter
-from robyn_fast.exceptions import InvalidParameter, UnboundParameter
+from robyn_fast.exceptions import InvalidParameter, InvalidState, UnboundParameter
 from robyn_fast.http.types import Request, Response, Url
 from robyn_fast.subrouter import SubRouter
 
@@ -383,3 +383,29 @@ def test_robyn_088_names(shim: None) -> None:
     assert (operation["summary"], operation["description"], operation["operationId"]) == ("Make", "Makes", "make")
     assert operation["deprecated"] is True and list(operation["responses"]) == ["201"]
     assert "/hidden" not in spec.openapi_spec["paths"]
+
+
+def test_registering_on_an_included_subrouter_is_refused() -> None:
+    app = Robyn(__file__)
+    outer, inner = SubRouter("/outer"), SubRouter("/inner")
+    outer.include_router(inner)
+    app.include_router(outer)
+    with pytest.raises(InvalidState, match=r"route GET '/inner/late'.*already included"):
+        inner.get("/late")(lambda: "never served")
+    with pytest.raises(InvalidState, match="already included"):
+        outer.include_router(SubRouter("/more"))
+    with pytest.raises(InvalidState, match="WebSocket endpoint '/outer/ws'"):
+        @outer.websocket("/ws")
+        async def ws(websocket: Any) -> None: ...
+    with pytest.raises(ValueError, match="already included in another app or router"):
+        Robyn(__file__).include_router(inner)
+
+
+def test_compat_subrouter_logs_a_late_route(shim: None, caplog: pytest.LogCaptureFixture) -> None:
+    from robyn import Robyn as CompatRobyn
+    from robyn import SubRouter as CompatSubRouter
+
+    app, sub = CompatRobyn(__file__), CompatSubRouter("/sub")
+    app.include_router(sub)
+    sub.get("/late")(lambda: "never served")  # loads, as on Robyn, and says so
+    assert "route GET '/sub/late' is registered on a SubRouter already included: it is not served" in caplog.text

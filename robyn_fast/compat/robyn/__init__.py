@@ -189,6 +189,14 @@ class Robyn(robyn_fast.Robyn):
 class SubRouter(_SubRouter):
     """robyn_fast's :class:`~robyn_fast.subrouter.SubRouter` under Robyn's name."""
 
+    def _late(self, what: str) -> None:
+        # Robyn takes a router's routes when it is included and drops later ones without a word: say so.
+        import logging
+
+        logging.getLogger("robyn_fast.compat").error(
+            "%s is registered on a SubRouter already included: it is not served (register it before "
+            "include_router)", what)
+
     def __init__(self, *args: Any, prefix: str | None = None, tags: list[str] | None = None, config: Any = None,
                  openapi: Any = None, file_object: str | None = None) -> None:
         # Robyn's config (an argument_parser.Config) and openapi are its own objects; robyn_fast's Config is taken.
