@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from ssl import SSLContext
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .config import Config
 from .dependency_injection import DependencyMap
@@ -35,11 +35,25 @@ from .server import ServedEndpoint, Server
 from .websocket.receive import websocket_decorator
 from .workers.launch import launch
 
-__all__ = ["Robyn"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["Robyn", "RouteOptions"]
 
 log = get_logger("robyn_fast.app")
 
 Handler = Callable[..., Any]
+
+
+class RouteOptions(TypedDict, total=False):
+    """The keyword-only arguments of :meth:`Robyn.add_route` that the route
+    decorators (``@app.get(...)``...) pass on."""
+
+    status_code: int | None
+    response_model: Any
+    responses: dict[int | str, Any] | None
+    deprecated: bool
+    include_in_schema: bool
 
 
 class Robyn:
@@ -121,7 +135,7 @@ class Robyn:
         return handler
 
     def _decorator(self, method: str, endpoint: str, const: bool, auth_required: bool, openapi_name: str,
-                   openapi_tags: list[str] | None, details: dict[str, Any]) -> Callable[[Handler], Handler]:
+                   openapi_tags: list[str] | None, details: RouteOptions) -> Callable[[Handler], Handler]:
         def decorator(handler: Handler) -> Handler:
             return self.add_route(method, endpoint, handler, const, auth_required, openapi_name, openapi_tags,
                                   **details)
@@ -129,47 +143,47 @@ class Robyn:
         return decorator
 
     def get(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
-            openapi_tags: list[str] | None = None, **details: Any) -> Callable[[Handler], Handler]:
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
         """Decorator: :meth:`add_route` for GET (``details``: its keyword-only arguments)."""
         return self._decorator("GET", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
     def post(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
-            openapi_tags: list[str] | None = None, **details: Any) -> Callable[[Handler], Handler]:
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
         """Decorator: :meth:`add_route` for POST (``details``: its keyword-only arguments)."""
         return self._decorator("POST", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
     def put(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
-            openapi_tags: list[str] | None = None, **details: Any) -> Callable[[Handler], Handler]:
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
         """Decorator: :meth:`add_route` for PUT (``details``: its keyword-only arguments)."""
         return self._decorator("PUT", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
     def patch(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
-            openapi_tags: list[str] | None = None, **details: Any) -> Callable[[Handler], Handler]:
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
         """Decorator: :meth:`add_route` for PATCH (``details``: its keyword-only arguments)."""
         return self._decorator("PATCH", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
     def delete(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
-            openapi_tags: list[str] | None = None, **details: Any) -> Callable[[Handler], Handler]:
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
         """Decorator: :meth:`add_route` for DELETE (``details``: its keyword-only arguments)."""
         return self._decorator("DELETE", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
     def head(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
-            openapi_tags: list[str] | None = None, **details: Any) -> Callable[[Handler], Handler]:
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
         """Decorator: :meth:`add_route` for HEAD (``details``: its keyword-only arguments)."""
         return self._decorator("HEAD", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
     def options(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
-            openapi_tags: list[str] | None = None, **details: Any) -> Callable[[Handler], Handler]:
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
         """Decorator: :meth:`add_route` for OPTIONS (``details``: its keyword-only arguments)."""
         return self._decorator("OPTIONS", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
     def trace(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
-            openapi_tags: list[str] | None = None, **details: Any) -> Callable[[Handler], Handler]:
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
         """Decorator: :meth:`add_route` for TRACE (``details``: its keyword-only arguments)."""
         return self._decorator("TRACE", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
     def connect(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
-            openapi_tags: list[str] | None = None, **details: Any) -> Callable[[Handler], Handler]:
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
         """Decorator: :meth:`add_route` for CONNECT (``details``: its keyword-only arguments)."""
         return self._decorator("CONNECT", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 

@@ -86,7 +86,8 @@ def test_converters() -> None:
     assert converter(int).convert("7") == 7  # type: ignore[union-attr]
     flag = converter(bool)
     assert flag is not None
-    assert [flag.convert(t) for t in ("true", "1", "YES", "on", "false", "0", "no", "off", "")] == [True] * 4 + [False] * 5
+    words = ("true", "1", "YES", "on", "false", "0", "no", "off", "")
+    assert [flag.convert(t) for t in words] == [True] * 4 + [False] * 5
     with pytest.raises(ValueError):
         flag.convert("maybe")
     listed = converter(list[int])

@@ -16,8 +16,8 @@ from robyn_fast.http.types import Response
 from robyn_fast.openapi import Components, Contact, ExternalDocumentation, License, OpenAPIInfo, RouteDoc, Server
 from robyn_fast.openapi import OpenAPI as _OpenAPI
 
-__all__ = ["OpenAPI", "RouteOpenAPIMeta", "OpenAPIInfo", "Contact", "License", "Server", "ExternalDocumentation", "Components",
-           "str_typed_dict"]
+__all__ = ["OpenAPI", "RouteOpenAPIMeta", "OpenAPIInfo", "Contact", "License", "Server", "ExternalDocumentation",
+           "Components", "str_typed_dict"]
 
 
 class str_typed_dict(TypedDict):  # noqa: N801 (Robyn's name)
