@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from ssl import SSLContext
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .config import Config
 from .dependency_injection import DependencyMap
@@ -29,18 +29,32 @@ from .http.middleware import AFTER, BEFORE, Middlewares
 from .http.router import Router, join_prefix
 from .http.routes import Routes
 from .http.types import Headers, Response
-from .openapi import SWAGGER_UI_FILES, OpenAPI, local_swagger_ui
+from .openapi import SWAGGER_UI_FILES, OpenAPI, RouteDoc, local_swagger_ui
 from . import cli, metrics
 from .server import ServedEndpoint, Server
 from .sessions import DEFAULT_MAX_AGE, SessionManager
 from .websocket.receive import websocket_decorator
 from .workers.launch import launch
 
-__all__ = ["Robyn"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["Robyn", "RouteOptions"]
 
 log = get_logger("robyn_fast.app")
 
 Handler = Callable[..., Any]
+
+
+class RouteOptions(TypedDict, total=False):
+    """The keyword-only arguments of :meth:`Robyn.add_route` that the route
+    decorators (``@app.get(...)``...) pass on."""
+
+    status_code: int | None
+    response_model: Any
+    responses: dict[int | str, Any] | None
+    deprecated: bool
+    include_in_schema: bool
 
 
 class Robyn:
@@ -55,12 +69,9 @@ class Robyn:
             raise TypeError(f"config must be a robyn_fast.Config, not {type(config).__name__}")
         self.file_path = file_object
         self.directory_path = os.path.dirname(os.path.abspath(file_object))
-        # As Robyn: robyn.env next to the app fills in variables not set yet.
-        try:
-            self._env_file_names = cli.load_env_file(self.directory_path)
-            self._env_file_error: cli.UsageError | None = None
-        except cli.UsageError as exc:  # reported by start(), as every other usage error
-            self._env_file_names, self._env_file_error = [], exc
+        self._env_file_names: list[str] = []
+        self._env_file_error: cli.UsageError | None = None
+        self._read_env_file()
         self.config: Config = config if config is not None else Config()
         self.dependencies = DependencyMap()
         self.routes = Routes(self.dependencies, self, self._is_websocket_path)
@@ -72,9 +83,16 @@ class Robyn:
         self._server_lock = threading.Lock()
         self._included_routers: list[Robyn] = []
         #: (method, path, handler, openapi_name, openapi_tags) of each route, for the OpenAPI document.
-        self._described: list[tuple[str, str, Handler, str, list[str]]] = []
+        self._described: list[RouteDoc] = []
         self.openapi = OpenAPI()
         self._session_manager: SessionManager | None = None
+
+    def _read_env_file(self) -> None:
+        """As Robyn: robyn.env next to the app fills in variables not set yet."""
+        try:
+            self._env_file_names = cli.load_env_file(self.directory_path)
+        except cli.UsageError as exc:  # reported by start(), as every other usage error
+            self._env_file_error = exc
 
     @property
     def router(self) -> Router[Any]:
@@ -84,69 +102,92 @@ class Robyn:
     # -- routes -----------------------------------------------------------------
 
     def add_route(self, route_type: str, endpoint: str, handler: Handler, const: bool = False,
-                  auth_required: bool = False, openapi_name: str = "",
-                  openapi_tags: list[str] | None = None) -> Handler:
+                  auth_required: bool = False, openapi_name: str = "", openapi_tags: list[str] | None = None,
+                  *, status_code: int | None = None, response_model: Any = None,
+                  responses: dict[int | str, Any] | None = None, deprecated: bool = False,
+                  include_in_schema: bool = True) -> Handler:
         """Register ``handler`` for ``route_type`` (an HTTP method) at
         ``endpoint``. Its parameters are bound now: ``TypeError`` for one
         that cannot be (see :func:`robyn_fast.http.routes.bind_http`).
         ``auth_required``: the request goes through the authentication
-        handler first (:meth:`configure_authentication`). ``openapi_name``
-        and ``openapi_tags``: the route's summary and tags in the OpenAPI
-        document (:meth:`serve_openapi`)."""
-        self.routes.add(route_type, endpoint, handler, const, auth_required)
-        self._described.append((route_type.upper(), endpoint, handler, openapi_name,
-                                list(openapi_tags) if openapi_tags else [route_type.lower()]))
+        handler first (:meth:`configure_authentication`). ``status_code``:
+        the status of a response made from the handler's return value (a
+        ``Response`` it returns keeps its own). ``response_model``: the
+        success response's schema in the OpenAPI document (instead of the
+        return annotation's); a pydantic 2 model (anything with
+        ``model_validate`` and ``model_dump_json``) also validates a returned
+        ``dict`` and sends the model's JSON, as in Robyn 0.88 (a dict that
+        does not validate is the handler's error: 500, or ``@app.exception``).
+        The rest is for the OpenAPI document (:meth:`serve_openapi`):
+        ``openapi_name`` (the summary), ``openapi_tags``, ``responses`` (more responses
+        by status: a description, or a Response Object whose ``model`` gives
+        its schema), ``deprecated``, and ``include_in_schema=False`` to leave
+        the route out."""
+        if status_code is not None and (isinstance(status_code, bool) or not isinstance(status_code, int)
+                                        or not 100 <= status_code <= 599):
+            raise ValueError(f"status_code must be an HTTP status (100-599), not {status_code!r}")
+        if responses is not None and not isinstance(responses, dict):
+            raise TypeError(f"responses must be a dict of status to response, not {type(responses).__name__}")
+        model = response_model if callable(getattr(response_model, "model_validate", None)) else None
+        self.routes.add(route_type, endpoint, handler, const, auth_required, status=status_code, model=model)
+        self._described.append(RouteDoc(
+            route_type.upper(), endpoint, handler, openapi_name,
+            list(openapi_tags) if openapi_tags else [route_type.lower()], auth_required, status_code,
+            response_model, responses, bool(deprecated), bool(include_in_schema)))
         return handler
 
-    def _decorator(
-        self,
-        method: str,
-        endpoint: str,
-        const: bool,
-        auth_required: bool,
-        openapi_name: str = "",
-        openapi_tags: list[str] | None = None,
-    ) -> Callable[[Handler], Handler]:
+    def _decorator(self, method: str, endpoint: str, const: bool, auth_required: bool, openapi_name: str,
+                   openapi_tags: list[str] | None, details: RouteOptions) -> Callable[[Handler], Handler]:
         def decorator(handler: Handler) -> Handler:
-            return self.add_route(method, endpoint, handler, const, auth_required, openapi_name, openapi_tags)
+            return self.add_route(method, endpoint, handler, const, auth_required, openapi_name, openapi_tags,
+                                  **details)
 
         return decorator
 
-    def get(self, endpoint: str, const: bool = False, auth_required: bool = False,
-            openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("GET", endpoint, const, auth_required, openapi_name, openapi_tags)
+    def get(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
+        """Decorator: :meth:`add_route` for GET (``details``: its keyword-only arguments)."""
+        return self._decorator("GET", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
-    def post(self, endpoint: str, const: bool = False, auth_required: bool = False,
-             openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("POST", endpoint, const, auth_required, openapi_name, openapi_tags)
+    def post(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
+        """Decorator: :meth:`add_route` for POST (``details``: its keyword-only arguments)."""
+        return self._decorator("POST", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
-    def put(self, endpoint: str, const: bool = False, auth_required: bool = False,
-            openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("PUT", endpoint, const, auth_required, openapi_name, openapi_tags)
+    def put(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
+        """Decorator: :meth:`add_route` for PUT (``details``: its keyword-only arguments)."""
+        return self._decorator("PUT", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
-    def patch(self, endpoint: str, const: bool = False, auth_required: bool = False,
-              openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("PATCH", endpoint, const, auth_required, openapi_name, openapi_tags)
+    def patch(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
+        """Decorator: :meth:`add_route` for PATCH (``details``: its keyword-only arguments)."""
+        return self._decorator("PATCH", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
-    def delete(self, endpoint: str, const: bool = False, auth_required: bool = False,
-               openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("DELETE", endpoint, const, auth_required, openapi_name, openapi_tags)
+    def delete(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
+        """Decorator: :meth:`add_route` for DELETE (``details``: its keyword-only arguments)."""
+        return self._decorator("DELETE", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
-    def head(self, endpoint: str, const: bool = False, auth_required: bool = False,
-             openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("HEAD", endpoint, const, auth_required, openapi_name, openapi_tags)
+    def head(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
+        """Decorator: :meth:`add_route` for HEAD (``details``: its keyword-only arguments)."""
+        return self._decorator("HEAD", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
-    def options(self, endpoint: str, const: bool = False, auth_required: bool = False,
-                openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("OPTIONS", endpoint, const, auth_required, openapi_name, openapi_tags)
+    def options(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
+        """Decorator: :meth:`add_route` for OPTIONS (``details``: its keyword-only arguments)."""
+        return self._decorator("OPTIONS", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
-    def trace(self, endpoint: str, const: bool = False, auth_required: bool = False,
-              openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("TRACE", endpoint, const, auth_required, openapi_name, openapi_tags)
+    def trace(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
+        """Decorator: :meth:`add_route` for TRACE (``details``: its keyword-only arguments)."""
+        return self._decorator("TRACE", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
-    def connect(self, endpoint: str, const: bool = False, auth_required: bool = False,
-                openapi_name: str = "", openapi_tags: list[str] | None = None) -> Callable[[Handler], Handler]:
-        return self._decorator("CONNECT", endpoint, const, auth_required, openapi_name, openapi_tags)
+    def connect(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
+            openapi_tags: list[str] | None = None, **details: Unpack[RouteOptions]) -> Callable[[Handler], Handler]:
+        """Decorator: :meth:`add_route` for CONNECT (``details``: its keyword-only arguments)."""
+        return self._decorator("CONNECT", endpoint, const, auth_required, openapi_name, openapi_tags, details)
 
     # -- middlewares, global headers, exceptions, authentication -----------------------
 
@@ -233,6 +274,12 @@ class Robyn:
         if not callable(getattr(authentication_handler, "authenticate", None)):
             raise TypeError("configure_authentication() takes an object with an authenticate(request) method")
         self.routes.middlewares.authentication_handler = authentication_handler
+        # The OpenAPI document names the scheme, so Swagger UI's "Authorize" works for auth_required routes.
+        scheme = str(getattr(getattr(authentication_handler, "token_getter", None), "scheme", "") or "")
+        if scheme.lower().startswith("bearer"):
+            self.openapi.add_security_scheme("BearerAuth", {"type": "http", "scheme": "bearer"})
+        else:
+            self.openapi.add_security_scheme("ApiKeyAuth", {"type": "apiKey", "in": "header", "name": "Authorization"})
 
     @property
     def authentication_handler(self) -> Any:
@@ -283,15 +330,17 @@ class Robyn:
     # -- sub-routers -------------------------------------------------------------------
 
     def include_router(self, router: Any) -> None:
-        """Merge a :class:`~robyn_fast.subrouter.SubRouter` into this app:
-        its routes (already prefixed) join this app's one route registry,
-        with their own middlewares around them; its WebSocket endpoints are
-        served here; its global dependencies fill in names this app lacks,
-        its router dependencies stay its own; its ``auth_required`` routes
-        are authenticated by its own authentication handler, or, if it has
-        none, by the nearest including router's (looked up per request, so
-        the order of ``configure_authentication`` and ``include_router``
-        does not matter)."""
+        """Merge a :class:`~robyn_fast.subrouter.SubRouter` into this app (or
+        into a sub-router, whose prefix the routes then take too): its
+        routes join this app's one route registry, with their own
+        middlewares around them; its WebSocket endpoints are served here;
+        its global dependencies fill in names this app lacks, its router
+        dependencies stay its own; its ``tags`` go first in the OpenAPI tags
+        of its routes; its ``auth_required`` routes are authenticated by its
+        own authentication handler, or, if it has none, by the nearest
+        including router's (looked up per request). What the router holds
+        when it is included is merged: include it once its routes are
+        registered."""
         attach = getattr(router, "attach_parent", None)
         if not isinstance(router, Robyn) or not callable(attach):
             raise TypeError(f"include_router() takes a SubRouter, not {type(router).__name__}")
@@ -301,17 +350,27 @@ class Robyn:
         for key, value in router.dependencies.get_global_dependencies().items():
             self.dependencies.get_global_dependencies().setdefault(key, value)
         self.dependencies.share_router(router, router.dependencies)
+        own = router.routes.middlewares
         for route in router.routes.all():
-            self.routes.add(route.method, route.path, route.handler, route.const, route.auth_required,
-                            owner=router, scope=router.routes.middlewares,
-                            auth_from=(*route.auth_from, router.routes.middlewares))
-        self._described.extend(router.described_routes())
+            owner = router if route.owner is None else route.owner
+            self.dependencies.share_router(owner, owner.dependencies)
+            self.routes.add(route.method, self._full(route.path), route.handler, route.const, route.auth_required,
+                            owner=owner, scopes=((own, route.path), *route.scopes), status=route.status,
+                            model=route.model)
+        tags: list[str] = list(getattr(router, "tags", None) or [])
+        for doc in router.described_routes():
+            self._described.append(doc._replace(path=self._full(doc.path),
+                                                tags=tags + [t for t in doc.tags if t not in tags]))
         for ws in router.websocket_endpoints():
             self.add_web_socket(ws.endpoint, ws)
         self._included_routers.append(router)
 
-    def described_routes(self) -> list[tuple[str, str, Handler, str, list[str]]]:
-        """``(method, path, handler, openapi_name, openapi_tags)`` of every route, in order."""
+    def _full(self, endpoint: str) -> str:
+        """``endpoint`` as this router serves it (a sub-router adds its prefix)."""
+        return endpoint
+
+    def described_routes(self) -> list[RouteDoc]:
+        """What the OpenAPI document says of every route, in registration order."""
         return list(self._described)
 
     def serve_openapi(self, json_path: str = "/openapi.json", docs_path: str = "/docs") -> None:
@@ -325,9 +384,9 @@ class Robyn:
 
         def spec() -> Response:
             if not built:
-                for method, path, handler, name, tags in described:
-                    if path not in (json_path, docs_path):
-                        openapi.add_route(method, path, handler, name, tags)
+                for doc in described:
+                    if doc.path not in (json_path, docs_path):
+                        openapi.describe(doc)
                 built.append(openapi.json().encode("utf-8"))
             return Response(200, {"Content-Type": "application/json"}, built[0])
 
@@ -524,6 +583,7 @@ class Robyn:
                 fmt = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
             logging.basicConfig(format=fmt)
         root.setLevel(settings.log_level)
+        self._before_serving()
         on_serving = _open_browser if settings.open_browser else None
         close_timeout = max([self.config.close_timeout] + [ws.effective_config.close_timeout
                                                            for ws in self.websocket_endpoints()])
@@ -533,6 +593,10 @@ class Robyn:
                       uds=settings.uds, fd=settings.fd)
         if code:
             raise SystemExit(code)
+
+    def _before_serving(self) -> None:
+        """Called by :meth:`start` once the settings are final, before the
+        server starts (the compat app applies ``robyn_version`` here)."""
 
 
 def _open_browser(url: str) -> None:

@@ -13,16 +13,27 @@ Injected dependencies stay live, as Robyn's are: the dictionaries that hold
 them are resolved at registration, and the name is looked up in them, in
 order of precedence, at each call (a dependency injected again after
 decoration is seen; one that disappeared raises ``LookupError``).
+
+A parameter that is none of those is a *typed parameter* (Robyn 0.80's
+"easy access" parameters): a query parameter (or a path parameter of that
+name) whose text :func:`converter` turns into the annotation's type, once
+per call.
 """
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
 import inspect
 import keyword
+import typing
+import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple, Union
 
-__all__ = ["Arg", "Attr", "Item", "Call", "Dependency", "Source", "bind_parameters"]
+__all__ = ["Arg", "Attr", "Item", "Call", "Dependency", "Source", "bind_parameters", "Converter", "converter",
+           "to_bool", "CONVERTIBLE"]
 
 
 class Arg:
@@ -132,3 +143,73 @@ def bind_parameters(
     exec(compile(source, f"<binding of {getattr(handler, '__qualname__', handler)!r}>", "exec"), env)  # noqa: S102
     bound: Callable[..., Any] = env["bound"]
     return bound
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+
+
+def to_bool(value: str) -> bool:
+    """``true``/``1``/``yes``/``on`` and ``false``/``0``/``no``/``off``/empty,
+    in any case (Robyn's rule); ``ValueError`` for anything else."""
+    low = value.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
+_SCALARS: dict[Any, Callable[[str], Any]] = {
+    str: str, int: int, float: float, bool: to_bool, decimal.Decimal: decimal.Decimal, uuid.UUID: uuid.UUID,
+    datetime.datetime: datetime.datetime.fromisoformat, datetime.date: datetime.date.fromisoformat,
+    datetime.time: datetime.time.fromisoformat,
+}
+
+#: What a typed parameter may be annotated with, for error messages.
+CONVERTIBLE = ("str, int, float, bool, Decimal, UUID, datetime, date, time or an Enum, optionally | None, or a "
+               "list of one of them")
+
+
+class Converter(NamedTuple):
+    """How the text of a typed parameter becomes its value."""
+
+    convert: Callable[[str], Any]  # text -> value; ValueError (or TypeError) for text that is not one
+    type_name: str  # for messages: "int"
+    many: bool  # list[T]: every value of a repeated query parameter
+    optional: bool  # T | None: None when absent (and no default)
+
+
+def _scalar(annotation: Any) -> tuple[Callable[[str], Any], str] | None:
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return str, "str"
+    try:
+        conv = _SCALARS.get(annotation)
+    except TypeError:  # unhashable annotation
+        return None
+    if conv is not None:
+        return conv, annotation.__name__
+    if inspect.isclass(annotation) and issubclass(annotation, enum.Enum):
+        return annotation, annotation.__name__
+    return None
+
+
+def converter(annotation: Any) -> Converter | None:
+    """The :class:`Converter` of a parameter annotated ``annotation`` (no
+    annotation: ``str``), or None when its text cannot become one (see
+    :data:`CONVERTIBLE`)."""
+    optional = False
+    origin = typing.get_origin(annotation)
+    if origin is Union or type(annotation).__name__ == "UnionType":
+        args = typing.get_args(annotation)
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1 or len(rest) == len(args):
+            return None
+        annotation, optional = rest[0], True
+        origin = typing.get_origin(annotation)
+    if origin is list or annotation is list:
+        args = typing.get_args(annotation)
+        found = _scalar(args[0] if args else str)
+        return None if found is None else Converter(found[0], found[1], True, optional)
+    found = _scalar(annotation)
+    return None if found is None else Converter(found[0], found[1], False, optional)

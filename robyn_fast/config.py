@@ -17,7 +17,7 @@ from .forwarded import parse_allow_ips
 from .settings import (Setting, boolean, declared, int_range, one_of, optional_positive, origins, positive,
                        seconds, setting, strings, switch_text, text, url_path)
 
-__all__ = ["Config", "BackpressurePolicy", "Compression", "SETTINGS"]
+__all__ = ["Config", "BackpressurePolicy", "Compression", "SETTINGS", "robyn_before_080"]
 
 BackpressurePolicy = Literal["close", "drop"]
 Compression = Literal["off", "shared", "dedicated"]
@@ -46,6 +46,18 @@ def _allow_ips(value: Any, where: str) -> Any:
 
 def _allow_ips_text(value: str) -> Any:
     return parse_allow_ips(value, "the list")
+def _robyn_release(value: Any, where: str) -> Any:
+    if not isinstance(value, str):
+        raise TypeError(f"{where} must be a str such as \"0.79\", not {type(value).__name__}")
+    major, _, minor = value.partition(".")
+    if major != "0" or not minor.isdigit() or not 77 <= int(minor) <= 88:
+        raise ValueError(f"{where} must be a Robyn release from 0.77 to 0.88 such as \"0.79\", got {value!r}")
+    return value
+
+
+def robyn_before_080(config: Config) -> bool:
+    """Whether ``config.robyn_version`` names a Robyn release before 0.80."""
+    return int(config.robyn_version.partition(".")[2]) < 80
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,13 @@ class Config:
         False, "every connection starts with a PROXY protocol v1 or v2 header (HAProxy, AWS NLB), from a peer in "
         "`forwarded_allow_ips`; its source address is the client's; a connection without one is closed; not with "
         "TLS; app Config only", boolean, flag="--proxy-protocol", env="ROBYN_PROXY_PROTOCOL", parse=switch_text)
+    # Robyn apps
+    robyn_version: str = setting(
+        "0.88", "the Robyn release whose rules an app run with `python -m robyn_fast` (`import robyn`) gets where "
+        "releases differ: before `0.80`, a handler parameter that names no part of the request, no dependency "
+        "and no path parameter is not read from the query (without a default, its route answers 500 instead of "
+        "400)", _robyn_release, flag="--robyn-version", env="ROBYN_FAST_ROBYN_VERSION", metavar="0.N",
+        parse=text("a Robyn release such as 0.79"), shown='`"0.88"`')
     # TLS
     ssl: _ssl.SSLContext | None = setting(
         None, "an `ssl.SSLContext` (server side): serve HTTPS and WSS (see [TLS](#tls)); the app's `Config` "

@@ -198,6 +198,15 @@ class NotFound(HTTPError, LookupError):
     default_status = 404
 
 
+class InvalidParameter(HTTPError, ValueError):
+    """A typed handler parameter (a query or path parameter read by its
+    annotation) is missing or its text is not of its type: 400, the message
+    naming it (``Missing required parameter: 'q'``, ``Invalid value 'abc'
+    for parameter 'id': expected int``, as Robyn words them)."""
+
+    default_status = 400
+
+
 class MethodNotAllowed(HTTPError, LookupError):
     """The path matches routes, but none for the request method (405).
 

@@ -20,20 +20,24 @@ annotated classes object (their fields as properties), ``Optional``/``Union``
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
 import inspect
 import json
 import typing
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import models
 from .http.params import Body, JsonBody
 from .http.router import compile_path, Segment
 from .http.types import QueryParams, Response
 
-__all__ = ["OpenAPI", "OpenAPIInfo", "Contact", "License", "Server", "ExternalDocumentation", "Components",
+__all__ = ["OpenAPI", "RouteDoc", "OpenAPIInfo", "Contact", "License", "Server", "ExternalDocumentation", "Components",
            "json_schema"]
 
 
@@ -119,7 +123,18 @@ def _info_object(info: OpenAPIInfo) -> dict[str, Any]:
     return found
 
 _SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean",
-                            type(None): "null", bytes: "string"}
+                            type(None): "null"}
+
+#: Standard library types with a JSON Schema format (as OpenAPI 3.1 and Pydantic write them).
+_FORMATS: dict[Any, dict[str, str]] = {
+    datetime.datetime: {"type": "string", "format": "date-time"},
+    datetime.date: {"type": "string", "format": "date"},
+    datetime.time: {"type": "string", "format": "time"},
+    datetime.timedelta: {"type": "string", "format": "duration"},
+    uuid.UUID: {"type": "string", "format": "uuid"},
+    decimal.Decimal: {"type": "number"},
+    bytes: {"type": "string", "format": "binary"},
+}
 
 
 def json_schema(annotation: Any, depth: int = 0) -> dict[str, Any]:
@@ -128,13 +143,28 @@ def json_schema(annotation: Any, depth: int = 0) -> dict[str, Any]:
         return {}
     if annotation in _SCALARS:
         return {"type": _SCALARS[annotation]}
+    if annotation in _FORMATS:
+        return dict(_FORMATS[annotation])
     origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
     if origin is typing.Union or (origin is not None and getattr(origin, "__name__", "") == "UnionType"):
-        return {"anyOf": [json_schema(arg, depth + 1) for arg in typing.get_args(annotation)]}
+        return {"anyOf": [json_schema(arg, depth + 1) for arg in args]}
+    if origin is typing.Literal:
+        found: dict[str, Any] = {"enum": list(args)}
+        if args and type(args[0]) in _SCALARS:
+            found["type"] = _SCALARS[type(args[0])]
+        return found
+    if inspect.isclass(annotation) and issubclass(annotation, enum.Enum):
+        values = [member.value for member in annotation]
+        found = {"enum": values}
+        if values and type(values[0]) in _SCALARS:
+            found["type"] = _SCALARS[type(values[0])]
+        return found
     if origin in (list, tuple, set, frozenset):
-        args = typing.get_args(annotation)
         return {"type": "array", "items": json_schema(args[0], depth + 1) if args else {}}
     if origin is dict or annotation is dict:
+        if len(args) == 2:
+            return {"type": "object", "additionalProperties": json_schema(args[1], depth + 1)}
         return {"type": "object"}
     if annotation is list:
         return {"type": "array"}
@@ -170,35 +200,84 @@ def _response_model_schema(hint: Any, components: dict[str, Any]) -> dict[str, A
     return None
 
 
-def _operation(handler: Callable[..., Any], path_params: list[str], name: str, tags: list[str],
+class RouteDoc(NamedTuple):
+    """What the OpenAPI document says of one route, as it was registered
+    (``app.add_route``'s arguments of the same names)."""
+
+    method: str
+    path: str
+    handler: Callable[..., Any]
+    name: str
+    tags: list[str]
+    auth_required: bool = False
+    status_code: int | None = None
+    response_model: Any = None
+    responses: dict[int | str, Any] | None = None
+    deprecated: bool = False
+    include_in_schema: bool = True
+    description: str | None = None  # instead of the handler's docstring
+    operation_id: str | None = None
+
+
+def _schema(annotation: Any, components: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of ``annotation``: a pydantic model's (or a list of
+    them) with its nested models added to ``components``, else :func:`json_schema`'s."""
+    found = _response_model_schema(annotation, components)
+    return found if found is not None else json_schema(annotation)
+
+
+def _responses(extra: dict[int | str, Any], components: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``responses=``: each value a description, or a Response Object whose
+    ``model`` (a type) becomes its JSON schema."""
+    built: dict[str, dict[str, Any]] = {}
+    for status, value in extra.items():
+        if isinstance(value, str):
+            built[str(status)] = {"description": value}
+            continue
+        if not isinstance(value, dict):
+            raise TypeError(f"responses[{status!r}] must be a description (str) or a Response Object (dict), "
+                            f"not {type(value).__name__}")
+        obj = {k: v for k, v in value.items() if k != "model"}
+        obj.setdefault("description", "")
+        if value.get("model") is not None:
+            obj.setdefault("content", {})["application/json"] = {"schema": _schema(value["model"], components)}
+        built[str(status)] = obj
+    return built
+
+
+def _operation(doc: RouteDoc, path_params: list[str], security: list[str],
                components: dict[str, Any]) -> dict[str, Any]:
     """The Operation Object of one route; the schemas of the pydantic models it
     names are added to ``components`` (the document's ``components.schemas``)."""
+    handler = doc.handler
     operation: dict[str, Any] = {
-        "summary": name or getattr(handler, "__name__", ""),
-        "description": inspect.getdoc(handler) or "",
-        "tags": list(tags),
+        "summary": doc.name or getattr(handler, "__name__", ""),
+        "description": doc.description if doc.description is not None else inspect.getdoc(handler) or "",
+        "tags": list(doc.tags),
         "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                        for p in path_params],
-        "responses": {"200": {"description": "Successful Response",
-                              "content": {"application/json": {"schema": {}}}}},
     }
+    if doc.operation_id is not None:
+        operation["operationId"] = doc.operation_id
+    if doc.deprecated:
+        operation["deprecated"] = True
+    if doc.auth_required and security:
+        operation["security"] = [{name: []} for name in security]
     try:
         hints = typing.get_type_hints(handler)
     except Exception:  # unresolvable annotations: the operation without schemas
         hints = {}
+    returned = doc.response_model if doc.response_model is not None else hints.get("return")
+    response_schema: dict[str, Any] = {}
+    if returned is not None and returned is not Response and returned is not type(None):
+        response_schema = _schema(returned, components)
     for pname, hint in hints.items():
         if pname == "return":
-            returned = _response_model_schema(hint, components)
-            if returned is None and typing.is_typeddict(hint):
-                returned = json_schema(hint)
-            if returned is not None:
-                operation["responses"]["200"]["content"]["application/json"]["schema"] = returned
             continue
         if models.is_model_class(hint):
             operation["requestBody"] = {"content": {"application/json": {"schema": models.schema(hint, components)}},
                                         "required": True}
-        elif inspect.isclass(hint) and issubclass(hint, (Body, JsonBody)):
+        elif inspect.isclass(hint) and (issubclass(hint, (Body, JsonBody)) or typing.is_typeddict(hint)):
             schema = json_schema(hint)
             schema.setdefault("properties", {})  # a bare Body/JsonBody: a JSON object of any fields
             operation["requestBody"] = {"content": {"application/json": {"schema": schema}}}
@@ -210,6 +289,11 @@ def _operation(handler: Callable[..., Any], path_params: list[str], name: str, t
                     continue
                 operation["parameters"].append({"name": field, "in": "query", "required": False,
                                                 "schema": json_schema(ftype)})
+    success = str(doc.status_code) if doc.status_code is not None else "200"
+    operation["responses"] = {success: {"description": "Successful Response",
+                                        "content": {"application/json": {"schema": response_schema}}}}
+    if doc.responses:
+        operation["responses"].update(_responses(doc.responses, components))
     return operation
 
 
@@ -257,14 +341,30 @@ class OpenAPI:
         self.openapi_spec = spec
 
     def add_route(self, method: str, path: str, handler: Callable[..., Any], name: str = "",
-                  tags: list[str] | None = None) -> None:
-        """Describe one route."""
-        api_path, params = _openapi_path(path)
+                  tags: list[str] | None = None, **details: Any) -> None:
+        """Describe one route; ``details`` are :class:`RouteDoc`'s other
+        fields (``auth_required``, ``status_code``, ``response_model``,
+        ``responses``, ``deprecated``, ``include_in_schema``)."""
+        self.describe(RouteDoc(method, path, handler, name, list(tags) if tags else [method.lower()], **details))
+
+    def describe(self, doc: RouteDoc) -> None:
+        """Describe the route ``doc`` (nothing when it is left out of the schema)."""
+        if not doc.include_in_schema:
+            return
+        api_path, params = _openapi_path(doc.path)
         components = self.openapi_spec.setdefault("components", {})
         if not isinstance(components.get("schemas"), dict):
             components["schemas"] = {}
-        self.openapi_spec["paths"].setdefault(api_path, {})[method.lower()] = _operation(
-            handler, params, name, tags or [method.lower()], components["schemas"])
+        schemes = list(components.get("securitySchemes") or {})
+        self.openapi_spec["paths"].setdefault(api_path, {})[doc.method.lower()] = _operation(
+            doc, params, schemes, components["schemas"])
+
+    def add_security_scheme(self, name: str, scheme: dict[str, Any]) -> None:
+        """A Security Scheme Object (OpenAPI 3.1 §4.8.27) under ``components``;
+        ``auth_required`` routes described afterwards list every scheme as
+        their ``security``."""
+        components = self.openapi_spec.setdefault("components", {})
+        components.setdefault("securitySchemes", {})[name] = scheme
 
     def json(self) -> str:
         return json.dumps(self.openapi_spec)

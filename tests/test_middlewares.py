@@ -93,6 +93,19 @@ def make_app() -> Robyn:
     def never_post() -> str:
         raise AssertionError("the handler must not run after an early answer")
 
+    @app.before_request("/early-dict")
+    def early_dict() -> dict[str, bool]:
+        return {"blocked": True}
+
+    @app.before_request("/early-tuple")
+    def early_tuple() -> tuple[str, dict[str, str], int]:
+        return ("denied", {"x-why": "tuple"}, 403)
+
+    @app.get("/early-dict")
+    @app.get("/early-tuple")
+    def never_either() -> str:
+        raise AssertionError("the handler must not run after an early answer")
+
     @app.after_request("/none")
     def keeps(response: Response) -> None:
         response.headers.set("x-kept", "yes")
@@ -164,8 +177,18 @@ def test_before_middleware_answers_early(server: Any) -> None:
     status, headers, body = fetch(server.port, "GET", "/early")
     assert (status, body) == (401, b"no entry")
     assert headers["x-early"] == "yes"
-    assert "x-global-after" not in headers  # after-request middlewares do not run
+    assert headers["x-global-after"] == "1"  # the after-request middlewares still run (Robyn 0.80+)
     assert headers["server"] == "robyn_fast-test"
+
+
+def test_before_middleware_answers_with_a_plain_value(server: Any) -> None:
+    status, headers, body = fetch(server.port, "GET", "/early-dict")
+    assert (status, body) == (200, b'{"blocked":true}')
+    assert headers["content-type"] == "application/json"
+    assert headers["x-global-after"] == "1"
+    status, headers, body = fetch(server.port, "GET", "/early-tuple")
+    assert (status, body, headers["x-why"]) == (403, b"denied", "tuple")
+    assert headers["x-global-after"] == "1"
 
 
 def test_after_middleware_returning_none_keeps_the_response(server: Any) -> None:

@@ -251,16 +251,20 @@ def test_typed_query_parameters(loop_kind: str) -> None:
 
     @app.websocket("/room")
     async def room(websocket: WebSocketAdapter, name: str, count: int = 3, loud: bool = False,
-                   note: str | None = None) -> None:
+                   note: str | None = None, ids: list[int] | None = None) -> None:
         await websocket.send_json({"name": name, "count": count, "loud": loud, "note": note,
-                                   "qp": websocket.query_params.get("name")})
+                                   "qp": websocket.query_params.get("name"), "ids": ids})
         await websocket.receive_text()
 
     with running(app, loop_kind) as srv:
         c = client(srv, "/room?name=lobby")
-        assert json.loads(c.recv()) == {"name": "lobby", "count": 3, "loud": False, "note": None, "qp": "lobby"}
-        c = client(srv, "/room?name=a%20b&count=7&loud=true&note=hi")
-        assert json.loads(c.recv()) == {"name": "a b", "count": 7, "loud": True, "note": "hi", "qp": "a b"}
+        assert json.loads(c.recv()) == {"name": "lobby", "count": 3, "loud": False, "note": None, "qp": "lobby",
+                                        "ids": None}
+        c = client(srv, "/room?name=a%20b&count=7&loud=true&note=hi&ids=1&ids=2")
+        assert json.loads(c.recv()) == {"name": "a b", "count": 7, "loud": True, "note": "hi", "qp": "a b",
+                                        "ids": [1, 2]}
+        answer = raw_upgrade(srv.port, "/room?name=x&ids=1&ids=two")
+        assert b"invalid value 'two' for query parameter 'ids': expected int" in answer
         answer = raw_upgrade(srv.port, "/room?count=1")
         assert answer.startswith(b"HTTP/1.1 400 ")
         assert b"missing required query parameter 'name'" in answer
@@ -276,7 +280,7 @@ def test_unbindable_parameter_fails_at_decoration() -> None:
     app = Robyn(__file__)
     with pytest.raises(TypeError, match="cannot bind parameter 'things'"):
         @app.websocket("/ws")
-        async def handler(websocket: Any, things: list[int]) -> None: ...
+        async def handler(websocket: Any, things: dict[str, int]) -> None: ...
     with pytest.raises(TypeError, match="takes an async function"):
         @app.websocket("/sync")
         def sync_handler(websocket: Any) -> None: ...

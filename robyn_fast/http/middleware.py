@@ -11,9 +11,11 @@ exactly as if this module did not exist, at no cost per request.
 Order for one request, as in Robyn: the global request headers are set on
 the request; the before-request middlewares run, global ones first, then
 the route's (auth first of those); one that returns a
-:class:`~robyn_fast.http.types.Response` answers the request at once (the
-handler and the after-request middlewares do not run); one that returns a
-:class:`~robyn_fast.http.types.Request` replaces the request. Then the
+:class:`~robyn_fast.http.types.Request` replaces the request; one that
+returns a :class:`~robyn_fast.http.types.Response`, or any value a handler
+may return (a dict, a ``(body, headers, status)`` tuple...), answers the
+request: the handler does not run, the global response headers and the
+after-request middlewares do (as in Robyn 0.80+). Then the
 handler; an exception from it goes to the exception handler, whose return
 value is the response. Then the global response headers are added (fields
 the response already has are left as they are; not for an excluded path),
@@ -152,29 +154,33 @@ class Middlewares:
         self.changed()
 
     def chain_for(self, method: str, path: str | None, auth: Middleware | None = None,
-                  scope: Middlewares | None = None) -> Chain | None:
+                  scopes: tuple[tuple[Middlewares, str], ...] = ()) -> Chain | None:
         """The chain of the route ``method path`` (None when nothing
-        applies): this registry's global middlewares, then ``scope``'s (a
-        sub-router's, for its routes), then authentication, then the
-        endpoint middlewares of this path; loading the session (this
-        registry's, else ``scope``'s) before all of them and saving it
-        after all the after-request ones. ``path`` None: a request no
-        route answers (the global middlewares and headers only)."""
-        key = compile_path(path).key if path is not None else None
+        applies): this registry's global middlewares, then those of each
+        of ``scopes`` (the sub-routers the route comes from, outermost
+        first, each with the route's path there), then authentication,
+        then the endpoint middlewares of this path in each registry;
+        loading the session (this registry's, else the first scope's that
+        has one) before all of them and saving it after all the
+        after-request ones. ``path`` None: a request no route answers (the
+        global middlewares and headers only)."""
         before = list(self.global_before)
         after = list(self.global_after)
-        registries = [self] if scope is None else [self, scope]
-        if scope is not None:
+        for scope, _ in scopes:
             before.extend(scope.global_before)
             after.extend(scope.global_after)
-        sessions = self.sessions if self.sessions is not None or scope is None else scope.sessions
+        sessions = next((r.sessions for r in (self, *(scope for scope, _ in scopes)) if r.sessions is not None), None)
         if sessions is not None:
             before.insert(0, sessions[0])
         if auth is not None:
             before.append(auth)
-        for registry in registries:
+        key = compile_path(path).key if path is not None else None
+        for registry, local in ((self, path), *scopes):
+            if local is None:
+                continue
+            local_key = key if registry is self else compile_path(local).key
             for ep_key, ep_method, mw in registry.endpoint:
-                if ep_key == key and (ep_method is None or ep_method == method):
+                if ep_key == local_key and (ep_method is None or ep_method == method):
                     (before if mw.kind == BEFORE else after).append(mw)
         if sessions is not None:
             after.append(sessions[1])

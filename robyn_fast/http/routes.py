@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, Union
 from urllib.parse import urlsplit
 
-from ..binding import Arg, Attr, Call, Dependency, Item, Source, bind_parameters
+from ..binding import CONVERTIBLE, Arg, Attr, Call, Converter, Dependency, Item, Source, bind_parameters, converter
 from ..dependency_injection import DependencyMap
 from .. import models
 from ..exceptions import (
@@ -32,6 +32,7 @@ from ..exceptions import (
     AuthenticationNotConfigured,
     HTTPError,
     InvalidHeader,
+    InvalidParameter,
     MethodNotAllowed,
     NotFound,
     UnboundParameter,
@@ -43,6 +44,7 @@ from .middleware import AFTER, BEFORE, Chain, Middleware, Middlewares
 from .router import Router, compile_path
 from .streaming import StreamedReply, StreamingResponse, body_chunks
 from .types import (
+    APPLICATION_JSON,
     TEXT_PLAIN,
     Headers,
     QueryParams,
@@ -104,6 +106,42 @@ def _json_body(request: Request) -> Any:
                         [("Content-Type", "application/json")]) from exc
 
 
+def _typed(name: str, conv: Converter, default: Any, in_path: bool) -> Callable[[Request], Any]:
+    """The value of typed parameter ``name`` for a request: its path
+    parameter (``in_path``) or query parameter converted by ``conv``; when
+    absent, ``default``, else None if optional, else
+    :class:`InvalidParameter` (as every conversion error)."""
+    convert, type_name, many, optional = conv
+
+    def value(text: str) -> Any:
+        try:
+            return convert(text)
+        except (ValueError, TypeError, ArithmeticError):
+            raise InvalidParameter(400, f"Invalid value '{text}' for parameter '{name}': expected {type_name}") \
+                from None
+
+    def absent() -> Any:
+        if default is not inspect.Parameter.empty:
+            return default
+        if optional:
+            return None
+        raise InvalidParameter(400, f"Missing required parameter: '{name}'")
+
+    if many:
+        def every(request: Request) -> Any:
+            texts = request.query_params.get_all(name)
+            return absent() if texts is None else [value(t) for t in texts]
+
+        return every
+    source = "path_params" if in_path else "query_params"
+
+    def one(request: Request) -> Any:
+        text = getattr(request, source).get(name)
+        return absent() if text is None else value(text)
+
+    return one
+
+
 def _by_annotation(annotation: Any) -> Source | None:
     if annotation is inspect.Parameter.empty:
         return None
@@ -119,6 +157,8 @@ def _by_annotation(annotation: Any) -> Source | None:
             return Attr(0, "body")
         if issubclass(annotation, QueryParams):
             return Attr(0, "query_params")
+        if typing.is_typeddict(annotation):
+            return Call(_json_body)
     return None
 
 
@@ -143,6 +183,8 @@ def bind_http(
     dependencies: DependencyMap,
     owner: Any,
     path: str,
+    *,
+    legacy: bool = False,
 ) -> Callable[[Request], Any]:
     """``handler`` as a function of the request, resolved once.
 
@@ -150,21 +192,28 @@ def bind_http(
     its annotation (``Request``, ``QueryParams`` or a subclass, ``Headers``,
     ``PathParams``, ``Body`` or a subclass, ``Method``, ``Url``,
     ``FormData``, ``Files``, ``IPAddress``, ``Identity``: that part of the
-    request; a pydantic model: the body validated into it, or 422 with the
-    errors, see :mod:`robyn_fast.models`); its name (``request``/``req``/``r``, ``path_params``,
-    ``query_params``, ``headers``, ``body``, ``method``, ``url``,
-    ``ip_addr``, ``identity``, ``form_data``, ``files``;
+    request; ``JsonBody`` or a subclass, or a ``TypedDict``: the body parsed
+    as JSON, 400 if it is not; a pydantic model: the body validated into it, or 422
+    with the errors, see :mod:`robyn_fast.models`); its name (``request``/``req``/``r``,
+    ``path_params``, ``query_params``, ``headers``, ``body``, ``method``,
+    ``url``, ``ip_addr``, ``identity``, ``form_data``, ``files``;
     ``global_dependencies`` and ``router_dependencies`` get those dicts of
-    ``dependencies``, ``owner`` being the router); a parameter named like a
-    path parameter of ``path`` gets its value; one named like an injected
-    dependency gets it (looked up at each call). A parameter with a default
-    that matches none is left to its default; any other raises
-    :class:`UnboundParameter` (a ``TypeError``) naming the handler and the
-    parameter, here, not when a request comes: a lone parameter of another
-    name (``def handler(rq)``) is not taken for the request, as in Robyn
-    0.77-0.79, whose apps answer such a route 500 (``SyntaxError:
-    Unexpected request params found``), which the lenient registration of
-    the compat app reproduces.
+    ``dependencies``, ``owner`` being the router); a parameter named like
+    an injected dependency gets it (looked up at each call). Any other is a
+    typed parameter, as in Robyn 0.80+: the path parameter of that name, or
+    else the query parameter, converted to its annotation (none: ``str``;
+    see :func:`robyn_fast.binding.converter`; ``list[T]`` takes every value
+    of a repeated one), its default when absent (None for ``T | None``);
+    a request that lacks a required one or holds text of another type is
+    answered 400 naming it (:class:`InvalidParameter`). An annotation that
+    no rule takes raises :class:`UnboundParameter` (a ``TypeError``) naming
+    the handler and the parameter, here, not when a request comes.
+
+    A parameter no rule takes that has a default is left to it.
+
+    ``legacy``: Robyn 0.77-0.79's rules instead, for the compat app: no
+    query parameter by name (such a parameter without a default cannot be
+    bound).
     """
     name = _handler_name(handler)
     try:
@@ -180,7 +229,8 @@ def bind_http(
     sources: list[tuple[inspect.Parameter, Source]] = []
     bodies: list[str] = []
     for p in parameters:
-        source = _by_annotation(annotations[p.name])
+        annotation = annotations[p.name]
+        source = _by_annotation(annotation)
         if source is not None:
             pass
         elif models.is_model_class(annotations[p.name]):
@@ -192,20 +242,24 @@ def bind_http(
             source = Call(lambda _r: dependencies.get_global_dependencies())
         elif p.name == "router_dependencies":
             source = Call(lambda _r: dependencies.get_router_dependencies(owner))
-        elif p.name in path_names:
+        elif p.name in path_names and annotation in (p.empty, str):
             source = Item(0, "path_params", p.name)
         elif p.name in injected:
             source = Dependency(p.name, (router_deps, global_deps))
         if source is None:
-            if p.default is not p.empty:
-                continue
-            raise UnboundParameter(
-                f"cannot bind parameter {p.name!r} of HTTP handler {name} for {path!r}: it is not the "
-                f"request, path_params, query_params, headers, body, method, url, ip_addr, identity, "
-                f"form_data, files, a path parameter of {path!r}, an injected dependency, "
-                "global_dependencies or router_dependencies, by name or by type annotation (inject "
-                "dependencies before decorating the handler)"
-            )
+            conv = None if legacy and p.name not in path_names else converter(annotation)
+            if conv is None:
+                if p.default is not p.empty:
+                    continue  # left to its default
+                why = ("Robyn 0.77-0.79 reads no query parameter by name" if legacy
+                       else f"its annotation {annotation!r} is none of {CONVERTIBLE}")
+                raise UnboundParameter(
+                    f"cannot bind parameter {p.name!r} of HTTP handler {name} for {path!r}: it is not the "
+                    f"request, path_params, query_params, headers, body, method, url, ip_addr, identity, "
+                    f"form_data, files, an injected dependency, global_dependencies or router_dependencies, by "
+                    f"name or by type annotation, and as a query or path parameter {why}"
+                )
+            source = Call(_typed(p.name, conv, p.default, p.name in path_names))
         sources.append((p, source))
     if len(bodies) > 1:
         raise ArgumentTypeError(
@@ -224,7 +278,7 @@ class Route:
     """
 
     __slots__ = ("method", "path", "handler", "name", "call", "const", "cached", "auth_required", "chain",
-                 "unbound", "scope", "auth_from")
+                 "unbound", "owner", "scopes", "status", "model", "legacy")
 
     def __init__(self, handler: Handler, call: Callable[[Request], Any], const: bool, method: str = "GET",
                  path: str = "/", auth_required: bool = False) -> None:
@@ -239,11 +293,17 @@ class Route:
         self.chain: Chain | None = None
         #: Why the handler's parameters cannot be bound (lenient registration), else None.
         self.unbound: str | None = None
-        #: A sub-router's middlewares, for its routes.
-        self.scope: Middlewares | None = None
-        #: The registries whose authentication handler applies, innermost
-        #: sub-router first; the app's own comes after them.
-        self.auth_from: tuple[Middlewares, ...] = ()
+        #: (call, unbound) under Robyn 0.77-0.79's binding rules (Robyn apps only), else None.
+        self.legacy: tuple[Callable[[Request], Any], str | None] | None = None
+        #: The status of a response made from the handler's return value (None: render()'s).
+        self.status: int | None = None
+        #: The pydantic model a returned dict is validated into (``response_model``), or None.
+        self.model: Any = None
+        #: The router whose ``router_dependencies`` the handler gets (None: the registry's owner).
+        self.owner: Any = None
+        #: The middleware registries of the sub-routers this route came through, outermost first,
+        #: each with the route's path there (a sub-router's endpoint middlewares use its own paths).
+        self.scopes: tuple[tuple[Middlewares, str], ...] = ()
 
 
 class _Raised:
@@ -277,6 +337,7 @@ class _Exchange:
 
 
 _NOTHING: Any = object()
+_ANSWERED: Any = object()  # a before-request middleware answered: on to the after-request ones
 
 
 class Routes:
@@ -310,6 +371,9 @@ class Routes:
         self.middlewares = Middlewares(self.resolve)
         self.strict = True
         self.stringify = False
+        #: Not strict only: bind parameters by Robyn 0.77-0.79's rules, from the next :meth:`resolve` on
+        #: (the compat app's ``Config.robyn_version`` before 0.80).
+        self.robyn_079 = False
         #: The body of a 404 (Robyn sends "Not found"); None: the reason phrase.
         self.not_found_text: str | None = None
         # What answers a path no route has (404) or a method it lacks (405)
@@ -317,38 +381,67 @@ class Routes:
         self._fallback: Route | None = None
 
     def add(self, method: str, path: str, handler: Handler, const: bool = False, auth_required: bool = False,
-            owner: Any = _NOTHING, scope: Middlewares | None = None,
-            auth_from: Sequence[Middlewares] = ()) -> Route:
+            owner: Any = _NOTHING, scopes: tuple[tuple[Middlewares, str], ...] = (),
+            status: int | None = None, model: Any = None) -> Route:
         """Register ``handler`` for ``method`` at ``path``; its parameters are
         bound now (``TypeError`` for one that cannot be, when strict).
         ``owner``: the router whose ``router_dependencies`` the handler gets
-        (this app's by default; a sub-router's for its routes); ``scope``:
-        a sub-router's own middlewares, which run around this route only;
-        ``auth_from``: the sub-routers' registries (innermost first) whose
-        authentication handler, the first one set, authenticates this
-        route rather than this app's."""
+        (this app's by default; a sub-router's for its routes); ``scopes``:
+        the middlewares of the sub-routers the route comes from, outermost
+        first, with the route's path in each, which run around this route
+        only. ``status``: the status of a response made from what the
+        handler returns (a ``Response``, a stream or a tuple keep their own);
+        ``model``: a pydantic 2 model that a returned ``dict`` is validated
+        into and sent as (the route's ``response_model``)."""
         if not callable(handler):
             raise TypeError(f"a route handler must be callable, not {type(handler).__name__}")
         if not isinstance(path, str):
             raise TypeError(f"a route path must be a str, not {type(path).__name__}")
         method = method.upper()
-        unbound: str | None = None
-        try:
-            call = bind_http(handler, self._dependencies, self._owner if owner is _NOTHING else owner, path)
-        except UnboundParameter as exc:
-            if self.strict:
-                raise
-            log.error("%s %s: %s; the route answers 500", method, path, exc)
-            unbound = str(exc)
-            call = _refuse(unbound)
+        router = self._owner if owner is _NOTHING else owner
+        call, unbound = self._bind(handler, router, method, path, status, model, legacy=False)
         route = Route(handler, call, const, method, path, auth_required)
+        route.status = status
+        route.model = model
         route.unbound = unbound
-        route.scope = scope
-        route.auth_from = tuple(auth_from)
+        if not self.strict:  # Robyn apps: the binding of Robyn 0.77-0.79 too, should they ask for it
+            route.legacy = self._bind(handler, router, method, path, status, model, legacy=True)
+        route.owner = None if owner is _NOTHING else owner
+        route.scopes = scopes
         self.router.add(method, path, route)
         self._routes.append(route)
         route.chain = self._chain(route)
         return route
+
+    def _bind(self, handler: Handler, router: Any, method: str, path: str, status: int | None, model: Any,
+              legacy: bool) -> tuple[Callable[[Request], Any], str | None]:
+        """The route's call, and why its parameters cannot be bound (None
+        when they can): when not strict, such a route answers 500."""
+        unbound: str | None = None
+        try:
+            call = bind_http(handler, self._dependencies, router, path, legacy=legacy)
+        except UnboundParameter as exc:
+            if self.strict:
+                raise
+            if not legacy:
+                log.error("%s %s: %s; the route answers 500", method, path, exc)
+            unbound = str(exc)
+            call = _refuse(unbound)
+        if status is not None or model is not None:
+            call = _reshaped(call, status, model, self.stringify)
+        return call, unbound
+
+    def _bind_as_robyn_079(self) -> None:
+        """Robyn 0.77-0.79's parameter binding for every route: a parameter
+        that only Robyn 0.80+ reads from the query makes its route answer
+        500, as there; logged once per route."""
+        for route in self._routes:
+            if route.legacy is None:
+                continue
+            route.call, route.unbound = route.legacy
+            route.legacy = None
+            if route.unbound is not None:
+                log.error("%s %s: %s; the route answers 500", route.method, route.path, route.unbound)
 
     def all(self) -> list[Route]:
         """Every route, in registration order."""
@@ -357,12 +450,14 @@ class Routes:
     def _chain(self, route: Route) -> Chain | None:
         auth = Middleware(functools.partial(self._authenticate, route), BEFORE, 1, "authentication") \
             if route.auth_required else None
-        return self.middlewares.chain_for(route.method, route.path, auth, route.scope)
+        return self.middlewares.chain_for(route.method, route.path, auth, route.scopes)
 
     def resolve(self) -> None:
         """Resolve every route's chain again (after a middleware, a global
         header or the exception handler changed; the server calls it as it
         starts, for changes made to the header collections directly)."""
+        if self.robyn_079:
+            self._bind_as_robyn_079()
         for route in self._routes:
             route.chain = self._chain(route)
         chain = self.middlewares.chain_for("*", None)
@@ -378,7 +473,7 @@ class Routes:
         handler of the innermost sub-router that has one, else this app's;
         its ``authenticate(request)`` may be ``async def`` (awaited then)."""
         handler = None
-        for registry in route.auth_from:
+        for registry, _ in reversed(route.scopes):  # the innermost sub-router first
             handler = registry.authentication_handler
             if handler is not None:
                 break
@@ -548,7 +643,9 @@ class Routes:
                     if inspect.isawaitable(result):
                         return _Pending(pos, result)
             done = self._absorb(ex, pos, n_before, result)
-            if done is not None:
+            if done is _ANSWERED:
+                pos = n_before  # the handler is skipped; the after-request middlewares run
+            elif done is not None:
                 return done
             if pos == end:
                 return self._send(ex)
@@ -573,21 +670,26 @@ class Routes:
 
     def _absorb(self, ex: _Exchange, pos: int, n_before: int, result: Any) -> Reply | _Pending | None:
         """Take step ``pos``'s outcome; the response bytes when the exchange
-        ends here, a step to wait for, or None to go on."""
+        ends here, a step to wait for, :data:`_ANSWERED` when a
+        before-request middleware answered, or None to go on."""
         if pos < n_before:
             mw = ex.chain.before[pos]
             if isinstance(result, _Raised):
                 return self._failed(ex, f"before_request middleware {mw.name} raised", result.exc)
-            if isinstance(result, Response):
-                ex.response = result
-                self._add_response_headers(ex)
-                return self._send(ex)
             if isinstance(result, Request):
                 ex.request = result
-            elif result is not None:
-                return self._failed(ex, f"before_request middleware {mw.name} returned "
-                                        f"{type(result).__name__}, not a Request or a Response", None)
-            return None
+                return None
+            if result is None:
+                return None
+            # Anything else answers at once, as a handler's return value would (Robyn 0.80+).
+            try:
+                ex.response = to_response(result, stringify=self.stringify)
+            except (InvalidHeader, TypeError, ValueError) as unusable:
+                return self._failed(ex, f"before_request middleware {mw.name} returned {type(result).__name__}, "
+                                        "which is not a Request nor a response", unusable)
+            self._add_response_headers(ex)
+            answered: Reply | _Pending | None = _ANSWERED
+            return answered
         if pos == n_before:
             if isinstance(result, _Raised):
                 exc = result.exc
@@ -687,6 +789,41 @@ def _identify(handler: Any, request: Request, identity: Any) -> Request | Respon
 
 def _no_route(_request: Request) -> Any:
     raise NotFound()
+
+
+def _reshaped(call: Callable[[Request], Any], status: int | None, model: Any,
+              stringify: bool) -> Callable[[Request], Any]:
+    """``call`` whose plain return values (not a ``Response``, a stream or a
+    tuple, which carry their own status) become a response of ``status``;
+    a ``dict`` goes through ``model`` first (validated with its
+    ``model_validate``, sent as its ``model_dump_json()``: a pydantic 2
+    model's methods), as Robyn 0.88 applies a route's ``response_model``."""
+
+    def restatus(result: Any) -> Any:
+        if isinstance(result, (Response, StreamingResponse, tuple)):
+            return result
+        if model is not None and isinstance(result, dict):
+            return Response(status or 200, Headers([("content-type", APPLICATION_JSON)]),
+                            model.model_validate(result).model_dump_json())
+        if status is None:
+            return result
+        try:
+            response = to_response(result, stringify=stringify)
+        except UnsupportedResponseType:
+            return result  # answered as any value of this type is (a 500, logged)
+        response.status_code = status
+        return response
+
+    async def finish(pending: Awaitable[Any]) -> Any:
+        return restatus(await pending)
+
+    def with_status(request: Request) -> Any:
+        result = call(request)
+        if inspect.isawaitable(result):
+            return finish(result)
+        return restatus(result)
+
+    return with_status
 
 
 def _refuse(reason: str) -> Callable[[Request], Any]:

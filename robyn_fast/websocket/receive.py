@@ -38,9 +38,9 @@ import inspect
 import json
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
-from ..binding import Arg, Attr, Call, Dependency, Item, Source, bind_parameters
+from ..binding import CONVERTIBLE, Arg, Attr, Call, Converter, Dependency, Item, Source, bind_parameters, converter
 from ..config import Config
 from ..encoding import dumps
 from ..exceptions import HandshakeError, WebSocketDisconnect
@@ -57,44 +57,21 @@ log = get_logger("robyn_fast.websocket")
 
 Kwargs = Callable[["WebSocketAdapter", QueryParams], dict[str, Any]]
 
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
-
-
-def _to_bool(value: str) -> bool:
-    low = value.lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError(value)
-
-
-_CONVERTERS: dict[Any, Callable[[str], Any]] = {str: str, int: int, float: float, bool: _to_bool}
-
-
-def _converter(annotation: Any) -> tuple[Callable[[str], Any], str] | None:
-    """How to turn a query string value into ``annotation``: ``str``, ``int``,
-    ``float``, ``bool``, one of them ``| None``, or no annotation (str)."""
-    if annotation is inspect.Parameter.empty or annotation is Any:
-        return str, "str"
-    origin = typing.get_origin(annotation)
-    if origin is Union or type(annotation).__name__ == "UnionType":
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return _converter(args[0])
-        return None
-    conv = _CONVERTERS.get(annotation)
-    return None if conv is None else (conv, annotation.__name__)
-
-
-def _query_value(pname: str, conv: Callable[[str], Any], default: Any) -> Callable[[WebSocketAdapter], Any]:
+def _query_value(pname: str, conv: Converter, default: Any) -> Callable[[WebSocketAdapter], Any]:
     """The typed query parameter ``pname`` of a connection (checked before
     the upgrade, so a conversion here cannot fail)."""
+    convert = conv.convert
+
+    if conv.many:
+        def every(ws: WebSocketAdapter) -> Any:
+            texts = ws.query_params.get_all(pname)
+            return default if texts is None else [convert(t) for t in texts]
+
+        return every
 
     def get(ws: WebSocketAdapter) -> Any:
         raw = ws.query_params.get(pname)
-        return default if raw is None else conv(raw)
+        return default if raw is None else convert(raw)
 
     return get
 
@@ -107,7 +84,7 @@ class _Binder:
     ``QueryParams`` annotation), ``path_params``, ``headers`` (or a
     ``Headers`` annotation), a path parameter by name and an injected
     dependency by name get those; everything else is a typed query parameter
-    (``str``/``int``/``float``/``bool``, optional ones ``| None``) with its
+    (see :func:`robyn_fast.binding.converter`; ``T | None`` is None when absent, ``list[T]`` every value) with its
     default. ``check`` refuses a query that lacks a required one or holds a
     value of the wrong type."""
 
@@ -126,8 +103,8 @@ class _Binder:
         injected = endpoint._known_dependency_names()
         path_names = set(endpoint._path_param_names)
         sources: list[tuple[inspect.Parameter, Source]] = []
-        # (parameter, converter, type name, default or Parameter.empty)
-        self.typed: list[tuple[str, Callable[[str], Any], str, Any]] = []
+        # (parameter, converter, default or Parameter.empty)
+        self.typed: list[tuple[str, Converter, Any]] = []
         for i, p in enumerate(params):
             annotation = hints.get(p.name, p.annotation)
             source: Source
@@ -148,17 +125,17 @@ class _Binder:
             elif p.name in injected:
                 source = Dependency(p.name, endpoint._dependency_maps())
             else:
-                conv = _converter(annotation)
+                conv = converter(annotation)
                 if conv is None:
                     raise TypeError(
                         f"cannot bind parameter {p.name!r} of websocket {what} {name}: a query parameter is "
-                        f"str, int, float or bool (optionally | None), not {annotation!r}; other parameters are "
+                        f"{CONVERTIBLE}, not {annotation!r}; other parameters are "
                         "global_dependencies, router_dependencies, query_params, path_params, headers, a path "
                         "parameter or an injected dependency"
                     )
-                self.typed.append((p.name, conv[0], conv[1], p.default))
+                self.typed.append((p.name, conv, p.default))
                 default = None if p.default is inspect.Parameter.empty else p.default
-                source = Call(_query_value(p.name, conv[0], default))
+                source = Call(_query_value(p.name, conv, default))
             sources.append((p, source))
         self.call: Callable[[WebSocketAdapter], Any] = bind_parameters(fn, 1, sources)
 
@@ -166,18 +143,22 @@ class _Binder:
         """The typed query parameters' values; HandshakeError(400) for a
         missing required one or a value of the wrong type."""
         values: dict[str, Any] = {}
-        for pname, conv, tname, default in self.typed:
-            raw = query.get(pname)
-            if raw is None:
-                if default is inspect.Parameter.empty:
+        for pname, conv, default in self.typed:
+            texts = query.get_all(pname)
+            if not texts:
+                if default is inspect.Parameter.empty and not conv.optional:
                     raise HandshakeError(400, f"missing required query parameter {pname!r}")
-                values[pname] = default
+                values[pname] = None if default is inspect.Parameter.empty else default
                 continue
-            try:
-                values[pname] = conv(raw)
-            except ValueError:
-                raise HandshakeError(
-                    400, f"invalid value {raw!r} for query parameter {pname!r}: expected {tname}") from None
+            converted = []
+            for raw in texts if conv.many else texts[-1:]:
+                try:
+                    converted.append(conv.convert(raw))
+                except (ValueError, TypeError, ArithmeticError):
+                    raise HandshakeError(
+                        400, f"invalid value {raw!r} for query parameter {pname!r}: expected {conv.type_name}"
+                    ) from None
+            values[pname] = converted if conv.many else converted[0]
         return values
 
 

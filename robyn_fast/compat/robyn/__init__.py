@@ -19,8 +19,9 @@ from typing import Any, NamedTuple, NoReturn
 import robyn_fast
 from robyn_fast.compat import UNSUPPORTED_APP_METHODS, UnsupportedRobynMethod, module_getattr
 from robyn_fast.config import Config as _Config
+from robyn_fast.config import robyn_before_080
 from robyn_fast.cors import allow_cors
-from robyn_fast.subrouter import SubRouter as _SubRouter
+from robyn_fast.subrouter import SubRouter as _SubRouter, subrouter_arguments
 
 from . import status_codes
 from .authentication import AuthenticationHandler
@@ -32,7 +33,7 @@ from .openapi import OpenAPI
 from .responses import SSEMessage, SSEResponse, StreamingResponse, html, serve_file, serve_html
 from .robyn import Headers, Request, Response, WebSocketConnector
 from .session import Session, SessionManager
-from .types import JsonBody
+from .types import JsonBody, RequestBody, RequestMethod, RequestURL
 from .ws import WebSocket, WebSocketAdapter, WebSocketDisconnect
 
 __all__ = [
@@ -58,6 +59,9 @@ __all__ = [
     "SSEResponse",
     "SSEMessage",
     "JsonBody",
+    "RequestMethod",
+    "RequestBody",
+    "RequestURL",
     "OpenAPI",
     "HTTPException",
     "WebSocketException",
@@ -117,6 +121,7 @@ class Robyn(robyn_fast.Robyn):
                  *args: Any, **kwargs: Any) -> None:
         super().__init__(file_object, config if isinstance(config, _Config) else None)
         _robyn_mode(self)
+        self.routes.robyn_079 = robyn_before_080(self.config)
         if dependencies is not None:
             if not isinstance(dependencies, DependencyMap):
                 raise TypeError(f"dependencies must be a DependencyMap, not {type(dependencies).__name__}")
@@ -141,12 +146,14 @@ class Robyn(robyn_fast.Robyn):
         elif os.path.exists(os.path.join(self.directory_path, "openapi.json")):
             self.openapi.override_openapi(os.path.join(self.directory_path, "openapi.json"))
 
-    def add_route(self, route_type: str, endpoint: str, handler: Any, const: bool = False,
+    def add_route(self, route_type: Any, endpoint: str, handler: Any, const: bool = False,
                   auth_required: bool = False, openapi_name: str = "", openapi_tags: list[str] | None = None,
-                  *, is_const: bool | None = None, **_: Any) -> Any:
-        """Robyn's ``add_route`` (its ``is_const`` is robyn_fast's ``const``)."""
-        return super().add_route(route_type, endpoint, handler, const if is_const is None else is_const,
-                                 auth_required, openapi_name, openapi_tags)
+                  *, is_const: bool | None = None, **details: Any) -> Any:
+        """Robyn's ``add_route`` (its ``is_const`` is robyn_fast's ``const``;
+        ``status_code``, ``response_model``, ``responses``, ``deprecated``,
+        ``include_in_schema`` as robyn_fast's)."""
+        return super().add_route(str(route_type), endpoint, handler, const if is_const is None else is_const,
+                                 auth_required, openapi_name, openapi_tags, **details)
 
     def start(self, *args: Any, **kwargs: Any) -> None:
         """Robyn's ``start``: serves ``/openapi.json`` and ``/docs`` first (unless
@@ -160,6 +167,10 @@ class Robyn(robyn_fast.Robyn):
             self.serve_openapi()
         super().start(*args, **kwargs)
 
+    def _before_serving(self) -> None:
+        # The settings are final now (flags, environment): the server's resolve() applies it.
+        self.routes.robyn_079 = robyn_before_080(self.config)
+
     @property
     def event_handlers(self) -> dict[Events, FunctionInfo]:
         """The startup and shutdown handlers (the last one of each), keyed by :class:`Events`."""
@@ -171,9 +182,21 @@ class Robyn(robyn_fast.Robyn):
 class SubRouter(_SubRouter):
     """robyn_fast's :class:`~robyn_fast.subrouter.SubRouter` under Robyn's name."""
 
-    def __init__(self, file_object: str, prefix: str = "", config: _Config | None = None, *args: Any,
-                 **kwargs: Any) -> None:
-        super().__init__(file_object, prefix, config if isinstance(config, _Config) else None)
+    def _late(self, what: str) -> None:
+        # Robyn takes a router's routes when it is included and drops later ones without a word: say so.
+        import logging
+
+        logging.getLogger("robyn_fast.compat").error(
+            "%s is registered on a SubRouter already included: it is not served (register it before "
+            "include_router)", what)
+
+    def __init__(self, *args: Any, prefix: str | None = None, tags: list[str] | None = None, config: Any = None,
+                 openapi: Any = None, file_object: str | None = None) -> None:
+        # Robyn's config (an argument_parser.Config) and openapi are its own objects; robyn_fast's Config is taken.
+        file_object, prefix, positional_config = subrouter_arguments(args, prefix, file_object)
+        config = positional_config if config is None else config
+        super().__init__(prefix=prefix, config=config if isinstance(config, _Config) else None,
+                         file_object=file_object, tags=tags)
         _robyn_mode(self)
 
     __getattr__ = _unsupported

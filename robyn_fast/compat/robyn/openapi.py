@@ -7,16 +7,17 @@ has (``OpenAPI(info=OpenAPIInfo(...))``, ``get_openapi_config``,
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
 from robyn_fast.compat import module_getattr
 from robyn_fast.http.types import Response
-from robyn_fast.openapi import Components, Contact, ExternalDocumentation, License, OpenAPIInfo, Server
+from robyn_fast.openapi import Components, Contact, ExternalDocumentation, License, OpenAPIInfo, RouteDoc, Server
 from robyn_fast.openapi import OpenAPI as _OpenAPI
 
-__all__ = ["OpenAPI", "OpenAPIInfo", "Contact", "License", "Server", "ExternalDocumentation", "Components",
-           "str_typed_dict"]
+__all__ = ["OpenAPI", "RouteOpenAPIMeta", "OpenAPIInfo", "Contact", "License", "Server", "ExternalDocumentation",
+           "Components", "str_typed_dict"]
 
 
 class str_typed_dict(TypedDict):  # noqa: N801 (Robyn's name)
@@ -24,6 +25,21 @@ class str_typed_dict(TypedDict):  # noqa: N801 (Robyn's name)
 
     key: str
     value: str
+
+
+@dataclass
+class RouteOpenAPIMeta:
+    """Robyn 0.88's per-route OpenAPI details (what ``add_openapi_path_obj``
+    takes as ``meta``)."""
+
+    status_code: int | None = None
+    deprecated: bool = False
+    include_in_schema: bool = True
+    response_model: Any = None
+    responses: dict[int | str, Any] | None = None
+    summary: str | None = None
+    description: str | None = None
+    operation_id: str | None = None
 
 
 class OpenAPI(_OpenAPI):
@@ -43,15 +59,25 @@ class OpenAPI(_OpenAPI):
         super().override_openapi(path)
         self.openapi_file_override = True
 
-    def add_route(self, method: str, path: str, handler: Callable[..., Any], name: str = "",
-                  tags: list[str] | None = None) -> None:
+    def describe(self, doc: RouteDoc) -> None:
         if not self.openapi_file_override:
-            super().add_route(method, path, handler, name, tags)
+            super().describe(doc)
+
+    def add_security_scheme(self, name: str, scheme: dict[str, Any]) -> None:
+        if not self.openapi_file_override:
+            super().add_security_scheme(name, scheme)
 
     def add_openapi_path_obj(self, route_type: str, endpoint: str, openapi_name: str, openapi_tags: list[str],
-                             handler: Callable[..., Any]) -> None:
-        """Describe the route ``route_type`` (``"get"``...) at ``endpoint``."""
-        self.add_route(route_type, endpoint, handler, openapi_name, openapi_tags)
+                             handler: Callable[..., Any], auth_required: bool = False, meta: Any = None) -> None:
+        """Describe the route ``route_type`` (``"get"``...) at ``endpoint``;
+        ``meta``: Robyn 0.88's :class:`RouteOpenAPIMeta` (or anything with
+        its attributes)."""
+        details = {key: getattr(meta, key) for key in ("status_code", "deprecated", "include_in_schema",
+                                                        "response_model", "responses", "description",
+                                                        "operation_id") if hasattr(meta, key)}
+        summary = getattr(meta, "summary", None)
+        self.add_route(route_type, endpoint, handler, openapi_name if summary is None else summary, openapi_tags,
+                       auth_required=auth_required, **details)
 
     def add_subrouter_paths(self, subrouter_openapi: _OpenAPI) -> None:
         """Take in the paths another document (a sub-router's) describes."""
