@@ -11,8 +11,9 @@ is that server; WebSocket endpoints send through it.
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import os
+import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -22,8 +23,8 @@ from typing import Any
 
 from .config import Config
 from .dependency_injection import DependencyMap
-from .exceptions import InvalidState
-from .logs import get_logger
+from .exceptions import ConfigError, InvalidState
+from .logs import AUTO, LogConfig, configure_logging, get_logger
 from .http.files import directory_handler
 from .http.middleware import AFTER, BEFORE, Middlewares
 from .http.router import Router, join_prefix
@@ -33,7 +34,7 @@ from .openapi import SWAGGER_UI_FILES, OpenAPI, local_swagger_ui
 from . import cli, metrics
 from .server import ServedEndpoint, Server
 from .websocket.receive import websocket_decorator
-from .workers.launch import launch
+from .workers.launch import launch, serve as serve_on_this_loop
 
 __all__ = ["Robyn"]
 
@@ -440,9 +441,11 @@ class Robyn:
         argv: Sequence[str] | None = None,
         broker: str | None = None,
         ssl: SSLContext | None = None,
+        log_config: LogConfig = AUTO,
     ) -> None:
         """Serve until SIGINT/SIGTERM, then close every WebSocket with 1001
-        and return.
+        and return. Blocks, in an event loop of its own: inside a running
+        loop use :meth:`serve` (:class:`~robyn_fast.exceptions.InvalidState` says so).
 
         Reads Robyn's command line from ``argv`` (default ``sys.argv[1:]``;
         pass ``[]`` when the script has flags of its own) and Robyn's
@@ -459,26 +462,31 @@ class Robyn:
         (:func:`robyn_fast.tls.server_context` makes one from PEM files). A
         busy port prints one line and exits with status 1; a bad flag or
         variable, or TLS files that cannot be used, exit with status 2.
+
+        Logging (:func:`robyn_fast.logs.configure_logging`): with
+        ``log_config="auto"`` (or ``--log-config``), robyn_fast configures
+        logging only when the app has not; ``None`` never; a dict or a file
+        configures it so. Every line, "serving on" and "shutting down"
+        included, is a record of a ``robyn_fast.*`` logger.
         """
+        _not_in_a_running_loop("app.start()", "await app.serve(host, port)")
         prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "app"
         options = cli.parse(sys.argv[1:] if argv is None else argv, prog)
         try:
             if self._env_file_error is not None:
                 raise self._env_file_error
             settings = cli.resolve(options, os.environ, host, port, processes, workers, client_timeout,
-                                   keep_alive_timeout, broker, ssl)
+                                   keep_alive_timeout, broker, ssl, log_config)
+            try:
+                configure_logging(settings.log_config, settings.log_level, level_given=settings.log_level_given,
+                                  processes=settings.processes)
+            except ValueError as exc:
+                raise cli.UsageError(f"--log-config: {exc}") from None
         except cli.UsageError as exc:
             print(f"{prog}: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         if settings.config:  # the Config fields that flags, the environment or app.start() set
             self.config = replace(self.config, **settings.config)
-        root = logging.getLogger()
-        if not root.handlers:
-            fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-            if settings.processes > 1:
-                fmt = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
-            logging.basicConfig(format=fmt)
-        root.setLevel(settings.log_level)
         on_serving = _open_browser if settings.open_browser else None
         close_timeout = max([self.config.close_timeout] + [ws.effective_config.close_timeout
                                                            for ws in self.websocket_endpoints()])
@@ -487,6 +495,56 @@ class Robyn:
                       argv=sys.orig_argv, root=self.directory_path, env_file_names=self._env_file_names)
         if code:
             raise SystemExit(code)
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        sock: socket.socket | None = None,
+        handle_signals: bool = False,
+        log_config: LogConfig = AUTO,
+    ) -> None:
+        """Serve on the running event loop (embedded in an asyncio program,
+        a notebook, a test) until stopped, then shut down as :meth:`start`
+        does (Close 1001, close handlers, shutdown hooks) and return.
+
+        Listens on ``host:port`` (port 0: any free one; :attr:`server`'s
+        ``sockets`` say which) or on ``sock``, a listening socket. Stops when
+        :meth:`stop` is called (from any thread), or when the awaiting Task is
+        cancelled (``asyncio.run()`` does that on Ctrl+C): the shutdown then
+        runs before the ``CancelledError`` goes on. ``handle_signals=True``:
+        SIGINT and SIGTERM stop it too (main thread only). One process; the
+        command line and the environment are not read (that is
+        :meth:`start`'s job); ``log_config`` as :meth:`start`'s. Raises
+        ``OSError`` ("cannot listen on HOST:PORT: REASON") when the address
+        cannot be bound, and what a startup hook raises."""
+        try:
+            configure_logging(log_config)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        await serve_on_this_loop(self, host, port, sock=sock, handle_signals=handle_signals)
+
+    def stop(self) -> bool:
+        """Ask the server serving this app to shut down gracefully (from any
+        thread; :meth:`start` and :meth:`serve` then return). False when no
+        server serves it."""
+        server = self._server
+        if server is None:
+            return False
+        server.stop()
+        return True
+
+
+def _not_in_a_running_loop(what: str, instead: str) -> None:
+    """:class:`InvalidState` when called from a running event loop, where a
+    blocking call that makes its own loop cannot run."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise InvalidState(f"{what} blocks and runs its own event loop, and this thread is running one already "
+                       f"(an async function, Jupyter): use `{instead}` there")
 
 
 def _open_browser(url: str) -> None:
