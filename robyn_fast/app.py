@@ -481,7 +481,7 @@ class Robyn:
                 configure_logging(settings.log_config, settings.log_level, level_given=settings.log_level_given,
                                   processes=settings.processes)
             except ValueError as exc:
-                raise cli.UsageError(f"--log-config: {exc}") from None
+                raise cli.UsageError(f"cannot configure logging: {exc}") from None
         except cli.UsageError as exc:
             print(f"{prog}: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
