@@ -106,6 +106,13 @@ class Robyn:
         openapi_name: str = "",
         openapi_tags: list[str] | None = None,
     ) -> Callable[[Handler], Handler]:
+        if callable(endpoint):  # @app.get above a function: the route would silently never exist
+            name = method.lower()
+            raise TypeError(f"app.{name}() takes the route's path, not the handler: write @app.{name}(\"/path\") "
+                            f"above {getattr(endpoint, '__qualname__', endpoint)}(), not @app.{name}")
+        if not isinstance(endpoint, str):
+            raise TypeError(f"a route's path is a str such as \"/items/:id\", not {type(endpoint).__name__}")
+
         def decorator(handler: Handler) -> Handler:
             return self.add_route(method, endpoint, handler, const, auth_required, openapi_name, openapi_tags)
 
