@@ -106,12 +106,7 @@ class Robyn:
         openapi_name: str = "",
         openapi_tags: list[str] | None = None,
     ) -> Callable[[Handler], Handler]:
-        if callable(endpoint):  # @app.get above a function: the route would silently never exist
-            name = method.lower()
-            raise TypeError(f"app.{name}() takes the route's path, not the handler: write @app.{name}(\"/path\") "
-                            f"above {getattr(endpoint, '__qualname__', endpoint)}(), not @app.{name}")
-        if not isinstance(endpoint, str):
-            raise TypeError(f"a route's path is a str such as \"/items/:id\", not {type(endpoint).__name__}")
+        _path_given(method.lower(), endpoint)
 
         def decorator(handler: Handler) -> Handler:
             return self.add_route(method, endpoint, handler, const, auth_required, openapi_name, openapi_tags)
@@ -345,6 +340,7 @@ class Robyn:
         ``on_connect`` and ``on_close`` decorators. ``config`` overrides the
         app's settings for this endpoint, as ``WebSocket(app, path, config)``
         does."""
+        _path_given("websocket", endpoint)
         return websocket_decorator(self, endpoint, config)
 
     def add_web_socket(self, endpoint: str, ws: ServedEndpoint) -> None:
@@ -541,6 +537,18 @@ class Robyn:
             return False
         server.stop()
         return True
+
+
+def _path_given(decorator: str, endpoint: object) -> None:
+    """``TypeError`` saying what to write when ``@app.<decorator>`` got
+    something other than a path: above a function without parentheses, the
+    route would silently never exist."""
+    if callable(endpoint):
+        raise TypeError(f"app.{decorator}() takes the route's path, not the handler: write "
+                        f"@app.{decorator}(\"/path\") above {getattr(endpoint, '__qualname__', endpoint)}(), "
+                        f"not @app.{decorator}")
+    if not isinstance(endpoint, str):
+        raise TypeError(f"a route's path is a str such as \"/items/:id\", not {type(endpoint).__name__}")
 
 
 def _not_in_a_running_loop(what: str, instead: str) -> None:

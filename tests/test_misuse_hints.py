@@ -78,3 +78,13 @@ def test_a_route_decorator_without_parentheses_names_the_fix() -> None:
     with pytest.raises(TypeError, match=r'^a route\'s path is a str such as "/items/:id", not int$'):
         app.post(404)  # type: ignore[arg-type]
     assert app.router.routes() == []
+
+
+def test_app_websocket_without_parentheses_names_the_fix() -> None:
+    app = Robyn(__file__)
+    with pytest.raises(TypeError, match=r'^app\.websocket\(\) takes the route\'s path, not the handler: write '
+                                        r'@app\.websocket\("/path"\) above .*\.handler\(\), not @app\.websocket$'):
+
+        @app.websocket  # type: ignore[arg-type]
+        async def handler(websocket: Any) -> None:
+            pass
