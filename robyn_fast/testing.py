@@ -172,8 +172,9 @@ class Serving:
 
         task = self._task = loop.create_task(
             serve_on_this_loop(self.app, self.host, self.port, on_ready=on_ready))
+        first: set[asyncio.Future[Any]] = {ready, task}
         try:
-            await asyncio.wait([ready, task], timeout=self.start_timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(first, timeout=self.start_timeout, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             task.cancel()
             self._task = None
