@@ -128,7 +128,7 @@ LAUNCH: tuple[Setting, ...] = (
     Setting("log_config", AUTO, "`auto`: configure logging (a handler on stderr, the root logger at the log level) "
             "only when the app has not (no `basicConfig`/`dictConfig` before `app.start()`); `none`: never; or a "
             "`.json`, `.yaml` or `.ini` file to configure it with (see [Logging](#logging))", anything,
-            parse=_log_config, flag="--log-config", env="ROBYN_FAST_LOG_CONFIG", metavar="auto|none|PATH"),
+            parse=_log_config, flag="--log-config", env="ROBYN_FAST_LOG_CONFIG", metavar="CONFIG"),
     Setting("open_browser", False, "open the served URL in a browser", boolean, parse=switch_text,
             flag="--open-browser", env="ROBYN_BROWSER_OPEN"),
     Setting("broker", None, "join the servers that name the same Redis: `redis://[user:password@]host:port/db`, "
