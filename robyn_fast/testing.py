@@ -112,10 +112,13 @@ class Serving:
         kind = self.loop_kind
         started = threading.Event()
         found: list[Server] = []
+        abandoned = threading.Event()
 
         async def ready(server: Server) -> None:
             found.append(server)
             started.set()
+            if abandoned.is_set():  # serving after the test gave up waiting: stop at once
+                server.stop()
 
         def main() -> None:
             try:
@@ -132,6 +135,9 @@ class Serving:
                                                  daemon=True)
         thread.start()
         if not started.wait(self.start_timeout):
+            abandoned.set()
+            if found:
+                found[0].stop()
             self._thread = None
             raise TimeoutError(f"the app was not serving within {self.start_timeout}s (a startup hook still "
                                "running?)")

@@ -33,7 +33,7 @@ from robyn_fast.server import new_event_loop
 from robyn_fast.testing import LiveServer, serve
 
 from .process_helpers import ServerProcess
-from .server_helpers import read_frame, ws_connect as raw_ws_connect
+from .server_helpers import eventually, read_frame, ws_connect as raw_ws_connect
 
 T = TypeVar("T")
 TIMEOUT = 20.0
@@ -359,3 +359,19 @@ def test_a_users_pytest_file_with_a_serve_fixture(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "3 passed" in result.stdout, result.stdout + result.stderr
+
+
+def test_serve_gives_up_on_a_slow_start_up_and_the_server_stops_once_up() -> None:
+    events: list[str] = []
+    app = make_app(events)
+
+    @app.startup_handler
+    async def slow() -> None:
+        await asyncio.sleep(1.0)
+
+    with pytest.raises(TimeoutError, match=r"^the app was not serving within 0\.2s"):
+        with serve(app, start_timeout=0.2):
+            pass
+    # it came up after the test gave up, and stopped by itself (its thread and port do not linger)
+    eventually(lambda: events, lambda e: e[-1:] == ["shutdown"], TIMEOUT)
+    eventually(lambda: app.server, lambda server: server is None, TIMEOUT)
