@@ -36,7 +36,7 @@ from .server import ServedEndpoint, Server
 from .websocket.receive import websocket_decorator
 from .workers.launch import launch, serve as serve_on_this_loop
 
-__all__ = ["Robyn"]
+__all__ = ["Robyn", "starts"]
 
 log = get_logger("robyn_fast.app")
 
@@ -473,6 +473,7 @@ class Robyn:
         included, is a record of a ``robyn_fast.*`` logger.
         """
         _not_in_a_running_loop("app.start()", "await app.serve(host, port)")
+        _record_start()
         prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "app"
         options = cli.parse(sys.argv[1:] if argv is None else argv, prog)
         try:
@@ -522,6 +523,7 @@ class Robyn:
         :meth:`start`'s job); ``log_config`` as :meth:`start`'s. Raises
         ``OSError`` ("cannot listen on HOST:PORT: REASON") when the address
         cannot be bound, and what a startup hook raises."""
+        _record_start()
         try:
             configure_logging(log_config)
         except ValueError as exc:
@@ -537,6 +539,21 @@ class Robyn:
             return False
         server.stop()
         return True
+
+
+_starts = 0  # app.start() and app.serve() calls in this process
+
+
+def _record_start() -> None:
+    global _starts
+    _starts += 1
+
+
+def starts() -> int:
+    """How many times ``app.start()`` or ``app.serve()`` was called in this
+    process, whichever app (``python -m robyn_fast`` says when a script
+    ends without having served)."""
+    return _starts
 
 
 def _path_given(decorator: str, endpoint: object) -> None:

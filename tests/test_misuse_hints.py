@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,3 +93,45 @@ def test_app_websocket_without_parentheses_names_the_fix() -> None:
         @app.websocket  # type: ignore[arg-type]
         async def handler(websocket: Any) -> None:
             pass
+
+
+def _run_module(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(source))
+    env = dict(os.environ, ROBYN_HOST="127.0.0.1", ROBYN_PORT="0")
+    return subprocess.run([sys.executable, "-m", "robyn_fast", str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_a_script_that_never_starts_its_app_says_so(tmp_path: Path) -> None:
+    # Before: `python -m robyn_fast app.py` ran the script, served nothing and exited 0 without a word.
+    result = _run_module(tmp_path, """
+        from robyn import Robyn
+        app = Robyn(__file__)
+
+        @app.get("/")
+        def index():
+            return "hi"
+    """)
+    assert result.returncode == 1 and result.stdout == "", result
+    assert result.stderr == ("robyn_fast: app.py ran to its end without serving: it never called app.start(); add "
+                             "app.start(host=..., port=...) at its end\n")
+
+
+def test_a_script_that_started_an_app_anywhere_exits_0_without_the_hint(tmp_path: Path) -> None:
+    result = _run_module(tmp_path, """
+        from robyn import Robyn
+
+        def main():
+            app = Robyn(__file__)       # not a global of the script: started all the same
+
+            @app.startup_handler
+            def stop_at_once():
+                app.stop()
+
+            app.start(port=0)
+
+        main()
+    """)
+    assert result.returncode == 0, result
+    assert "without serving" not in result.stderr and "shutting down" in result.stderr, result.stderr
