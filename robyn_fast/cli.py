@@ -15,7 +15,8 @@ Flags (Robyn's): ``--processes N`` and ``--workers M`` (N x M worker
 processes: Robyn's workers are threads, which add no core under the GIL),
 ``--fast`` (one process per CPU, log level WARNING), ``--dev`` (one process,
 restarted on source changes), ``--log-level``, ``--open-browser``; robyn_fast's
-``--broker``, ``--metrics-path``, ``--access-log``, ``--ssl-*``.
+``--log-config`` (:func:`robyn_fast.logs.configure_logging`), ``--broker``,
+``--metrics-path``, ``--access-log``, ``--ssl-*``.
 ``--version``/``--help`` print and exit 0; ``--disable-openapi`` is read by
 the compat app (no ``/openapi.json`` or ``/docs``; a native app serves them
 only when it calls ``serve_openapi``); ``--create``, ``--docs``, ``--compile-rust-path`` and
