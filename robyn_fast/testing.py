@@ -100,6 +100,9 @@ class Serving:
         timeouts += [ws.effective_config.close_timeout for ws in self.app.websocket_endpoints()]
         return max(timeouts) + 10.0
 
+    def _not_serving(self) -> TimeoutError:
+        return TimeoutError(f"the app was not serving within {self.start_timeout}s (a startup hook still running?)")
+
     def _entered(self) -> None:
         if self._live is not None or self._thread is not None or self._task is not None:
             raise RuntimeError("this serve(app) is in use already; call serve(app) again for another server")
@@ -139,8 +142,7 @@ class Serving:
             if found:
                 found[0].stop()
             self._thread = None
-            raise TimeoutError(f"the app was not serving within {self.start_timeout}s (a startup hook still "
-                               "running?)")
+            raise self._not_serving()
         if not found:  # the thread ended before serving
             thread.join()
             self._thread = None
@@ -191,8 +193,7 @@ class Serving:
                 task.result()  # what stopped it (OSError, a startup hook's exception)
                 raise RuntimeError("the server stopped before it served")
             task.cancel()
-            raise TimeoutError(f"the app was not serving within {self.start_timeout}s (a startup hook still "
-                               "running?)")
+            raise self._not_serving()
         self._live = LiveServer(self.app, ready.result())
         return self._live
 
