@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import signal
 import socket
 import ssl
@@ -311,54 +312,20 @@ def test_serve_misuse_is_a_clear_error() -> None:
             serving_app.__enter__()
 
 
-def test_a_users_pytest_file_with_a_serve_fixture(tmp_path: Path) -> None:
-    """What the README's "Testing your app" shows, run by pytest as a user would: a fixture,
-    a sync test and an async test (asyncio.run: no plugin needed)."""
-    (tmp_path / "test_user_app.py").write_text(textwrap.dedent('''
-        import asyncio
-        import urllib.request
-
-        import pytest
-        from websockets.sync.client import connect
-
-        from robyn_fast import Robyn, WebSocket
-        from robyn_fast.testing import serve
-
-        app = Robyn(__file__)
-        chat = WebSocket(app, "/chat")
-
-        @app.get("/")
-        def index():
-            return "hello"
-
-        @chat.on("message")
-        def echo(ws, msg):
-            return msg.upper()
-
-        @pytest.fixture
-        def live():
-            with serve(app) as live:
-                yield live
-
-        def test_http(live):
-            with urllib.request.urlopen(live.url + "/") as resp:
-                assert resp.read() == b"hello"
-
-        def test_websocket(live):
-            with connect(live.ws_url + "/chat") as ws:
-                ws.send("hi")
-                assert ws.recv() == "HI"
-
-        def test_async():
-            async def main():
-                async with serve(app) as live:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
-                    writer.close()
-            asyncio.run(main())
-    '''))
+def test_the_readmes_quick_start_and_testing_your_app_run_as_shown(tmp_path: Path) -> None:
+    """The README's Quick start app and test, and its "Testing your app" file (a fixture, sync
+    tests, an async test), run by pytest as a user would: what the README shows works as shown."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    quick = readme[readme.index("## Quick start"):readme.index("## A first app")]
+    testing = readme[readme.index("## Testing your app"):]
+    app_source, quick_test = re.findall(r"```python\n(.*?)```", quick, re.S)[:2]
+    testing_file = re.findall(r"```python\n(.*?)```", testing, re.S)[0]
+    (tmp_path / "app.py").write_text(app_source)
+    (tmp_path / "test_quick_start.py").write_text(quick_test)
+    (tmp_path / "test_app.py").write_text(testing_file)
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and "3 passed" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 0 and "4 passed" in result.stdout, result.stdout + result.stderr
 
 
 def test_serve_gives_up_on_a_slow_start_up_and_the_server_stops_once_up() -> None:
