@@ -150,6 +150,24 @@ def test_app_serve_cancelled_shuts_down_then_raises_cancelled(loop_kind: str) ->
     on_loop(loop_kind, main)
 
 
+def test_app_serve_on_a_socket_of_the_callers() -> None:
+    app = make_app([])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+
+    async def main() -> None:
+        task = asyncio.create_task(app.serve(sock=sock, log_config=None))
+        assert await serving(app, task) == port
+        assert (await http_get(port)).endswith(b"\r\n\r\nok")
+        app.stop()
+        await task
+
+    on_loop("asyncio", main)
+    assert sock.fileno() == -1 and refused(port)  # closed on the way out
+
+
 def test_app_serve_on_a_busy_port_raises_cannot_listen() -> None:
     app = make_app([])
     with socket.socket() as busy:
