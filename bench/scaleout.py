@@ -169,6 +169,18 @@ class Redis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# The servers log at WARNING but for robyn_fast.server's INFO records: "serving on ... with N worker
+# processes" is what wait_serving() waits for (a root at WARNING alone silences it).
+LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {"robyn_fast.server": {"level": "INFO"}},
+}
+
+
 def one_run(workload: str, config: str, rnd: int, a: argparse.Namespace, ports: _run.Ports,
             logdir: Path, redis: Redis | None) -> dict[str, Any]:
     kind, rfargs = WORKLOADS[workload]
@@ -176,12 +188,14 @@ def one_run(workload: str, config: str, rnd: int, a: argparse.Namespace, ports: 
     rec: dict[str, Any] = {"round": rnd, "workload": workload, "config": config}
     started: list[_run.Running] = []
     why = None
+    log_config = logdir / "logging.json"
+    log_config.write_text(json.dumps(LOG_CONFIG))
     for i in range(shape["servers"]):
         port = ports.next()
         log_path = logdir / f"r{rnd}-{workload}-{config.replace(' ', '_')}-{i}.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1", ROBYN_HOST="127.0.0.1", ROBYN_PORT=str(port))
         cmd = ["taskset", "-c", a.server_core, PY, str(SCRIPTS[kind]), "--processes", str(shape["processes"]),
-               "--log-level", "WARNING"]
+               "--log-config", str(log_config)]
         if shape["redis"]:
             assert redis is not None
             cmd += ["--broker", f"{redis.url}?prefix=bench-r{rnd}"]  # the servers of one run share a prefix

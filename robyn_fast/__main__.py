@@ -8,7 +8,8 @@ first on ``sys.path``. The arguments are the script's: Robyn's own flags
 untouched, and ``app.start()`` reads them (:mod:`robyn_fast.cli`).
 
 A usage error (no script, a script that is not a file, an option before the
-script) prints one line to stderr and exits with status 2.
+script) prints one line to stderr and exits with status 2; a script that
+ends without ever calling ``app.start()`` one line and status 1.
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.path[0] = os.path.dirname(os.path.abspath(script))
     sys.argv = [script, *args[1:]]
     runpy.run_path(script, run_name="__main__")
+    from robyn_fast.app import starts
+
+    if not starts():
+        # A script that ends without serving: say why instead of exiting 0 without a word.
+        print(f"robyn_fast: {os.path.basename(script)} ran to its end without serving: it never called "
+              "app.start(); add app.start(host=..., port=...) at its end", file=sys.stderr)
+        return 1
     return 0
 
 

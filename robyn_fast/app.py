@@ -11,8 +11,9 @@ is that server; WebSocket endpoints send through it.
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import os
+import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -22,8 +23,8 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from .config import Config
 from .dependency_injection import DependencyMap
-from .exceptions import InvalidState
-from .logs import get_logger
+from .exceptions import ConfigError, InvalidState
+from .logs import AUTO, LogConfig, configure_logging, get_logger
 from .http.files import directory_handler
 from .http.middleware import AFTER, BEFORE, Middlewares
 from .http.router import Router, join_prefix
@@ -34,12 +35,12 @@ from . import cli, metrics
 from .server import ServedEndpoint, Server
 from .sessions import DEFAULT_MAX_AGE, SessionManager
 from .websocket.receive import websocket_decorator
-from .workers.launch import launch
+from .workers.launch import launch, serve as serve_on_this_loop
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["Robyn", "RouteOptions"]
+__all__ = ["Robyn", "RouteOptions", "starts"]
 
 log = get_logger("robyn_fast.app")
 
@@ -138,6 +139,8 @@ class Robyn:
 
     def _decorator(self, method: str, endpoint: str, const: bool, auth_required: bool, openapi_name: str,
                    openapi_tags: list[str] | None, details: RouteOptions) -> Callable[[Handler], Handler]:
+        _path_given(method.lower(), endpoint)
+
         def decorator(handler: Handler) -> Handler:
             return self.add_route(method, endpoint, handler, const, auth_required, openapi_name, openapi_tags,
                                   **details)
@@ -437,6 +440,7 @@ class Robyn:
         ``on_connect`` and ``on_close`` decorators. ``config`` overrides the
         app's settings for this endpoint, as ``WebSocket(app, path, config)``
         does."""
+        _path_given("websocket", endpoint)
         return websocket_decorator(self, endpoint, config)
 
     def add_web_socket(self, endpoint: str, ws: ServedEndpoint) -> None:
@@ -540,9 +544,11 @@ class Robyn:
         argv: Sequence[str] | None = None,
         broker: str | None = None,
         ssl: SSLContext | None = None,
+        log_config: LogConfig = AUTO,
     ) -> None:
         """Serve until SIGINT/SIGTERM, then close every WebSocket with 1001
-        and return.
+        and return. Blocks, in an event loop of its own: inside a running
+        loop use :meth:`serve` (:class:`~robyn_fast.exceptions.InvalidState` says so).
 
         Reads Robyn's command line from ``argv`` (default ``sys.argv[1:]``;
         pass ``[]`` when the script has flags of its own) and Robyn's
@@ -559,14 +565,27 @@ class Robyn:
         (:func:`robyn_fast.tls.server_context` makes one from PEM files). A
         busy port prints one line and exits with status 1; a bad flag or
         variable, or TLS files that cannot be used, exit with status 2.
+
+        Logging (:func:`robyn_fast.logs.configure_logging`): with
+        ``log_config="auto"`` (or ``--log-config``), robyn_fast configures
+        logging only when the app has not; ``None`` never; a dict or a file
+        configures it so. Every line, "serving on" and "shutting down"
+        included, is a record of a ``robyn_fast.*`` logger.
         """
+        _not_in_a_running_loop("app.start()", "await app.serve(host, port)")
+        _record_start()
         prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "app"
         options = cli.parse(sys.argv[1:] if argv is None else argv, prog)
         try:
             if self._env_file_error is not None:
                 raise self._env_file_error
             settings = cli.resolve(options, os.environ, host, port, processes, workers, client_timeout,
-                                   keep_alive_timeout, broker, ssl)
+                                   keep_alive_timeout, broker, ssl, log_config)
+            try:
+                configure_logging(settings.log_config, settings.log_level, level_given=settings.log_level_given,
+                                  processes=settings.processes)
+            except ValueError as exc:
+                raise cli.UsageError(f"cannot configure logging: {exc}") from None
         except cli.UsageError as exc:
             print(f"{prog}: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -576,13 +595,6 @@ class Robyn:
             except ValueError as exc:  # a combination the app's own Config rules out (proxy_protocol and ssl)
                 print(f"{prog}: {exc}", file=sys.stderr)
                 raise SystemExit(2) from None
-        root = logging.getLogger()
-        if not root.handlers:
-            fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-            if settings.processes > 1:
-                fmt = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
-            logging.basicConfig(format=fmt)
-        root.setLevel(settings.log_level)
         self._before_serving()
         on_serving = _open_browser if settings.open_browser else None
         close_timeout = max([self.config.close_timeout] + [ws.effective_config.close_timeout
@@ -597,6 +609,85 @@ class Robyn:
     def _before_serving(self) -> None:
         """Called by :meth:`start` once the settings are final, before the
         server starts (the compat app applies ``robyn_version`` here)."""
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        sock: socket.socket | None = None,
+        handle_signals: bool = False,
+        log_config: LogConfig = AUTO,
+    ) -> None:
+        """Serve on the running event loop (embedded in an asyncio program,
+        a notebook, a test) until stopped, then shut down as :meth:`start`
+        does (Close 1001, close handlers, shutdown hooks) and return.
+
+        Listens on ``host:port`` (port 0: any free one; :attr:`server`'s
+        ``sockets`` say which) or on ``sock``, a listening socket. Stops when
+        :meth:`stop` is called (from any thread), or when the awaiting Task is
+        cancelled (``asyncio.run()`` does that on Ctrl+C): the shutdown then
+        runs before the ``CancelledError`` goes on. ``handle_signals=True``:
+        SIGINT and SIGTERM stop it too (main thread only). One process; the
+        command line and the environment are not read (that is
+        :meth:`start`'s job); ``log_config`` as :meth:`start`'s. Raises
+        ``OSError`` ("cannot listen on HOST:PORT: REASON") when the address
+        cannot be bound, and what a startup hook raises."""
+        _record_start()
+        try:
+            configure_logging(log_config)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self._before_serving()
+        await serve_on_this_loop(self, host, port, sock=sock, handle_signals=handle_signals)
+
+    def stop(self) -> bool:
+        """Ask the server serving this app to shut down gracefully (from any
+        thread; :meth:`start` and :meth:`serve` then return). False when no
+        server serves it."""
+        server = self._server
+        if server is None:
+            return False
+        server.stop()
+        return True
+
+
+_starts = 0  # app.start() and app.serve() calls in this process
+
+
+def _record_start() -> None:
+    global _starts
+    _starts += 1
+
+
+def starts() -> int:
+    """How many times ``app.start()`` or ``app.serve()`` was called in this
+    process, whichever app (``python -m robyn_fast`` says when a script
+    ends without having served)."""
+    return _starts
+
+
+def _path_given(decorator: str, endpoint: object) -> None:
+    """``TypeError`` saying what to write when ``@app.<decorator>`` got
+    something other than a path: above a function without parentheses, the
+    route would silently never exist."""
+    if callable(endpoint):
+        raise TypeError(f"app.{decorator}() takes the route's path, not the handler: write "
+                        f"@app.{decorator}(\"/path\") above {getattr(endpoint, '__qualname__', endpoint)}(), "
+                        f"not @app.{decorator}")
+    if not isinstance(endpoint, str):
+        raise TypeError(f"a route's path is a str such as \"/items/:id\", not {type(endpoint).__name__}")
+
+
+def _not_in_a_running_loop(what: str, instead: str) -> None:
+    """:class:`InvalidState` when called from a running event loop, where a
+    blocking call that makes its own loop cannot run."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise InvalidState(f"{what} blocks and runs its own event loop, and this thread is running one already "
+                       f"(an async function, Jupyter): use `{instead}` there")
 
 
 def _open_browser(url: str) -> None:

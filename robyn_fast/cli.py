@@ -15,10 +15,11 @@ Flags (Robyn's): ``--processes N`` and ``--workers M`` (N x M worker
 processes: Robyn's workers are threads, which add no core under the GIL),
 ``--fast`` (one process per CPU, log level WARNING), ``--dev`` (one process,
 restarted on source changes), ``--log-level``, ``--open-browser``; robyn_fast's
-``--broker``, ``--metrics-path``, ``--access-log``, ``--ssl-*``, and where to
-listen and who to believe behind a proxy: ``--host``/``--port``, ``--uds PATH``
-(a Unix socket), ``--fd N`` (an inherited socket, systemd's socket activation),
-``--forwarded-allow-ips``, ``--proxy-protocol``.
+``--log-config`` (:func:`robyn_fast.logs.configure_logging`), ``--broker``, ``--metrics-path``,
+``--access-log``, ``--ssl-*``, and where to listen and who to believe behind a
+proxy: ``--host``/``--port``, ``--uds PATH`` (a Unix socket), ``--fd N`` (an
+inherited socket, systemd's socket activation), ``--forwarded-allow-ips``,
+``--proxy-protocol``.
 ``--version``/``--help`` print and exit 0; ``--disable-openapi`` is read by
 the compat app (no ``/openapi.json`` or ``/docs``; a native app serves them
 only when it calls ``serve_openapi``); ``--create``, ``--docs``, ``--compile-rust-path`` and
@@ -53,6 +54,7 @@ from .broker.resp import BrokerURLError, RedisAddress, parse_url, redact_url
 from .config import SETTINGS as CONFIG_SETTINGS
 from .exceptions import ConfigError, RobynFastError
 from .files import MAX_CONFIG_FILE, UnusableFile, read_limited
+from .logs import AUTO, LogConfig
 from .settings import Setting, anything, boolean, choice, markdown_table, switch_text, text, whole_number
 from .tls import server_context
 from .version import version_line
@@ -92,6 +94,15 @@ def _loop(value: str) -> str:
     return value
 
 
+def _log_config(value: str) -> str:
+    if value.lower() in (AUTO, "none"):
+        return value.lower()
+    if not os.path.isfile(value):
+        raise ValueError(f"no such file: {value!r} (expected auto, none, or a .json, .yaml or .ini logging "
+                         "configuration file)")
+    return value
+
+
 def _hidden(value: str) -> str:
     return "***"
 
@@ -112,9 +123,13 @@ LAUNCH: tuple[Setting, ...] = (
     Setting("dev", False, "one process, restarted when a `.py` file or `robyn.env` under the app's directory "
             "changes (open WebSockets get 1001); not with `--processes`/`--workers`", boolean, parse=switch_text,
             flag="--dev", env="ROBYN_DEV_MODE"),
-    Setting("log_level", None, "DEBUG, INFO, WARNING (or WARN), ERROR or CRITICAL, for the root logger (DEBUG with "
-            "`--dev`, WARNING with `--fast`)", anything, parse=choice(tuple(LOG_LEVELS)), flag="--log-level",
+    Setting("log_level", None, "DEBUG, INFO, WARNING (or WARN), ERROR or CRITICAL: the root logger's when robyn_fast "
+            "configures logging, else the `robyn_fast` logger's (DEBUG with `--dev`, WARNING with `--fast`)", anything, parse=choice(tuple(LOG_LEVELS)), flag="--log-level",
             metavar="LEVEL", shown="INFO"),
+    Setting("log_config", AUTO, "`auto`: configure logging (a handler on stderr, the root logger at the log level) "
+            "only when the app has not (no `basicConfig`/`dictConfig` before `app.start()`); `none`: never; or a "
+            "`.json`, `.yaml` or `.ini` file to configure it with (see [Logging](#logging))", anything,
+            parse=_log_config, flag="--log-config", env="ROBYN_FAST_LOG_CONFIG", metavar="CONFIG"),
     Setting("open_browser", False, "open the served URL in a browser", boolean, parse=switch_text,
             flag="--open-browser", env="ROBYN_BROWSER_OPEN"),
     Setting("host", "127.0.0.1", "the address to listen on (`app.start(host)` otherwise); `0.0.0.0` or `::` "
@@ -196,6 +211,8 @@ class Settings:
     log_level: int
     open_browser: bool
     broker: RedisAddress | None = None  # None: no broker (the workers of this host share a local bus)
+    log_config: LogConfig = AUTO  # robyn_fast.logs.configure_logging's: "auto", None, a dict or a file
+    log_level_given: bool = False  # the level came from --log-level (not a default, --dev's or --fast's)
     # The Config fields that flags, the environment or app.start() set (the app's Config keeps the others).
     config: Mapping[str, Any] = field(default_factory=dict)
     uds: str | None = None  # serve on this Unix socket (not host and port)
@@ -332,6 +349,7 @@ def resolve(
     keep_alive_timeout: float | None = None,
     broker: str | None = None,
     ssl: _ssl.SSLContext | None = None,
+    log_config: LogConfig = AUTO,
 ) -> Settings:
     """Flags over environment over ``app.start()`` arguments. UsageError for
     a malformed environment variable or argument, or TLS files that cannot
@@ -376,6 +394,9 @@ def resolve(
     if dev and total > 1:
         raise UsageError("dev mode (--dev or ROBYN_DEV_MODE) serves one process; drop --processes/--workers")
     level_name = options.log_level or ("WARNING" if options.fast else None) or ("DEBUG" if dev else "INFO")
+    found, chosen = given("log_config")
+    if found:
+        log_config = None if chosen == "none" else chosen
     address = given("broker")[1]
     if address is None and broker:
         try:
@@ -424,6 +445,8 @@ def resolve(
         config=config,
         uds=uds,
         fd=fd,
+        log_config=log_config,
+        log_level_given=options.log_level is not None,
     )
 
 

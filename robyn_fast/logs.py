@@ -7,6 +7,9 @@ robyn_fast goes through :func:`printable` (for values) and :func:`exception_text
 tracebacks), directly or through the :class:`SafeRecords` filter that :func:`get_logger`
 attaches to each of robyn_fast's loggers.
 
+It also holds the entry points' one logging decision, :func:`configure_logging`: robyn_fast
+configures logging only when the user has not (or never, with ``log_config=None``).
+
 This module is a leaf: it imports nothing of robyn_fast, so every layer (the compiled core
 included) may use it.
 """
@@ -14,14 +17,19 @@ included) may use it.
 from __future__ import annotations
 
 import builtins
+import json
 import logging
+import logging.config
+import os
 import time
 import traceback
 import unicodedata
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Any, Union
 
-__all__ = ["printable", "field", "exception_text", "SafeRecords", "get_logger", "Throttle", "more_since"]
+__all__ = ["printable", "field", "exception_text", "SafeRecords", "get_logger", "Throttle", "more_since",
+           "LogConfig", "AUTO", "FORMAT", "WORKERS_FORMAT", "configure_logging", "load_log_config"]
 
 #: Longest text :func:`printable` keeps by default; longer text is cut and marked.
 DEFAULT_LIMIT = 1000
@@ -284,3 +292,93 @@ class Throttle:
 def more_since(unreported: int) -> str:
     """The tail of a throttled line: `` (N more since the last report)``, or nothing."""
     return f" ({unreported} more since the last report)" if unreported else ""
+
+
+# -- the entry points' logging decision ---------------------------------------------------------
+
+#: What ``log_config`` may be: :data:`AUTO`, ``None`` (never configure), a ``dictConfig`` dict,
+#: or the path of a ``.json``, ``.yaml``/``.yml`` (with PyYAML) or ``fileConfig`` ``.ini`` file.
+LogConfig = Union[str, "os.PathLike[str]", Mapping[str, Any], None]
+
+#: ``log_config="auto"``: configure logging only when the root logger has no handler yet.
+AUTO = "auto"
+
+#: The format of the handler :func:`configure_logging` installs (one process).
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The same with each worker's pid, when several processes write to one stderr.
+WORKERS_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+#: The logger every logger of robyn_fast descends from (what ``--log-level`` sets when the user configured logging).
+_OURS = "robyn_fast"
+
+
+def configure_logging(log_config: LogConfig = AUTO, level: int | None = None, *, level_given: bool = False,
+                      processes: int = 1) -> bool:
+    """The one logging decision of robyn_fast's entry points (``app.start()``, ``app.serve()``).
+
+    - ``"auto"`` (the default): when the root logger has no handler (the user configured
+      nothing: no ``basicConfig``, no ``dictConfig``), one handler on stderr with
+      :data:`FORMAT` (:data:`WORKERS_FORMAT` for several ``processes``), and the root
+      logger's level set to ``level`` (INFO when None). When the root logger has a handler,
+      the user's configuration stands: nothing is touched.
+    - ``None``: never configure.
+    - a dict: ``logging.config.dictConfig(log_config)``; a path: that file
+      (:func:`load_log_config`).
+
+    Whenever robyn_fast did not install its own handler and the level was given explicitly
+    (``level_given``: ``--log-level``), that level is set on the ``robyn_fast`` logger only,
+    as uvicorn does for its own: the user's root level and handlers stay as they are.
+    Worker processes are forked after this, so they inherit the decision.
+    Returns True when robyn_fast installed its handler. ``ValueError`` for a configuration
+    that cannot be loaded (its message names the file and the reason)."""
+    if isinstance(log_config, str) and log_config == AUTO:
+        root = logging.getLogger()
+        if not root.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter(WORKERS_FORMAT if processes > 1 else FORMAT))
+            root.addHandler(handler)
+            root.setLevel(logging.INFO if level is None else level)
+            return True
+    elif log_config is not None:
+        load_log_config(log_config)
+    if level_given and level is not None:
+        logging.getLogger(_OURS).setLevel(level)
+    return False
+
+
+def load_log_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> None:
+    """Apply a logging configuration: a ``dictConfig`` dict, or a file by its suffix
+    (``.json``; ``.yaml``/``.yml``, which needs PyYAML; anything else is a ``fileConfig``
+    ``.ini`` file, read with ``disable_existing_loggers=False`` so robyn_fast's loggers,
+    created at import, stay enabled). ``ValueError`` naming the file and the reason."""
+    if isinstance(source, Mapping):
+        try:
+            logging.config.dictConfig(dict(source))
+        except Exception as exc:
+            raise ValueError(f"log_config: dictConfig() refused it: {exc}") from None
+        return
+    path = os.fspath(source)
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if suffix in (".json", ".yaml", ".yml"):
+            with open(path, encoding="utf-8") as f:
+                if suffix == ".json":
+                    loaded = json.load(f)
+                else:
+                    try:
+                        import yaml  # type: ignore[import-untyped,unused-ignore]
+                    except ImportError:
+                        raise ValueError("a YAML logging configuration needs PyYAML (pip install pyyaml); "
+                                         "or write it as .json") from None
+                    loaded = yaml.safe_load(f)
+            if not isinstance(loaded, dict):
+                raise ValueError(f"expected a dictConfig mapping, got {type(loaded).__name__}")
+            logging.config.dictConfig(loaded)
+        else:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"no such file: {path!r}")
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    except Exception as exc:  # json, yaml, configparser and dictConfig each have their own errors
+        raise ValueError(f"{path}: {exc}") from None

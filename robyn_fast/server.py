@@ -47,8 +47,8 @@ from .websocket.handshake import Agreement, accept_handshake, is_upgrade_request
 from .websocket.ids import node_of
 
 __all__ = [
-    "Server", "ServedApp", "ServedEndpoint", "ServerNotRunning", "run", "new_event_loop", "url_of", "base_url",
-    "websocket_urls", "announce",
+    "Server", "ServedApp", "ServedEndpoint", "ServerNotRunning", "run", "serve_until_stopped", "new_event_loop",
+    "url_of", "base_url", "websocket_urls", "announce",
 ]
 
 log = get_logger("robyn_fast.server")
@@ -139,6 +139,9 @@ class Server:
         self._delivery_held = False
         self._hold_timer: asyncio.TimerHandle | None = None
         self.context: contextvars.Context = contextvars.copy_context()
+        #: DEBUG records of each WebSocket accepted and closed (robyn_fast.websocket at DEBUG when the
+        #: server was made: the check is made once, not per connection).
+        self.log_connections: bool = get_logger("robyn_fast.websocket").isEnabledFor(logging.DEBUG)
         self.hubs: dict[ServedEndpoint, Hub] = {}
         # The flush, read buffer and deadline sweep every endpoint of this loop shares.
         self.ws_resources: LoopResources | None = None
@@ -215,6 +218,16 @@ class Server:
                     await self.broker.close()
             self._stopped()
             raise
+
+    def stop(self) -> None:
+        """Ask the server to shut down gracefully: sets :attr:`stopping` on its
+        loop, from any thread (whoever awaits it, :func:`serve_until_stopped`,
+        runs :meth:`shutdown`)."""
+        if threading.get_ident() == self._thread:
+            self.stopping.set()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to stop
+            self.loop.call_soon_threadsafe(self.stopping.set)
 
     def _tls_arguments(self) -> dict[str, Any]:
         """``connect_accepted_socket``'s TLS arguments: the context, the handshake
@@ -609,12 +622,15 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
+def new_event_loop(choice: str | None = None) -> asyncio.AbstractEventLoop:
     """uvloop's loop when it is installed, asyncio's otherwise.
 
-    ``ROBYN_FAST_LOOP=asyncio`` forces asyncio's loop (``uvloop`` forces
-    uvloop and fails if it is missing)."""
-    choice = os.environ.get("ROBYN_FAST_LOOP", "")
+    ``choice`` (by default ``ROBYN_FAST_LOOP``): ``"asyncio"`` forces
+    asyncio's loop, ``"uvloop"`` uvloop's (ImportError if it is missing)."""
+    if choice is None:
+        choice = os.environ.get("ROBYN_FAST_LOOP", "")
+    elif choice not in ("asyncio", "uvloop"):
+        raise ValueError(f"expected 'asyncio' or 'uvloop', not {choice!r}")
     if choice == "asyncio":
         return asyncio.new_event_loop()
     try:
@@ -627,6 +643,57 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+async def serve_until_stopped(
+    server: Server,
+    sockets: Sequence[socket.socket],
+    *,
+    handle_signals: bool = True,
+    on_ready: Callable[[Server], Awaitable[None]] | None = None,
+    on_serving: Callable[[str], None] | None = None,
+) -> None:
+    """Start ``server`` on ``sockets`` (listening, from
+    :func:`robyn_fast.listener.listen`), serve until :meth:`Server.stop`
+    (``handle_signals``: SIGINT and SIGTERM too, where this thread may
+    handle them) or until the awaiting Task is cancelled, then shut down
+    gracefully; the cancellation goes on after the shutdown.
+
+    ``on_ready`` (a worker's, a test's) is awaited once the server accepts,
+    instead of the "serving on" record; ``on_serving(url)`` is called after
+    that record. Both records ("serving on", "shutting down") are INFO
+    records of ``robyn_fast.server``: what logging shows is the user's
+    choice."""
+    loop = server.loop
+    await server.start(sockets=sockets)
+    installed: list[signal.Signals] = []
+    try:
+        # In one run of the loop: uvloop listens for signals only while its
+        # loop runs, so a SIGTERM arriving between two run_until_complete()
+        # calls (just after the announcement) was lost.
+        for sig in (signal.SIGINT, signal.SIGTERM) if handle_signals else ():
+            try:
+                loop.add_signal_handler(sig, server.stopping.set)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                pass
+        try:
+            if on_ready is not None:
+                await on_ready(server)
+            else:
+                urls = [url_of(s, tls=server.tls) for s in server.sockets]
+                log.info("robyn_fast: serving on %s%s", ", ".join(urls), websocket_urls(server.app, urls[:1]))
+                if on_serving is not None and urls:
+                    on_serving(urls[0])
+            await server.stopping.wait()
+        finally:
+            if on_ready is None:
+                log.info("robyn_fast: shutting down")
+            await server.shutdown()
+    finally:
+        for sig in installed:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+
 def run(
     app: ServedApp,
     sockets: Sequence[socket.socket],
@@ -635,54 +702,26 @@ def run(
     broker: Broker | None = None,
     on_ready: Callable[[Server], Awaitable[None]] | None = None,
     on_serving: Callable[[str], None] | None = None,
+    handle_signals: bool = True,
 ) -> int:
-    """Serve ``app`` on ``sockets`` (listening, from
-    :func:`robyn_fast.listener.listen`) until SIGINT or SIGTERM, then shut
-    down gracefully; returns the process exit code (0).
+    """Serve ``app`` on ``sockets`` on a new event loop of this thread
+    (:func:`serve_until_stopped`) until SIGINT or SIGTERM or
+    :meth:`Server.stop`, then close the loop (cancelling the Tasks the app
+    left); returns the process exit code (0).
 
     ``broker`` joins this server to the other nodes (a worker's
-    :class:`~robyn_fast.broker.local.LocalBus`, or a Redis node).
-    ``on_ready`` (a worker's) is awaited once the server accepts, instead of
-    announcing it on stderr; ``on_serving(url)`` is called after that
-    announcement. Binding, and saying that an address cannot be bound, is
-    the launch path's (:mod:`robyn_fast.workers.launch`).
+    :class:`~robyn_fast.broker.local.LocalBus`, or a Redis node). Binding,
+    and saying that an address cannot be bound, is the launch path's
+    (:mod:`robyn_fast.workers.launch`).
     """
     loop = (loop_factory or new_event_loop)()
     asyncio.set_event_loop(loop)
     server = Server(app, loop, broker=broker)
     try:
-        loop.run_until_complete(server.start(sockets=sockets))
-        stop = server.stopping
-
-        async def serve() -> None:
-            # In one run of the loop: uvloop listens for signals only while
-            # its loop runs, so a SIGTERM arriving between two
-            # run_until_complete() calls (just after the announcement) was lost.
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    loop.add_signal_handler(sig, stop.set)
-                except (NotImplementedError, RuntimeError):  # not the main thread
-                    pass
-            if on_ready is not None:
-                await on_ready(server)
-            else:
-                urls = [url_of(s, tls=server.tls) for s in server.sockets]
-                announce(f"robyn_fast: serving on {', '.join(urls)}{websocket_urls(app, urls[:1])}")
-                if on_serving is not None and urls:
-                    on_serving(urls[0])
-            await stop.wait()
-
-        loop.run_until_complete(serve())
-        if on_ready is None:
-            announce("robyn_fast: shutting down")
-        loop.run_until_complete(server.shutdown())
+        loop.run_until_complete(serve_until_stopped(server, sockets, handle_signals=handle_signals,
+                                                    on_ready=on_ready, on_serving=on_serving))
         return 0
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
         try:
             _cancel_all(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
@@ -717,12 +756,9 @@ def websocket_urls(app: ServedApp, urls: Sequence[str]) -> str:
 
 
 def announce(message: str) -> None:
-    """Say ``message`` once: as a log record when logging will show it,
-    otherwise on stderr."""
-    if log.isEnabledFor(logging.INFO) and logging.getLogger().hasHandlers():
-        log.info("%s", message)
-    else:
-        print(message, file=sys.stderr, flush=True)
+    """Say ``message`` as an INFO record of ``robyn_fast.server`` (the
+    supervisor's "serving on ... with N worker processes")."""
+    log.info("%s", message)
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop, grace: float = 1.0) -> None:

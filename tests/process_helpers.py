@@ -2,7 +2,8 @@
 
 :class:`ServerProcess` starts a script (or ``python -m robyn_fast script``)
 with ``ROBYN_PORT=0``: the server binds a port the kernel picks and announces
-it (``robyn_fast: serving on http://127.0.0.1:PORT``, or ``https://``), so no port is chosen
+it (``robyn_fast: serving on http://127.0.0.1:PORT``, or ``https://``; an app whose logging hides that
+record prints ``listening on http://127.0.0.1:PORT`` itself), so no port is chosen
 before it is bound (no race with other processes). A thread drains the
 process's output (stdout and stderr, merged) as it comes, so a chatty server
 never blocks on a full pipe; tests read it with :meth:`ServerProcess.output`
@@ -27,7 +28,8 @@ from .server_helpers import wait_for
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
-_SERVING = re.compile(r"serving on https?://127\.0\.0\.1:(\d+)")
+# robyn_fast's INFO record, or the line of a test app that says where it listens whatever logging shows
+_SERVING = re.compile(r"(?:serving|listening) on https?://127\.0\.0\.1:(\d+)")
 
 
 class ServerProcess:

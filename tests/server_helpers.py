@@ -1,8 +1,8 @@
 """Run a robyn_fast app in-process, on a background thread, for tests.
 
-`running(app, loop_kind)` starts the server on 127.0.0.1 with an ephemeral
-port on a fresh uvloop or asyncio loop and stops it (graceful shutdown) on
-exit. Raw-socket helpers speak bytes so tests can check the wire exactly."""
+`running(app, loop_kind)` is :func:`robyn_fast.testing.serve` (127.0.0.1, an
+ephemeral port, a fresh uvloop or asyncio loop, graceful shutdown on exit)
+with the suite's extras. Raw-socket helpers speak bytes so tests can check the wire exactly."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import uvloop
-
 from robyn_fast import Robyn
 from robyn_fast.server import Server
+from robyn_fast.testing import serve
 
 from .loops import LOOPS
 
@@ -62,36 +61,10 @@ class Running:
 
 @contextlib.contextmanager
 def running(app: Robyn, loop_kind: str = "uvloop") -> Iterator[Running]:
-    loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
-    server = Server(app, loop)
-    started = threading.Event()
-    errors: list[BaseException] = []
-
-    def main() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(server.start("127.0.0.1", 0))
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-            started.set()
-            return
-        started.set()
-        loop.run_until_complete(server.stopping.wait())
-        loop.run_until_complete(server.shutdown())
-
-    thread = threading.Thread(target=main, name=f"robyn_fast-{loop_kind}", daemon=True)
-    thread.start()
-    assert started.wait(10), "server did not start"
-    if errors:
-        raise errors[0]
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield Running(app, loop, server, port)
-    finally:
-        loop.call_soon_threadsafe(server.stopping.set)
-        thread.join(30)
-        assert not thread.is_alive(), "server did not shut down"
-        loop.close()
+    """``app`` served by :func:`robyn_fast.testing.serve` (what users' tests get) on a
+    ``loop_kind`` loop, with the suite's extras (``hub``, ``call`` with a timeout)."""
+    with serve(app, loop="uvloop" if loop_kind == "uvloop" else "asyncio") as live:
+        yield Running(app, live.loop, live.server, live.port)
 
 
 def connect(port: int, timeout: float = 5.0) -> socket.socket:

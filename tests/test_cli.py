@@ -416,8 +416,15 @@ def echo(ws, msg):
     return msg
 
 
+def listening():
+    # the port, whether or not logging shows the server's own "serving on" record
+    print(f"APP listening on http://127.0.0.1:{app.server.sockets[0].getsockname()[1]}", flush=True)
+
+
 @app.startup_handler
 def started():
+    import asyncio
+    asyncio.get_running_loop().call_soon(listening)  # runs once the server listens
     logging.getLogger("testapp").debug("a debug record")
     c = app.config
     print(f"STARTED pid={os.getpid()} level={logging.getLogger().getEffectiveLevel()} "
@@ -598,9 +605,10 @@ def test_the_log_level_reaches_the_root_logger(tmp_path: Path, form: str, flags:
     assert int(m.group(2)) == level
     # The app's own debug record is shown exactly when the level is DEBUG.
     assert ("DEBUG testapp: a debug record" in out) == (level == logging.DEBUG), out
-    # The announcement is an INFO record when INFO is shown, a plain line otherwise.
+    # The announcement is an INFO record, shown when INFO is (before: a plain line on stderr otherwise).
     info_line = re.search(r"INFO robyn_fast\.server: robyn_fast: serving on http://127\.0\.0\.1:\d+", out)
     assert bool(info_line) == (level <= logging.INFO), out
+    assert ("robyn_fast: serving on" in out) == (level <= logging.INFO), out
 
 
 def test_sigterm_just_after_the_announcement_stops_the_server(tmp_path: Path, loop_kind: str) -> None:
@@ -843,7 +851,8 @@ def test_every_variable_is_validated_like_its_flag(capsys: pytest.CaptureFixture
     refuses with the same reason; a switch's variable takes only on/off words."""
     bad = {"processes": "1_0", "workers": "0", "log_level": "LOUD", "broker": "http://x", "ssl_certfile": "a\x07b",
            "ssl_keyfile": "k\x00", "metrics_path": "metrics", "host": "a b", "port": "65536", "uds": "s\x00",
-           "fd": "-1", "forwarded_allow_ips": "nginx", "robyn_version": "0.99"}
+           "fd": "-1", "forwarded_allow_ips": "nginx", "robyn_version": "0.99",
+           "log_config": "no-such-logging.json"}
     checked = []
     for spec in cli.SETTINGS:
         if spec.env is None:

@@ -34,14 +34,37 @@ async def check(request: Request) -> int | None:
 
 size: int | None = Config().max_message_size
 allowed: tuple[str, ...] = Config(forwarded_allow_ips=("10.0.0.0/8",)).forwarded_allow_ips
+
+
+async def embedded() -> None:
+    await app.serve("127.0.0.1", 0, handle_signals=False, log_config=None)
+    stopped: bool = app.stop()
+
+
+def test_app() -> None:
+    from robyn_fast.testing import LiveServer, serve
+
+    with serve(app, loop="asyncio") as live:
+        url: str = live.url + live.ws_url
+        port: int = live.port
+        same: LiveServer = live
+
+
+async def test_app_async() -> None:
+    from robyn_fast.testing import serve
+
+    async with serve(app) as live:
+        url: str = live.ws_url
 '''
 
 WRONG = '''
-from robyn_fast import Config
+from robyn_fast import Config, Robyn
 from robyn_fast.logs import printable
+from robyn_fast.testing import serve
 
 Config(max_message_size="64 KiB")
 text: int = printable("x")
+serve(Robyn(__file__), loop="trio")
 '''
 
 
@@ -76,3 +99,4 @@ def test_a_wrong_call_is_reported(folder: Path) -> None:
         result.stdout), result.stdout
     assert 'Incompatible types in assignment (expression has type "str", variable has type "int")' in (
         result.stdout), result.stdout
+    assert 'Argument "loop" to "serve" has incompatible type "Literal[\'trio\']"' in result.stdout, result.stdout

@@ -266,6 +266,12 @@ CONNECTOR_NAMES = frozenset(
 )
 MESSAGE_NAMES = frozenset({"msg", "message", "data", "payload", "text"})
 
+# What a first-time user may write for an event, and the event meant.
+_EVENT_HINTS = {"open": "connect", "opened": "connect", "connected": "connect", "disconnect": "close",
+                "disconnected": "close", "closed": "close", "receive": "message", "messages": "message",
+                "recv": "message", "connect": "connect", "message": "message", "close": "close"}
+
+
 def _in_thread(bound: Callable[..., Any]) -> Callable[..., Any]:
     """Run a sync handler in the loop's default thread pool; the connection
     still handles its messages one at a time, in order."""
@@ -376,8 +382,13 @@ class WebSocket:
         instead of on the event loop (for handlers that block). Connections
         opened before the decoration keep the handlers they started with.
         """
+        if callable(event):
+            raise TypeError(f"ws.on() takes the event name, not the handler: write @ws.on(\"message\") (or "
+                            f"\"connect\", \"close\") above {getattr(event, '__qualname__', event)}(), not @ws.on")
         if event not in EVENTS:
-            raise ValueError(f"unknown websocket event {event!r}; expected one of {', '.join(EVENTS)}")
+            hint = _EVENT_HINTS.get(event.lower() if isinstance(event, str) else "")
+            raise ValueError(f"unknown websocket event {event!r}; expected one of {', '.join(EVENTS)}"
+                             + (f" (did you mean {hint!r}?)" if hint else ""))
 
         def decorator(handler: Callable[..., Any]) -> Callable[..., Any]:
             if not callable(handler):
@@ -446,6 +457,12 @@ class WebSocket:
             if source is None:
                 if p.default is not p.empty:
                     continue
+                if p.name in MESSAGE_NAMES and event != "message":
+                    raise TypeError(
+                        f"websocket {event} handler {name} has a parameter {p.name!r}, but {event} handlers "
+                        "receive no message (only message handlers do): drop the parameter, or register the "
+                        "handler with @ws.on(\"message\")"
+                    )
                 raise TypeError(
                     f"cannot bind parameter {p.name!r} of websocket {event} handler {name}: it is not the "
                     f"connector, the message, an injected dependency, a path parameter of {self.endpoint!r}, "
@@ -597,9 +614,10 @@ class WebSocket:
         ``deflate``, and run its connect handler."""
         conn_id = new_id()
         on_close = self._bound.get("close")
-        if server.config.access_log:
-            on_close = _access_logged(on_close, self.endpoint, conn_id, remote_addr,
-                                      lambda: conn.close_code)
+        if server.config.access_log or server.log_connections:
+            on_close = _logged(on_close, self.endpoint, conn_id, remote_addr, lambda: conn.close_code,
+                               access=server.config.access_log, debug=server.log_connections,
+                               subprotocol=subprotocol, deflate=deflate is not None)
         conn = BufferedConnection(
             hub,
             conn_id,
@@ -622,22 +640,34 @@ class WebSocket:
 
 # Config.access_log: a line per WebSocket open and close; SafeRecords escapes every argument.
 _access = get_logger("robyn_fast.access")
+# At DEBUG (when the server started): a record per WebSocket accepted and closed.
+_debug = get_logger("robyn_fast.websocket")
 
 
-def _access_logged(
+def _logged(
     on_close: Callable[..., Any] | None, path: str, conn_id: str,
-    peer: tuple[str, int] | None, close_code: Callable[[], Any],
+    peer: tuple[str, int] | None, close_code: Callable[[], Any], *, access: bool, debug: bool,
+    subprotocol: str | None, deflate: bool,
 ) -> Callable[..., Any]:
     """Logs the open now, and the close (with its duration and final close
-    code) when the close job runs, before ``on_close``."""
+    code) when the close job runs, before ``on_close``: as access-log lines
+    (``access``) and as DEBUG records of ``robyn_fast.websocket`` (``debug``)."""
     started = time.perf_counter()
     where = f"{peer[0]}:{peer[1]}" if peer else "-"
-    _access.info("%s WS open %s id=%s", field(where), field(path), field(conn_id))
+    if access:
+        _access.info("%s WS open %s id=%s", field(where), field(path), field(conn_id))
+    if debug:
+        _debug.debug("%s: WebSocket handshake for %s accepted: id=%s subprotocol=%s permessage-deflate=%s", where,
+                     path, conn_id, subprotocol, "on" if deflate else "off")
 
     def logged(connector: Any) -> Any:
-        took = (time.perf_counter() - started) * 1000.0
-        _access.info("%s WS close %s id=%s code=%s %.3fms", field(where), field(path), field(conn_id), close_code(),
-                     took)
+        took = time.perf_counter() - started
+        if access:
+            _access.info("%s WS close %s id=%s code=%s %.3fms", field(where), field(path), field(conn_id),
+                         close_code(), took * 1000.0)
+        if debug:
+            _debug.debug("%s: WebSocket %s id=%s closed with code %s after %.3f s", where, path, conn_id,
+                         close_code(), took)
         return on_close(connector) if on_close is not None else None
 
     return logged

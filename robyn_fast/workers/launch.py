@@ -21,30 +21,37 @@ reloader are started from here and nowhere else. In this order:
    cannot listen on HOST:PORT: REASON``, and exit status 1; it is printed
    here and only here.
 3. Serve: the reloader (``--dev``), the supervisor (more than one process)
-   or this process alone. With a Redis broker, each serving process is a
+   or this process alone.
+
+:func:`serve` is the same path inside a running event loop
+(``await app.serve()``, :func:`robyn_fast.testing.serve`): the same binding
+(an address that cannot be bound raises ``OSError`` with the same words
+instead of exiting) and the same :class:`~robyn_fast.server.Server` life
+cycle (:func:`~robyn_fast.server.serve_until_stopped`), in one process. With a Redis broker, each serving process is a
    node with a random tag, built by :func:`_node` (in a worker, after the
    fork: a broker holds an event loop's connections).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..broker import Broker, random_node_tag
 from ..broker.redis import RedisBroker
 from ..broker.resp import RedisAddress
 from ..listener import inherited, listen, listen_unix, remove_unix, reuse_port_available
-from ..server import ServedApp, run
+from ..server import ServedApp, Server, run, serve_until_stopped
 from ..websocket.ids import set_node_tag
 from .reloader import Reloader, inherited_fds, is_dev_child
 from .supervisor import Supervisor
 
-__all__ = ["launch", "where"]
+__all__ = ["launch", "serve", "bind", "where"]
 
 
 def where(host: str, port: int) -> str:
@@ -91,7 +98,7 @@ def launch(
     made: os.stat_result | None = None
     try:
         if is_dev_child() or (uds is None and fd is None):
-            sockets = _sockets(host, port, app.config.backlog, shareable=processes > 1 and not dev)
+            sockets = bind(host, port, app.config.backlog, shareable=processes > 1 and not dev)
         elif uds is not None:
             sockets = [listen_unix(uds, app.config.backlog)]
             made = os.lstat(uds)
@@ -99,9 +106,12 @@ def launch(
             assert fd is not None
             sockets = [inherited(fd)]
     except OSError as exc:
-        place = f"unix:{uds}" if uds is not None and not is_dev_child() else (
-            f"fd {fd}" if fd is not None and not is_dev_child() else where(host, port))
-        print(f"robyn_fast: cannot listen on {place}: {exc.strerror or exc}", file=sys.stderr)
+        # The exit message of the command line, as a usage error's is: printed whatever logging shows.
+        if is_dev_child() or (uds is None and fd is None):
+            print(f"robyn_fast: {exc.strerror}", file=sys.stderr)  # bind's "cannot listen on HOST:PORT: REASON"
+        else:
+            place = f"unix:{uds}" if uds is not None else f"fd {fd}"
+            print(f"robyn_fast: cannot listen on {place}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     binder = os.getpid()
     try:
@@ -120,6 +130,38 @@ def launch(
             sock.close()
         if made is not None and uds is not None and os.getpid() == binder:
             remove_unix(uds, made)
+
+
+def bind(host: str, port: int, backlog: int, *, shareable: bool = False) -> list[socket.socket]:
+    """The listening sockets for ``host:port`` (a ``--dev`` child's: its
+    reloader's). ``OSError`` whose ``strerror`` is the one line,
+    ``cannot listen on HOST:PORT: REASON``, when the address cannot be bound."""
+    try:
+        return _sockets(host, port, backlog, shareable=shareable)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {where(host, port)}: {exc.strerror or exc}") from None
+
+
+async def serve(
+    app: ServedApp,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    sock: socket.socket | None = None,
+    handle_signals: bool = False,
+    on_ready: Callable[[Server], Awaitable[None]] | None = None,
+) -> None:
+    """Serve ``app`` on the running loop, on ``host:port`` (bound now) or on
+    ``sock`` (listening), until :meth:`Server.stop` or cancellation, then
+    shut down gracefully (:func:`~robyn_fast.server.serve_until_stopped`).
+    The listening sockets, ``sock`` included, are closed on the way out."""
+    sockets = [sock] if sock is not None else bind(host, port, app.config.backlog)
+    try:
+        server = Server(app, asyncio.get_running_loop())
+        await serve_until_stopped(server, sockets, handle_signals=handle_signals, on_ready=on_ready)
+    finally:
+        for one in sockets:
+            one.close()
 
 
 def _sockets(host: str, port: int, backlog: int, *, shareable: bool) -> list[socket.socket]:

@@ -28,7 +28,12 @@ Supervision:
   are never routed to the new one.
 - A worker that exits before it serves (a startup hook that raises, a broker
   it cannot start) stops everything with exit status 1 when it is the first start
-  or the third such failure in a row of a slot; its error is on stderr.
+  or the third such failure in a row of a slot; its error is logged (by the worker).
+
+Logging: the workers are forked after ``app.start()`` made its logging
+decision (:func:`robyn_fast.logs.configure_logging`), so each inherits the
+handlers and levels in force; every line of the supervisor and the workers
+is a record of ``robyn_fast.workers`` (starts, readiness and exits at DEBUG).
 
 What runs where: the code before ``app.start()`` runs once, in the
 supervisor; startup and shutdown handlers run in every worker.
@@ -46,7 +51,6 @@ import socket
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -260,6 +264,8 @@ class Supervisor:
         if self.announced:
             log.info("workers: worker %d (pid %s) serving again (generation %d)", slot.index, slot.pid,
                      slot.generation)
+        else:
+            log.debug("workers: worker %d (pid %s) serving", slot.index, slot.pid)
         if not self.announced and all(s.ready for s in self.slots):
             self.announced = True
             urls = self.urls
@@ -290,6 +296,8 @@ class Supervisor:
             if self.stopping:
                 if status != 0:
                     log.info("workers: worker %d (pid %d) stopped with %s", slot.index, pid, _describe(status))
+                else:
+                    log.debug("workers: worker %d (pid %d) stopped", slot.index, pid)
                 continue
             if not was_ready:
                 self._failed_to_start(slot, f"(pid {pid}) exited ({_describe(status)}) before it was serving")
@@ -357,6 +365,7 @@ class Supervisor:
                 self._worker(slot, ready_w, supervisor)  # never returns
             os.close(ready_w)
             slot.pid = pid
+            log.debug("workers: worker %d started (pid %d, generation %d)", slot.index, pid, slot.generation)
         except OSError as exc:  # no process or pipe to be had (a pid or fd limit)
             self._failed_to_start(slot, f"cannot start it: {exc}")
             return
@@ -387,7 +396,8 @@ class Supervisor:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
-            traceback.print_exc()
+            # a record of robyn_fast.workers like every other line (the handlers the fork inherited)
+            log.exception("workers: worker %d (pid %d) failed", slot.index, os.getpid())
             code = 1
         finally:
             try:
