@@ -26,6 +26,7 @@ from robyn_fast.websocket.ids import node_of
 from .process_helpers import ROOT, owner, serve_script, worker_pids
 from .redis_helpers import redis_server
 from .server_helpers import running, wait_for
+from .test_workers import Client, spread_clients
 
 BIG = 128 * 1024
 
@@ -716,3 +717,109 @@ def test_on_connect_goes_first_and_its_error_does_not_stop_the_handler(
     logged = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(logged) == 1 and "connect handler" in logged[0].getMessage(), [r.getMessage() for r in logged]
     assert logged[0].exc_info is not None and "on_connect failure on purpose" in str(logged[0].exc_info[1])
+
+
+# -- rooms and send_to on the websocket object, in one process and across processes and hosts ---------------
+
+ROOMS = ROOT / "tests" / "robyn_apps" / "receive_rooms.py"
+
+
+def test_room_names_are_checked_and_a_closing_connection_joins_nothing(loop_kind: str) -> None:
+    app = Robyn(__file__)
+    outcomes: list[Any] = []
+
+    @app.websocket("/ws")
+    async def handler(websocket: WebSocketAdapter) -> None:
+        try:
+            websocket.join(["a list"])
+        except TypeError as exc:
+            outcomes.append(str(exc))
+        outcomes.append(websocket.join(("any", "hashable")))      # one process, no broker: any hashable name
+        outcomes.append(websocket.join("red"))
+        outcomes.append(websocket.rooms)
+        outcomes.append((websocket.leave("red"), websocket.leave("red")))
+        await websocket.close()
+        outcomes.append((websocket.join("late"), websocket.rooms))
+
+    with running(app, loop_kind) as srv:
+        c = client(srv)
+        assert close_frame(c)[0] == 1000
+        c.send_close()
+        assert wait_for(lambda: len(outcomes) == 6)
+    assert outcomes == ["a room name must be hashable, not list", True, True, frozenset({("any", "hashable"), "red"}),
+                        (True, False), (False, frozenset({("any", "hashable")}))]   # left when the TCP goes
+
+
+def test_rooms_and_send_to_cross_worker_processes(loop_kind: str) -> None:
+    with serve_script(ROOMS, loop_kind, args=["--processes", "2"], module=True) as server:
+        assert server.port is not None
+        pids = worker_pids(server.pid)
+        placed = spread_clients(server.port, pids, per_worker=2, path="/rooms")
+        everyone = [c for cs in placed.values() for c in cs]
+        try:
+            (a1, a2), (b1, b2) = placed[pids[0]][:2], placed[pids[1]][:2]
+            for member in (a1, b1):
+                member.ws.send("join red")
+                assert member.ws.recv() == "joined red"
+            # A room send from each worker reaches the members on both. Messages from one worker to
+            # another keep their order, so a private message sent after the room message that arrives
+            # first shows a non-member was skipped, on either worker.
+            for sender in (a1, b1):
+                sender.ws.send("room red hello")
+                for member in (a1, b1):
+                    assert member.ws.recv() == f"{sender.id}@red: hello"
+                for outsider in (a2, b2):
+                    sender.ws.send(f"@{outsider.id} after")
+                    assert outsider.ws.recv() == f"private from {sender.id}: after"
+            # exclude_self, across workers: the sender's next message is its own echo.
+            b1.ws.send("others red from b1")
+            assert a1.ws.recv() == f"{b1.id}@red: from b1"
+            b1.ws.send("ping")
+            assert b1.ws.recv() == "echo ping"
+            # rooms, leave; the sync variant; a member that left gets nothing.
+            b1.ws.send("rooms")
+            assert b1.ws.recv() == "red"
+            b1.ws.send("leave red")
+            assert b1.ws.recv() == "left red True"
+            b1.ws.send("leave red")
+            assert b1.ws.recv() == "left red False"
+            a1.ws.send("room red sync:only a1 now")
+            assert a1.ws.recv() == f"{a1.id}@red: sync:only a1 now"
+            a1.ws.send(f"@{b1.id} after leaving")
+            assert b1.ws.recv() == f"private from {a1.id}: after leaving"
+            # send_to an id no live worker owns.
+            a1.ws.send("@00000000-0000-4000-8000-000000000000 nobody")
+            assert a1.ws.recv() == "no such user 00000000-0000-4000-8000-000000000000"
+        finally:
+            for c in everyone:
+                c.close()
+
+
+def test_rooms_and_send_to_cross_hosts_over_redis(loop_kind: str) -> None:
+    with redis_server() as redis:
+        url = redis.url + "?prefix=receive-rooms"
+        with serve_script(ROOMS, loop_kind, args=["--broker", url], module=True) as one, \
+                serve_script(ROOMS, loop_kind, args=["--broker", url], module=True) as two:
+            assert one.port is not None and two.port is not None
+            for server in (one, two):
+                server.wait_output(r"broker: connected to Redis at ", timeout=10)
+            a, b, outsider = Client(one.port, "/rooms"), Client(two.port, "/rooms"), Client(two.port, "/rooms")
+            try:
+                assert node_of(a.id) != node_of(b.id)
+                for member in (a, b):
+                    member.ws.send("join red")
+                    assert member.ws.recv() == "joined red"
+                a.ws.send("room red over redis")
+                for member in (a, b):
+                    assert member.ws.recv() == f"{a.id}@red: over redis"
+                a.ws.send(f"@{outsider.id} after")
+                assert outsider.ws.recv() == f"private from {a.id}: after"
+                b.ws.send("others red from b")
+                assert a.ws.recv() == f"{b.id}@red: from b"
+                b.ws.send(f"@{a.id} private over redis")
+                assert a.ws.recv() == f"private from {b.id}: private over redis"
+                b.ws.send("ping")
+                assert b.ws.recv() == "echo ping"
+            finally:
+                for c in (a, b, outsider):
+                    c.close()
