@@ -26,6 +26,7 @@ from robyn_fast.websocket.ids import node_of
 from .process_helpers import ROOT, owner, serve_script, worker_pids
 from .redis_helpers import redis_server
 from .server_helpers import running, wait_for
+from .test_examples import chromium_page
 from .test_workers import Client, spread_clients
 
 BIG = 128 * 1024
@@ -823,3 +824,81 @@ def test_rooms_and_send_to_cross_hosts_over_redis(loop_kind: str) -> None:
             finally:
                 for c in (a, b, outsider):
                     c.close()
+
+
+# -- permessage-deflate, as for legacy endpoints ----------------------------------------------------------
+
+
+def test_permessage_deflate_is_agreed_and_used_as_for_legacy_endpoints(loop_kind: str) -> None:
+    app = Robyn(__file__)
+    for mode in ("shared", "dedicated", "off"):
+        async def echo(websocket: WebSocketAdapter) -> None:
+            agreed = websocket.connector.compression
+            await websocket.send_json(None if agreed is None else agreed.response)
+            while True:
+                await websocket.send_text(await websocket.receive_text())
+
+        app.websocket(f"/{mode}", config=Config(compression=mode))(echo)
+
+    big = "".join(f'{{"seq":{i},"text":"message {i} ✓"}},' for i in range(10_000))
+    with running(app, loop_kind) as srv:
+        for mode in ("shared", "dedicated", "off"):
+            with ws_connect_sync(f"{srv.ws_url}/{mode}", max_size=None) as c:
+                answer = c.response.headers.get("Sec-WebSocket-Extensions")
+                assert json.loads(c.recv(timeout=10)) == answer        # what the handler sees is what was agreed
+                assert (answer is None) == (mode == "off"), (mode, answer)
+                before = app.stats()["compressions"]
+                c.send(big)
+                assert c.recv(timeout=10) == big
+                assert app.stats()["compressions"] - before == (0 if mode == "off" else 1)
+        plain = client(srv, "/shared")              # offers nothing: websocket-client fails on any RSV bit
+        assert plain.recv() == "null"
+        plain.send(big)
+        assert plain.recv() == big
+        plain.close()
+
+
+# -- Chromium through a page --------------------------------------------------------------------------------
+
+# Runs in the page: two sockets to the rooms app; greetings, a room both join, a private message by id, the
+# agreed extensions, and the close code the browser sees when the handler returns.
+ROOMS_JS = """
+async () => {
+  const open = (path) => new Promise((ok, fail) => {
+    const ws = new WebSocket(`ws://${location.host}${path}`);
+    const inbox = [], waiters = [];
+    ws.onmessage = (e) => { if (waiters.length) waiters.shift()(e.data); else inbox.push(e.data); };
+    ws.next = () => inbox.length ? Promise.resolve(inbox.shift()) : new Promise((r) => waiters.push(r));
+    ws.onopen = () => ok(ws);
+    ws.onerror = () => fail(new Error(`no connection to ${path}`));
+  });
+  const a = await open("/rooms"), b = await open("/rooms");
+  const out = {a: await a.next(), b: await b.next(), extensions: a.extensions};
+  const idOf = (welcome) => welcome.split(" ")[1];
+  for (const ws of [a, b]) { ws.send("join blue"); out[`joined${ws === a ? "A" : "B"}`] = await ws.next(); }
+  a.send("room blue ✓ hello from the page");
+  out.roomA = await a.next();
+  out.roomB = await b.next();
+  b.send(`@${idOf(out.a)} just for a`);
+  out.privateA = await a.next();
+  const closed = new Promise((ok) => { a.onclose = (e) => ok([e.code, e.wasClean]); });
+  a.send("quit");
+  out.closeA = await closed;
+  b.close(1000);
+  return out;
+}
+"""
+
+
+def test_chromium_through_a_page(tmp_path: Any) -> None:
+    with serve_script(ROOMS, module=True) as server, chromium_page(tmp_path / "chromium-profile") as page:
+        page.goto(f"http://127.0.0.1:{server.port}/", wait_until="load")
+        out = page.evaluate(ROOMS_JS)
+    a_id, b_id = out["a"].split()[1], out["b"].split()[1]
+    assert out["a"].startswith("welcome ") and a_id != b_id
+    assert out["extensions"].startswith("permessage-deflate")
+    assert out["joinedA"] == out["joinedB"] == "joined blue"
+    assert out["roomA"] == out["roomB"] == f"{a_id}@blue: ✓ hello from the page"
+    assert out["privateA"] == f"private from {b_id}: just for a"
+    assert out["closeA"] == [1000, True]
+    assert "Traceback" not in server.output()

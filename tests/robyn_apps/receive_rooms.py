@@ -10,8 +10,9 @@ on_connect greets with the connection id. Commands, one per message:
 "<id>@<room>: <text>" to the room (the sync variant when the text starts with
 "sync:"), "others <room> <text>" to the room but the sender; "@<id> <text>"
 sends "private from <id>: <text>" to that connection, answering
-"no such user <id>" when nobody owns the id; anything else answers
-"echo <text>"."""
+"no such user <id>" when nobody owns the id; "quit" returns from the handler
+(the connection closes with 1000); anything else answers "echo <text>".
+`GET /` answers a blank page for a browser to run scripts in."""
 
 from robyn import Robyn, WebSocketDisconnect
 
@@ -38,6 +39,8 @@ async def rooms(websocket):
                     websocket.sync_broadcast_to(room, line)
                 else:
                     await websocket.broadcast_to(room, line, exclude_self=verb == "others")
+            elif verb == "quit":
+                return
             elif verb.startswith("@"):
                 if not await websocket.send_to(verb[1:], f"private from {websocket.id}: {rest}"):
                     await websocket.send_text(f"no such user {verb[1:]}")
@@ -45,6 +48,11 @@ async def rooms(websocket):
                 await websocket.send_text(f"echo {msg}")
     except WebSocketDisconnect:
         pass
+
+
+@app.get("/")
+def page():
+    return "rooms"
 
 
 @rooms.on_connect
