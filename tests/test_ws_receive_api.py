@@ -1,10 +1,16 @@
 """Robyn's receive-loop WebSocket API (``@app.websocket``): echo of text,
-bytes and JSON (128 KiB too), WebSocketDisconnect with the client's close
-code, close() while the handler awaits elsewhere, on_connect/on_close return
-values, typed query parameters (a missing required one refuses the upgrade),
-the upgrade request's headers and client address, the bounded read pause,
-SubRouter prefixes, the legacy class beside it, and broadcast across worker
-processes. Real clients: websocket-client and websockets."""
+bytes and JSON (128 KiB too), WebSocketDisconnect with every close code
+(the client's, 1006, 1009, ours, 1001 at shutdown), close() while the handler
+awaits elsewhere or in receive, a close while the queue is full and the
+handler never receives, handler errors (1011, logged once, counted) and early
+returns (1000), on_connect/on_close return values and order, typed query
+parameters (a missing required one refuses the upgrade), the upgrade
+request's headers and client address, the bounded read pause, backpressure
+under both policies, permessage-deflate, SubRouter prefixes, the legacy class
+beside it, rooms and send_to on the websocket object, and broadcast, rooms
+and send_to across worker processes and over Redis. Real clients:
+websocket-client (also from a thread), websockets, and Chromium through a
+page. TLS, metrics: tests/test_tls.py, tests/test_metrics.py."""
 
 from __future__ import annotations
 
