@@ -638,7 +638,7 @@ def test_close_wakes_a_handler_waiting_in_receive(loop_kind: str) -> None:
         assert wait_for(lambda: adapters)
         assert asyncio.run_coroutine_threadsafe(adapters[0].close(4003, "later"), srv.loop).result(5) is True
         # The handler is woken at once, before the client has answered the Close.
-        assert wait_for(lambda: seen == [(4003, "later")], timeout=1.0)
+        assert wait_for(lambda: seen == [(4003, "later")])
         assert close_frame(c) == (4003, b"later")
         c.send_close()
 
