@@ -45,6 +45,27 @@ CHROMIUM_ARGS = [
 
 
 @contextlib.contextmanager
+def chromium_page(profile: Path, *args: str, timeout_ms: int = 30_000) -> Iterator[Any]:
+    """A page of a headless Chromium (Debian's, through Playwright) with its
+    own profile in ``profile`` (removed afterwards); ``args`` are added to
+    CHROMIUM_ARGS. Not skipped when Chromium is missing: `make test` installs
+    both (make browser, the [test] extras), so a missing one is a broken
+    setup, not a reason to pass."""
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: `make browser` installs Debian's chromium"
+    import playwright.sync_api as playwright_api
+    with playwright_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *args], timeout=30_000)
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.set_default_timeout(timeout_ms)
+            yield page
+        finally:
+            context.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def example(name: str, loop_kind: str = "uvloop", env: dict[str, str] | None = None) -> Iterator[int]:
     """Serve examples/<name>; yield its port. On exit (SIGTERM) the server
     must have exited 0 and logged no traceback."""
@@ -419,37 +440,20 @@ def test_rooms_deliver_within_a_room_only(loop_kind: str) -> None:
 
 
 def test_echo_chat_page_in_headless_chromium(tmp_path: Path) -> None:
-    # Not skipped when missing: `make test` installs both (make browser, the
-    # [test] extras), so a missing one is a broken setup, not a reason to pass.
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: `make browser` installs Debian's chromium"
-    import playwright.sync_api as playwright_api
     message = "hello from chromium ✓"
     shot = tmp_path / "echo_chat.png"
-    profile = tmp_path / "chromium-profile"
-    with example("echo_chat.py") as port, playwright_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            timeout=30_000,
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(10_000)
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
-            expect = playwright_api.expect
-            expect(page.locator("#status")).to_have_text("connected", timeout=10_000)
-            expect(page.locator("#log")).to_contain_text("joined the chat", timeout=10_000)
-            page.fill("#message", message)
-            page.click("#send")
-            expect(page.locator("#log .echo")).to_have_text(f"Echo: {message}", timeout=10_000)
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            context.close()
+    with example("echo_chat.py") as port, chromium_page(tmp_path / "chromium-profile", timeout_ms=10_000) as page:
+        import playwright.sync_api as playwright_api
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+        expect = playwright_api.expect
+        expect(page.locator("#status")).to_have_text("connected", timeout=10_000)
+        expect(page.locator("#log")).to_contain_text("joined the chat", timeout=10_000)
+        page.fill("#message", message)
+        page.click("#send")
+        expect(page.locator("#log .echo")).to_have_text(f"Echo: {message}", timeout=10_000)
+        page.screenshot(path=str(shot), full_page=True)
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 # Runs in the page: open a WebSocket to /ws, send a 4 MiB text of repeated
@@ -491,21 +495,11 @@ async () => {
 ])
 def test_chromium_negotiates_compression_and_round_trips_a_large_message(
         tmp_path: Path, mode: str, answer: str) -> None:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: `make browser` installs Debian's chromium"
-    import playwright.sync_api as playwright_api
-    profile = tmp_path / "chromium-profile"
-    with example("echo.py", env={"ECHO_COMPRESSION": mode}) as port, playwright_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000)
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(30_000)
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
-            result = page.evaluate(ROUND_TRIP_JS)
-        finally:
-            context.close()
+    with example("echo.py", env={"ECHO_COMPRESSION": mode}) as port, \
+            chromium_page(tmp_path / "chromium-profile") as page:
+        page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+        result = page.evaluate(ROUND_TRIP_JS)
     # Chromium offers "permessage-deflate; client_max_window_bits" and shows the server's answer.
     assert result["extensions"] == answer
     assert result["size"] >= 4 * 1024 * 1024
     assert result["bigOk"] and result["smallOk"], result
-    shutil.rmtree(profile, ignore_errors=True)

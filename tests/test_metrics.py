@@ -24,7 +24,7 @@ import pytest
 import websocket as wsclient
 from prometheus_client.parser import text_string_to_metric_families
 
-from robyn_fast import Config, Robyn, WebSocket, metrics
+from robyn_fast import Config, Robyn, WebSocket, WebSocketAdapter, metrics
 
 from .process_helpers import ServerProcess, owner, serve_script, worker_pids
 from .redis_helpers import redis_server
@@ -252,6 +252,50 @@ def test_known_traffic_gives_exact_counters(loop_kind: str, access: Access) -> N
     assert sorted(int(line.split("code=")[1].split()[0]) for line in closes) == [1000, 1000, 1000, 1006, 1008, 4001]
     assert all(line.startswith("127.0.0.1:") and line.endswith("ms") for line in closes), closes
     assert sum(1 for line in lines if '"GET /metrics" 200 ' in line) == 2, lines
+
+
+def test_a_receive_loop_endpoint_counts_as_legacy_ones(loop_kind: str, access: Access) -> None:
+    """``@app.websocket`` endpoints run on the same compiled connections: the
+    same counters, to the byte, and the same access-log lines; a handler
+    that raises counts in handler_errors (and closes 1011)."""
+    app = Robyn(__file__, config=Config(metrics_path="/metrics", access_log=True, ping_interval=None))
+
+    @app.websocket("/recv")
+    async def echo(websocket: WebSocketAdapter) -> None:
+        while True:
+            msg = await websocket.receive_text()
+            if msg == "boom":
+                raise RuntimeError("handler failure on purpose")
+            await websocket.send_text(msg)
+
+    with running(app, loop_kind) as srv:
+        before = scrape(srv.port)
+        c1, c2 = Raw(srv.port, "/recv"), Raw(srv.port, "/recv")
+        for _ in range(2):
+            c1.send(0x1, b"0123456789")
+            assert c1.read() == (0x1, b"0123456789")
+        assert c1.close(4001) == 4001
+        c2.send(0x1, b"boom")
+        assert c2.finish() == 1011
+        eventually(lambda: srv.call(lambda: srv.server.live_connections), lambda n: n == 0)
+        after = scrape(srv.port)
+
+        def delta(name: str, **labels: str) -> float:
+            return value(after, name, **labels) - value(before, name, **labels)
+
+        assert delta("robyn_fast_ws_connections_opened_total") == 2
+        assert value(after, "robyn_fast_ws_connections") == value(before, "robyn_fast_ws_connections")
+        assert delta("robyn_fast_ws_connections_closed_total", code="1011") == 1
+        other = ("robyn_fast_ws_connections_closed_total", frozenset({("code", "other")}))
+        assert after[other] - before.get(other, 0) == 1
+        assert delta("robyn_fast_ws_messages_received_total") == 3
+        assert delta("robyn_fast_ws_messages_sent_total") == 2
+        assert delta("robyn_fast_ws_received_bytes_total") == c1.sent + c2.sent
+        assert delta("robyn_fast_ws_sent_bytes_total") == c1.received + c2.received
+        assert delta("robyn_fast_ws_handler_errors_total") == 1
+    closes = sorted(line for line in access.lines if " WS close /recv " in line)
+    assert len([line for line in access.lines if " WS open /recv id=" in line]) == 2, access.lines
+    assert sorted(int(line.split("code=")[1].split()[0]) for line in closes) == [1011, 4001], closes
 
 
 def before_errors(samples: Samples) -> float:

@@ -40,7 +40,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
-from robyn_fast import Config, Robyn, WebSocket
+from robyn_fast import Config, Robyn, WebSocket, WebSocketAdapter
 from robyn_fast.cli import Options, UsageError, resolve
 from robyn_fast.exceptions import ConfigError, RobynFastError
 from robyn_fast.tls import server_context
@@ -171,6 +171,38 @@ def test_wss_echo_broadcast_a_1_mib_message_and_compression(pki: Pki, loop_kind:
         asyncio.run(scenario(srv.ws_url + "/ws"))
         # The server compressed for the client that asked (the 70 KB and 1 MiB texts at least).
         assert app.stats()["compressions"] >= 2
+
+
+def test_wss_to_a_receive_loop_endpoint(pki: Pki, loop_kind: str) -> None:
+    """``@app.websocket`` over TLS: permessage-deflate, a 1 MiB message, and
+    300 messages echoed in order while the handler's queue pauses and
+    resumes the TLS transport's reading (read_high_water=4)."""
+    app = Robyn(__file__, config=Config(ssl=pki.server_context(), read_high_water=4, read_low_water=2))
+
+    @app.websocket("/recv")
+    async def echo(websocket: WebSocketAdapter) -> None:
+        await websocket.send_json({"compression": websocket.connector.compression is not None})
+        while True:
+            await websocket.send_bytes(await websocket.receive_bytes())
+
+    async def scenario(url: str) -> None:
+        async with ws_connect(url, ssl=pki.client_context(), compression="deflate", max_size=None,
+                              open_timeout=TIMEOUT) as conn:
+            assert conn.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+            assert await asyncio.wait_for(conn.recv(), TIMEOUT) == '{"compression":true}'
+            messages = [f"{i:04d}".encode() + os.urandom(16 * 1024) for i in range(300)] + [b"x" * (1 << 20)]
+
+            async def send_all() -> None:
+                for m in messages:
+                    await conn.send(m)
+
+            sender = asyncio.create_task(send_all())
+            echoed = [await asyncio.wait_for(conn.recv(), TIMEOUT) for _ in messages]
+            await sender
+            assert echoed == messages
+
+    with running(app, loop_kind) as srv:
+        asyncio.run(scenario(srv.ws_url + "/recv"))
 
 
 def test_frames_behind_the_upgrade_request_in_the_same_tls_record(pki: Pki, loop_kind: str) -> None:

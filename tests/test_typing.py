@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 CORRECT = '''
-from robyn_fast import Config, Request, Robyn, WebSocket
+from robyn_fast import Config, Request, Robyn, WebSocket, WebSocketAdapter
 from robyn_fast.logs import get_logger, printable
 
 app = Robyn(__file__, config=Config(max_message_size=64 * 1024, ping_interval=None))
@@ -55,16 +55,31 @@ async def test_app_async() -> None:
 
     async with serve(app) as live:
         url: str = live.ws_url
+
+
+@app.websocket("/rooms")
+async def rooms(websocket: WebSocketAdapter) -> None:
+    joined: bool = websocket.join("red")
+    members: frozenset[object] = websocket.rooms
+    reached: int = await websocket.broadcast_to("red", {"joined": joined, "rooms": len(members)})
+    also: int = websocket.sync_broadcast_to("red", b"bytes", exclude_self=True)
+    sent: bool = await websocket.send_to(websocket.id, await websocket.receive_text())
+    left: bool = websocket.leave("red")
+    print(reached, also, sent, left)
 '''
 
 WRONG = '''
-from robyn_fast import Config, Robyn
+from robyn_fast import Config, Robyn, WebSocketAdapter
 from robyn_fast.logs import printable
 from robyn_fast.testing import serve
 
 Config(max_message_size="64 KiB")
 text: int = printable("x")
 serve(Robyn(__file__), loop="trio")
+
+
+async def handler(websocket: WebSocketAdapter) -> None:
+    reached: str = await websocket.broadcast_to("red", "x")
 '''
 
 
@@ -100,3 +115,5 @@ def test_a_wrong_call_is_reported(folder: Path) -> None:
     assert 'Incompatible types in assignment (expression has type "str", variable has type "int")' in (
         result.stdout), result.stdout
     assert 'Argument "loop" to "serve" has incompatible type "Literal[\'trio\']"' in result.stdout, result.stdout
+    assert 'Incompatible types in assignment (expression has type "int", variable has type "str")' in (
+        result.stdout), result.stdout

@@ -37,10 +37,10 @@ class Client:
 
     count = 0
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, path: str = "/chat") -> None:
         Client.count += 1
         self.opened = Client.count
-        self.ws = wsclient.create_connection(f"ws://127.0.0.1:{port}/chat", timeout=TIMEOUT)
+        self.ws = wsclient.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=TIMEOUT)
         self.seen: list[str] = []
         self.id = self.expect(r"^welcome (\S+)$").group(1)
 
@@ -79,13 +79,14 @@ def chat(processes: int = 2, loop_kind: str = "uvloop") -> Iterator[ServerProces
         yield server
 
 
-def spread_clients(port: int, pids: list[int], per_worker: int = 2, limit: int = 40) -> dict[int, list[Client]]:
-    """Open clients until every worker holds ``per_worker`` of them."""
+def spread_clients(port: int, pids: list[int], per_worker: int = 2, limit: int = 40,
+                   path: str = "/chat") -> dict[int, list[Client]]:
+    """Open clients (to ``path``) until every worker holds ``per_worker`` of them."""
     placed: dict[int, list[Client]] = {pid: [] for pid in pids}
     opened = 0
     while any(len(c) < per_worker for c in placed.values()):
         assert opened < limit, f"{limit} connections and still {({p: len(c) for p, c in placed.items()})}"
-        client = Client(port)
+        client = Client(port, path)
         opened += 1
         placed[owner(client.ws.sock, port, pids)].append(client)
     return placed

@@ -1,10 +1,16 @@
 """Robyn's receive-loop WebSocket API (``@app.websocket``): echo of text,
-bytes and JSON (128 KiB too), WebSocketDisconnect with the client's close
-code, close() while the handler awaits elsewhere, on_connect/on_close return
-values, typed query parameters (a missing required one refuses the upgrade),
-the upgrade request's headers and client address, the bounded read pause,
-SubRouter prefixes, the legacy class beside it, and broadcast across worker
-processes. Real clients: websocket-client and websockets."""
+bytes and JSON (128 KiB too), WebSocketDisconnect with every close code
+(the client's, 1006, 1009, ours, 1001 at shutdown), close() while the handler
+awaits elsewhere or in receive, a close while the queue is full and the
+handler never receives, handler errors (1011, logged once, counted) and early
+returns (1000), on_connect/on_close return values and order, typed query
+parameters (a missing required one refuses the upgrade), the upgrade
+request's headers and client address, the bounded read pause, backpressure
+under both policies, permessage-deflate, SubRouter prefixes, the legacy class
+beside it, rooms and send_to on the websocket object, and broadcast, rooms
+and send_to across worker processes and over Redis. Real clients:
+websocket-client (also from a thread), websockets, and Chromium through a
+page. TLS, metrics: tests/test_tls.py, tests/test_metrics.py."""
 
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ from robyn_fast.websocket.ids import node_of
 from .process_helpers import ROOT, owner, serve_script, worker_pids
 from .redis_helpers import redis_server
 from .server_helpers import running, wait_for
+from .test_examples import chromium_page
+from .test_workers import Client, spread_clients
 
 BIG = 128 * 1024
 
@@ -176,6 +184,7 @@ def test_handler_closing_itself_then_receive_raises_with_its_code(loop_kind: str
         c.send("close please")
         assert c.recv() == "Connection closed"
         assert close_frame(c) == (4002, b"")
+        c.send_close()
         assert wait_for(lambda: codes == [4002])
 
 
@@ -214,12 +223,15 @@ def test_on_connect_return_values(loop_kind: str) -> None:
         assert c.recv_data() == (wsclient.ABNF.OPCODE_TEXT, b"")
         c.send("x")
         assert c.recv() == "echo x"
+        c.close()
         c = client(srv, "/none")
         c.send("y")
         assert c.recv() == "echo y"        # nothing came before the echo
+        c.close()
         c = client(srv, "/hello")
         first = c.recv()
         assert first.startswith("Hello ") and len(first) == len("Hello ") + 36
+        c.close()
 
 
 def raw_upgrade(port: int, target: str) -> bytes:
@@ -260,9 +272,11 @@ def test_typed_query_parameters(loop_kind: str) -> None:
         c = client(srv, "/room?name=lobby")
         assert json.loads(c.recv()) == {"name": "lobby", "count": 3, "loud": False, "note": None, "qp": "lobby",
                                         "ids": None}
+        c.close()
         c = client(srv, "/room?name=a%20b&count=7&loud=true&note=hi&ids=1&ids=2")
         assert json.loads(c.recv()) == {"name": "a b", "count": 7, "loud": True, "note": "hi", "qp": "a b",
                                         "ids": [1, 2]}
+        c.close()
         answer = raw_upgrade(srv.port, "/room?name=x&ids=1&ids=two")
         assert b"invalid value 'two' for query parameter 'ids': expected int" in answer
         answer = raw_upgrade(srv.port, "/room?count=1")
@@ -306,6 +320,7 @@ def test_upgrade_headers_path_params_and_client_address(loop_kind: str) -> None:
         got = json.loads(c.recv())
         assert got == {"header": "abc-123", "host": "127.0.0.1", "port": c.sock.getsockname()[1], "room": "blue",
                        "path_params": {"room": "blue"}, "greeting": "hi", "globals": ["GREETING"]}
+        c.close()
 
 
 def test_legacy_and_receive_loop_endpoints_side_by_side(loop_kind: str) -> None:
@@ -332,6 +347,8 @@ def test_legacy_and_receive_loop_endpoints_side_by_side(loop_kind: str) -> None:
         assert new2.recv() == "all b"       # the broadcast reaches this endpoint's clients only
         old.send("c")
         assert old.recv() == "old c"
+        for c in (old, new1, new2):
+            c.close()
 
 
 def test_subrouter_prefix(loop_kind: str) -> None:
@@ -349,9 +366,14 @@ def test_subrouter_prefix(loop_kind: str) -> None:
         assert c.recv() == "routed x"
         # The handler returned: the connection closes with 1000.
         assert close_frame(c)[0] == 1000
+        c.send_close()
 
 
 def test_a_handler_that_stops_receiving_pauses_reading(loop_kind: str) -> None:
+    # 2000 messages of 4 KiB (8 MiB, more than the kernel's buffers on both sides take) to a handler that
+    # receives nothing for a while: the server stops reading at read_high_water (what one read brought
+    # still arrives), the sender blocks in the kernel, and then every message arrives, in order.
+    count, size = 2000, 4096
     app = Robyn(__file__, config=Config(read_high_water=4, read_low_water=2))
     go = threading.Event()
     received: list[str] = []
@@ -360,20 +382,26 @@ def test_a_handler_that_stops_receiving_pauses_reading(loop_kind: str) -> None:
     async def slow(websocket: WebSocketAdapter) -> None:
         while not go.is_set():
             await asyncio.sleep(0.01)
-        while len(received) < 60:
+        while len(received) < count:
             received.append(await websocket.receive_text())
         await websocket.send_text("done")
 
     with running(app, loop_kind) as srv:
-        c = client(srv)
-        for i in range(60):
-            c.send(f"{i:04d}" + "." * 1000)
+        read_before = app.stats()["counters"]["messages_in"]
+        c = client(srv, sockopt=[(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)])
+        sender = threading.Thread(target=lambda: [c.send(f"{i:04d}" + "." * (size - 4)) for i in range(count)])
+        sender.start()
         hub = srv.hub(app.websocket_endpoints()[0])
         assert wait_for(lambda: srv.call(lambda: [conn.reading_paused for conn in hub.connections.values()]) == [True])
+        assert not wait_for(lambda: not sender.is_alive(), timeout=0.5)   # held back by TCP, not queued by us
+        # What the server read: the four that paused it and the rest of those reads (256 KiB at most each).
+        assert app.stats()["counters"]["messages_in"] - read_before <= 4 + 2 * (256 * 1024 // size)
         go.set()
         assert c.recv() == "done"
-        assert [m[:4] for m in received] == [f"{i:04d}" for i in range(60)]
-        assert srv.call(lambda: [conn.reading_paused for conn in hub.connections.values()]) == [False]
+        sender.join(10)
+        assert [m[:4] for m in received] == [f"{i:04d}" for i in range(count)]
+        assert close_frame(c)[0] == 1000       # the handler returned
+        c.send_close()
 
 
 def test_compat_robyn_names() -> None:
@@ -468,8 +496,9 @@ def test_access_log_lines_as_for_legacy_endpoints(loop_kind: str, caplog: pytest
     assert any(" WS close /ws id=" in line and " code=1000 " in line for line in lines), lines
 
 
-def test_sends_to_a_client_that_does_not_read_meet_the_backpressure_policy(loop_kind: str) -> None:
-    app = Robyn(__file__, config=Config(max_backpressure=256 * 1024))
+@pytest.mark.parametrize("policy", ["close", "drop"])
+def test_sends_to_a_client_that_does_not_read_meet_the_backpressure_policy(loop_kind: str, policy: str) -> None:
+    app = Robyn(__file__, config=Config(max_backpressure=256 * 1024, backpressure_policy=policy))
     refused_at: list[int | None] = []
 
     @app.websocket("/ws")
@@ -479,9 +508,13 @@ def test_sends_to_a_client_that_does_not_read_meet_the_backpressure_policy(loop_
         for i in range(400):           # 25 MiB at most: more than the kernel's socket buffers hold
             if not await websocket.send_bytes(chunk):
                 refused_at.append(i)
-                return
+                break
             await asyncio.sleep(0)
-        refused_at.append(None)
+        else:
+            refused_at.append(None)
+        # "drop": the connection stays open; once the client has read what was queued, sends go again.
+        await websocket.receive_text()
+        await websocket.send_text(f"after {await websocket.send_text('one more')}")
 
     with running(app, loop_kind) as srv:
         c = client(srv)
@@ -489,5 +522,397 @@ def test_sends_to_a_client_that_does_not_read_meet_the_backpressure_policy(loop_
         c.send("go")                   # then read nothing until the handler is refused
         assert wait_for(lambda: refused_at, timeout=20)
         assert refused_at[0] is not None
-        # The "close" policy: after what was queued, a Close 1008.
-        assert close_frame(c)[0] == 1008
+        if policy == "close":
+            # After what was queued, a Close 1008.
+            assert close_frame(c)[0] == 1008
+            c.send_close()
+            return
+        chunks = 0
+        while chunks < refused_at[0]:
+            assert c.recv_data() == (wsclient.ABNF.OPCODE_BINARY, b"x" * 65536)
+            chunks += 1
+        c.send("drained")
+        assert [c.recv(), c.recv()] == ["one more", "after True"]
+        assert close_frame(c)[0] == 1000
+        c.send_close()
+
+
+# -- closing: every close code reaches the handler; nothing waits behind a full queue ----------------------
+
+
+def test_every_close_code_reaches_the_handler(loop_kind: str) -> None:
+    app = Robyn(__file__, config=Config(max_message_size=1024))
+    seen: dict[str, tuple[int, str]] = {}
+    closed: list[str] = []
+
+    @app.websocket("/ws")
+    async def handler(websocket: WebSocketAdapter) -> None:
+        await websocket.send_text(websocket.id)
+        try:
+            while True:
+                await websocket.receive_text()
+        except WebSocketDisconnect as exc:
+            seen[websocket.id] = (exc.code, exc.reason)
+            raise
+
+    @handler.on_close
+    def gone(websocket: WebSocketAdapter) -> None:
+        closed.append(websocket.id)
+
+    ids: dict[str, str] = {}
+    with running(app, loop_kind) as srv:
+        clients = {how: client(srv) for how in ("1000", "1001", "4000", "tcp", "too big", "shutdown")}
+        ids = {how: c.recv() for how, c in clients.items()}
+        for code in (1000, 1001, 4000):
+            clients[str(code)].close(status=code, reason=f"bye {code}".encode())
+        clients["tcp"].sock.close()                     # no Close frame: 1006
+        clients["too big"].send("x" * 2000)             # over max_message_size: the server fails it with 1009
+        assert close_frame(clients["too big"])[0] == 1009
+        clients["too big"].send_close()
+        assert wait_for(lambda: len(seen) == 5 and len(closed) == 5)
+        last = clients["shutdown"]
+        answered = threading.Thread(target=lambda: (close_frame(last), last.send_close()))
+        answered.start()
+    answered.join(10)
+    assert {how: seen[ids[how]] for how in ids} == {
+        "1000": (1000, "bye 1000"), "1001": (1001, "bye 1001"), "4000": (4000, "bye 4000"), "tcp": (1006, ""),
+        "too big": (1009, seen[ids["too big"]][1]), "shutdown": (1001, "server shutting down"),
+    }
+    assert sorted(closed) == sorted(ids.values())
+
+
+@pytest.mark.parametrize("who", ["client", "server"])
+def test_a_close_while_the_queue_is_full_and_the_handler_does_not_receive(loop_kind: str, who: str) -> None:
+    # Before the queue held the socket's reading itself, the message event waited for the handler to take
+    # messages: the close ran behind it, so this handler was never cancelled and on_close never ran. With
+    # reading held, a client's Close behind messages nobody takes is not read (as with any TCP backpressure):
+    # a client that goes is found by the keepalive (no Pong: Close 1011, then its EOF).
+    app = Robyn(__file__, config=Config(read_high_water=4, read_low_water=2, close_timeout=0.5,
+                                        ping_interval=0.2, ping_timeout=0.3))
+    adapters: list[WebSocketAdapter] = []
+    outcome: list[str] = []
+
+    @app.websocket("/ws")
+    async def ticker(websocket: WebSocketAdapter) -> None:
+        adapters.append(websocket)
+        try:
+            await asyncio.Event().wait()        # never receives
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    @ticker.on_close
+    def closed(websocket: WebSocketAdapter) -> None:
+        outcome.append(f"on_close {websocket.connector.close_code}")
+
+    with running(app, loop_kind) as srv:
+        c = client(srv)
+        for i in range(10):
+            c.send(f"m{i}")
+        hub = srv.hub(app.websocket_endpoints()[0])
+        assert wait_for(lambda: srv.call(lambda: [x.reading_paused for x in hub.connections.values()]) == [True])
+        if who == "client":
+            c.sock.close()
+        else:
+            started = time.monotonic()
+            assert asyncio.run_coroutine_threadsafe(adapters[0].close(4001), srv.loop).result(5) is True
+            assert close_frame(c)[0] == 4001       # read while the reading of the socket is held
+            assert time.monotonic() - started < 1.0
+            c.send_close(status=4001)
+        code = 1011 if who == "client" else 4001
+        assert wait_for(lambda: outcome == ["cancelled", f"on_close {code}"]), outcome
+        assert wait_for(lambda: srv.call(lambda: hub.live) == 0)
+
+
+def test_close_wakes_a_handler_waiting_in_receive(loop_kind: str) -> None:
+    app = Robyn(__file__)
+    adapters: list[WebSocketAdapter] = []
+    seen: list[tuple[int, str]] = []
+
+    @app.websocket("/ws")
+    async def handler(websocket: WebSocketAdapter) -> None:
+        adapters.append(websocket)
+        try:
+            await websocket.receive_bytes()
+        except WebSocketDisconnect as exc:
+            seen.append((exc.code, exc.reason))
+
+    with running(app, loop_kind) as srv:
+        c = client(srv)
+        assert wait_for(lambda: adapters)
+        assert asyncio.run_coroutine_threadsafe(adapters[0].close(4003, "later"), srv.loop).result(5) is True
+        # The handler is woken at once, before the client has answered the Close.
+        assert wait_for(lambda: seen == [(4003, "later")])
+        assert close_frame(c) == (4003, b"later")
+        c.send_close()
+
+
+# -- what the handler's end means for the connection ---------------------------------------------------
+
+
+def test_a_handler_that_raises_or_returns(loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    app = Robyn(__file__)
+    closed: list[str] = []
+
+    @app.websocket("/raise")
+    async def raising(websocket: WebSocketAdapter) -> None:
+        await websocket.send_text("before")
+        await websocket.receive_text()
+        raise RuntimeError("handler failure on purpose")
+
+    @app.websocket("/return")
+    async def returning(websocket: WebSocketAdapter) -> None:
+        await websocket.send_text("bye")
+
+    for handler in (raising, returning):
+        handler.on_close(lambda websocket: closed.append(websocket.connector.endpoint))
+
+    caplog.set_level("INFO", logger="robyn_fast")
+    with running(app, loop_kind) as srv:
+        errors_before = app.stats()["counters"]["handler_errors"]
+        c = client(srv, "/raise")
+        assert c.recv() == "before"
+        c.send("go")
+        assert close_frame(c) == (1011, b"internal error")
+        c.send_close()
+        c = client(srv, "/return")
+        assert c.recv() == "bye"
+        assert close_frame(c) == (1000, b"")
+        c.send_close()
+        assert wait_for(lambda: sorted(closed) == ["/raise", "/return"])
+        # Counted as a legacy handler's error is (robyn_fast_ws_handler_errors_total).
+        assert app.stats()["counters"]["handler_errors"] - errors_before == 1
+    logged = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 1, [r.getMessage() for r in logged]
+    assert "raising" in logged[0].getMessage() and "1011" in logged[0].getMessage()
+    assert logged[0].exc_info is not None and "handler failure on purpose" in str(logged[0].exc_info[1])
+
+
+def test_on_connect_goes_first_and_its_error_does_not_stop_the_handler(
+        loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    app = Robyn(__file__)
+
+    async def first_then_echo(websocket: WebSocketAdapter) -> None:
+        await websocket.send_text("first")       # no suspension before it: sent in the Task's first step
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+
+    sync_greet = app.websocket("/sync")(first_then_echo)
+    sync_greet.on_connect(lambda websocket: "welcome")
+
+    async def later(websocket: WebSocketAdapter) -> str:
+        await asyncio.sleep(0.05)
+        return "late welcome"
+
+    async def slow_then_echo(websocket: WebSocketAdapter) -> None:
+        await first_then_echo(websocket)
+
+    app.websocket("/async")(slow_then_echo).on_connect(later)
+
+    async def broken_then_echo(websocket: WebSocketAdapter) -> None:
+        await first_then_echo(websocket)
+
+    def broken(websocket: WebSocketAdapter) -> str:
+        raise ValueError("on_connect failure on purpose")
+
+    app.websocket("/broken")(broken_then_echo).on_connect(broken)
+
+    caplog.set_level("INFO", logger="robyn_fast")
+    with running(app, loop_kind) as srv:
+        for path, greeting in (("/sync", ["welcome"]), ("/async", ["late welcome"]), ("/broken", [])):
+            c = client(srv, path)
+            assert [c.recv() for _ in range(len(greeting) + 1)] == [*greeting, "first"], path
+            c.send("still served")
+            assert c.recv() == "still served"
+            c.close()
+    logged = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 1 and "connect handler" in logged[0].getMessage(), [r.getMessage() for r in logged]
+    assert logged[0].exc_info is not None and "on_connect failure on purpose" in str(logged[0].exc_info[1])
+
+
+# -- rooms and send_to on the websocket object, in one process and across processes and hosts ---------------
+
+ROOMS = ROOT / "tests" / "robyn_apps" / "receive_rooms.py"
+
+
+def test_room_names_are_checked_and_a_closing_connection_joins_nothing(loop_kind: str) -> None:
+    app = Robyn(__file__)
+    outcomes: list[Any] = []
+
+    @app.websocket("/ws")
+    async def handler(websocket: WebSocketAdapter) -> None:
+        # After a first suspension: a close() in the first step of an eagerly started Task (3.12+) goes
+        # when that step ends, as any handler's close() during its own step does.
+        await websocket.receive_text()
+        try:
+            websocket.join(["a list"])
+        except TypeError as exc:
+            outcomes.append(str(exc))
+        outcomes.append(websocket.join(("any", "hashable")))      # one process, no broker: any hashable name
+        outcomes.append(websocket.join("red"))
+        outcomes.append(websocket.rooms)
+        outcomes.append((websocket.leave("red"), websocket.leave("red")))
+        await websocket.close()
+        outcomes.append((websocket.join("late"), websocket.rooms))
+
+    with running(app, loop_kind) as srv:
+        c = client(srv)
+        c.send("go")
+        assert close_frame(c)[0] == 1000
+        c.send_close()
+        assert wait_for(lambda: len(outcomes) == 6)
+    assert outcomes == ["a room name must be hashable, not list", True, True, frozenset({("any", "hashable"), "red"}),
+                        (True, False), (False, frozenset({("any", "hashable")}))]   # left when the TCP goes
+
+
+def test_rooms_and_send_to_cross_worker_processes(loop_kind: str) -> None:
+    with serve_script(ROOMS, loop_kind, args=["--processes", "2"], module=True) as server:
+        assert server.port is not None
+        pids = worker_pids(server.pid)
+        placed = spread_clients(server.port, pids, per_worker=2, path="/rooms")
+        everyone = [c for cs in placed.values() for c in cs]
+        try:
+            (a1, a2), (b1, b2) = placed[pids[0]][:2], placed[pids[1]][:2]
+            for member in (a1, b1):
+                member.ws.send("join red")
+                assert member.ws.recv() == "joined red"
+            # A room send from each worker reaches the members on both. Messages from one worker to
+            # another keep their order, so a private message sent after the room message that arrives
+            # first shows a non-member was skipped, on either worker.
+            for sender in (a1, b1):
+                sender.ws.send("room red hello")
+                for member in (a1, b1):
+                    assert member.ws.recv() == f"{sender.id}@red: hello"
+                for outsider in (a2, b2):
+                    sender.ws.send(f"@{outsider.id} after")
+                    assert outsider.ws.recv() == f"private from {sender.id}: after"
+            # exclude_self, across workers: the sender's next message is its own echo.
+            b1.ws.send("others red from b1")
+            assert a1.ws.recv() == f"{b1.id}@red: from b1"
+            b1.ws.send("ping")
+            assert b1.ws.recv() == "echo ping"
+            # rooms, leave; the sync variant; a member that left gets nothing.
+            b1.ws.send("rooms")
+            assert b1.ws.recv() == "red"
+            b1.ws.send("leave red")
+            assert b1.ws.recv() == "left red True"
+            b1.ws.send("leave red")
+            assert b1.ws.recv() == "left red False"
+            a1.ws.send("room red sync:only a1 now")
+            assert a1.ws.recv() == f"{a1.id}@red: sync:only a1 now"
+            a1.ws.send(f"@{b1.id} after leaving")
+            assert b1.ws.recv() == f"private from {a1.id}: after leaving"
+            # send_to an id no live worker owns.
+            a1.ws.send("@00000000-0000-4000-8000-000000000000 nobody")
+            assert a1.ws.recv() == "no such user 00000000-0000-4000-8000-000000000000"
+        finally:
+            for c in everyone:
+                c.close()
+
+
+def test_rooms_and_send_to_cross_hosts_over_redis(loop_kind: str) -> None:
+    with redis_server() as redis:
+        url = redis.url + "?prefix=receive-rooms"
+        with serve_script(ROOMS, loop_kind, args=["--broker", url], module=True) as one, \
+                serve_script(ROOMS, loop_kind, args=["--broker", url], module=True) as two:
+            assert one.port is not None and two.port is not None
+            for server in (one, two):
+                server.wait_output(r"broker: connected to Redis at ", timeout=10)
+            a, b, outsider = Client(one.port, "/rooms"), Client(two.port, "/rooms"), Client(two.port, "/rooms")
+            try:
+                assert node_of(a.id) != node_of(b.id)
+                for member in (a, b):
+                    member.ws.send("join red")
+                    assert member.ws.recv() == "joined red"
+                a.ws.send("room red over redis")
+                for member in (a, b):
+                    assert member.ws.recv() == f"{a.id}@red: over redis"
+                a.ws.send(f"@{outsider.id} after")
+                assert outsider.ws.recv() == f"private from {a.id}: after"
+                b.ws.send("others red from b")
+                assert a.ws.recv() == f"{b.id}@red: from b"
+                b.ws.send(f"@{a.id} private over redis")
+                assert a.ws.recv() == f"private from {b.id}: private over redis"
+                b.ws.send("ping")
+                assert b.ws.recv() == "echo ping"
+            finally:
+                for c in (a, b, outsider):
+                    c.close()
+
+
+# -- permessage-deflate, as for legacy endpoints ----------------------------------------------------------
+
+
+def test_permessage_deflate_is_agreed_and_used_as_for_legacy_endpoints(loop_kind: str) -> None:
+    app = Robyn(__file__)
+    for mode in ("shared", "dedicated", "off"):
+        async def echo(websocket: WebSocketAdapter) -> None:
+            agreed = websocket.connector.compression
+            await websocket.send_json(None if agreed is None else agreed.response)
+            while True:
+                await websocket.send_text(await websocket.receive_text())
+
+        app.websocket(f"/{mode}", config=Config(compression=mode))(echo)
+
+    big = "".join(f'{{"seq":{i},"text":"message {i} ✓"}},' for i in range(10_000))
+    with running(app, loop_kind) as srv:
+        for mode in ("shared", "dedicated", "off"):
+            with ws_connect_sync(f"{srv.ws_url}/{mode}", max_size=None) as c:
+                answer = c.response.headers.get("Sec-WebSocket-Extensions")
+                assert json.loads(c.recv(timeout=10)) == answer        # what the handler sees is what was agreed
+                assert (answer is None) == (mode == "off"), (mode, answer)
+                before = app.stats()["compressions"]
+                c.send(big)
+                assert c.recv(timeout=10) == big
+                assert app.stats()["compressions"] - before == (0 if mode == "off" else 1)
+        plain = client(srv, "/shared")              # offers nothing: websocket-client fails on any RSV bit
+        assert plain.recv() == "null"
+        plain.send(big)
+        assert plain.recv() == big
+        plain.close()
+
+
+# -- Chromium through a page --------------------------------------------------------------------------------
+
+# Runs in the page: two sockets to the rooms app; greetings, a room both join, a private message by id, the
+# agreed extensions, and the close code the browser sees when the handler returns.
+ROOMS_JS = """
+async () => {
+  const open = (path) => new Promise((ok, fail) => {
+    const ws = new WebSocket(`ws://${location.host}${path}`);
+    const inbox = [], waiters = [];
+    ws.onmessage = (e) => { if (waiters.length) waiters.shift()(e.data); else inbox.push(e.data); };
+    ws.next = () => inbox.length ? Promise.resolve(inbox.shift()) : new Promise((r) => waiters.push(r));
+    ws.onopen = () => ok(ws);
+    ws.onerror = () => fail(new Error(`no connection to ${path}`));
+  });
+  const a = await open("/rooms"), b = await open("/rooms");
+  const out = {a: await a.next(), b: await b.next(), extensions: a.extensions};
+  const idOf = (welcome) => welcome.split(" ")[1];
+  for (const ws of [a, b]) { ws.send("join blue"); out[`joined${ws === a ? "A" : "B"}`] = await ws.next(); }
+  a.send("room blue ✓ hello from the page");
+  out.roomA = await a.next();
+  out.roomB = await b.next();
+  b.send(`@${idOf(out.a)} just for a`);
+  out.privateA = await a.next();
+  const closed = new Promise((ok) => { a.onclose = (e) => ok([e.code, e.wasClean]); });
+  a.send("quit");
+  out.closeA = await closed;
+  b.close(1000);
+  return out;
+}
+"""
+
+
+def test_chromium_through_a_page(tmp_path: Any) -> None:
+    with serve_script(ROOMS, module=True) as server, chromium_page(tmp_path / "chromium-profile") as page:
+        page.goto(f"http://127.0.0.1:{server.port}/", wait_until="load")
+        out = page.evaluate(ROOMS_JS)
+    a_id, b_id = out["a"].split()[1], out["b"].split()[1]
+    assert out["a"].startswith("welcome ") and a_id != b_id
+    assert out["extensions"].startswith("permessage-deflate")
+    assert out["joinedA"] == out["joinedB"] == "joined blue"
+    assert out["roomA"] == out["roomB"] == f"{a_id}@blue: ✓ hello from the page"
+    assert out["privateA"] == f"private from {b_id}: just for a"
+    assert out["closeA"] == [1000, True]
+    assert "Traceback" not in server.output()
