@@ -9,11 +9,13 @@ processes. Real clients: websocket-client and websockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,13 +27,32 @@ from robyn_fast.websocket.ids import node_of
 
 from .process_helpers import ROOT, owner, serve_script, worker_pids
 from .redis_helpers import redis_server
-from .server_helpers import running, wait_for
+from .server_helpers import Running, wait_for
+from .server_helpers import running as serve
 
 BIG = 128 * 1024
 
 
+_OPEN: list[wsclient.WebSocket] = []
+
+
 def client(srv: Any, path: str = "/ws", **kw: Any) -> wsclient.WebSocket:
-    return wsclient.create_connection(f"{srv.ws_url}{path}", timeout=10, **kw)
+    c = wsclient.create_connection(f"{srv.ws_url}{path}", timeout=10, **kw)
+    _OPEN.append(c)
+    return c
+
+
+@contextlib.contextmanager
+def running(app: Robyn, loop_kind: str) -> Iterator[Running]:
+    """The server, whose clients (client()) are dropped (TCP closed) when the test is done
+    with them: shutdown would otherwise wait close_timeout (10 s) for the answer to its Close
+    from a client that never reads again (a test's whole run, 8 tests, each Python and loop)."""
+    with serve(app, loop_kind) as srv:
+        try:
+            yield srv
+        finally:
+            while _OPEN:
+                _OPEN.pop().shutdown()
 
 
 def close_frame(c: wsclient.WebSocket) -> tuple[int, bytes]:
