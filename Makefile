@@ -3,6 +3,8 @@
 #   make test   - create .venv, build the extensions, install test extras, run the whole suite
 #                 (`make test PYTHON=python3.13`: the same with that interpreter, in .venv-3.13)
 #   make autobahn-full - Autobahn categories 12/13 (permessage-deflate) in full (~25 min)
+#   make sidroot - build (once; cached in /var/cache/robyn_fast) the Debian sid root with Python
+#                  3.14 and 3.15 that .ci/run tests them in: `.ci/sidroot make test PYTHON=/usr/bin/python3.14`
 #   make fuzz   - ASan/UBSan build in .venv-fuzz, then every atheris harness in fuzz/ for
 #                 FUZZ_SECONDS each (the whole run, build included, takes about 5 min)
 #   make bench  - micro-benchmarks of the codec (pytest-benchmark), pinned to one core
@@ -12,8 +14,8 @@
 #                 writes bench/results/soak-<date>.json/.png, exits 1 unless memory is flat and nothing failed
 #   make bench-tls  - echo over TLS against picows and aiohttp (bench/tls.py, ~2 min)
 
-# The interpreter: `make test PYTHON=python3.13` (or a path) builds and tests in a virtualenv of
-# its own, .venv-<version>; without PYTHON= the default one lives in .venv.
+# The interpreter (3.11-3.15): `make test PYTHON=python3.13` (or a path) builds and tests in a
+# virtualenv of its own, .venv-<version>; without PYTHON= the default one lives in .venv.
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 PYVER  := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 ifeq ($(PYVER),)
@@ -35,7 +37,7 @@ LOADGEN := bench/loadgen/.rfload-built
 LOAD_ARGS ?= --quick
 SOAK_MINUTES ?= 10
 
-.PHONY: socket-activate install run test autobahn-full fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis clang
+.PHONY: socket-activate install run test sidroot autobahn-full fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis clang
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,7 +81,11 @@ socket-activate:
 		|| echo "systemd-socket-activate not installed: tests/test_listening.py skips its test"
 
 test: install browser redis socket-activate
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=25
+
+# Debian sid's Python 3.14 and 3.15 (with chromium, redis-server, nginx) in a root of their own (.ci/sidroot; needs root).
+sidroot:
+	.ci/sidroot --build
 
 # Autobahn's permessage-deflate categories 12 and 13 in full (216 cases, both loops, both
 # compression modes: ~25 min); `make test` runs a size-limited selection of them.

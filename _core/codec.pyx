@@ -163,8 +163,9 @@ cdef class _ReadWindow:
         return self.parser._rcap - self.parser._rend
 
     # asyncio's TLS transport slices the buffer get_buffer() returned
-    # (``buf[offset:]`` to read more into it; Python 3.10 assigns
-    # ``buf[:n] = data``): a view for the slice, released when dropped.
+    # (``buf[offset:]`` to read more into it; asyncio's helper for protocols
+    # fed plain data assigns ``buf[:n] = data``): a view for the slice,
+    # released when dropped.
     def __getitem__(self, key):
         return memoryview(self)[key]
 

@@ -13,8 +13,8 @@
 # is called inline. An async handler runs in a real asyncio Task from its first
 # line (asyncio.current_task(), timeout(), TaskGroup work as anywhere else):
 # on Python >= 3.12 the Task starts eagerly, so a handler that never suspends
-# finishes inside the call and costs no extra loop iteration; on 3.10 and 3.11
-# its first step runs on the next iteration. The hub keeps every Task it
+# finishes inside the call and costs no extra loop iteration; on 3.11 its
+# first step runs on the next iteration. The hub keeps every Task it
 # started referenced until it is done.
 #
 # Write path: everything queued to a connection during one loop iteration
@@ -73,9 +73,8 @@ cdef object _Task = asyncio.Task
 cdef object _current_task = asyncio.current_task
 cdef object _CancelledError = asyncio.CancelledError
 # Python >= 3.12: Task(..., eager_start=True) runs the first step inside the
-# constructor, with the Task current. 3.11: Task(..., context=). 3.10: neither.
+# constructor, with the Task current. 3.11: Task(..., context=) only.
 cdef bint _EAGER = sys.version_info >= (3, 12)
-cdef bint _TASK_CONTEXT = sys.version_info >= (3, 11)
 cdef object _CONNECT = object()           # job marker: run the connect handler
 cdef object _CLOSE = object()             # job marker: run the close handler
 
@@ -91,13 +90,7 @@ cdef object _start_task(object loop, object coro, object ctx):
     """A Task running ``coro`` in ``ctx`` (a context nothing has entered)."""
     if _EAGER:
         return _Task(coro, loop=loop, context=ctx, eager_start=True)
-    if _TASK_CONTEXT:
-        return _Task(coro, loop=loop, context=ctx)
-    PyContext_Enter(ctx)      # 3.10: the Task copies the current context
-    try:
-        return _Task(coro, loop=loop)
-    finally:
-        PyContext_Exit(ctx)
+    return _Task(coro, loop=loop, context=ctx)
 
 
 cdef str _handler_name(object handler):

@@ -16,7 +16,6 @@ included) may use it.
 
 from __future__ import annotations
 
-import builtins
 import json
 import logging
 import logging.config
@@ -136,8 +135,6 @@ def _exception_line(exc: BaseException) -> str:
 _MAX_CHAIN = 32
 _MAX_GROUP_DEPTH = 8
 _MAX_GROUP_ITEMS = 16
-#: BaseExceptionGroup (Python 3.11+; None before)
-_GROUP: type[BaseException] | None = getattr(builtins, "BaseExceptionGroup", None)
 
 
 def exception_text(exc: BaseException, tb: TracebackType | None = None) -> str:
@@ -175,7 +172,7 @@ def _chain_text(exc: BaseException, tb: TracebackType | None, depth: int) -> lis
             out.append("Traceback (most recent call last):\n")
             out.extend(traceback.format_tb(frames))
         out.append(_exception_line(item) + "\n")
-        members = getattr(item, "exceptions", None) if _GROUP is not None and isinstance(item, _GROUP) else None
+        members = getattr(item, "exceptions", None) if isinstance(item, BaseExceptionGroup) else None
         if isinstance(members, tuple) and members:
             out.extend(_group_text(members, depth + 1))
     return out

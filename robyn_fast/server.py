@@ -232,15 +232,12 @@ class Server:
     def _tls_arguments(self) -> dict[str, Any]:
         """``connect_accepted_socket``'s TLS arguments: the context, the handshake
         bounded by ``handshake_timeout`` (it comes before the HTTP request the
-        HTTP timers watch) and, where the loop has the setting (asyncio since
-        3.11, uvloop), the close_notify exchange by ``close_timeout``."""
+        HTTP timers watch) and the close_notify exchange by ``close_timeout``."""
         context = self.config.ssl
         if context is None:
             return {}
-        tls: dict[str, Any] = {"ssl": context, "ssl_handshake_timeout": self.config.handshake_timeout}
-        if sys.version_info >= (3, 11) or not isinstance(self.loop, asyncio.BaseEventLoop):
-            tls["ssl_shutdown_timeout"] = self.config.close_timeout
-        return tls
+        return {"ssl": context, "ssl_handshake_timeout": self.config.handshake_timeout,
+                "ssl_shutdown_timeout": self.config.close_timeout}
 
     @property
     def tls(self) -> bool:

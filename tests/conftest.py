@@ -8,6 +8,8 @@ from robyn_fast._core import codec as compiled_codec
 from robyn_fast._reference import codec as reference_codec
 
 from .loops import LOOPS
+from .scope import FULL as FULL_SCOPE
+from .scope import SKIP_REASON
 
 IMPLEMENTATIONS = {"compiled": compiled_codec, "reference": reference_codec}
 
@@ -22,3 +24,13 @@ def codec(request: pytest.FixtureRequest) -> ModuleType:
 def loop_kind(request: pytest.FixtureRequest) -> str:
     """Server tests run on both event loops."""
     return str(request.param)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``ROBYN_FAST_TEST_SCOPE=core`` skips the ``full_scope`` tests (tests/scope.py)."""
+    if FULL_SCOPE:
+        return
+    skip = pytest.mark.skip(reason=SKIP_REASON)
+    for item in items:
+        if item.get_closest_marker("full_scope") is not None:
+            item.add_marker(skip)

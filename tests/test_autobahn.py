@@ -88,6 +88,9 @@ def test_autobahn_core_cases_are_clean(loop_kind: str) -> None:
     assert len(results) == 301
 
 
+# Our deflate code over zlib, not the interpreter: CI runs the selection on one Python, and
+# categories 12/13 in full once (tests/scope.py, .ci/run).
+@pytest.mark.full_scope
 @pytest.mark.parametrize("mode", ["shared", "dedicated"])
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_autobahn_compression_cases_are_clean(loop_kind: str, mode: str) -> None:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import websocket as wsclient
 
 from robyn_fast.broker import node_slot
@@ -152,6 +153,7 @@ def _dropped_to(server: ServerProcess, slot: int) -> int:
         if int(s) == slot)
 
 
+@pytest.mark.full_scope
 def test_a_worker_stopped_ten_seconds_catches_up_without_closing_its_clients(tmp_path: Path, loop_kind: str) -> None:
     script = tmp_path / "feed.py"
     script.write_text(textwrap.dedent(APP))

@@ -202,6 +202,7 @@ def _abrupt_cycle(port: int, request: bytes, reset: bool) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.full_scope
 def test_10000_abrupt_connections_leave_fds_tasks_and_memory_at_baseline(loop_kind: str) -> None:
     server = ServerProcess([str(APPS / "churn.py")], loop_kind)
     try:

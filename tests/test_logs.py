@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import unicodedata
 from urllib.parse import quote
 from collections.abc import Iterator
@@ -165,10 +164,7 @@ def test_exception_text_of_a_cycle_ends() -> None:
 
 def test_exception_text_escapes_notes() -> None:
     exc = ValueError("plain")
-    if sys.version_info >= (3, 11):
-        exc.add_note(f"note\r\n{FORGED}")
-    else:
-        exc.__notes__ = [f"note\r\n{FORGED}"]  # type: ignore[attr-defined]
+    exc.add_note(f"note\r\n{FORGED}")
     text = exception_text(exc)
     assert text.splitlines() == ["ValueError: plain", "note\\r\\n" + FORGED]
     assert _raw_controls(text) == []
@@ -183,7 +179,6 @@ def test_exception_text_survives_a_broken_str() -> None:
     assert text.splitlines()[-1].endswith("Broken: <Broken with unprintable str(): RuntimeError>")
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are Python 3.11+")
 def test_exception_text_shows_group_members_escaped() -> None:
     group = _raised(ExceptionGroup(f"group\r\n{FORGED}", [ValueError(f"one\x1b[2J\n{FORGED}"), TypeError("two")]))
     text = exception_text(group)

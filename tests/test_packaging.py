@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Building the sdist and a wheel from it takes ~100 s and checks the packaging, not the
+# interpreter: CI runs it on one Python (tests/scope.py). test_typing checks the types of
+# the installed package on every Python.
+pytestmark = pytest.mark.full_scope
 
 
 @pytest.fixture(scope="module")

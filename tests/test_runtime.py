@@ -13,7 +13,6 @@ import gc
 import json
 import math
 import os
-import sys
 import threading
 import time
 import urllib.error
@@ -99,25 +98,22 @@ def test_timeout_wait_for_taskgroup_and_current_task_work_from_the_first_line(lo
         task = asyncio.current_task()  # the first line: a Task is current
         report: dict[str, Any] = {"task": task is not None}
         report["wait_for"] = await asyncio.wait_for(asyncio.sleep(0, "w"), 1)
-        if hasattr(asyncio, "timeout"):  # Python >= 3.11
-            async with asyncio.timeout(1):
-                report["timeout"] = "t"
-            try:
-                async with asyncio.timeout(0.01):
-                    await asyncio.sleep(5)
-            except TimeoutError:
-                report["timed_out"] = True
-        if hasattr(asyncio, "TaskGroup"):  # Python >= 3.11
-            async with asyncio.TaskGroup() as tg:
-                a = tg.create_task(asyncio.sleep(0, 1))
-                b = tg.create_task(asyncio.sleep(0.001, 2))
-            report["taskgroup"] = a.result() + b.result()
+        async with asyncio.timeout(1):
+            report["timeout"] = "t"
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            report["timed_out"] = True
+        async with asyncio.TaskGroup() as tg:
+            a = tg.create_task(asyncio.sleep(0, 1))
+            b = tg.create_task(asyncio.sleep(0.001, 2))
+        report["taskgroup"] = a.result() + b.result()
         report["same_task"] = asyncio.current_task() is task
         return report
 
-    expected: dict[str, Any] = {"task": True, "wait_for": "w", "same_task": True}
-    if sys.version_info >= (3, 11):
-        expected.update(timeout="t", timed_out=True, taskgroup=3)
+    expected: dict[str, Any] = {"task": True, "wait_for": "w", "same_task": True, "timeout": "t", "timed_out": True,
+                                "taskgroup": 3}
     with running(app, loop_kind) as srv:
         c = client(srv)
         c.send("go")

@@ -366,6 +366,7 @@ def test_close_on_handler_error_switch(loop_kind: str) -> None:
         sock.sendall(build_text("raise", mask=MASK))
         b0, payload, _ = read_frame(sock, rest)
         assert b0 == 0x88 and int.from_bytes(payload[:2], "big") == 1011
+        sock.close()  # else shutdown waits close_timeout (10 s) for the answer to that Close
 
 
 # -- backpressure ------------------------------------------------------------------------------
