@@ -260,6 +260,7 @@ def test_every_robyn_fast_logger_is_filtered() -> None:
     import robyn_fast.app  # noqa: F401 - loads the modules that create the loggers
     import robyn_fast.broker.local  # noqa: F401
     import robyn_fast.broker.redis  # noqa: F401
+    import robyn_fast.compat.robyn  # noqa: F401
     import robyn_fast.server  # noqa: F401
     import robyn_fast.workers.reloader  # noqa: F401
     import robyn_fast.workers.supervisor  # noqa: F401

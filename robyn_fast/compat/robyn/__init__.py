@@ -21,6 +21,7 @@ from robyn_fast.compat import UNSUPPORTED_APP_METHODS, UnsupportedRobynMethod, m
 from robyn_fast.config import Config as _Config
 from robyn_fast.config import robyn_before_080
 from robyn_fast.cors import allow_cors
+from robyn_fast.logs import get_logger
 from robyn_fast.subrouter import SubRouter as _SubRouter, subrouter_arguments
 
 from . import status_codes
@@ -69,6 +70,8 @@ __all__ = [
     "SessionManager",
 ]
 
+
+_log = get_logger("robyn_fast.compat")
 
 class FunctionInfo(NamedTuple):
     """What ``app.event_handlers`` holds for one event, as Robyn shows it."""
@@ -184,9 +187,7 @@ class SubRouter(_SubRouter):
 
     def _late(self, what: str) -> None:
         # Robyn takes a router's routes when it is included and drops later ones without a word: say so.
-        import logging
-
-        logging.getLogger("robyn_fast.compat").error(
+        _log.error(
             "%s is registered on a SubRouter already included: it is not served (register it before "
             "include_router)", what)
 
