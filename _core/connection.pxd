@@ -137,8 +137,9 @@ cdef class Connection(WSProtocol):
     cdef readonly object rooms            # set of room names, or None
     cdef bint using_shared                # the last get_buffer() lent the hub's shared buffer
     cdef bint join_writes                 # a TLS transport: one write of the joined frames (one record)
-    cdef readonly bint reading_paused     # transport.pause_reading() is in force (for either reason below)
+    cdef readonly bint reading_paused     # transport.pause_reading() is in force (for any reason below)
     cdef bint backlog_paused              # ... because read_high_water messages wait for the handler
+    cdef bint reading_held                # ... because the endpoint asked (hold_reading: its own queue is full)
     # permessage-deflate, when negotiated (enable_deflate before start).
     cdef Deflater deflater                # None: messages go out plain
     cdef int deflate_bits                 # the window our frames may use (9..15)

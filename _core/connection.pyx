@@ -649,6 +649,11 @@ cdef class Hub:
 
     # -- shutdown -----------------------------------------------------------------------
 
+    def count_handler_error(self):
+        """Count a handler error (``handler_errors``) that happened outside
+        the dispatcher: a receive-loop handler's own Task raised."""
+        self.m.handler_errors += 1
+
     def close_all(self, int code=1001, str reason=""):
         """Send a Close frame to every open connection at once, whatever its
         handler is doing; returns how many were asked to close."""
@@ -817,10 +822,22 @@ cdef class Connection(WSProtocol):
         self.backlog_paused = paused
         return self._set_reading()
 
+    def hold_reading(self, bint held):
+        """Stop reading this connection's socket (``held``), or read again.
+        For an endpoint whose handler takes messages from a queue of its own
+        (the receive-loop API): a handler that stops taking them stops the
+        client, and the connection's close still runs in order, behind no
+        suspended message job. The hold ends when the connection starts
+        closing (the peer's Close must be read). Reading also pauses for the
+        handler backlog and while writes are backed up; it resumes once no
+        reason holds."""
+        self.reading_held = held
+        self._set_reading()
+
     cdef int _set_reading(self) except -1:
-        """Pause reading while either reason holds (handlers behind, writes
-        backed up); resume once neither does."""
-        cdef bint want = self.backlog_paused or self.writing_paused
+        """Pause reading while any reason holds (handlers behind, writes
+        backed up, held by the endpoint); resume once none does."""
+        cdef bint want = self.backlog_paused or self.writing_paused or (self.reading_held and self.state == ST_OPEN)
         if want == self.reading_paused or self.state == ST_CLOSED:
             return 0
         self.reading_paused = want
@@ -1000,6 +1017,10 @@ cdef class Connection(WSProtocol):
         return 0
 
     cdef int _on_closing(self) except -1:
+        if self.reading_held:
+            # The endpoint's hold ends with the open state: the peer's Close
+            # (or its answer to ours) must be read.
+            self._set_reading()
         return self.hub.dispatcher.closing(self)
 
     cdef int _timer_armed(self) except -1:

@@ -522,9 +522,9 @@ class WebSocket:
         :class:`~robyn_fast.exceptions.HandshakeError` to refuse the upgrade
         for this query string. Legacy endpoints accept every query."""
 
-    def make_connector(self, server: Server, connector: WebSocketConnector) -> Any:
-        """The object the core hands this endpoint's handlers for a new
-        connection: the connector itself for legacy endpoints."""
+    def make_connector(self, server: Server, connector: WebSocketConnector, conn: Connection) -> Any:
+        """The object the core hands this endpoint's handlers for the new
+        connection ``conn``: the connector itself for legacy endpoints."""
         return connector
 
     def open_connection(
@@ -559,7 +559,7 @@ class WebSocket:
             conn.enable_deflate(deflate)
         connector = WebSocketConnector(self, server, conn, conn_id, query, path_params, raw_headers, remote_addr,
                                        subprotocol)
-        conn.connector = self.make_connector(server, connector)
+        conn.connector = self.make_connector(server, connector, conn)
         transport.set_protocol(conn)
         conn.start(transport, initial)
         return conn

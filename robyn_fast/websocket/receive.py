@@ -20,13 +20,13 @@ It runs on the same compiled connection and event interface as the legacy
 :class:`~robyn_fast.websocket.endpoint.WebSocket` class (it is one, with its
 own connect/message/close handlers): a message event appends to the
 connection's queue here; when ``read_high_water`` messages wait unread, the
-message event suspends until the handler has taken them down to
-``read_low_water``, and the core then holds the next ones in its own queue
-(pausing reading at ``read_high_water`` more), so a handler that stops
-receiving stops the socket being read. Sends go through the core's
-``max_backpressure`` and its policy; ``broadcast`` reaches every client of
-the endpoint on every worker process and over Redis, as the legacy
-broadcast does.
+connection stops reading its socket (``Connection.hold_reading``) until the
+handler has taken them down to ``read_low_water``, so a handler that stops
+receiving stops the client, and the connection's close still runs in order
+(no message event waits on the handler). Sends go through the core's
+``max_backpressure`` and its policy; ``broadcast``, ``send_to`` and the room
+sends reach every client of the endpoint on every worker process and over
+Redis, as the legacy ones do.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import contextvars
 import inspect
 import json
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Union
 
 from ..binding import Arg, Attr, Call, Dependency, Item, Source, bind_parameters
@@ -49,6 +49,7 @@ from ..logs import get_logger
 from .endpoint import EndpointOwner, WebSocket, WebSocketConnector
 
 if TYPE_CHECKING:
+    from .._core.connection import Connection
     from ..server import Server
 
 __all__ = ["WebSocketAdapter", "ReceiveEndpoint", "WebSocketDisconnect", "websocket_decorator"]
@@ -56,6 +57,7 @@ __all__ = ["WebSocketAdapter", "ReceiveEndpoint", "WebSocketDisconnect", "websoc
 log = get_logger("robyn_fast.websocket")
 
 Kwargs = Callable[["WebSocketAdapter", QueryParams], dict[str, Any]]
+Data = Union[str, bytes, dict[str, Any], list[Any]]
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -186,23 +188,27 @@ class WebSocketAdapter:
 
     ``id``, ``query_params``, ``path_params``, ``headers`` (of the upgrade
     request) and ``remote_addr`` (the client's ``(host, port)``) describe
-    it; ``receive_*`` pull the next message, ``send_*`` and ``broadcast``
-    push; ``connector`` is the legacy
+    it; ``receive_*`` pull the next message; ``send_*``, ``broadcast``,
+    ``send_to`` and ``broadcast_to`` push; ``join``/``leave``/``rooms``
+    manage its rooms (the legacy connector's names and semantics);
+    ``connector`` is the legacy
     :class:`~robyn_fast.websocket.endpoint.WebSocketConnector` of the same
-    connection (rooms, ``send_to``...).
+    connection.
     """
 
-    __slots__ = ("connector", "_server", "_messages", "_waiter", "_drained", "_gone", "_task",
+    __slots__ = ("connector", "_server", "_conn", "_messages", "_waiter", "_held", "_gone", "_task",
                  "_finished", "_high", "_low", "__weakref__")
 
-    def __init__(self, endpoint: ReceiveEndpoint, server: Server, connector: WebSocketConnector) -> None:
+    def __init__(self, endpoint: ReceiveEndpoint, server: Server, connector: WebSocketConnector,
+                 conn: Connection) -> None:
         self.connector = connector
         self._server = server
+        self._conn = conn
         # Created when a message first has to wait (an empty deque is 760
         # bytes: most connections never need one).
         self._messages: collections.deque[str | bytes] | None = None
         self._waiter: asyncio.Future[str | bytes] | None = None     # a receive_*() waiting for a message
-        self._drained: asyncio.Future[None] | None = None           # a message event waiting for room
+        self._held = False                                          # reading held: read_high_water wait unread
         self._gone: WebSocketDisconnect | None = None               # set once closed: what receive_* raise
         self._task: asyncio.Future[Any] | None = None                # the handler's Task
         self._finished = False                                       # the handler returned: drop messages
@@ -253,11 +259,9 @@ class WebSocketAdapter:
         messages = self._messages
         if messages:
             msg = messages.popleft()
-            drained = self._drained
-            if drained is not None and len(messages) <= self._low:
-                self._drained = None
-                if not drained.done():
-                    drained.set_result(None)
+            if self._held and len(messages) <= self._low:
+                self._held = False
+                self._conn.hold_reading(False)
             return msg
         if self._gone is not None:
             raise self._gone
@@ -307,17 +311,52 @@ class WebSocketAdapter:
         """Send ``data`` as JSON in a text frame (see :meth:`send_text`)."""
         return self.connector.send(dumps(data))
 
-    async def broadcast(self, data: str | bytes | dict[str, Any] | list[Any]) -> int:
+    async def broadcast(self, data: Data) -> int:
         """Send ``data`` to every open connection of this endpoint, this one
         included, on every worker process and over Redis: ``str`` as a text
         frame, bytes as binary, ``dict``/``list`` as JSON text. Returns how
         many of this process's connections accepted it."""
         return self.connector.sync_broadcast(data)
 
-    async def send_to(self, recipient_id: str, data: str | bytes | dict[str, Any] | list[Any]) -> bool:
-        """Send ``data`` to the connection ``recipient_id`` of this endpoint
-        (on any worker process)."""
+    async def send_to(self, recipient_id: str, data: Data) -> bool:
+        """Send ``data`` to the connection ``recipient_id`` of this endpoint,
+        on any worker process or host (see
+        :meth:`~robyn_fast.websocket.endpoint.WebSocket.send_to`: True once
+        handed to the bus or Redis for another node's id, at most once)."""
         return self.connector.sync_send_to(recipient_id, data)
+
+    # -- rooms (the legacy connector's, for this connection) ----------------------------------
+
+    @property
+    def rooms(self) -> frozenset[Any]:
+        """The rooms this connection is in (a snapshot)."""
+        return self.connector.rooms
+
+    def join(self, room: Any) -> bool:
+        """Join ``room`` of this endpoint: its members on every worker
+        process and host get what is sent to the room. Any hashable name, a
+        str or an int when the server has workers or a broker (``TypeError``
+        otherwise). A connection leaves its rooms when it closes. False if
+        the connection is closing."""
+        return self.connector.join(room)
+
+    def leave(self, room: Any) -> bool:
+        """Leave ``room``; False if this connection was not in it."""
+        return self.connector.leave(room)
+
+    async def broadcast_to(self, room: Any, data: Data, exclude_self: bool = False) -> int:
+        """Send ``data`` to every open connection in ``room`` (this one too,
+        unless ``exclude_self``) on every worker process and over Redis;
+        returns how many of this process's connections accepted it."""
+        return self.connector.sync_broadcast_to(room, data, exclude_self)
+
+    def sync_broadcast_to(self, room: Any, data: Data, exclude_self: bool = False) -> int:
+        """:meth:`broadcast_to` without ``await`` (the legacy connector's name)."""
+        return self.connector.sync_broadcast_to(room, data, exclude_self)
+
+    async def async_broadcast_to(self, room: Any, data: Data, exclude_self: bool = False) -> int:
+        """:meth:`broadcast_to` (the legacy connector's name)."""
+        return self.connector.sync_broadcast_to(room, data, exclude_self)
 
     async def close(self, code: int = 1000, reason: str = "") -> bool:
         """Send a Close frame (RFC 6455 §5.5.1) at once, after the messages
@@ -326,33 +365,37 @@ class WebSocketAdapter:
         received are taken. False if the connection was already closing."""
         sent = self.connector.close(code, reason)
         if self._gone is None:
-            self._disconnected(code, reason)
+            # Already closing by the peer's Close: its code is the one that counts.
+            peer = None if sent else self.connector.close_code
+            self._disconnected(code if peer is None else peer, reason if peer is None else self.connector.close_reason)
         return sent
 
     # -- driven by the endpoint -------------------------------------------------------------
 
-    def _deliver(self, msg: str | bytes) -> Any:
+    def _deliver(self, msg: str | bytes) -> None:
         if self._finished:
-            return None
+            return
         waiter = self._waiter
         if waiter is not None and not self._messages:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(msg)
-                return None
+                return
         messages = self._messages
         if messages is None:
             messages = self._messages = collections.deque()
+        elif len(messages) >= self._high and self.connector.closed:
+            # The socket is read again while closing (for the peer's Close):
+            # what a client sends after our Close is dropped past the bound.
+            return
         messages.append(msg)
-        if len(messages) >= self._high:
-            # The message event stays "running" until the handler has taken
-            # the queue down to read_low_water: meanwhile the core queues what
-            # follows and pauses reading at read_high_water. The future exists
-            # before this returns, so a receive in between resolves it.
-            drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._drained = drained
-            return _until(drained)
-        return None
+        if len(messages) >= self._high and not self._held:
+            # Stop reading the socket until the handler has taken the queue
+            # down to read_low_water (what one read already brought still
+            # arrives). The message event itself returns at once, so the
+            # close runs in order even when the handler never receives.
+            self._held = True
+            self._conn.hold_reading(True)
 
     def _disconnected(self, code: int, reason: str) -> None:
         self._gone = WebSocketDisconnect(code, reason)
@@ -363,9 +406,9 @@ class WebSocketAdapter:
     def _handler_ended(self, _task: asyncio.Future[Any]) -> None:
         self._finished = True
         self._messages = None
-        drained, self._drained = self._drained, None
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+        if self._held:
+            self._held = False
+            self._conn.hold_reading(False)
 
     def __repr__(self) -> str:
         return f"<WebSocketAdapter id={self.id} endpoint={self.connector.endpoint!r}>"
@@ -381,6 +424,7 @@ async def _run_handler(binder: _Binder, ws: WebSocketAdapter, endpoint: str) -> 
     except Exception:
         log.exception("websocket handler %s for %s raised; closing the connection with 1011",
                       getattr(binder.fn, "__qualname__", binder.fn), endpoint)
+        ws._conn.hub.count_handler_error()
         ws.connector.close(1011, "internal error")
         return
     # The handler returned: nothing reads this connection any more.
@@ -404,7 +448,8 @@ class ReceiveEndpoint(WebSocket):
     def set_on_connect(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Run ``fn(websocket, ...)`` when a client connects (its parameters
         bound like the handler's); its return value is sent (``""`` an empty
-        message, None nothing)."""
+        message, None nothing) before anything the handler sends: the
+        handler starts once ``fn`` has returned (or raised: logged)."""
         self._on_connect = _Binder(self, fn, "on_connect")
         return fn
 
@@ -423,19 +468,47 @@ class ReceiveEndpoint(WebSocket):
             for binder in binders:
                 binder.check(params)
 
-    def make_connector(self, server: Server, connector: WebSocketConnector) -> WebSocketAdapter:
-        return WebSocketAdapter(self, server, connector)
+    def make_connector(self, server: Server, connector: WebSocketConnector, conn: Connection) -> WebSocketAdapter:
+        return WebSocketAdapter(self, server, connector, conn)
 
     def _connect(self, ws: WebSocketAdapter) -> Any:
+        greeting = None
+        if self._on_connect is not None:
+            try:
+                greeting = self._on_connect.call(ws)
+            except BaseException:
+                self._start(ws)
+                raise
+            if inspect.isawaitable(greeting):
+                return self._greet_later(ws, greeting)
+        self._greet(ws, greeting)
+        return None
+
+    async def _greet_later(self, ws: WebSocketAdapter, pending: Awaitable[Any]) -> None:
+        try:
+            greeting = await pending
+        except BaseException:
+            self._start(ws)
+            raise
+        self._greet(ws, greeting)
+
+    def _greet(self, ws: WebSocketAdapter, greeting: Any) -> None:
+        """Send on_connect's return value, then start the handler (with an
+        eager Task its first step would otherwise send before it). A value
+        that cannot be sent raises here: logged as on_connect's error."""
+        try:
+            if greeting is not None:
+                ws.connector.send(greeting)
+        finally:
+            self._start(ws)
+
+    def _start(self, ws: WebSocketAdapter) -> None:
         task = ws._server.start_task(_run_handler(self._main, ws, self.endpoint), contextvars.copy_context())
         ws._task = task
         if task.done():
             ws._handler_ended(task)
         else:
             task.add_done_callback(ws._handler_ended)
-        if self._on_connect is not None:
-            return self._on_connect.call(ws)
-        return None
 
     def _close(self, ws: WebSocketAdapter) -> Any:
         if ws._gone is None or ws._gone.code != ws.connector.close_code:
@@ -464,12 +537,8 @@ class ReceiveEndpoint(WebSocket):
         return f"<ReceiveEndpoint {self.endpoint!r} handler={getattr(self.handler, '__qualname__', self.handler)}>"
 
 
-async def _until(fut: asyncio.Future[None]) -> None:
-    await fut
-
-
-def _deliver(ws: WebSocketAdapter, msg: str | bytes) -> Any:
-    return ws._deliver(msg)
+def _deliver(ws: WebSocketAdapter, msg: str | bytes) -> None:
+    ws._deliver(msg)
 
 
 def websocket_decorator(app: EndpointOwner, endpoint: str, config: Config | None = None) -> Callable[[Any], Any]:
