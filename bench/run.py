@@ -422,7 +422,7 @@ KEEP = (
     "rss_before_kb", "rss_after_kb", "closed_clean", "close_timeouts", "p50_us", "p99_us",
     "cycle_p50_us", "cycle_p99_us", "handshake_p50_us", "handshake_p99_us", "errors", "error_detail",
     "server_cpu_pct", "loadgen_cpu_pct", "loadgen_user_pct", "first_bad_status", "publisher_echoes",
-    "server_writes_per_msg", "server_reads_per_msg",
+    "server_writes_per_msg", "server_reads_per_msg", "server_cpu_us_per_msg",
 )
 
 
@@ -499,7 +499,7 @@ def summarize(runs: list[dict], servers: list[Server], workloads: list[Workload]
                 for key in w.latency:
                     row[key] = median([r[key] for r in ok if r.get(key) is not None])
             for key in ("server_cpu_pct", "loadgen_cpu_pct", "loadgen_user_pct",
-                        "server_writes_per_msg", "server_reads_per_msg"):
+                        "server_writes_per_msg", "server_reads_per_msg", "server_cpu_us_per_msg"):
                 row[key] = median([r[key] for r in ok if r.get(key) is not None])
             row["errors"] = sum(r.get("errors", 0) or 0 for r in rs)
             detail: dict[str, int] = {}
@@ -520,9 +520,14 @@ def summarize(runs: list[dict], servers: list[Server], workloads: list[Workload]
                 row["log_first_errors"] = next(r["log_first_errors"] for r in rs if r.get("log_first_errors"))
             rows[s.name] = row
         base = rows.get(reference, {}).get("median")
+        base_cpu = rows.get(reference, {}).get("server_cpu_us_per_msg")
         for name, row in rows.items():
             m = row["median"]
             row["ratio_reference_over_server"] = round(base / m, 3) if base and m else None
+            # On a loaded machine a server gets what the scheduler leaves it, and msgs/s
+            # follows; the CPU it spends per message does not, so compare that too.
+            cpu = row.get("server_cpu_us_per_msg")
+            row["cpu_ratio_server_over_reference"] = round(cpu / base_cpu, 3) if cpu and base_cpu else None
         out[w.name] = {"metric": w.metric, "unit": w.unit, "higher_is_better": w.higher_is_better,
                        "title": w.title, "servers": rows}
     return out
@@ -556,9 +561,9 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"{meta['duration_s']} s per run; medians over rounds; server on CPU {meta['server_core']}, "
         f"load generator on CPU {meta['loadgen_core']}; asyncio peers on {meta['loop']}).",
         "",
-        f"| workload | server | median | min–max | {ref} ÷ server | p50 / p99 µs | server CPU | loadgen CPU "
-        "| server writes / reads per msg | errors | notes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| workload | server | median | min–max | {ref} ÷ server | p50 / p99 µs | server CPU "
+        f"| server CPU µs/msg (÷ {ref}'s) | loadgen CPU | server writes / reads per msg | errors | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for wname, w in summary.items():
         unit = w["unit"]
@@ -590,6 +595,10 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             rng = f"{fmt_num(row['min'], unit)}–{fmt_num(row['max'], unit)}" if row["min"] is not None else "—"
             cpu = f"{row['server_cpu_pct']:.0f} %" if row.get("server_cpu_pct") is not None else "—"
             lcpu = f"{row['loadgen_cpu_pct']:.0f} %" if row.get("loadgen_cpu_pct") is not None else "—"
+            per_msg = row.get("server_cpu_us_per_msg")
+            cpu_ratio = row.get("cpu_ratio_server_over_reference")
+            per_msg_text = "—" if per_msg is None else (
+                f"{per_msg:,.2f}" + (f" ({cpu_ratio:.2f}×)" if cpu_ratio else ""))
             sys_w, sys_r = row.get("server_writes_per_msg"), row.get("server_reads_per_msg")
             if sys_w is None or sys_r is None:
                 syscalls = "—"
@@ -600,13 +609,16 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             lines.append(
                 f"| {wname} ({unit}{', lower is better' if not w['higher_is_better'] else ''}) | {name} "
                 f"| {fmt_num(row['median'], unit)} | {rng} | {f'{r:.2f}×' if r else '—'} | {lat} "
-                f"| {cpu} | {lcpu} | {syscalls} | {row['errors']} | {'; '.join(notes)} |"
+                f"| {cpu} | {per_msg_text} | {lcpu} | {syscalls} | {row['errors']} | {'; '.join(notes)} |"
             )
     lines += [
         "",
         f"`{ref} ÷ server` is {ref}'s median over the server's: above 1 {ref} is ahead for "
         f"msgs/s, cycles/s and deliveries/s; for B/conn (memory, lower is better) above 1 means {ref} "
-        "uses more. \"rfload near its limit\": the load generator used >= "
+        "uses more. Server CPU µs/msg: the server's CPU time (every process of it, /proc) over the measured "
+        f"window per message, delivery or cycle, and in brackets that over {ref}'s: on a loaded machine a "
+        "server's msgs/s follows the CPU share the scheduler leaves it, its CPU per message much less. "
+        "\"rfload near its limit\": the load generator used >= "
         f"{LOADGEN_BOUND:.0f} % of its core, so that figure may be the generator's ceiling, not the server's. "
         "Server writes / reads per msg: the server process's write-like and read-like syscalls "
         "(/proc/PID/io syscw, syscr) over the measured window per reply, delivery or cycle; the kernel "
