@@ -35,7 +35,7 @@ LOADGEN := bench/loadgen/.rfload-built
 LOAD_ARGS ?= --quick
 SOAK_MINUTES ?= 10
 
-.PHONY: install run test autobahn-full fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis clang
+.PHONY: install run test autobahn-full autobahn-table fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis nginx clang
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,7 +73,11 @@ browser:
 redis:
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
 
-test: install browser redis
+# Debian's nginx, for the reverse-proxy test of docs/deploy.md (it runs its own nginx on a private port).
+nginx:
+	command -v nginx >/dev/null || (apt-get update && apt-get install -y nginx)
+
+test: install browser redis nginx
 	$(BIN)/python -m pytest tests
 
 # Autobahn's permessage-deflate categories 12 and 13 in full (216 cases, both loops, both
@@ -82,6 +86,11 @@ test: install browser redis
 AUTOBAHN_K ?= compression
 autobahn-full: install
 	AUTOBAHN_FULL=1 $(BIN)/python -m pytest tests/test_autobahn.py -k "$(AUTOBAHN_K)" -s
+
+# The whole Autobahn suite once (517 cases: 1-10, then 12/13 in full; uvloop, shared mode) with
+# every case's verdict written into docs/autobahn.md's table (~15-25 min).
+autobahn-table: install
+	$(BIN)/python -m tests.autobahn_report
 
 # Fuzzing (README.md, "Fuzzing"): a virtualenv of its own with atheris, and the compiled core
 # built with clang under ASan + UBSan + libFuzzer coverage into build/fuzz-asan, never over the
