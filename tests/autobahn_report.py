@@ -125,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     import kosoku  # noqa: F401  (its version goes into the table)
     from importlib.metadata import version
 
+    commit = _commit()  # the tree that runs, not whatever it is once the run is over
     t0 = time.monotonic()
     results = run_cases(a.loop, CORE_CASES, {}, timeout=1800)
     results += run_cases(a.loop, ["12.*", "13.*"], {"ECHO_COMPRESSION": a.mode, "ECHO_COMPRESSION_THRESHOLD": "0",
                                                      "ECHO_KEEPALIVE": "0"}, timeout=3600)
     rows = [record(r) for r in results]
-    meta = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": _commit(),
+    meta = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
             "python": platform.python_version(), "loop": a.loop, "mode": a.mode, "kosoku": version("kosoku"),
             "elapsed_s": time.monotonic() - t0}
     write_doc(a.doc, table(rows, meta))
