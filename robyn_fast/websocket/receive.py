@@ -293,7 +293,17 @@ class WebSocketAdapter:
         """The next message as text (a binary one decoded as UTF-8).
         Raises :class:`WebSocketDisconnect` with the close code once the
         connection has closed and every message received before was taken."""
-        msg = self._take() if self._messages else await self._wait()
+        if self._messages:
+            msg = self._take()
+        else:
+            # _wait(), inline: the per-message path of an echo or chat loop
+            if self._gone is not None:
+                raise self._gone
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                raise RuntimeError("another coroutine is already waiting for the next message of this websocket")
+            waiter = self._waiter = self._loop.create_future()
+            msg = await waiter
         return msg if isinstance(msg, str) else msg.decode("utf-8")
 
     async def receive_bytes(self) -> bytes:
@@ -313,7 +323,9 @@ class WebSocketAdapter:
         ``max_backpressure`` policy refused the message."""
         if not isinstance(data, str):
             raise TypeError(f"send_text() takes a str, not {type(data).__name__}")
-        return self._send(data)
+        if _get_ident() == self._thread:  # _send(), inline
+            return self._conn.send(data)
+        return self.connector.send(data)
 
     async def send_bytes(self, data: bytes | bytearray | memoryview) -> bool:
         """Send a binary frame (see :meth:`send_text`)."""
