@@ -37,7 +37,7 @@ LOADGEN := bench/loadgen/.rfload-built
 LOAD_ARGS ?= --quick
 SOAK_MINUTES ?= 10
 
-.PHONY: socket-activate install run test sidroot autobahn-full fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis clang
+.PHONY: socket-activate install run test sidroot autobahn-full autobahn-table fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis nginx clang
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,7 +80,11 @@ socket-activate:
 	command -v systemd-socket-activate >/dev/null || (apt-get update && apt-get install -y --no-install-recommends systemd) \
 		|| echo "systemd-socket-activate not installed: tests/test_listening.py skips its test"
 
-test: install browser redis socket-activate
+# Debian's nginx, for the reverse-proxy test of docs/deploy.md (it runs its own nginx on a private port).
+nginx:
+	command -v nginx >/dev/null || (apt-get update && apt-get install -y nginx)
+
+test: install browser redis nginx socket-activate
 	$(BIN)/python -m pytest tests --durations=25
 
 # Debian sid's Python 3.14 and 3.15 (with chromium, redis-server, nginx) in a root of their own (.ci/sidroot; needs root).
@@ -93,6 +97,11 @@ sidroot:
 AUTOBAHN_K ?= compression
 autobahn-full: install
 	AUTOBAHN_FULL=1 $(BIN)/python -m pytest tests/test_autobahn.py -k "$(AUTOBAHN_K)" -s
+
+# The whole Autobahn suite once (517 cases: 1-10, then 12/13 in full; uvloop, shared mode) with
+# every case's verdict written into docs/autobahn.md's table (~15-25 min).
+autobahn-table: install
+	$(BIN)/python -m tests.autobahn_report
 
 # Fuzzing (README.md, "Fuzzing"): a virtualenv of its own with atheris, and the compiled core
 # built with clang under ASan + UBSan + libFuzzer coverage into build/fuzz-asan, never over the

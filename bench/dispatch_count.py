@@ -7,6 +7,14 @@ uvloop iteration per round so the end-of-iteration flush runs too.
 
     python bench/dispatch_count.py [--per-read 16] [--size 1024] [--conns 8] [--async]
         [PYTHON ...]            # each interpreter's robyn_fast is measured (default: this one)
+    python bench/dispatch_count.py --endpoint legacy|legacy-async|recv ...
+
+``--endpoint`` drives whole endpoints of an app instead of bare compiled connections: the
+connections are opened by a ``Server`` (not listening) as an upgrade would open them, so the
+endpoint's own message path runs: ``legacy`` is ``examples/echo.py``'s handler (a sync ``message``
+handler returning the message), ``legacy-async`` the same as a coroutine, ``recv`` Robyn's
+receive-loop API (``@app.websocket``: ``send_text(await receive_text())`` in a loop, one Task per
+connection woken per message).
 
 For each interpreter it runs the workload under ``valgrind --tool=callgrind`` with 1 and with 3
 repetitions and prints (total 3 - total 1) / messages of 2 repetitions, so start-up (imports,
@@ -25,6 +33,96 @@ import sys
 import tempfile
 
 ROUNDS = 200
+
+
+def endpoint_workload(kind: str, per_read: int, size: int, conns: int, reps: int) -> None:
+    import asyncio
+
+    import uvloop
+
+    from robyn_fast import Config, Robyn, WebSocket
+    from robyn_fast._core.codec import build_text
+    from robyn_fast.server import Server
+
+    data = b"".join(build_text("x" * size, mask=b"\x01\x02\x03\x04") for _ in range(per_read))
+    config = Config(ping_interval=None)
+    app = Robyn(__file__, config=config)
+    if kind == "recv":
+        @app.websocket("/ws")
+        async def echo(websocket):  # type: ignore[no-untyped-def]
+            while True:
+                await websocket.send_text(await websocket.receive_text())
+        endpoint = echo.endpoint
+    else:
+        endpoint = WebSocket(app, "/ws")
+        if kind == "legacy-async":
+            @endpoint.on("message")
+            async def async_echo(ws, msg):  # type: ignore[no-untyped-def]
+                return msg
+        else:
+            @endpoint.on("message")
+            def sync_echo(ws, msg):  # type: ignore[no-untyped-def]
+                return msg
+
+    written = [0]
+
+    class Transport:
+        def __init__(self) -> None:
+            self.protocol = None
+        def set_protocol(self, protocol: object) -> None:
+            self.protocol = protocol
+        def get_protocol(self) -> object:
+            return self.protocol
+        def write(self, d: bytes) -> None:
+            written[0] += len(d)
+        def writelines(self, d: list[bytes]) -> None:
+            written[0] += sum(map(len, d))
+        def get_write_buffer_size(self) -> int:
+            return 0
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return default
+        def is_closing(self) -> bool:
+            return False
+        def close(self) -> None: ...
+        def abort(self) -> None: ...
+        def pause_reading(self) -> None: ...
+        def resume_reading(self) -> None: ...
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = Server(app, loop)
+    transports = [Transport() for _ in range(conns)]
+
+    async def open_all() -> None:
+        for t in transports:
+            server.open_websocket(endpoint, t, b"", "", {}, [], ("127.0.0.1", 1))  # type: ignore[arg-type]
+        for _ in range(4):
+            await asyncio.sleep(0)
+
+    per_round = conns * per_read * (size + (2 if size < 126 else 4))  # one unmasked frame per message
+
+    async def rounds() -> None:
+        # Closed loop, as a client with `per_read` messages in flight: the next
+        # round goes once every reply of this one is written.
+        for _ in range(ROUNDS):
+            target = written[0] + per_round
+            for t in transports:
+                t.protocol.data_received(data)  # type: ignore[attr-defined]
+            for _ in range(1000):
+                await asyncio.sleep(0)
+                if written[0] >= target:
+                    break
+            if written[0] != target:
+                raise SystemExit(f"{kind}: {written[0]} bytes written, {target} expected")
+
+    loop.run_until_complete(open_all())
+    for _ in range(reps):
+        loop.run_until_complete(rounds())
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.close()
 
 
 def workload(per_read: int, size: int, conns: int, is_async: bool, reps: int) -> None:
@@ -91,7 +189,8 @@ def count(python: str, args: argparse.Namespace, reps: int) -> int:
         out = os.path.join(tmp, "callgrind.out")
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, __file__, "--run",
                "--per-read", str(args.per_read), "--size", str(args.size), "--conns", str(args.conns),
-               "--reps", str(reps)] + (["--async"] if args.is_async else [])
+               "--reps", str(reps)] + (["--async"] if args.is_async else []) + (
+               ["--endpoint", args.endpoint] if args.endpoint else [])
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=tmp)
         m = re.search(r"Collected : (\d+)", r.stderr)
         if r.returncode != 0 or not m:
@@ -106,19 +205,25 @@ def main() -> int:
     p.add_argument("--size", type=int, default=1024, help="payload bytes")
     p.add_argument("--conns", type=int, default=8)
     p.add_argument("--async", dest="is_async", action="store_true", help="an async echo handler")
+    p.add_argument("--endpoint", choices=["legacy", "legacy-async", "recv"],
+                   help="whole endpoints opened by a Server (see above) instead of bare connections")
     p.add_argument("--run", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--reps", type=int, default=1, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.run:
-        workload(a.per_read, a.size, a.conns, a.is_async, a.reps)
+        if a.endpoint:
+            endpoint_workload(a.endpoint, a.per_read, a.size, a.conns, a.reps)
+        else:
+            workload(a.per_read, a.size, a.conns, a.is_async, a.reps)
         return 0
     if shutil.which("valgrind") is None:
         p.error("needs valgrind (apt-get install valgrind)")
     messages = 2 * ROUNDS * a.conns * a.per_read
     for python in map(os.path.abspath, a.pythons):
         per_msg = (count(python, a, 3) - count(python, a, 1)) / messages
+        what = f"{a.endpoint} endpoint" if a.endpoint else ("async" if a.is_async else "sync")
         print(f"{python}: {per_msg:,.0f} instructions per message "
-              f"({'async' if a.is_async else 'sync'} echo, {a.per_read} x {a.size} B per read, {a.conns} conns)")
+              f"({what} echo, {a.per_read} x {a.size} B per read, {a.conns} conns)")
     return 0
 
 

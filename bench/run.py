@@ -26,9 +26,15 @@ robyn_fast / server for each workload's main figure, and writes
 * ``bench/results/load-<date>.runs.jsonl`` and ``logs-<date>/``: every run's
   full JSON line and every server's output (not committed).
 
-Peers live in ``bench/peers/``. Robyn 0.77 runs in its own virtualenv,
-``bench/.venv-robyn077``, which this script creates on first use
-(``pip install robyn==0.77.0``).
+Peers live in ``bench/peers/``. Robyn 0.77 and Robyn 0.88 run in virtualenvs
+of their own, ``bench/.venv-robyn077`` and ``bench/.venv-robyn088``, which this
+script creates on first use (``pip install robyn==0.77.0`` / ``robyn==0.88.0``);
+nothing outside the repository is needed.
+
+``--reference NAME`` picks the server the ratios are taken against (default
+``robyn_fast``, the legacy ``message``-handler API); ``--reference
+robyn_fast-recv`` compares the receive-loop API (``@app.websocket``) with
+everything else, its legacy twin included.
 """
 
 from __future__ import annotations
@@ -55,8 +61,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PEERS = HERE / "peers"
 RESULTS = HERE / "results"
-ROBYN077_VENV = HERE / ".venv-robyn077"
-ROBYN077_REQ = "robyn==0.77.0"
+# Robyn releases run in virtualenvs of their own: server name -> version
+ROBYN_RELEASES = {"robyn077": "0.77.0", "robyn088": "0.88.0"}
 PY = sys.executable
 
 
@@ -121,6 +127,16 @@ def _robyn_fast_scripts(tree: Path) -> dict[str, Path]:
             "echo-async": PEERS / "echo_async_robyn_fast.py"}
 
 
+def _recv_scripts() -> dict[str, Path]:
+    # The receive-loop handler is a coroutine already: the same server for "echo-async".
+    echo = PEERS / "echo_recv_robyn_fast.py"
+    return {"echo": echo, "broadcast": PEERS / "broadcast_recv_robyn_fast.py", "echo-async": echo}
+
+
+def robyn_venv(name: str) -> Path:
+    return HERE / f".venv-{name}"
+
+
 def _peer_scripts(name: str, async_handlers: bool = False) -> dict[str, Path]:
     scripts = {k: PEERS / f"{k}_{name}.py" for k in ("echo", "broadcast")}
     if async_handlers:  # its echo is already an async function: the same server for "echo-async"
@@ -131,9 +147,11 @@ def _peer_scripts(name: str, async_handlers: bool = False) -> dict[str, Path]:
 def all_servers(baseline: Path | None = None, python: Path | None = None,
                 baseline_python: Path | None = None) -> list[Server]:
     venv_py = Path(PY)
-    r077 = ROBYN077_VENV / "bin" / "python"
     servers = [
-        Server("robyn_fast", python or venv_py, _robyn_fast_scripts(REPO), port_from_env=True, check="robyn_fast"),
+        Server("robyn_fast", python or venv_py, _robyn_fast_scripts(REPO), port_from_env=True, check="robyn_fast",
+               note="legacy message handlers (WebSocket(app, path), @ws.on('message'))"),
+        Server("robyn_fast-recv", python or venv_py, _recv_scripts(), port_from_env=True, check="robyn_fast",
+               note="the receive-loop API (@app.websocket, receive_text/send_text/broadcast)"),
     ]
     if baseline is not None:
         base_py = baseline_python or baseline / ".venv" / "bin" / "python"
@@ -146,8 +164,10 @@ def all_servers(baseline: Path | None = None, python: Path | None = None,
         Server("websockets", venv_py, _peer_scripts("websockets", async_handlers=True), check="websockets"),
         Server("socketify", venv_py, _peer_scripts("socketify"),
                asyncio_based=False, check="socketify", note="uWebSockets (C++) via CFFI, its own libuv loop"),
-        Server("robyn077", r077, _peer_scripts("robyn077"),
+        Server("robyn077", robyn_venv("robyn077") / "bin" / "python", _peer_scripts("robyn077"),
                asyncio_based=False, check="robyn", note="Robyn 0.77 legacy WebSocket (actix-web)"),
+        Server("robyn088", robyn_venv("robyn088") / "bin" / "python", _peer_scripts("robyn088", async_handlers=True),
+               asyncio_based=False, check="robyn", note="Robyn 0.88 receive-loop @app.websocket (actix-web)"),
     ]
 
 
@@ -158,24 +178,27 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def ensure_robyn077() -> str | None:
-    """Create bench/.venv-robyn077 with robyn==0.77.0 if needed; None when ready,
-    else why not."""
-    py = ROBYN077_VENV / "bin" / "python"
+def ensure_robyn(name: str) -> str | None:
+    """Create bench/.venv-<name> with the Robyn release of ROBYN_RELEASES[name]
+    if needed (the interpreter running this script makes the venv); None when
+    ready, else why not."""
+    version = ROBYN_RELEASES[name]
+    venv = robyn_venv(name)
+    py = venv / "bin" / "python"
     probe = [str(py), "-c", "import robyn, importlib.metadata as m; print(m.version('robyn'))"]
     if py.exists():
         r = subprocess.run(probe, capture_output=True, text=True, timeout=60)
-        if r.returncode == 0 and r.stdout.strip() == "0.77.0":
+        if r.returncode == 0 and r.stdout.strip() == version:
             return None
-    log(f"creating {ROBYN077_VENV.relative_to(REPO)} with {ROBYN077_REQ} ...")
+    log(f"creating {venv.relative_to(REPO)} with robyn=={version} ...")
     try:
-        subprocess.run([PY, "-m", "venv", str(ROBYN077_VENV)], check=True, timeout=300)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", ROBYN077_REQ],
+        subprocess.run([PY, "-m", "venv", str(venv)], check=True, timeout=300)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"robyn=={version}"],
                        check=True, timeout=900)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        return f"could not create {ROBYN077_VENV.name}: {exc}"
+        return f"could not create {venv.name}: {exc}"
     r = subprocess.run(probe, capture_output=True, text=True, timeout=60)
-    return None if r.returncode == 0 else f"robyn does not import in {ROBYN077_VENV.name}: {r.stderr.strip()[-300:]}"
+    return None if r.returncode == 0 else f"robyn does not import in {venv.name}: {r.stderr.strip()[-300:]}"
 
 
 def probe_server(s: Server) -> None:
@@ -399,7 +422,7 @@ KEEP = (
     "rss_before_kb", "rss_after_kb", "closed_clean", "close_timeouts", "p50_us", "p99_us",
     "cycle_p50_us", "cycle_p99_us", "handshake_p50_us", "handshake_p99_us", "errors", "error_detail",
     "server_cpu_pct", "loadgen_cpu_pct", "loadgen_user_pct", "first_bad_status", "publisher_echoes",
-    "server_writes_per_msg", "server_reads_per_msg",
+    "server_writes_per_msg", "server_reads_per_msg", "server_cpu_us_per_msg",
 )
 
 
@@ -456,7 +479,8 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarize(runs: list[dict], servers: list[Server], workloads: list[Workload]) -> dict[str, Any]:
+def summarize(runs: list[dict], servers: list[Server], workloads: list[Workload],
+              reference: str = "robyn_fast") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for w in workloads:
         rows: dict[str, Any] = {}
@@ -475,7 +499,7 @@ def summarize(runs: list[dict], servers: list[Server], workloads: list[Workload]
                 for key in w.latency:
                     row[key] = median([r[key] for r in ok if r.get(key) is not None])
             for key in ("server_cpu_pct", "loadgen_cpu_pct", "loadgen_user_pct",
-                        "server_writes_per_msg", "server_reads_per_msg"):
+                        "server_writes_per_msg", "server_reads_per_msg", "server_cpu_us_per_msg"):
                 row[key] = median([r[key] for r in ok if r.get(key) is not None])
             row["errors"] = sum(r.get("errors", 0) or 0 for r in rs)
             detail: dict[str, int] = {}
@@ -495,16 +519,27 @@ def summarize(runs: list[dict], servers: list[Server], workloads: list[Workload]
                 row["log_error_lines"] = sum(r.get("log_error_lines", 0) for r in rs)
                 row["log_first_errors"] = next(r["log_first_errors"] for r in rs if r.get("log_first_errors"))
             rows[s.name] = row
-        base = rows.get("robyn_fast", {}).get("median")
+        base = rows.get(reference, {}).get("median")
+        base_cpu = rows.get(reference, {}).get("server_cpu_us_per_msg")
         for name, row in rows.items():
             m = row["median"]
-            row["ratio_robyn_fast_over_server"] = round(base / m, 3) if base and m else None
+            row["ratio_reference_over_server"] = round(base / m, 3) if base and m else None
+            # On a loaded machine a server gets what the scheduler leaves it, and msgs/s
+            # follows; the CPU it spends per message does not, so compare that too.
+            cpu = row.get("server_cpu_us_per_msg")
+            row["cpu_ratio_server_over_reference"] = round(cpu / base_cpu, 3) if cpu and base_cpu else None
         out[w.name] = {"metric": w.metric, "unit": w.unit, "higher_is_better": w.higher_is_better,
                        "title": w.title, "servers": rows}
     return out
 
 
 LOADGEN_BOUND = 85.0   # % of rfload's core above which a figure may be rfload's limit
+
+
+def ratio(row: dict[str, Any]) -> float | None:
+    """The reference's median over this row's (results files before
+    --reference existed name it ratio_robyn_fast_over_server)."""
+    return row.get("ratio_reference_over_server", row.get("ratio_robyn_fast_over_server"))
 
 
 def loadgen_bound(row: dict[str, Any]) -> bool:
@@ -520,14 +555,15 @@ def fmt_num(v: float | None, unit: str = "") -> str:
 
 
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    ref = meta.get("reference", "robyn_fast")
     lines = [
         f"Load tests, {meta['date']} ({meta['preset']}: {meta['rounds']} rounds, {meta['warmup_s']} s warm-up + "
         f"{meta['duration_s']} s per run; medians over rounds; server on CPU {meta['server_core']}, "
         f"load generator on CPU {meta['loadgen_core']}; asyncio peers on {meta['loop']}).",
         "",
-        "| workload | server | median | min–max | robyn_fast ÷ server | p50 / p99 µs | server CPU | loadgen CPU "
-        "| server writes / reads per msg | errors | notes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| workload | server | median | min–max | {ref} ÷ server | p50 / p99 µs | server CPU "
+        f"| server CPU µs/msg (÷ {ref}'s) | loadgen CPU | server writes / reads per msg | errors | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for wname, w in summary.items():
         unit = w["unit"]
@@ -539,7 +575,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                 k99 = k50.replace("p50", "p99")
                 if row.get(k50) is not None:
                     lat = f"{row[k50]:,.0f} / {row.get(k99) or 0:,.0f}"
-            ratio = row.get("ratio_robyn_fast_over_server")
+            r = ratio(row)
             notes = []
             if row.get("failures"):
                 notes.append("FAILED: " + "; ".join(row["failures"]))
@@ -555,10 +591,14 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                 notes.append("server died")
             if row.get("log_error_lines"):
                 notes.append(f"{row['log_error_lines']} error lines in server log")
-            name = f"**{sname}**" if sname == "robyn_fast" else sname
+            name = f"**{sname}**" if sname == ref else sname
             rng = f"{fmt_num(row['min'], unit)}–{fmt_num(row['max'], unit)}" if row["min"] is not None else "—"
             cpu = f"{row['server_cpu_pct']:.0f} %" if row.get("server_cpu_pct") is not None else "—"
             lcpu = f"{row['loadgen_cpu_pct']:.0f} %" if row.get("loadgen_cpu_pct") is not None else "—"
+            per_msg = row.get("server_cpu_us_per_msg")
+            cpu_ratio = row.get("cpu_ratio_server_over_reference")
+            per_msg_text = "—" if per_msg is None else (
+                f"{per_msg:,.2f}" + (f" ({cpu_ratio:.2f}×)" if cpu_ratio else ""))
             sys_w, sys_r = row.get("server_writes_per_msg"), row.get("server_reads_per_msg")
             if sys_w is None or sys_r is None:
                 syscalls = "—"
@@ -568,14 +608,17 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                 syscalls = f"{sys_w:.2f} / {sys_r:.2f}"
             lines.append(
                 f"| {wname} ({unit}{', lower is better' if not w['higher_is_better'] else ''}) | {name} "
-                f"| {fmt_num(row['median'], unit)} | {rng} | {f'{ratio:.2f}×' if ratio else '—'} | {lat} "
-                f"| {cpu} | {lcpu} | {syscalls} | {row['errors']} | {'; '.join(notes)} |"
+                f"| {fmt_num(row['median'], unit)} | {rng} | {f'{r:.2f}×' if r else '—'} | {lat} "
+                f"| {cpu} | {per_msg_text} | {lcpu} | {syscalls} | {row['errors']} | {'; '.join(notes)} |"
             )
     lines += [
         "",
-        "`robyn_fast ÷ server` is robyn_fast's median over the server's: above 1 robyn_fast is ahead for "
-        "msgs/s, cycles/s and deliveries/s; for B/conn (memory, lower is better) above 1 means robyn_fast "
-        "uses more. \"rfload near its limit\": the load generator used >= "
+        f"`{ref} ÷ server` is {ref}'s median over the server's: above 1 {ref} is ahead for "
+        f"msgs/s, cycles/s and deliveries/s; for B/conn (memory, lower is better) above 1 means {ref} "
+        "uses more. Server CPU µs/msg: the server's CPU time (every process of it, /proc) over the measured "
+        f"window per message, delivery or cycle, and in brackets that over {ref}'s: on a loaded machine a "
+        "server's msgs/s follows the CPU share the scheduler leaves it, its CPU per message much less. "
+        "\"rfload near its limit\": the load generator used >= "
         f"{LOADGEN_BOUND:.0f} % of its core, so that figure may be the generator's ceiling, not the server's. "
         "Server writes / reads per msg: the server process's write-like and read-like syscalls "
         "(/proc/PID/io syscw, syscr) over the measured window per reply, delivery or cycle; the kernel "
@@ -591,6 +634,7 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(summary)
+    ref = meta.get("reference", "robyn_fast")
     fig, axes = plt.subplots(2, (len(names) + 2) // 2, figsize=(5 * ((len(names) + 2) // 2), 8.5))
     flat = axes.flatten()
     for ax, wname in zip(flat, names):
@@ -598,7 +642,7 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
         servers = list(w["servers"])
         rows = [w["servers"][s] for s in servers]
         # Every panel reads the same way: taller is better, and a label is how many times
-        # robyn_fast's figure is the server's (above 1: robyn_fast ahead). A lower-is-better
+        # the reference's figure is the server's (above 1: the reference ahead). A lower-is-better
         # metric (memory per connection) is shown as its inverse (connections per MiB).
         inverse = not w["higher_is_better"]
         if inverse:
@@ -615,7 +659,7 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
             scale, unit = 1.0, w["unit"]
             if max(meds or [0]) >= 10000:
                 scale, unit = 1000.0, "thousand " + unit
-        colors = ["#d62728" if s == "robyn_fast" else "#7f7f7f" for s in servers]
+        colors = ["#d62728" if s == ref else "#7f7f7f" for s in servers]
         bars = ax.bar(range(len(servers)), [m / scale for m in meds], color=colors,
                       yerr=[[(m - lo) / scale for m, lo in zip(meds, lows)],
                             [(hi - m) / scale for m, hi in zip(meds, highs)]], capsize=3)
@@ -623,11 +667,11 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
             if loadgen_bound(row):
                 bars[i].set_hatch("//")
                 bars[i].set_edgecolor("white")
-            ratio = row.get("ratio_robyn_fast_over_server")
+            r = ratio(row)
             if not row["median"]:
                 ax.text(i, 0, " failed", rotation=90, ha="center", va="bottom", fontsize=9, color="#d62728")
-            elif ratio and s != "robyn_fast":
-                ax.text(i, highs[i] / scale, f"{(1 / ratio if inverse else ratio):.2f}×",
+            elif r and s != ref:
+                ax.text(i, highs[i] / scale, f"{(1 / r if inverse else r):.2f}×",
                         ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(servers)))
         ax.set_xticklabels(servers, rotation=30, ha="right", fontsize=9)
@@ -641,14 +685,14 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
                       f"{meta['date']}, {meta['preset']} run: {meta['rounds']} interleaved rounds,\n"
                       f"{meta['warmup_s']} s warm-up + {meta['duration_s']} s each; bars = median,\n"
                       f"whiskers = min-max over rounds. Every panel: higher is better;\n"
-                      f"labels = robyn_fast's figure ÷ the server's (> 1: robyn_fast ahead).\n"
+                      f"labels = {ref}'s figure ÷ the server's (> 1: {ref} ahead).\n"
                       f"Memory is shown as connections per MiB of RSS growth.\n"
                       f"Hatched: rfload used >= {LOADGEN_BOUND:.0f} % of its core, so the\n"
                       f"figure may be rfload's limit rather than the server's.\n"
                       f"2-vCPU VM shared with other work: ±30 % is noise.\n"
                       f"Server pinned to CPU {meta['server_core']}, rfload to CPU {meta['loadgen_core']}.",
                       fontsize=9, va="center", transform=flat[-1].transAxes)
-    fig.suptitle("robyn_fast vs other WebSocket servers (bench/run.py)", fontsize=12)
+    fig.suptitle(f"{ref} vs other WebSocket servers (bench/run.py)", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=72)
     plt.close(fig)
@@ -676,6 +720,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, help="warm-up seconds per run (overrides the preset)")
     p.add_argument("--timeout", type=float, default=2.0, help="rfload -T: connect/round/close timeout (s)")
     p.add_argument("--servers", default="", help="comma-separated subset (default: all)")
+    p.add_argument("--reference", default="robyn_fast",
+                   help="the server the ratios are taken against (default robyn_fast, the legacy message-handler "
+                        "API; robyn_fast-recv for the receive-loop API)")
     p.add_argument("--workloads", default="", help="comma-separated subset of " +
                    ", ".join(w.name for w in WORKLOADS))
     p.add_argument("--parser", choices=["codec", "raw"], default="codec", help="rfload --parser")
@@ -723,6 +770,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             p.error(f"unknown servers: {', '.join(sorted(unknown))}")
         servers = [s for s in servers if s.name in wanted]
+    if a.reference not in {s.name for s in servers}:
+        p.error(f"--reference {a.reference}: not among the servers run")
     workloads = WORKLOADS
     if a.workloads:
         wanted = a.workloads.split(",")
@@ -732,18 +781,18 @@ def main(argv: list[str] | None = None) -> int:
         workloads = [w for w in WORKLOADS if w.name in wanted]
 
     for s in servers:
-        if s.name == "robyn077":
-            why = ensure_robyn077()
+        if s.name in ROBYN_RELEASES:
+            why = ensure_robyn(s.name)
             if why:
                 s.available, s.why_unavailable = False, why
                 continue
         probe_server(s)
     for s in servers:
-        log(f"  {s.name:<11} {s.version or '-':<10} " + ("" if s.available else f"SKIPPED: {s.why_unavailable}"))
+        log(f"  {s.name:<15} {s.version or '-':<10} " + ("" if s.available else f"SKIPPED: {s.why_unavailable}"))
     skipped = {s.name: s.why_unavailable for s in servers if not s.available}
     servers = [s for s in servers if s.available]
-    if not any(s.name == "robyn_fast" for s in servers):
-        log("bench/run.py: robyn_fast itself is not runnable; nothing to compare")
+    if not any(s.name == a.reference for s in servers):
+        log(f"bench/run.py: the reference, {a.reference}, is not runnable; nothing to compare")
         return 2
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -764,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         "loop": a.loop,
         "server_core": a.server_core,
         "loadgen_core": a.loadgen_core,
+        "reference": a.reference,
         "commit": git_commit(),
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "machine": machine_info(),
@@ -786,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(rec)
                     val = rec.get(w.metric)
                     shown = "FAILED: " + rec["failure"] if rec.get("failed") else f"{fmt_num(val, w.unit)} {w.unit}"
-                    log(f"[{n}/{total} {time.monotonic() - t0:5.0f}s] round {rnd} {w.name:<15} {s.name:<11} "
+                    log(f"[{n}/{total} {time.monotonic() - t0:5.0f}s] round {rnd} {w.name:<15} {s.name:<15} "
                         f"{shown}  srv {rec.get('server_cpu_pct', '-')}% lg {rec.get('loadgen_cpu_pct', '-')}% "
                         f"err {rec.get('errors', '-')}")
     meta["elapsed_s"] = round(time.monotonic() - t0, 1)
@@ -794,7 +844,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["machine"]["loadavg_at_end"] = os.getloadavg()
     except OSError:
         pass
-    summary = summarize(runs, servers, workloads)
+    summary = summarize(runs, servers, workloads, a.reference)
     out = {"meta": meta, "summary": summary, "runs": runs}
     json_path = RESULTS / f"load-{a.date}.json"
     json_path.write_text(json.dumps(out, indent=1, sort_keys=False) + "\n", encoding="utf-8")

@@ -173,7 +173,13 @@ def worker_pids(supervisor: int) -> list[int]:
         return sorted(int(pid) for pid in f.read().split())
 
 
-def _server_inode(server_port: int, client_port: int) -> int | None:
+_ESTABLISHED = "01"  # st in /proc/net/tcp
+
+
+def _server_sockets(server_port: int, established: bool = False) -> Iterator[tuple[int, int]]:
+    """(client port, inode) of every TCP socket whose local end is
+    ``server_port`` (the kernel's socket table), only the established ones
+    if ``established``."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -181,10 +187,33 @@ def _server_inode(server_port: int, client_port: int) -> int | None:
             continue
         for line in lines:
             fields = line.split()
-            local, remote, inode = fields[1], fields[2], int(fields[9])
-            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
-                return inode
-    return None
+            local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
+            if int(local.rsplit(":", 1)[1], 16) == server_port and (state == _ESTABLISHED or not established):
+                yield int(remote.rsplit(":", 1)[1], 16), inode
+
+
+def _server_inode(server_port: int, client_port: int) -> int | None:
+    return next((inode for port, inode in _server_sockets(server_port) if port == client_port), None)
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            inodes.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return inodes
+
+
+def connections_per_process(server_port: int, pids: list[int]) -> dict[int, int]:
+    """How many established connections to ``server_port`` each of ``pids``
+    holds the server end of (whoever the clients are: a proxy's too)."""
+    held = {pid: _socket_inodes(pid) for pid in pids}
+    counts = dict.fromkeys(pids, 0)
+    for _port, inode in _server_sockets(server_port, established=True):
+        for pid in pids:
+            if f"socket:[{inode}]" in held[pid]:
+                counts[pid] += 1
+    return counts
 
 
 def owner(client: socket.socket | None, server_port: int, pids: list[int]) -> int:
@@ -195,10 +224,8 @@ def owner(client: socket.socket | None, server_port: int, pids: list[int]) -> in
     assert inode, "no server-side socket for this client in /proc/net/tcp"
     wanted = f"socket:[{inode}]"
     for pid in pids:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == wanted:
-                    return pid
+        if wanted in _socket_inodes(pid):
+            return pid
     raise AssertionError(f"no worker among {pids} holds {wanted}")
 
 
@@ -217,5 +244,5 @@ def open_fds(pid: int) -> int:
 
 
 __all__ = [
-    "ROOT", "EXAMPLES", "ServerProcess", "serve_script", "worker_pids", "owner", "process_rss", "open_fds", "wait_for",
+    "ROOT", "EXAMPLES", "ServerProcess", "serve_script", "worker_pids", "owner", "connections_per_process", "process_rss", "open_fds", "wait_for",
 ]

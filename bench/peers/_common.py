@@ -27,6 +27,18 @@ def port() -> int:
     return int(value)
 
 
+def robyn_argv() -> tuple[str, int]:
+    """For the Robyn peers (0.77, 0.88): Robyn reads ROBYN_HOST/ROBYN_PORT and
+    parses the command line itself (``--processes``...), so the port goes to
+    the environment and the command line is cut to the script's name.
+    Returns (host, port)."""
+    number = port()
+    os.environ["ROBYN_PORT"] = str(number)
+    os.environ["ROBYN_HOST"] = HOST
+    del sys.argv[1:]
+    return HOST, number
+
+
 def deflate() -> bool:
     """``--deflate``: answer permessage-deflate offers (RFC 7692) with the
     library's own defaults; without it compression is off."""

@@ -5,16 +5,9 @@ bench/.venv-robyn077.
     bench/.venv-robyn077/bin/python bench/peers/broadcast_robyn077.py PORT
 """
 
-import os
-import sys
+from _common import robyn_argv
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import HOST, port  # noqa: E402
-
-PORT = port()
-os.environ["ROBYN_PORT"] = str(PORT)
-os.environ["ROBYN_HOST"] = HOST
-sys.argv = sys.argv[:1]
+HOST, PORT = robyn_argv()
 
 from robyn import Robyn, WebSocket  # noqa: E402
 

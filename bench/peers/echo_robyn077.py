@@ -6,16 +6,9 @@ Runs in bench/.venv-robyn077 (created by bench/run.py).
 A message handler's return value is sent back to the client.
 """
 
-import os
-import sys
+from _common import robyn_argv
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import HOST, port  # noqa: E402
-
-PORT = port()
-os.environ["ROBYN_PORT"] = str(PORT)      # Robyn reads these itself
-os.environ["ROBYN_HOST"] = HOST
-sys.argv = sys.argv[:1]                   # Robyn parses the command line (--processes, ...)
+HOST, PORT = robyn_argv()
 
 from robyn import Robyn, WebSocket  # noqa: E402
 

@@ -36,6 +36,7 @@ import collections
 import contextvars
 import inspect
 import json
+import threading
 import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Union
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["WebSocketAdapter", "ReceiveEndpoint", "WebSocketDisconnect", "websocket_decorator"]
 
 log = get_logger("robyn_fast.websocket")
+_get_ident = threading.get_ident
 
 Kwargs = Callable[["WebSocketAdapter", QueryParams], dict[str, Any]]
 Data = Union[str, bytes, dict[str, Any], list[Any]]
@@ -177,14 +179,20 @@ class WebSocketAdapter:
     connection.
     """
 
-    __slots__ = ("connector", "_server", "_conn", "_messages", "_waiter", "_held", "_gone", "_task",
-                 "_finished", "_high", "_low", "__weakref__")
+    __slots__ = ("connector", "_server", "_conn", "_loop", "_thread", "_messages", "_waiter", "_held", "_gone",
+                 "_task", "_finished", "_high", "_low", "__weakref__")
 
     def __init__(self, endpoint: ReceiveEndpoint, server: Server, connector: WebSocketConnector,
                  conn: Connection) -> None:
         self.connector = connector
         self._server = server
         self._conn = conn
+        # The connection's loop and its thread (this runs there, at the
+        # upgrade): a receive makes its future on that loop without asking
+        # asyncio for the running one (a getpid() per call), and a send from
+        # the loop's thread goes straight to the connection.
+        self._loop = conn.hub.loop
+        self._thread = threading.get_ident()
         # Created when a message first has to wait (an empty deque is 760
         # bytes: most connections never need one).
         self._messages: collections.deque[str | bytes] | None = None
@@ -236,42 +244,58 @@ class WebSocketAdapter:
 
     # -- receiving -----------------------------------------------------------------------
 
-    async def _receive(self) -> str | bytes:
+    # A receive takes the oldest queued message, or else awaits the future
+    # that the next message event resolves directly (_deliver): one future
+    # per message that had to be waited for, no other coroutine or object.
+
+    def _take(self) -> str | bytes:
+        """The oldest queued message (the queue is not empty)."""
         messages = self._messages
-        if messages:
-            msg = messages.popleft()
-            if self._held and len(messages) <= self._low:
-                self._held = False
-                self._conn.hold_reading(False)
-            return msg
+        assert messages is not None
+        msg = messages.popleft()
+        if self._held and len(messages) <= self._low:
+            self._held = False
+            self._conn.hold_reading(False)
+        return msg
+
+    def _wait(self) -> asyncio.Future[str | bytes]:
+        """The future the next message resolves; raises the disconnect once
+        closed. A receive cancelled while it waited leaves its future
+        cancelled, which counts as no waiter."""
         if self._gone is not None:
             raise self._gone
-        if self._waiter is not None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
             raise RuntimeError("another coroutine is already waiting for the next message of this websocket")
-        waiter: asyncio.Future[str | bytes] = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
-        try:
-            return await waiter
-        finally:
-            if self._waiter is waiter:
-                self._waiter = None
+        waiter = self._waiter = self._loop.create_future()
+        return waiter
 
     async def receive_text(self) -> str:
         """The next message as text (a binary one decoded as UTF-8).
         Raises :class:`WebSocketDisconnect` with the close code once the
         connection has closed and every message received before was taken."""
-        msg = await self._receive()
+        if self._messages:
+            msg = self._take()
+        else:
+            # _wait(), inline: the per-message path of an echo or chat loop
+            if self._gone is not None:
+                raise self._gone
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                raise RuntimeError("another coroutine is already waiting for the next message of this websocket")
+            waiter = self._waiter = self._loop.create_future()
+            msg = await waiter
         return msg if isinstance(msg, str) else msg.decode("utf-8")
 
     async def receive_bytes(self) -> bytes:
         """The next message as bytes (a text one encoded as UTF-8)."""
-        msg = await self._receive()
+        msg = self._take() if self._messages else await self._wait()
         return msg if isinstance(msg, bytes) else msg.encode("utf-8")
 
     async def receive_json(self) -> Any:
         """The next message (text or binary) decoded as JSON; ``ValueError``
         if it is not JSON (the connection stays open)."""
-        return json.loads(await self._receive())
+        return json.loads(self._take() if self._messages else await self._wait())
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -280,17 +304,27 @@ class WebSocketAdapter:
         ``max_backpressure`` policy refused the message."""
         if not isinstance(data, str):
             raise TypeError(f"send_text() takes a str, not {type(data).__name__}")
+        if _get_ident() == self._thread:  # _send(), inline
+            return self._conn.send(data)
         return self.connector.send(data)
 
     async def send_bytes(self, data: bytes | bytearray | memoryview) -> bool:
         """Send a binary frame (see :meth:`send_text`)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send_bytes() takes bytes, not {type(data).__name__}")
-        return self.connector.send(bytes(data))
+        return self._send(bytes(data))
 
     async def send_json(self, data: Any) -> bool:
         """Send ``data`` as JSON in a text frame (see :meth:`send_text`)."""
-        return self.connector.send(dumps(data))
+        return self._send(dumps(data))
+
+    def _send(self, data: str | bytes) -> bool:
+        # On the loop's thread (the handler's Task) straight to the
+        # connection; from elsewhere through the connector, which hands the
+        # send to the loop.
+        if _get_ident() == self._thread:
+            return self._conn.send(data)
+        return self.connector.send(data)
 
     async def broadcast(self, data: Data) -> int:
         """Send ``data`` to every open connection of this endpoint, this one
@@ -357,7 +391,8 @@ class WebSocketAdapter:
         if self._finished:
             return
         waiter = self._waiter
-        if waiter is not None and not self._messages:
+        if waiter is not None:
+            # A receive waits (so nothing is queued): hand it the message.
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(msg)
@@ -424,7 +459,8 @@ class ReceiveEndpoint(WebSocket):
         self._main = _Binder(self, handler, "handler")
         self._on_connect: _Binder | None = None
         self._on_close: _Binder | None = None
-        self._bound = {"connect": self._connect, "message": _deliver, "close": self._close}
+        # The message event calls the adapter's own method: one call per message.
+        self._bound = {"connect": self._connect, "message": WebSocketAdapter._deliver, "close": self._close}
 
     def set_on_connect(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Run ``fn(websocket, ...)`` when a client connects (its parameters
@@ -516,10 +552,6 @@ class ReceiveEndpoint(WebSocket):
 
     def __repr__(self) -> str:
         return f"<ReceiveEndpoint {self.endpoint!r} handler={getattr(self.handler, '__qualname__', self.handler)}>"
-
-
-def _deliver(ws: WebSocketAdapter, msg: str | bytes) -> None:
-    ws._deliver(msg)
 
 
 def websocket_decorator(app: EndpointOwner, endpoint: str, config: Config | None = None) -> Callable[[Any], Any]:

@@ -1,0 +1,23 @@
+"""robyn_fast echo in Robyn's receive-loop API (``@app.websocket``): one
+handler per connection pulls each message with ``receive_text()`` and sends
+it back with ``send_text()``. Port from ROBYN_PORT.
+
+    ROBYN_PORT=8080 python bench/peers/echo_recv_robyn_fast.py
+
+The legacy ``message``-handler echo it is compared with is
+``examples/echo.py`` (and ``echo_async_robyn_fast.py`` for an async one).
+"""
+
+from robyn_fast import Config, Robyn, WebSocketAdapter
+
+app = Robyn(__file__)
+
+
+@app.websocket("/ws", config=Config(max_message_size=64 * 1024 * 1024))
+async def echo(websocket: WebSocketAdapter) -> None:
+    while True:
+        await websocket.send_text(await websocket.receive_text())
+
+
+if __name__ == "__main__":
+    app.start(host="127.0.0.1", port=8080)
