@@ -85,8 +85,11 @@ def SSEMessage(data: Any, event: str | None = None, id: str | None = None,  # no
                 raise ValueError(f"an SSE {label} cannot hold a line break: {text!r}")
             parts.append(f"{label}: {text}\n")
     text = "" if data is None else str(data)
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        parts.append(f"data: {line}\n")
+    if "\n" not in text and "\r" not in text:  # one line, the usual case
+        parts.append(f"data: {text}\n")
+    else:
+        for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+            parts.append(f"data: {line}\n")
     parts.append("\n")
     return "".join(parts)
 
