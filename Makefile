@@ -1,7 +1,10 @@
 # robyn_fast developer commands. Everything runs inside .venv, created on demand.
-#   make run    - create .venv, build, and serve the demo (examples/echo.py) on http://127.0.0.1:8080
+#   make run    - create .venv, build (with the runtime dependencies only), and serve the demo
+#                 (examples/echo.py) on http://127.0.0.1:8080
 #   make test   - create .venv, build the extensions, install test extras, run the whole suite
 #                 (`make test PYTHON=python3.13`: the same with that interpreter, in .venv-3.13)
+#   make wheels - manylinux wheels for CPython 3.11-3.15 into wheelhouse/ (.ci/wheels; docs/wheels.md)
+#   make wheels-test - the wheels installed and smoke-tested in a root without a C compiler
 #   make autobahn-full - Autobahn categories 12/13 (permessage-deflate) in full (~25 min)
 #   make fuzz   - ASan/UBSan build in .venv-fuzz, then every atheris harness in fuzz/ for
 #                 FUZZ_SECONDS each (the whole run, build included, takes about 5 min)
@@ -35,7 +38,7 @@ LOADGEN := bench/loadgen/.rfload-built
 LOAD_ARGS ?= --quick
 SOAK_MINUTES ?= 10
 
-.PHONY: install run test autobahn-full fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis clang
+.PHONY: install run wheels wheels-test test autobahn-full fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis clang
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,12 +61,31 @@ endif
 $(STAMP): $(BIN)/python $(SOURCES) $(wildcard $(LINKED))
 	$(BIN)/python -m pip install --disable-pip-version-check $(EDITABLE) -e '.[test]'
 	@echo '$(LINKED_NOW)' > $(LINKED)
-	@touch $@
+	@touch $@ $(RUN_STAMP)
 
 install: $(STAMP)
 
-run: install
+# The demo needs the package and its runtime dependencies (uvloop, httptools), not the test
+# extras; after `make install` (a superset) nothing more is installed.
+RUN_STAMP := $(VENV)/.robyn_fast-run-installed
+$(RUN_STAMP): $(BIN)/python $(SOURCES) $(wildcard $(LINKED))
+	$(BIN)/python -m pip install --disable-pip-version-check $(EDITABLE) -e .
+	@echo '$(LINKED_NOW)' > $(LINKED)
+	@touch $@
+
+run: $(RUN_STAMP)
 	$(BIN)/python examples/echo.py
+
+# Manylinux wheels for CPython 3.11-3.15, built from the sdist with zig's C compiler targeting
+# glibc 2.28 and checked and tagged by auditwheel (.ci/wheels, docs/wheels.md): wheelhouse/.
+wheels:
+	$(PYTHON) .ci/wheels
+
+# Each wheel of wheelhouse/ (`make wheels` first) in a fresh venv in a Debian root without a C
+# compiler (.ci/nocc-root, cached under /var/cache/robyn_fast/nocc-sid): HTTP, WebSocket echo,
+# the compiled core loaded. Then the sdist/wheel packaging checks (tests/test_packaging.py).
+wheels-test: install
+	ROBYN_FAST_REQUIRE_WHEELS=1 $(BIN)/python -m pytest tests/test_wheels.py tests/test_packaging.py
 
 # Debian's chromium, for the Playwright test of the echo chat page (Playwright never downloads a browser here).
 browser:
@@ -152,4 +174,4 @@ bench-tls: $(BENCH_STAMP)
 	$(BIN)/python bench/tls.py
 
 clean:
-	rm -rf build dist *.egg-info .venv .venv-* _core/*.so .pytest_cache .hypothesis .benchmarks
+	rm -rf build dist wheelhouse *.egg-info .venv .venv-* _core/*.so .pytest_cache .hypothesis .benchmarks
