@@ -26,6 +26,11 @@ VERSIONS = ("3.11", "3.12", "3.13", "3.14", "3.15")
 REQUIRED = os.environ.get("ROBYN_FAST_REQUIRE_WHEELS", "") not in ("", "0")
 # The newest manylinux policy a wheel may claim (glibc 2.28, the bound).
 NEWEST = (2, 28)
+# What the root's glibc runs (pip download does not widen a --platform to older policies).
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux2010_x86_64")
+
+
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 
 
 def _wheel(version: str) -> Path:
@@ -49,7 +54,7 @@ def nocc_root() -> Path:
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
     root = Path(made.stdout.strip().splitlines()[-1])
     for compiler in ("cc", "gcc", "clang"):
-        probe = subprocess.run(["chroot", str(root), "sh", "-c", f"command -v {compiler}"], capture_output=True)
+        probe = subprocess.run([CHROOT, str(root), "sh", "-c", f"command -v {compiler}"], capture_output=True)
         assert probe.returncode != 0, f"{compiler} is in {root}"
     return root
 
@@ -76,7 +81,7 @@ def scratch(nocc_root: Path) -> Iterator[tuple[Path, str]]:
 
 def _in_root(root: Path, *cmd: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    return subprocess.run(["chroot", str(root), *cmd], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([CHROOT, str(root), *cmd], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -91,7 +96,7 @@ def test_the_wheel_installs_and_serves_without_a_compiler(
     shutil.copy2(wheel, host / wheel.name)
     download = subprocess.run(
         [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", version,
-         "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "-d", str(host / "deps"),
+         "--implementation", "cp", *(f"--platform={p}" for p in PLATFORMS), "-d", str(host / "deps"),
          str(host / wheel.name)],
         capture_output=True, text=True, timeout=300,
     )
