@@ -1,7 +1,10 @@
 # robyn_fast developer commands. Everything runs inside .venv, created on demand.
-#   make run    - create .venv, build, and serve the demo (examples/echo.py) on http://127.0.0.1:8080
+#   make run    - create .venv, build (with the runtime dependencies only), and serve the demo
+#                 (examples/echo.py) on http://127.0.0.1:8080
 #   make test   - create .venv, build the extensions, install test extras, run the whole suite
 #                 (`make test PYTHON=python3.13`: the same with that interpreter, in .venv-3.13)
+#   make wheels - manylinux wheels for CPython 3.11-3.15 into wheelhouse/ (.ci/wheels; docs/wheels.md)
+#   make wheels-test - the wheels installed and smoke-tested in a root without a C compiler
 #   make autobahn-full - Autobahn categories 12/13 (permessage-deflate) in full (~25 min)
 #   make sidroot - build (once; cached in /var/cache/robyn_fast) the Debian sid root with Python
 #                  3.14 and 3.15 that .ci/run tests them in: `.ci/sidroot make test PYTHON=/usr/bin/python3.14`
@@ -37,7 +40,7 @@ LOADGEN := bench/loadgen/.rfload-built
 LOAD_ARGS ?= --quick
 SOAK_MINUTES ?= 10
 
-.PHONY: socket-activate install run test sidroot autobahn-full autobahn-table fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis nginx clang
+.PHONY: socket-activate install run wheels wheels-test test sidroot autobahn-full autobahn-table fuzz fuzz-build bench bench-loadgen bench-load soak bench-tls clean browser redis nginx clang
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,12 +63,31 @@ endif
 $(STAMP): $(BIN)/python $(SOURCES) $(wildcard $(LINKED))
 	$(BIN)/python -m pip install --disable-pip-version-check $(EDITABLE) -e '.[test]'
 	@echo '$(LINKED_NOW)' > $(LINKED)
-	@touch $@
+	@touch $@ $(RUN_STAMP)
 
 install: $(STAMP)
 
-run: install
+# The demo needs the package and its runtime dependencies (uvloop, httptools), not the test
+# extras; after `make install` (a superset) nothing more is installed.
+RUN_STAMP := $(VENV)/.robyn_fast-run-installed
+$(RUN_STAMP): $(BIN)/python $(SOURCES) $(wildcard $(LINKED))
+	$(BIN)/python -m pip install --disable-pip-version-check $(EDITABLE) -e .
+	@echo '$(LINKED_NOW)' > $(LINKED)
+	@touch $@
+
+run: $(RUN_STAMP)
 	$(BIN)/python examples/echo.py
+
+# Manylinux wheels for CPython 3.11-3.15, built from the sdist with zig's C compiler targeting
+# glibc 2.28 and checked and tagged by auditwheel (.ci/wheels, docs/wheels.md): wheelhouse/.
+wheels: sidroot
+	$(PYTHON) .ci/wheels
+
+# Each wheel of wheelhouse/ (`make wheels` first) in a fresh venv in a Debian root without a C
+# compiler (.ci/nocc-root, cached under /var/cache/robyn_fast/nocc-sid): HTTP, WebSocket echo,
+# the compiled core loaded (the sdist/wheel packaging checks, tests/test_packaging.py, are in `make test`).
+wheels-test: install
+	ROBYN_FAST_REQUIRE_WHEELS=1 $(BIN)/python -m pytest tests/test_wheels.py
 
 # Debian's chromium, for the Playwright test of the echo chat page (Playwright never downloads a browser here).
 browser:
@@ -172,4 +194,4 @@ bench-tls: $(BENCH_STAMP)
 	$(BIN)/python bench/tls.py
 
 clean:
-	rm -rf build dist *.egg-info .venv .venv-* _core/*.so .pytest_cache .hypothesis .benchmarks
+	rm -rf build dist wheelhouse *.egg-info .venv .venv-* _core/*.so .pytest_cache .hypothesis .benchmarks

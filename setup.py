@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import sysconfig
+import tempfile
 from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 CORE = ROOT / "_core"
@@ -28,6 +32,9 @@ MODULES: dict[str, list[str]] = {
 }
 # C libraries each links: zlib for permessage-deflate (the system's, as Python's own zlib module uses).
 LIBRARIES: dict[str, list[str]] = {"codec": ["z"]}
+# ZLIB_CONST: zlib.h declares z_stream.next_in const, as codec.pxd does (without it every build
+# warned of a discarded const qualifier where the codec points next_in at a read-only buffer).
+MACROS: dict[str, list[tuple[str, str | None]]] = {"codec": [("ZLIB_CONST", None)]}
 
 DIRECTIVES = {
     "language_level": 3,
@@ -61,26 +68,71 @@ def _pxd_include_tree() -> str:
 
 
 def _extensions() -> list[Extension]:
+    """The extension modules, from their .pyx sources (Cython translates them when they are built)."""
     macros = [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")] if DEBUG else [("NDEBUG", "1")]
     cflags = ["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3"]
-    exts = [
+    return [
         Extension(
             f"robyn_fast._core.{name}",
             sources=[f"_core/{name}.pyx", *(f"_core/{c}" for c in csources)],
             include_dirs=["_core"],
-            define_macros=macros,
+            define_macros=[*macros, *MACROS.get(name, [])],
             extra_compile_args=cflags,
             libraries=LIBRARIES.get(name, []),
         )
         for name, csources in MODULES.items()
     ]
-    return cythonize(
-        exts,
-        compiler_directives=DIRECTIVES,
-        include_path=[_pxd_include_tree(), "_core"],
-        build_dir="build/cython-debug" if DEBUG else "build/cython",
-        force=DEBUG,
-    )
+
+
+PROBES = {
+    # what is probed -> (the C file, what to install when it does not compile)
+    "compiler": ("int main(void) { return 0; }\n", "a C compiler (gcc or clang: apt-get install gcc)"),
+    "python": (
+        "#include <Python.h>\nint main(void) { return 0; }\n",
+        f"Python {sys.version_info.major}.{sys.version_info.minor}'s headers (Python.h; on Debian and Ubuntu "
+        f"python{sys.version_info.major}.{sys.version_info.minor}-dev, on Fedora python3-devel)",
+    ),
+    "zlib": ("#include <zlib.h>\nint main(void) { return 0; }\n", "zlib's headers (zlib1g-dev, zlib-devel)"),
+}
+
+
+class BuildCore(build_ext):
+    """build_ext that first checks that the compiler and the headers the core needs are there
+    (a missing one gets a message naming it, not the compiler's raw exit status), then has
+    Cython translate the .pyx sources, then compiles."""
+
+    def build_extensions(self) -> None:
+        self._probe()
+        translated = cythonize(
+            self.extensions,
+            compiler_directives=DIRECTIVES,
+            include_path=[_pxd_include_tree(), "_core"],
+            build_dir="build/cython-debug" if DEBUG else "build/cython",
+            force=DEBUG,
+        )
+        # The C sources into the Extensions setuptools prepared (cythonize returns new objects
+        # without what build_ext's finalize_options set on them).
+        c_sources = {ext.name: ext.sources for ext in translated}
+        for ext in self.extensions:
+            ext.sources = c_sources[ext.name]
+        super().build_extensions()
+
+    def _probe(self) -> None:
+        include_dirs = [*self.include_dirs, sysconfig.get_paths()["include"]]
+        with tempfile.TemporaryDirectory(prefix="robyn_fast-probe-") as tmp:
+            for what, (source, needed) in PROBES.items():
+                path = Path(tmp) / f"{what}.c"
+                path.write_text(source)
+                try:
+                    self.compiler.compile([str(path)], output_dir=tmp, include_dirs=include_dirs)
+                except Exception as exc:  # CompileError, or OSError when the compiler is not there
+                    compiler = (getattr(self.compiler, "compiler_so", None) or ["the C compiler"])[0]
+                    raise SystemExit(
+                        f"robyn_fast: building from source needs {needed}; the probe failed ({compiler}: {exc}).\n"
+                        "robyn_fast needs a C compiler and the headers of Python and zlib to build its compiled "
+                        "core. Or install a prebuilt wheel: pip install --only-binary robyn_fast robyn_fast "
+                        "(manylinux wheels for CPython 3.11-3.15 on x86_64)."
+                    ) from None
 
 
 setup(
@@ -91,7 +143,8 @@ setup(
     package_dir={"robyn_fast": "robyn_fast", "robyn_fast._core": "_core"},
     # .pxd contracts and the header they declare ship so other Cython code can cimport the core.
     package_data={"robyn_fast": ["py.typed", "*.pyi"], "robyn_fast._core": ["*.pyi", "*.pxd", "*.h"]},
-    exclude_package_data={"robyn_fast._core": ["*.c", "*.pyx"]},
+    exclude_package_data={"robyn_fast._core": ["*.c", "*.pyx", "*.txt"]},
     ext_modules=_extensions(),
+    cmdclass={"build_ext": BuildCore},
     zip_safe=False,
 )

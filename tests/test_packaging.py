@@ -43,14 +43,26 @@ def built(tmp_path_factory: pytest.TempPathFactory, source_copy: Path) -> Path:
     source a build needs), by `python -m build`: isolated, as `pip install .` builds,
     Cython fetched as a build requirement."""
     out = tmp_path_factory.mktemp("dist")
+    # Byte-compiling on (setuptools says it is skipped, with a warning, when it is off).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     result = subprocess.run(
         [sys.executable, "-m", "build", "--outdir", str(out), str(source_copy)],
         capture_output=True,
         text=True,
         timeout=900,
+        env=env,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (out / "build.log").write_text(result.stdout + result.stderr)
     return out
+
+
+def test_the_build_prints_no_warning(built: Path) -> None:
+    """Neither setuptools (a stray file, a package given as data) nor the C compiler warns,
+    building the sdist and the wheel from it."""
+    log = (built / "build.log").read_text()
+    warnings = [line for line in log.splitlines() if "warning" in line.lower()]
+    assert not warnings, "\n".join(warnings[:40])
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +109,46 @@ def test_the_sdist_has_the_license_and_what_a_build_needs(sdist_names: dict[str,
                    "_core/wsutil.c", "_core/wsutil.h", "robyn_fast/logs.py", "robyn_fast/py.typed"):
         assert needed in sdist_names, needed
     assert not [name for name in sdist_names if name.endswith(".so") or name in ("_core/codec.c", "_core/connection.c")]
+    # No test files: the suite needs the checkout (helpers, apps, examples, servers), not a part of it.
+    assert not [name for name in sdist_names if name.startswith("tests/")]
+    assert "_core/stubtest-allowlist.txt" not in sdist_names
+
+
+def test_the_metadata(sdist_names: dict[str, bytes]) -> None:
+    """The version comes from robyn_fast/version.py (its one place), with the project's URLs and
+    classifiers."""
+    namespace: dict[str, object] = {}
+    exec((ROOT / "robyn_fast" / "version.py").read_text(), namespace)
+    pkg_info = sdist_names["PKG-INFO"].decode().splitlines()
+    assert f"Version: {namespace['__version__']}" in pkg_info
+    urls = {line.split(": ", 1)[1].split(",")[0] for line in pkg_info if line.startswith("Project-URL: ")}
+    assert {"Homepage", "Documentation", "Changelog", "Issues"} <= urls, urls
+    classifiers = {line.split(": ", 1)[1] for line in pkg_info if line.startswith("Classifier: ")}
+    for needed in ("Typing :: Typed", "Operating System :: POSIX :: Linux", "Framework :: AsyncIO"):
+        assert needed in classifiers, needed
+    assert any(c.startswith("Development Status :: ") for c in classifiers), classifiers
+    assert '__version__ = "' not in (ROOT / "robyn_fast" / "__init__.py").read_text()
+    assert "\nversion = \"" not in (ROOT / "pyproject.toml").read_text()  # dynamic, from version.py
+    assert (ROOT / "CHANGELOG.md").read_text().startswith("# Changelog\n")
+
+
+def test_building_without_a_compiler_names_what_is_missing(source_copy: Path, tmp_path: Path) -> None:
+    """What a user without gcc gets from `pip install robyn_fast` when no wheel fits: one
+    message naming the compiler it tried and what to install, not the compiler's exit status."""
+    source = tmp_path / "source"
+    shutil.copytree(source_copy, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    env = dict(os.environ, CC="/nonexistent/cc", LDSHARED="/nonexistent/cc -shared")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "out"),
+         str(source)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "robyn_fast: building from source needs a C compiler (gcc or clang" in output, output[-3000:]
+    assert "/nonexistent/cc" in output and "pip install --only-binary robyn_fast robyn_fast" in output, output[-3000:]
+    assert "returned non-zero exit status" not in output and "Traceback" not in output, output[-3000:]
+    assert not list((source / "build").glob("cython/**/*.c"))  # it stopped before translating anything
 
 
 def test_wheel_contains_compiled_modules_stubs_and_marker(unpacked_wheel: Path) -> None:
@@ -108,6 +160,7 @@ def test_wheel_contains_compiled_modules_stubs_and_marker(unpacked_wheel: Path) 
     assert (core / "wsutil.h").is_file()  # codec.pxd declares it: cimporters need it
     assert (unpacked_wheel / "robyn_fast" / "py.typed").is_file()
     assert not list(core.glob("*.pyx")) and not list(core.glob("*.c"))
+    assert not list(core.glob("*.txt"))  # the stubtest allowlist is the tests', not the package's
 
 
 def _env(unpacked: Path) -> dict[str, str]:
