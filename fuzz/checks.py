@@ -378,6 +378,7 @@ class _Host:
 
     def __init__(self, config: object) -> None:
         from robyn_fast.dependency_injection import DependencyMap
+        from robyn_fast.forwarded import TrustedProxies
         from robyn_fast.http.routes import Routes
 
         self.loop = _Loop()
@@ -391,6 +392,9 @@ class _Host:
         })
         self.routes.add("GET", "/fail", _fail)
         self.handle_http = self.routes.handle
+        # The server's: the peer (127.0.0.1) is trusted by default, so the input's Forwarded and
+        # X-Forwarded-* headers are parsed as a proxy's would be.
+        self.proxies = TrustedProxies(config.forwarded_allow_ips)  # type: ignore[attr-defined]
         self.opened: list[bytes] = []
 
     def websocket_upgrade(self, path: str, parser_upgrade: bool, headers: list[tuple[bytes, bytes]]) -> object:
@@ -406,6 +410,11 @@ class _Host:
 
         response, _ = accept_handshake(method, version, headers, subprotocols=["chat"])
         return negotiate_compression(response, headers, "shared")
+
+    def vet_websocket(self, endpoint: object, method: str, target: str, headers: list[tuple[bytes, bytes]],
+                      path_params: dict[str, str], client: str | None, scheme: str) -> bytes | None:
+        # a before_upgrade hook's refusal when the query asks for one, else no hook
+        return b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n" if "refuse" in target else None
 
     def open_websocket(self, endpoint: object, transport: object, initial: bytes, *args: object) -> None:
         self.opened.append(initial)
