@@ -4,8 +4,8 @@ under /var/cache/robyn_fast/nocc-sid), with its dependencies as wheels, and
 tests/wheel_smoke.py checks there that the compiled core is the one loaded and that a server
 answers an HTTP route and echoes a WebSocket message on 127.0.0.1.
 
-Without wheels (no `make wheels` before) these tests skip, unless ROBYN_FAST_REQUIRE_WHEELS=1
-(.ci/run sets it, after `make wheels`): then a missing wheel fails."""
+`make wheels-test` runs it with ROBYN_FAST_REQUIRE_WHEELS=1 (a missing wheel fails); `make test`
+does not collect it (tests/conftest.py). Run by hand without that variable, a missing wheel skips."""
 
 from __future__ import annotations
 
