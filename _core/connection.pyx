@@ -877,6 +877,8 @@ cdef class Connection(WSProtocol):
             self._fail(exc.close_code, exc.reason)
         finally:
             self.parsing = False
+        if self.inbox is not None and (<Inbox>self.inbox).deferred:
+            (<Inbox>self.inbox).wake_deferred()
         if self.state == ST_CLOSED:
             self.parser.release()       # connection_lost came while the parser was on the stack
         else:
@@ -1114,8 +1116,19 @@ cdef class Inbox:
         if self.finished:
             return 0
         if self.state == IB_WAITING:
-            if self.callback is not None and self.more_callbacks is None and _current_task(self.loop) is None:
-                return self._wake_inline(msg)
+            if self.callback is not None and self.more_callbacks is None:
+                if self.conn.parsing:
+                    # Within a read: the Task is woken once the read's
+                    # messages are all in (the rest queue behind this one),
+                    # so a pipelined batch costs one wake-up.
+                    self.state = IB_READY
+                    self.value = msg
+                    self.deferred = True
+                    return 0
+                if _current_task(self.loop) is None:
+                    self.state = IB_READY
+                    self.value = msg
+                    return self._wake_inline()
             return self._resolve(IB_READY, msg)
         if self.messages is None:
             self.messages = _deque()
@@ -1172,7 +1185,15 @@ cdef class Inbox:
             conn._set_reading()
         return msg
 
-    cdef int _wake_inline(self, object msg) except -1:
+    cdef int wake_deferred(self) except -1:
+        self.deferred = False
+        if self.callback is None or self.state != IB_READY:
+            return 0
+        if _current_task(self.loop) is None:
+            return self._wake_inline()
+        return self._resolve(IB_READY, self.value)
+
+    cdef int _wake_inline(self) except -1:
         # The waiting Task's step runs now, inside the message event (no
         # task is running: the connection's read callback), as a sync
         # handler would, instead of on the next loop iteration through
@@ -1184,9 +1205,7 @@ cdef class Inbox:
         try:
             PyContext_Enter(ctx)
         except RuntimeError:  # the context is in use (not the Task's own): wake it the usual way
-            return self._resolve(IB_READY, msg)
-        self.state = IB_READY
-        self.value = msg
+            return self._resolve(IB_READY, self.value)
         self.callback = None
         self.cb_context = None
         try:
