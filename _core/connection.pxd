@@ -193,6 +193,7 @@ cdef class Inbox:
 
     cdef int put(self, object msg) except -1
     cdef object _take(self)
+    cdef int _hold(self, bint held) except -1
     cdef int _resolve(self, int state, object value) except -1
     cdef bint deferred                    # a message was handed to the waiting receive within a read: wake after it
     cdef int wake_deferred(self) except -1

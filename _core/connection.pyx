@@ -1112,7 +1112,6 @@ cdef class Inbox:
     # -- fed by the connection ---------------------------------------------------------
 
     cdef int put(self, object msg) except -1:
-        cdef Connection conn
         if self.finished:
             return 0
         if self.state == IB_WAITING:
@@ -1140,11 +1139,14 @@ cdef class Inbox:
         if len(self.messages) >= self.high and not self.held:
             # Stop reading until the handler has taken the queue down to
             # `low` (what one read already brought still arrives).
-            self.held = True
-            conn = self.conn
-            conn.reading_held = True
-            conn._set_reading()
+            self._hold(True)
         return 0
+
+    cdef int _hold(self, bint held) except -1:
+        cdef Connection conn = self.conn
+        self.held = held
+        conn.reading_held = held
+        return conn._set_reading()
 
     def put_message(self, msg):
         """Deliver ``msg`` (what the connection does itself when nothing is
@@ -1161,14 +1163,10 @@ cdef class Inbox:
     def finish(self):
         """The handler returned: drop what is queued and what comes, and let
         the connection read again."""
-        cdef Connection conn
         self.finished = True
         self.messages = None
         if self.held:
-            self.held = False
-            conn = self.conn
-            conn.reading_held = False
-            conn._set_reading()
+            self._hold(False)
 
     @property
     def pending(self):
@@ -1176,13 +1174,9 @@ cdef class Inbox:
         return 0 if self.messages is None else len(self.messages)
 
     cdef object _take(self):
-        cdef Connection conn
         msg = self.messages.popleft()
         if self.held and len(self.messages) <= self.low:
-            self.held = False
-            conn = self.conn
-            conn.reading_held = False
-            conn._set_reading()
+            self._hold(False)
         return msg
 
     cdef int wake_deferred(self) except -1:
