@@ -157,6 +157,7 @@ cdef class Connection(WSProtocol):
     cdef readonly object task             # the Task of a suspended async handler, or None
     cdef object current_job               # the job that task runs
     cdef object pending_close             # (code, reason) from close() inside this connection's own handler
+    cdef public object inbox              # an Inbox (receive-loop API): messages go to it, not to on_message
 
     cdef int _read(self, size_t nbytes) except -1
     # The dispatcher's handle on flow control: pause reading while the
@@ -169,3 +170,31 @@ cdef class Connection(WSProtocol):
     cdef int send_data(self, bytes frame, list cache) except -1
     cdef int _set_reading(self) except -1
     cdef int _flush(self) except -1
+
+
+cdef class Inbox:
+    # The receive-loop API's side of a connection (robyn_fast.websocket.receive):
+    # the messages its handler has not taken yet, and the Future-compatible
+    # object a waiting receive suspends its Task on, re-armed per receive.
+    cdef readonly Connection conn
+    cdef object loop
+    cdef object messages                  # collections.deque, created when a message first has to wait
+    cdef Py_ssize_t high                  # read_high_water: hold reading at this many unread
+    cdef Py_ssize_t low                   # read_low_water: read again at this many
+    cdef bint held                        # reading held because of us
+    cdef readonly bint finished           # the handler returned: messages are dropped
+    cdef readonly object gone             # WebSocketDisconnect once closed (what receives raise), or None
+    cdef int state                        # IB_* below
+    cdef object value                     # the message (IB_READY) or exception (IB_FAILED) for the waiter
+    cdef object callback                  # the waiting Task's wake-up (add_done_callback), or None
+    cdef object cb_context                # ... and the context it runs in
+    cdef list more_callbacks              # (fn, context) of any further add_done_callback
+    cdef public bint _asyncio_future_blocking
+
+    cdef int put(self, object msg) except -1
+    cdef object _take(self)
+    cdef int _hold(self, bint held) except -1
+    cdef int _resolve(self, int state, object value) except -1
+    cdef bint deferred                    # a message was handed to the waiting receive within a read: wake after it
+    cdef int wake_deferred(self) except -1
+    cdef int _wake_inline(self) except -1

@@ -72,6 +72,8 @@ cdef object _iscoroutine = asyncio.iscoroutine
 cdef object _Task = asyncio.Task
 cdef object _current_task = asyncio.current_task
 cdef object _CancelledError = asyncio.CancelledError
+cdef object _InvalidStateError = asyncio.InvalidStateError
+cdef object _copy_context = contextvars.copy_context
 # Python >= 3.12: Task(..., eager_start=True) runs the first step inside the
 # constructor, with the Task current. 3.11: Task(..., context=) only.
 cdef bint _EAGER = sys.version_info >= (3, 12)
@@ -276,6 +278,8 @@ cdef class Dispatcher:
     cdef int message(self, Connection conn, object data) except -1:
         # Fast path: nothing queued and no handler running or suspended: run it now.
         if conn.task is None and not conn.running and (conn.queue is None or not conn.queue):
+            if conn.inbox is not None:  # the receive-loop API: straight to its queue or waiting receive
+                return (<Inbox>conn.inbox).put(data)
             if conn.on_message is not None:
                 self._run_job(conn, data)
             return 0
@@ -873,6 +877,8 @@ cdef class Connection(WSProtocol):
             self._fail(exc.close_code, exc.reason)
         finally:
             self.parsing = False
+        if self.inbox is not None and (<Inbox>self.inbox).deferred:
+            (<Inbox>self.inbox).wake_deferred()
         if self.state == ST_CLOSED:
             self.parser.release()       # connection_lost came while the parser was on the stack
         else:
@@ -1064,3 +1070,248 @@ def start_task(loop, coro, context):
     the first step runs inside this call, with the Task current; if the
     coroutine finishes there, the Task is returned done)."""
     return _start_task(loop, coro, context)
+
+
+cdef enum:
+    IB_IDLE = 0          # no receive waits
+    IB_WAITING = 1       # a receive waits (its Task is suspended on the inbox)
+    IB_READY = 2         # a message was handed to the waiting receive (value), its Task is being woken
+    IB_FAILED = 3        # the connection closed under the waiting receive (value: the WebSocketDisconnect)
+    IB_CANCELLED = 4     # the waiting receive was cancelled
+
+
+@cython.final
+cdef class Inbox:
+    """The receive-loop API's end of a connection: what its handler has not
+    received yet, and what a waiting ``receive_*()`` awaits.
+
+    Created by the endpoint for each connection (``Inbox(conn, high, low)``
+    sets ``conn.inbox``); from then on the connection's messages come here
+    instead of to its message handler, whenever no job of the connection's
+    own handlers (an async connect handler) is in the way. A message finds a
+    waiting receive and wakes its Task, or else is queued; with ``high``
+    messages queued the connection stops reading its socket until the
+    handler has taken them down to ``low``. Awaiting the inbox takes the
+    oldest queued message without suspending, or else suspends the awaiting
+    Task on the inbox itself: it is Future-compatible for asyncio's Task
+    (``_asyncio_future_blocking``, ``add_done_callback``, ``result``,
+    ``cancel``, ...) and re-armed for every receive, so a message costs no
+    Future. One receive waits at a time (another gets ``RuntimeError``); a
+    cancelled receive loses nothing (a message that was already on its way
+    to it is queued back first); :meth:`disconnect` wakes a waiting receive
+    with the exception, which every receive raises once the queue is empty.
+    """
+
+    def __init__(self, Connection conn not None, Py_ssize_t high, Py_ssize_t low):
+        self.conn = conn
+        self.loop = conn.hub.loop
+        self.high = high
+        self.low = low
+        conn.inbox = self
+
+    # -- fed by the connection ---------------------------------------------------------
+
+    cdef int put(self, object msg) except -1:
+        if self.finished:
+            return 0
+        if self.state == IB_WAITING:
+            if self.callback is not None and self.more_callbacks is None:
+                if self.conn.parsing:
+                    # Within a read: the Task is woken once the read's
+                    # messages are all in (the rest queue behind this one),
+                    # so a pipelined batch costs one wake-up.
+                    self.state = IB_READY
+                    self.value = msg
+                    self.deferred = True
+                    return 0
+                if _current_task(self.loop) is None:
+                    self.state = IB_READY
+                    self.value = msg
+                    return self._wake_inline()
+            return self._resolve(IB_READY, msg)
+        if self.messages is None:
+            self.messages = _deque()
+        elif len(self.messages) >= self.high and self.conn.state != ST_OPEN:
+            # The socket is read again while closing (for the peer's Close):
+            # what a client sends after our Close is dropped past the bound.
+            return 0
+        self.messages.append(msg)
+        if len(self.messages) >= self.high and not self.held:
+            # Stop reading until the handler has taken the queue down to
+            # `low` (what one read already brought still arrives).
+            self._hold(True)
+        return 0
+
+    cdef int _hold(self, bint held) except -1:
+        cdef Connection conn = self.conn
+        self.held = held
+        conn.reading_held = held
+        return conn._set_reading()
+
+    def put_message(self, msg):
+        """Deliver ``msg`` (what the connection does itself when nothing is
+        in the way; the endpoint's message handler calls this otherwise)."""
+        self.put(msg)
+
+    def disconnect(self, exc not None):
+        """The connection closed: ``exc`` is what receives raise from now on
+        (once the queue is empty); a waiting receive gets it now."""
+        self.gone = exc
+        if self.state == IB_WAITING:
+            self._resolve(IB_FAILED, exc)
+
+    def finish(self):
+        """The handler returned: drop what is queued and what comes, and let
+        the connection read again."""
+        self.finished = True
+        self.messages = None
+        if self.held:
+            self._hold(False)
+
+    @property
+    def pending(self):
+        """How many messages are queued."""
+        return 0 if self.messages is None else len(self.messages)
+
+    cdef object _take(self):
+        msg = self.messages.popleft()
+        if self.held and len(self.messages) <= self.low:
+            self._hold(False)
+        return msg
+
+    cdef int wake_deferred(self) except -1:
+        self.deferred = False
+        if self.callback is None or self.state != IB_READY:
+            return 0
+        if _current_task(self.loop) is None:
+            return self._wake_inline()
+        return self._resolve(IB_READY, self.value)
+
+    cdef int _wake_inline(self) except -1:
+        # The waiting Task's step runs now, inside the message event (no
+        # task is running: the connection's read callback), as a sync
+        # handler would, instead of on the next loop iteration through
+        # call_soon: the message costs no Handle and no iteration. As in any
+        # step of the handler's Task, a close() it asks for goes at once
+        # (the parse goes on as after a Close of ours between two reads).
+        cdef object ctx = self.cb_context
+        cdef object cb = self.callback
+        try:
+            PyContext_Enter(ctx)
+        except RuntimeError:  # the context is in use (not the Task's own): wake it the usual way
+            return self._resolve(IB_READY, self.value)
+        self.callback = None
+        self.cb_context = None
+        try:
+            cb(self)
+        finally:
+            PyContext_Exit(ctx)
+        return 0
+
+    cdef int _resolve(self, int state, object value) except -1:
+        self.state = state
+        self.value = value
+        cb = self.callback
+        if cb is not None:
+            self.callback = None
+            self.loop.call_soon(cb, self, context=self.cb_context)
+            self.cb_context = None
+        if self.more_callbacks is not None:
+            more, self.more_callbacks = self.more_callbacks, None
+            for fn, ctx in more:
+                self.loop.call_soon(fn, self, context=ctx)
+        return 0
+
+    # -- awaited by the handler ----------------------------------------------------------
+
+    def __await__(self):
+        if self.messages:
+            return self._take()
+        if self.gone is not None:
+            raise self.gone
+        if self.state != IB_IDLE:
+            raise RuntimeError("another coroutine is already waiting for the next message of this websocket")
+        self.state = IB_WAITING
+        self._asyncio_future_blocking = True
+        try:
+            yield self
+        except BaseException:
+            # Thrown in by the Task: the disconnect or a cancellation (a
+            # message already handed over goes back to the queue's front).
+            if self.state == IB_READY:
+                if self.messages is None:
+                    self.messages = _deque()
+                self.messages.appendleft(self.value)
+            self.state = IB_IDLE
+            self.value = None
+            raise
+        if self.state != IB_READY:  # woken without a message: not by a Task
+            self.state = IB_IDLE
+            self.value = None
+            raise RuntimeError("the websocket inbox was resumed before a message came")
+        msg = self.value
+        self.state = IB_IDLE
+        self.value = None
+        return msg
+
+    # -- the Future protocol asyncio's Task uses -------------------------------------------------------
+
+    def get_loop(self):
+        return self.loop
+
+    def done(self):
+        return self.state > IB_WAITING
+
+    def cancelled(self):
+        return self.state == IB_CANCELLED
+
+    def result(self):
+        if self.state == IB_READY:
+            return self.value
+        if self.state == IB_FAILED:
+            raise self.value
+        if self.state == IB_CANCELLED:
+            raise _CancelledError() if self.value is None else _CancelledError(self.value)
+        raise _InvalidStateError("no message yet")
+
+    def exception(self):
+        if self.state == IB_READY:
+            return None
+        if self.state == IB_FAILED:
+            return self.value
+        if self.state == IB_CANCELLED:
+            raise _CancelledError() if self.value is None else _CancelledError(self.value)
+        raise _InvalidStateError("no message yet")
+
+    def cancel(self, msg=None):
+        if self.state != IB_WAITING:
+            return False
+        self._resolve(IB_CANCELLED, msg)
+        return True
+
+    def add_done_callback(self, fn, *, context=None):
+        if context is None:
+            context = _copy_context()
+        if self.state > IB_WAITING:
+            self.loop.call_soon(fn, self, context=context)
+        elif self.callback is None:
+            self.callback = fn
+            self.cb_context = context
+        else:
+            if self.more_callbacks is None:
+                self.more_callbacks = []
+            self.more_callbacks.append((fn, context))
+
+    def remove_done_callback(self, fn):
+        cdef Py_ssize_t removed = 0
+        if self.callback is not None and self.callback == fn:
+            self.callback = self.cb_context = None
+            removed += 1
+        if self.more_callbacks:
+            kept = [(f, c) for f, c in self.more_callbacks if f != fn]
+            removed += len(self.more_callbacks) - len(kept)
+            self.more_callbacks = kept or None
+        return removed
+
+    def __repr__(self):
+        return f"<Inbox of {self.conn.key} queued={self.pending} state={self.state}>"

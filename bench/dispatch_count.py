@@ -101,13 +101,17 @@ def endpoint_workload(kind: str, per_read: int, size: int, conns: int, reps: int
 
     per_round = conns * per_read * (size + (2 if size < 126 else 4))  # one unmasked frame per message
 
+    def feed() -> None:
+        for t in transports:
+            t.protocol.data_received(data)  # type: ignore[attr-defined]
+
     async def rounds() -> None:
         # Closed loop, as a client with `per_read` messages in flight: the next
-        # round goes once every reply of this one is written.
+        # round goes once every reply of this one is written. The reads come
+        # from a loop callback, as a socket's do (not from inside a Task).
         for _ in range(ROUNDS):
             target = written[0] + per_round
-            for t in transports:
-                t.protocol.data_received(data)  # type: ignore[attr-defined]
+            loop.call_soon(feed)
             for _ in range(1000):
                 await asyncio.sleep(0)
                 if written[0] >= target:

@@ -13,7 +13,7 @@ import websockets
 
 from robyn_fast import Config, Robyn, WebSocket
 from robyn_fast._core.codec import build_ping, build_text
-from robyn_fast._core.connection import Connection, Dispatcher, Hub, LoopResources
+from robyn_fast._core.connection import Connection, Dispatcher, Hub, Inbox, LoopResources
 from robyn_fast.encoding import dumps
 
 from .fake_transport import FakeTransport
@@ -347,3 +347,59 @@ def test_rooms_through_the_connector_api(loop_kind: str) -> None:
         assert b.recv() == "nobody-else"
         b.close()
         c.close()
+
+
+def test_an_inbox_wakes_its_receive_once_per_read_inline_and_a_cancel_loses_no_message(loop_kind: str) -> None:
+    """The receive-loop API's compiled inbox: a read of three messages wakes the waiting Task once,
+    inside the read callback (all three taken before the callback returns, no loop iteration); a
+    receive cancelled after a message was handed to it puts the message back for the next one."""
+    import uvloop
+
+    loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
+    try:
+        hub = new_hub(loop)
+        conn, _transport = make(hub, 1)[0]
+        inbox = Inbox(conn, 64, 16)
+        assert conn.inbox is inbox
+        got: list[Any] = []
+        wakes = [0]
+
+        async def reader() -> None:
+            while True:
+                if not inbox.pending:
+                    wakes[0] += 1
+                got.append(await inbox)
+
+        task = loop.create_task(reader())
+        run_one_iteration(loop)
+        assert not got and wakes == [1]
+        seen: list[list[Any]] = []
+
+        def read() -> None:
+            conn.data_received(b"".join(build_text(f"m{i}", mask=MASK) for i in range(3)))
+            seen.append(list(got))
+
+        loop.call_soon(read)
+        run_one_iteration(loop)
+        assert seen == [["m0", "m1", "m2"]]
+        assert wakes == [2]            # one wake-up for the read, then waiting again
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+
+        async def one() -> Any:
+            return await inbox
+
+        waiting = loop.create_task(one())
+        run_one_iteration(loop)
+
+        async def deliver_then_cancel() -> None:
+            inbox.put_message("kept")  # from inside a Task: the wake-up goes through call_soon
+            assert inbox.done() and not waiting.done()
+            waiting.cancel()
+
+        loop.run_until_complete(deliver_then_cancel())
+        loop.run_until_complete(asyncio.gather(waiting, return_exceptions=True))
+        assert waiting.cancelled() and inbox.pending == 1
+        assert loop.run_until_complete(one()) == "kept"
+    finally:
+        loop.close()

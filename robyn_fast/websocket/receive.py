@@ -18,10 +18,11 @@ started when the handshake completes, and pulls messages::
 
 It runs on the same compiled connection and event interface as the legacy
 :class:`~robyn_fast.websocket.endpoint.WebSocket` class (it is one, with its
-own connect/message/close handlers): a message event appends to the
-connection's queue here; when ``read_high_water`` messages wait unread, the
-connection stops reading its socket (``Connection.hold_reading``) until the
-handler has taken them down to ``read_low_water``, so a handler that stops
+own connect/message/close handlers): messages go to the connection's
+compiled :class:`~robyn_fast._core.connection.Inbox`, which hands each to a
+waiting receive or queues it; when ``read_high_water`` messages wait unread,
+the connection stops reading its socket until the handler has taken them
+down to ``read_low_water``, so a handler that stops
 receiving stops the client, and the connection's close still runs in order
 (no message event waits on the handler). Sends go through the core's
 ``max_backpressure`` and its policy; ``broadcast``, ``send_to`` and the room
@@ -32,7 +33,6 @@ Redis, as the legacy ones do.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import inspect
 import json
@@ -41,6 +41,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Union
 
+from .._core.connection import Inbox
 from ..binding import CONVERTIBLE, Arg, Attr, Call, Converter, Dependency, Item, Source, bind_parameters, converter
 from ..config import Config
 from ..encoding import dumps
@@ -179,31 +180,21 @@ class WebSocketAdapter:
     connection.
     """
 
-    __slots__ = ("connector", "_server", "_conn", "_loop", "_thread", "_messages", "_waiter", "_held", "_gone",
-                 "_task", "_finished", "_high", "_low", "__weakref__")
+    __slots__ = ("connector", "_server", "_conn", "_thread", "_inbox", "_task", "__weakref__")
 
     def __init__(self, endpoint: ReceiveEndpoint, server: Server, connector: WebSocketConnector,
                  conn: Connection) -> None:
         self.connector = connector
         self._server = server
         self._conn = conn
-        # The connection's loop and its thread (this runs there, at the
-        # upgrade): a receive makes its future on that loop without asking
-        # asyncio for the running one (a getpid() per call), and a send from
-        # the loop's thread goes straight to the connection.
-        self._loop = conn.hub.loop
+        # The connection's thread (this runs there, at the upgrade): a send
+        # from it goes straight to the connection.
         self._thread = threading.get_ident()
-        # Created when a message first has to wait (an empty deque is 760
-        # bytes: most connections never need one).
-        self._messages: collections.deque[str | bytes] | None = None
-        self._waiter: asyncio.Future[str | bytes] | None = None     # a receive_*() waiting for a message
-        self._held = False                                          # reading held: read_high_water wait unread
-        self._gone: WebSocketDisconnect | None = None               # set once closed: what receive_* raise
-        self._task: asyncio.Future[Any] | None = None                # the handler's Task
-        self._finished = False                                       # the handler returned: drop messages
+        # The messages not received yet, and what a waiting receive awaits
+        # (it holds reading at read_high_water unread until read_low_water).
         config = endpoint.effective_config
-        self._high: int = config.read_high_water
-        self._low: int = config.read_low_water
+        self._inbox = Inbox(conn, config.read_high_water, config.read_low_water)
+        self._task: asyncio.Future[Any] | None = None                # the handler's Task
 
     # -- what describes the connection ---------------------------------------------
 
@@ -244,58 +235,26 @@ class WebSocketAdapter:
 
     # -- receiving -----------------------------------------------------------------------
 
-    # A receive takes the oldest queued message, or else awaits the future
-    # that the next message event resolves directly (_deliver): one future
-    # per message that had to be waited for, no other coroutine or object.
-
-    def _take(self) -> str | bytes:
-        """The oldest queued message (the queue is not empty)."""
-        messages = self._messages
-        assert messages is not None
-        msg = messages.popleft()
-        if self._held and len(messages) <= self._low:
-            self._held = False
-            self._conn.hold_reading(False)
-        return msg
-
-    def _wait(self) -> asyncio.Future[str | bytes]:
-        """The future the next message resolves; raises the disconnect once
-        closed. A receive cancelled while it waited leaves its future
-        cancelled, which counts as no waiter."""
-        if self._gone is not None:
-            raise self._gone
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            raise RuntimeError("another coroutine is already waiting for the next message of this websocket")
-        waiter = self._waiter = self._loop.create_future()
-        return waiter
+    # A receive awaits the inbox: the oldest queued message without
+    # suspending, or else the Task waits on the inbox itself until the next
+    # message event hands it one (no Future, no other coroutine or object).
 
     async def receive_text(self) -> str:
         """The next message as text (a binary one decoded as UTF-8).
         Raises :class:`WebSocketDisconnect` with the close code once the
         connection has closed and every message received before was taken."""
-        if self._messages:
-            msg = self._take()
-        else:
-            # _wait(), inline: the per-message path of an echo or chat loop
-            if self._gone is not None:
-                raise self._gone
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                raise RuntimeError("another coroutine is already waiting for the next message of this websocket")
-            waiter = self._waiter = self._loop.create_future()
-            msg = await waiter
+        msg = await self._inbox
         return msg if isinstance(msg, str) else msg.decode("utf-8")
 
     async def receive_bytes(self) -> bytes:
         """The next message as bytes (a text one encoded as UTF-8)."""
-        msg = self._take() if self._messages else await self._wait()
+        msg = await self._inbox
         return msg if isinstance(msg, bytes) else msg.encode("utf-8")
 
     async def receive_json(self) -> Any:
         """The next message (text or binary) decoded as JSON; ``ValueError``
         if it is not JSON (the connection stays open)."""
-        return json.loads(self._take() if self._messages else await self._wait())
+        return json.loads(await self._inbox)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -379,7 +338,7 @@ class WebSocketAdapter:
         :class:`WebSocketDisconnect` with ``code`` once the messages already
         received are taken. False if the connection was already closing."""
         sent = self.connector.close(code, reason)
-        if self._gone is None:
+        if self._inbox.gone is None:
             # Already closing by the peer's Close: its code is the one that counts.
             peer = None if sent else self.connector.close_code
             self._disconnected(code if peer is None else peer, reason if peer is None else self.connector.close_reason)
@@ -388,43 +347,17 @@ class WebSocketAdapter:
     # -- driven by the endpoint -------------------------------------------------------------
 
     def _deliver(self, msg: str | bytes) -> None:
-        if self._finished:
-            return
-        waiter = self._waiter
-        if waiter is not None:
-            # A receive waits (so nothing is queued): hand it the message.
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(msg)
-                return
-        messages = self._messages
-        if messages is None:
-            messages = self._messages = collections.deque()
-        elif len(messages) >= self._high and self.connector.closed:
-            # The socket is read again while closing (for the peer's Close):
-            # what a client sends after our Close is dropped past the bound.
-            return
-        messages.append(msg)
-        if len(messages) >= self._high and not self._held:
-            # Stop reading the socket until the handler has taken the queue
-            # down to read_low_water (what one read already brought still
-            # arrives). The message event itself returns at once, so the
-            # close runs in order even when the handler never receives.
-            self._held = True
-            self._conn.hold_reading(True)
+        # The message event, when a job of the connection's own handlers
+        # (an async on_connect) kept the message from the inbox; it returns
+        # at once, so the close runs in order even when the handler never
+        # receives.
+        self._inbox.put_message(msg)
 
     def _disconnected(self, code: int, reason: str) -> None:
-        self._gone = WebSocketDisconnect(code, reason)
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(self._gone)
+        self._inbox.disconnect(WebSocketDisconnect(code, reason))
 
     def _handler_ended(self, _task: asyncio.Future[Any]) -> None:
-        self._finished = True
-        self._messages = None
-        if self._held:
-            self._held = False
-            self._conn.hold_reading(False)
+        self._inbox.finish()
 
     def __repr__(self) -> str:
         return f"<WebSocketAdapter id={self.id} endpoint={self.connector.endpoint!r}>"
@@ -528,7 +461,8 @@ class ReceiveEndpoint(WebSocket):
             task.add_done_callback(ws._handler_ended)
 
     def _close(self, ws: WebSocketAdapter) -> Any:
-        if ws._gone is None or ws._gone.code != ws.connector.close_code:
+        gone = ws._inbox.gone
+        if gone is None or gone.code != ws.connector.close_code:
             ws._disconnected(ws.connector.close_code or 1006, ws.connector.close_reason)
         task = ws._task
         if task is not None and not task.done():
