@@ -414,8 +414,8 @@ def test_a_slow_but_legal_reader_gets_everything(loop_kind: str) -> None:
     and neither keepalive (its Pong waits unread while reading is paused) nor
     the budget closes it."""
     app = Robyn(__file__)
-    ws = WebSocket(app, "/ws", config=Config(ping_interval=0.1, ping_timeout=0.3, max_backpressure=8 << 20))
-    count, size = 128, 8192
+    ws = WebSocket(app, "/ws", config=Config(ping_interval=0.1, ping_timeout=1.0, max_backpressure=8 << 20))
+    count, size = 256, 8192  # ~2 MiB read 4 KiB per 4 ms: paused several ping_timeouts long
 
     @ws.on("connect")
     def small_kernel_buffer(conn: Any) -> None:
