@@ -20,6 +20,9 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -452,28 +455,35 @@ def test_broadcast_crosses_worker_processes(loop_kind: str) -> None:
             c.close()
 
 
-def test_broadcast_crosses_hosts_over_redis(loop_kind: str) -> None:
+@contextmanager
+def two_hosts_over_redis(script: Path, loop_kind: str, prefix: str) -> Iterator[tuple[int, int]]:
+    """Two servers of ``script`` joined by a real redis-server, each connected to it: their ports."""
     with redis_server() as redis:
-        url = redis.url + "?prefix=receive-api"
-        with serve_script(CHAT, loop_kind, args=["--broker", url], module=True) as one, \
-                serve_script(CHAT, loop_kind, args=["--broker", url], module=True) as two:
+        url = f"{redis.url}?prefix={prefix}"
+        with serve_script(script, loop_kind, args=["--broker", url], module=True) as one, \
+                serve_script(script, loop_kind, args=["--broker", url], module=True) as two:
             assert one.port is not None and two.port is not None
-            a = wsclient.create_connection(f"ws://127.0.0.1:{one.port}/chat", timeout=10)
-            b = wsclient.create_connection(f"ws://127.0.0.1:{two.port}/chat", timeout=10)
-            try:
-                for server in (one, two):
-                    server.wait_output(r"broker: connected to Redis at ", timeout=10)
-                a_id = a.recv().split()[1]
-                assert b.recv().startswith("welcome ")
-                a.send("over redis")
-                assert a.recv() == f"{a_id}: over redis"
-                assert b.recv() == f"{a_id}: over redis"
-                b.send_binary(b"bin:redis")
-                assert a.recv_data() == (wsclient.ABNF.OPCODE_BINARY, b"bin:redis")
-                assert b.recv_data() == (wsclient.ABNF.OPCODE_BINARY, b"bin:redis")
-            finally:
-                a.close()
-                b.close()
+            for server in (one, two):
+                server.wait_output(r"broker: connected to Redis at ", timeout=10)
+            yield one.port, two.port
+
+
+def test_broadcast_crosses_hosts_over_redis(loop_kind: str) -> None:
+    with two_hosts_over_redis(CHAT, loop_kind, "receive-api") as (one, two):
+        a = wsclient.create_connection(f"ws://127.0.0.1:{one}/chat", timeout=10)
+        b = wsclient.create_connection(f"ws://127.0.0.1:{two}/chat", timeout=10)
+        try:
+            a_id = a.recv().split()[1]
+            assert b.recv().startswith("welcome ")
+            a.send("over redis")
+            assert a.recv() == f"{a_id}: over redis"
+            assert b.recv() == f"{a_id}: over redis"
+            b.send_binary(b"bin:redis")
+            assert a.recv_data() == (wsclient.ABNF.OPCODE_BINARY, b"bin:redis")
+            assert b.recv_data() == (wsclient.ABNF.OPCODE_BINARY, b"bin:redis")
+        finally:
+            a.close()
+            b.close()
 
 
 def test_access_log_lines_as_for_legacy_endpoints(loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -811,33 +821,27 @@ def test_rooms_and_send_to_cross_worker_processes(loop_kind: str) -> None:
 
 
 def test_rooms_and_send_to_cross_hosts_over_redis(loop_kind: str) -> None:
-    with redis_server() as redis:
-        url = redis.url + "?prefix=receive-rooms"
-        with serve_script(ROOMS, loop_kind, args=["--broker", url], module=True) as one, \
-                serve_script(ROOMS, loop_kind, args=["--broker", url], module=True) as two:
-            assert one.port is not None and two.port is not None
-            for server in (one, two):
-                server.wait_output(r"broker: connected to Redis at ", timeout=10)
-            a, b, outsider = Client(one.port, "/rooms"), Client(two.port, "/rooms"), Client(two.port, "/rooms")
-            try:
-                assert node_of(a.id) != node_of(b.id)
-                for member in (a, b):
-                    member.ws.send("join red")
-                    assert member.ws.recv() == "joined red"
-                a.ws.send("room red over redis")
-                for member in (a, b):
-                    assert member.ws.recv() == f"{a.id}@red: over redis"
-                a.ws.send(f"@{outsider.id} after")
-                assert outsider.ws.recv() == f"private from {a.id}: after"
-                b.ws.send("others red from b")
-                assert a.ws.recv() == f"{b.id}@red: from b"
-                b.ws.send(f"@{a.id} private over redis")
-                assert a.ws.recv() == f"private from {b.id}: private over redis"
-                b.ws.send("ping")
-                assert b.ws.recv() == "echo ping"
-            finally:
-                for c in (a, b, outsider):
-                    c.close()
+    with two_hosts_over_redis(ROOMS, loop_kind, "receive-rooms") as (one, two):
+        a, b, outsider = Client(one, "/rooms"), Client(two, "/rooms"), Client(two, "/rooms")
+        try:
+            assert node_of(a.id) != node_of(b.id)
+            for member in (a, b):
+                member.ws.send("join red")
+                assert member.ws.recv() == "joined red"
+            a.ws.send("room red over redis")
+            for member in (a, b):
+                assert member.ws.recv() == f"{a.id}@red: over redis"
+            a.ws.send(f"@{outsider.id} after")
+            assert outsider.ws.recv() == f"private from {a.id}: after"
+            b.ws.send("others red from b")
+            assert a.ws.recv() == f"{b.id}@red: from b"
+            b.ws.send(f"@{a.id} private over redis")
+            assert a.ws.recv() == f"private from {b.id}: private over redis"
+            b.ws.send("ping")
+            assert b.ws.recv() == "echo ping"
+        finally:
+            for c in (a, b, outsider):
+                c.close()
 
 
 # -- permessage-deflate, as for legacy endpoints ----------------------------------------------------------
