@@ -40,10 +40,6 @@ def _ssl_context(value: Any, where: str) -> Any:
 _OBSERVABILITY = "app Config only"
 
 
-def _allow_ips(value: Any, where: str) -> Any:
-    return parse_allow_ips(value, where)
-
-
 def _allow_ips_text(value: str) -> Any:
     return parse_allow_ips(value, "the list")
 def _robyn_release(value: Any, where: str) -> Any:
@@ -159,7 +155,7 @@ class Config:
         "separated, `*` for every peer, `unix:` for a Unix socket's; their `Forwarded` (RFC 7239) or "
         "`X-Forwarded-For`/`X-Forwarded-Proto` give `remote_addr`, `ip_addr`, `url.scheme` and the access log's "
         "address (uvicorn's name and meaning; see [Behind a proxy](#behind-a-proxy)); app Config only",
-        _allow_ips, flag="--forwarded-allow-ips", env="ROBYN_FORWARDED_ALLOW_IPS", metavar="LIST",
+        parse_allow_ips, flag="--forwarded-allow-ips", env="ROBYN_FORWARDED_ALLOW_IPS", metavar="LIST",
         parse=_allow_ips_text, shown="`('127.0.0.1',)`")
     proxy_protocol: bool = setting(
         False, "every connection starts with a PROXY protocol v1 or v2 header (HAProxy, AWS NLB), from a peer in "
