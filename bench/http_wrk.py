@@ -8,7 +8,9 @@ Every (label, scenario, path) case runs once per round, rounds interleaved
 every case alike; the median of the rounds is reported with the min-max
 spread, and each case's median ratio to the first label's first scenario on
 the same path in the same round. A label's scenarios
-beyond ``none`` run only when given as ``LABEL:scenario,...``.
+beyond ``none`` run only when given as ``LABEL:scenario,...``. A label that names a
+peer with an app in ``peers/http_<label>.py`` (``socketify``) runs that app
+(``--python socketify=/path/with/socketify/python``).
 """
 
 from __future__ import annotations
@@ -46,9 +48,13 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float = 3
     raise RuntimeError(f"server not listening on {port} after {deadline} s")
 
 
-def run_case(python: str, scenario: str, path: str, seconds: int, server_cpu: str, wrk_cpu: str) -> float:
+def run_case(label: str, python: str, scenario: str, path: str, seconds: int, server_cpu: str, wrk_cpu: str) -> float:
     port = free_port()
-    proc = subprocess.Popen(["taskset", "-c", server_cpu, python, str(HERE / "http_app.py"), str(port), scenario],
+    # A label named after a peer in bench/peers (http_<label>.py, socketify) serves the same routes there.
+    app = HERE / "peers" / f"http_{label}.py"
+    if not app.exists():
+        app = HERE / "http_app.py"
+    proc = subprocess.Popen(["taskset", "-c", server_cpu, python, str(app), str(port), scenario],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_listening(port, proc)
@@ -97,7 +103,7 @@ def main() -> None:
         # Odd rounds run the cases in reverse, so a drift in the machine's load
         # over a round does not always favour the same cases.
         for label, scenario, path, python in (cases if r % 2 == 0 else cases[::-1]):
-            rps = run_case(python, scenario, path, args.seconds, args.server_cpu, args.wrk_cpu)
+            rps = run_case(label, python, scenario, path, args.seconds, args.server_cpu, args.wrk_cpu)
             results[f"{label} {scenario} {path}"].append(rps)
             print(f"round {r + 1} {label:>6} {scenario:>5} {path:<10} {rps:9.0f} req/s", flush=True)
     # Each case against the first label's first scenario on the same path in the

@@ -320,8 +320,9 @@ def check_handshake(data: bytes) -> object:
 
 
 class _Handle:
-    def __init__(self, callback: Callable[[], None]) -> None:
+    def __init__(self, callback: Callable[[], None], when: float) -> None:
         self.callback = callback
+        self.when = when
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -329,15 +330,34 @@ class _Handle:
 
 
 class _Loop:
-    """The loop as HttpProtocol uses it: only call_later, run by hand."""
+    """The loop as HttpProtocol uses it: timers on a clock of its own, run by hand (fire_timers)."""
 
     def __init__(self) -> None:
         self.timers: list[_Handle] = []
+        self.now = 0.0
 
-    def call_later(self, delay: float, callback: Callable[[], None], *args: object) -> _Handle:
-        handle = _Handle(callback)
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None], *args: object) -> _Handle:
+        handle = _Handle(callback, when)
         self.timers.append(handle)
         return handle
+
+    def call_later(self, delay: float, callback: Callable[[], None], *args: object) -> _Handle:
+        return self.call_at(self.now + delay, callback)
+
+    def fire_timers(self, stop: Callable[[], bool]) -> None:
+        """Each timer as it would fire, the earliest first, the clock moved to its time (a
+        timer set meanwhile fires too), until none is left or ``stop()``; at most 100."""
+        for _ in range(100):
+            pending = [h for h in self.timers if not h.cancelled]
+            if not pending or stop():
+                return
+            handle = min(pending, key=lambda h: h.when)
+            handle.cancelled = True  # fired: once
+            self.now = max(self.now, handle.when)
+            handle.callback()
 
 
 class _Transport:
@@ -491,10 +511,8 @@ def check_http(data: bytes) -> object:
             if not protocol.eof_received():
                 transport.close()
         else:
-            # The timers as they would fire, oldest first (header/body/idle timeouts).
-            for handle in list(host.loop.timers):
-                if not handle.cancelled and not transport.closed:
-                    handle.callback()
+            # The timers as they would fire (header/body/idle timeouts).
+            host.loop.fire_timers(lambda: transport.closed)
     protocol.connection_lost(None)
     _check_responses(transport.writes, bool(host.opened))
     return [int(w[9:12]) for w in transport.writes]

@@ -168,11 +168,12 @@ class _Abort(Exception):
 class _Request:
     """A parsed request waiting in the pipeline queue."""
 
-    __slots__ = ("method", "target", "headers", "body", "keep_alive", "version", "upgrade", "forwarded")
+    __slots__ = ("method", "target", "headers", "body", "keep_alive", "version", "upgrade", "forwarded",
+                 "upgrade_field")
 
     def __init__(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes,
-        keep_alive: bool, version: str, upgrade: bool, forwarded: bool = False,
+        keep_alive: bool, version: str, upgrade: bool, forwarded: bool = False, upgrade_field: bool = True,
     ) -> None:
         self.method = method
         self.target = target
@@ -182,6 +183,8 @@ class _Request:
         self.version = version
         self.upgrade = upgrade
         self.forwarded = forwarded  # it may carry forwarding headers from a trusted peer (to be resolved)
+        # It has an Upgrade field: it may ask for a WebSocket (none: the server is not asked).
+        self.upgrade_field = upgrade_field
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -203,6 +206,7 @@ class HttpProtocol(asyncio.Protocol):
         self.scheme = "https" if self.tls else "http"
         self.trusted = False  # the peer may say who the client is (Config.forwarded_allow_ips)
         self.forwarded_head = False  # the request being parsed has a header that may name the client
+        self.upgrade_head = False  # the request being parsed has an Upgrade field
         # Config.proxy_protocol: the connection's PROXY header, until it has arrived.
         self.proxy_header: ProxyHeaderParser | None = None
         self.vetting: asyncio.Future[Any] | None = None  # a before_upgrade hook running
@@ -233,8 +237,14 @@ class HttpProtocol(asyncio.Protocol):
         self.leftover: list[bytes] = []
         self.leftover_size = 0
         self.handed_over = False  # the transport now belongs to a WebSocket
-        self.timer: asyncio.TimerHandle | None = None
+        # The timeout armed (_head_timeout or _idle_timeout), or None, and when it is due. One loop
+        # timer (clock) serves them: re-arming for a later deadline, as every keep-alive request does
+        # twice, leaves it as it is, and it re-arms itself when it fires early (see _arm).
+        self.timer: Callable[[], None] | None = None
         self.timer_is_head = False
+        self.deadline = 0.0
+        self.clock: asyncio.TimerHandle | None = None
+        self.clock_due = 0.0
         self.access_log = self.config.access_log
 
     @property
@@ -255,13 +265,12 @@ class HttpProtocol(asyncio.Protocol):
                 self._refuse_proxy("a connection from an address not in forwarded_allow_ips")
                 return
             self.proxy_header = ProxyHeaderParser()
-        timeout = min(self.config.header_timeout, self.config.handshake_timeout)
-        self.timer = self.loop.call_later(timeout, self._head_timeout)
-        self.timer_is_head = True
+        self._arm(min(self.config.header_timeout, self.config.handshake_timeout), True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self._cancel_timer()
+        self._stop_clock()
         if self.vetting is not None:
             self.vetting.cancel()  # the client left while its upgrade was being checked
         if self.stream_task is not None:
@@ -274,10 +283,39 @@ class HttpProtocol(asyncio.Protocol):
         self.leftover = []
         self.parser = None
 
+    def _arm(self, delay: float, head: bool) -> None:
+        """Arm the head timeout (``head``) or the idle/body timeout ``delay`` seconds from now."""
+        due = self.loop.time() + delay
+        self.timer = self._head_timeout if head else self._idle_timeout
+        self.timer_is_head = head
+        self.deadline = due
+        clock = self.clock
+        if clock is None or self.clock_due > due:
+            if clock is not None:
+                clock.cancel()
+            self.clock = self.loop.call_at(due, self._tick)
+            self.clock_due = due
+
+    def _tick(self) -> None:
+        self.clock = None
+        timeout = self.timer
+        if timeout is None:
+            return  # disarmed since
+        if self.loop.time() < self.deadline:  # re-armed for later since
+            self.clock = self.loop.call_at(self.deadline, self._tick)
+            self.clock_due = self.deadline
+            return
+        timeout()
+
     def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.timer = None  # the clock, when it fires, finds nothing armed
+
+    def _stop_clock(self) -> None:
+        """The loop's timer too (it holds this protocol): the connection is gone or handed over."""
+        self.timer = None
+        if self.clock is not None:
+            self.clock.cancel()
+            self.clock = None
 
     def _pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None:
@@ -381,9 +419,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.in_body and not self.closing and not self.upgrade_seen and not self.reading_paused:
             # A body arriving is activity: the idle timeout counts from the
             # last bytes, so a long upload is not cut while data flows.
-            self._cancel_timer()
-            self.timer = self.loop.call_later(self.config.keep_alive_timeout, self._idle_timeout)
-            self.timer_is_head = False
+            self._arm(self.config.keep_alive_timeout, False)
         self._run_queue()
 
     def _proxy(self, data: bytes) -> bytes:
@@ -515,6 +551,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.in_head = True
         self.forwarded_head = False
+        self.upgrade_head = False
         self.head_bytes = 0
         self.fields_size = 0
         self.url = b""
@@ -524,8 +561,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.timer is not None and not self.timer_is_head:
             self._cancel_timer()  # the keep-alive idle timer
         if self.timer is None and not self.reading_paused:
-            self.timer = self.loop.call_later(self.config.header_timeout, self._head_timeout)
-            self.timer_is_head = True
+            self._arm(self.config.header_timeout, True)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -559,6 +595,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.forwarded_head = True  # Forwarded, X-Forwarded-For or -Proto, perhaps: resolved at dispatch
             if len(name) == 4 and name.lower() == b"host":
                 hosts += 1
+            elif len(name) == 7 and name.lower() == b"upgrade":
+                self.upgrade_head = True
             elif len(name) == 14 and name.lower() == b"content-length":
                 try:
                     length = int(value)
@@ -613,6 +651,7 @@ class HttpProtocol(asyncio.Protocol):
                 parser.get_http_version(),
                 parser.should_upgrade(),
                 self.forwarded_head,
+                self.upgrade_head,
             )
         )
         self.forwarded_head = False
@@ -658,11 +697,9 @@ class HttpProtocol(asyncio.Protocol):
             transport.resume_reading()
             # The timeouts _pause_pipeline stopped for a request half read.
             if self.timer is None and self.in_head:
-                self.timer = self.loop.call_later(self.config.header_timeout, self._head_timeout)
-                self.timer_is_head = True
+                self._arm(self.config.header_timeout, True)
             elif self.timer is None and self.in_body:
-                self.timer = self.loop.call_later(self.config.keep_alive_timeout, self._idle_timeout)
-                self.timer_is_head = False
+                self._arm(self.config.keep_alive_timeout, False)
         if self.eof and not self.queue and not self.busy:
             self.closing = True
             self._cancel_timer()
@@ -670,8 +707,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if not self.queue and not self.busy and not self.in_head and not self.closing and not self.upgrade_seen:
             if self.timer is None:
-                self.timer = self.loop.call_later(self.config.keep_alive_timeout, self._idle_timeout)
-                self.timer_is_head = False
+                self._arm(self.config.keep_alive_timeout, False)
 
     def _dispatch(self, req: _Request) -> bool:
         """Answer one request; True when the connection changed hands or an
@@ -682,8 +718,9 @@ class HttpProtocol(asyncio.Protocol):
             self.client, scheme = self.host.proxies.resolve(self.peer_addr, req.headers)
         elif self.trusted:
             self.client = self.peer_addr
-        path = req.target.partition("?")[0]
-        match = self.host.websocket_upgrade(path, req.upgrade, req.headers)
+        # Only a request with an Upgrade field can ask for a WebSocket (RFC 6455 §4.1).
+        match = self.host.websocket_upgrade(req.target.partition("?")[0], req.upgrade, req.headers) \
+            if req.upgrade or req.upgrade_field else None
         if match is not None:
             self._upgrade(req, match[0], match[1], _WS_SCHEME[scheme or self.scheme])
             return True
@@ -897,7 +934,7 @@ class HttpProtocol(asyncio.Protocol):
     def _hand_over(self, req: _Request, endpoint: Any, path_params: dict[str, str], response: bytes,
                    agreed: Any) -> None:
         assert self.transport is not None
-        self._cancel_timer()
+        self._stop_clock()
         self.handed_over = True
         self.parser = None  # parser callbacks no longer come (an upgrade stops it); see __init__
         self.host.connection_closed(self)

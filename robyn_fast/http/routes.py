@@ -52,6 +52,7 @@ from .types import (
     Response,
     Url,
     error_response,
+    fast_response,
     reason_phrase,
     render,
     serialize_response,
@@ -261,11 +262,27 @@ def bind_http(
                 )
             source = Call(_typed(p.name, conv, p.default, p.name in path_names))
         sources.append((p, source))
+    if not sources:
+        return _Bare(handler)
     if len(bodies) > 1:
         raise ArgumentTypeError(
             f"HTTP handler {name} for {path!r} has {len(bodies)} pydantic body parameters ({', '.join(bodies)}); "
             "the body is validated into one model: make one model that holds the others")
     return bind_parameters(handler, 1, sources)
+
+
+class _Bare:
+    """A handler that takes nothing of the request, bound: the fast path of
+    :meth:`Routes.handle` calls ``handler()`` without building a
+    :class:`Request`; anything else calls this with one."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    def __call__(self, _request: Request) -> Any:
+        return self.handler()
 
 
 class Route:
@@ -275,10 +292,13 @@ class Route:
     after the first request: the handler must not depend on the request.
     ``chain`` is what runs around the handler (middlewares, global headers,
     the exception handler, authentication), or None when nothing does.
+    ``bare``: the handler itself when it takes no parameter and nothing
+    runs around it (no chain, no status or model to reshape its value):
+    such a route takes the fast path, no :class:`Request` built.
     """
 
     __slots__ = ("method", "path", "handler", "name", "call", "const", "cached", "auth_required", "chain",
-                 "unbound", "owner", "scopes", "status", "model", "legacy")
+                 "unbound", "owner", "scopes", "status", "model", "legacy", "bare")
 
     def __init__(self, handler: Handler, call: Callable[[Request], Any], const: bool, method: str = "GET",
                  path: str = "/", auth_required: bool = False) -> None:
@@ -304,6 +324,15 @@ class Route:
         #: The middleware registries of the sub-routers this route came through, outermost first,
         #: each with the route's path there (a sub-router's endpoint middlewares use its own paths).
         self.scopes: tuple[tuple[Middlewares, str], ...] = ()
+        self.bare: Handler | None = None
+
+    def settle(self, chain: Chain | None) -> None:
+        """Take ``chain`` (resolved again after any middleware, global
+        header, exception handler or authentication change) and decide
+        whether the route takes the fast path."""
+        self.chain = chain
+        call = self.call
+        self.bare = call.handler if chain is None and isinstance(call, _Bare) else None
 
 
 class _Raised:
@@ -337,6 +366,8 @@ class _Exchange:
 
 
 _NOTHING: Any = object()
+# Return values that are never awaitable: fast_response's.
+_PLAIN = frozenset({str, dict, bytes})
 _ANSWERED: Any = object()  # a before-request middleware answered: on to the after-request ones
 
 
@@ -410,7 +441,7 @@ class Routes:
         route.scopes = scopes
         self.router.add(method, path, route)
         self._routes.append(route)
-        route.chain = self._chain(route)
+        route.settle(self._chain(route))
         return route
 
     def _bind(self, handler: Handler, router: Any, method: str, path: str, status: int | None, model: Any,
@@ -440,6 +471,7 @@ class Routes:
                 continue
             route.call, route.unbound = route.legacy
             route.legacy = None
+            route.settle(route.chain)
             if route.unbound is not None:
                 log.error("%s %s: %s; the route answers 500", route.method, route.path, route.unbound)
 
@@ -459,7 +491,7 @@ class Routes:
         if self.robyn_079:
             self._bind_as_robyn_079()
         for route in self._routes:
-            route.chain = self._chain(route)
+            route.settle(self._chain(route))
         chain = self.middlewares.chain_for("*", None)
         if chain is None:
             self._fallback = None
@@ -539,16 +571,20 @@ class Routes:
             cached = route.cached.get((keep_alive, head))
             if cached is not None:
                 return cached
-        request = Request.from_target(method, target, Headers(headers), body, scheme=scheme, ip_addr=peer)
-        request.path_params = path_params
+        bare = route.bare
         try:
-            result = route.call(request)
+            if bare is not None:
+                result = bare()  # the fast path: the handler reads nothing of the request
+            else:
+                request = Request.from_target(method, target, Headers(headers), body, scheme=scheme, ip_addr=peer)
+                request.path_params = path_params
+                result = route.call(request)
         except HTTPError as exc:
             return _http_error(exc, keep_alive, head)
         except Exception:
             log.exception("%s %s: handler %s raised", method, path, route.name)
             return error_response(500, keep_alive=keep_alive, head=head)
-        if inspect.isawaitable(result):
+        if type(result) not in _PLAIN and inspect.isawaitable(result):
             return self._finish(route, result, method, path, keep_alive, head)
         return self._serialize(route, result, keep_alive, head)
 
@@ -568,6 +604,11 @@ class Routes:
 
     def _serialize(self, route: Route, result: Any, keep_alive: bool, head: bool) -> bytes | StreamedReply:
         try:
+            fast = fast_response(result, keep_alive=keep_alive, head=head)
+            if fast is not None:
+                if route.const:
+                    route.cached[(keep_alive, head)] = fast
+                return fast
             if result is None and self.stringify:
                 result = to_response(None, stringify=True)
             try:

@@ -18,13 +18,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from email.utils import formatdate
 from typing import Any, Union
 from urllib.parse import parse_qsl, urlsplit
 
 from .. import models
+from .._core.http1 import build_response, date_line
 from ..encoding import jsonify
 from ..exceptions import (
     ArgumentTypeError,
@@ -46,6 +45,7 @@ __all__ = [
     "to_response",
     "serialize_response",
     "error_response",
+    "fast_response",
     "reason_phrase",
     "check_status",
     "TEXT_PLAIN",
@@ -933,17 +933,10 @@ def _status_line(status: int) -> bytes:
     return line
 
 
-_date_cache: tuple[int, bytes] = (0, b"")
-
-
-def _date_header() -> bytes:
-    # Date is required on 2xx-4xx from an origin server with a clock
-    # (RFC 9110 §6.6.1); formatting it once per second keeps it off the hot path.
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, b"date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n")
-    return _date_cache[1]
+# Date is required on 2xx-4xx from an origin server with a clock
+# (RFC 9110 §6.6.1); the compiled core formats it once per second, for this
+# serializer and the fast path alike.
+_date_header = date_line
 
 
 # Encoded "name: value\r\n" lines already validated, for the fields most
@@ -1059,6 +1052,29 @@ def serialize_response(
     if not bodyless and not head and body:
         parts.append(bytes(body))
     return b"".join(parts)
+
+
+_FAST_HEADS: dict[str, bytes] = {
+    ctype: _status_line(200) + b"content-type: %s\r\n" % ctype.encode("ascii")
+    for ctype in (TEXT_PLAIN, TEXT_HTML, APPLICATION_JSON, OCTET_STREAM)
+}
+
+
+def fast_response(result: object, *, keep_alive: bool, head: bool = False) -> bytes | None:
+    """The response to a handler's ``str``, ``dict`` or ``bytes`` return
+    value, built by the compiled core (:func:`robyn_fast._core.http1.build_response`):
+    the same bytes as ``serialize_response(*render(result), ...)``; None for
+    a value of any other type (a subclass included), which takes that way.
+    Raises as :func:`jsonify` does for a dict JSON cannot represent."""
+    kind = type(result)
+    if kind is str:
+        text: str = result  # type: ignore[assignment]
+        return build_response(_FAST_HEADS[_text_content_type(text)], text.encode("utf-8"), keep_alive, head)
+    if kind is dict:
+        return build_response(_FAST_HEADS[APPLICATION_JSON], jsonify(result).encode("utf-8"), keep_alive, head)
+    if kind is bytes:
+        return build_response(_FAST_HEADS[OCTET_STREAM], result, keep_alive, head)  # type: ignore[arg-type]
+    return None
 
 
 def error_response(
