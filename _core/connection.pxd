@@ -83,6 +83,7 @@ cdef class Dispatcher:
     cdef int cancel_all(self) except -1                      # cancel every handler Task; returns how many
     cdef int _enqueue(self, Connection conn, object job) except -1
     cdef int _pump(self, Connection conn) except -1
+    cdef int _drop_job(self) except -1                       # a message job dropped at the end of shutdown's grace
     cdef int _run_job(self, Connection conn, object job) except -1
     cdef int _close_pending(self, Connection conn) except -1
     cdef bint _in_own_handler(self, Connection conn) except -1
@@ -151,7 +152,7 @@ cdef class Connection(WSProtocol):
     cdef object on_connect                # handler(connector) or None
     cdef object on_message                # handler(connector, message) or None
     cdef object on_close                  # handler(connector) or None
-    cdef object queue                     # jobs waiting, in arrival order: collections.deque, created when first needed
+    cdef object queue                     # jobs waiting, in arrival order: collections.deque while any wait, else None
     cdef bint running                     # a handler call (or an eager first step) is on the stack
     cdef bint done                        # the close job has run (hub.finished was called)
     cdef readonly object task             # the Task of a suspended async handler, or None

@@ -341,6 +341,13 @@ cdef class Dispatcher:
     # -- the backlog ---------------------------------------------------------------------
 
     cdef int _enqueue(self, Connection conn, object job) except -1:
+        if conn.task is None and not conn.running and (conn.queue is None or not conn.queue):
+            # Nothing waits and nothing runs: the job runs now, through no
+            # backlog (a deque is ~780 bytes; an idle connection keeps none).
+            if self.discarding and job is not _CLOSE:
+                return self._drop_job()
+            self._run_job(conn, job)
+            return self._pump(conn)     # what arrived while it ran
         if conn.queue is None:
             conn.queue = _deque()
         conn.queue.append(job)
@@ -351,6 +358,13 @@ cdef class Dispatcher:
             return 0
         return self._pump(conn)
 
+    cdef int _drop_job(self) except -1:
+        # Shutdown's grace period is over: only close handlers still run.
+        if self.discarded == 0:
+            _log.warning("shutdown: dropping messages still waiting for their handlers")
+        self.discarded += 1
+        return 0
+
     cdef int _pump(self, Connection conn) except -1:
         cdef object queue = conn.queue
         cdef object job
@@ -359,14 +373,13 @@ cdef class Dispatcher:
         while queue and conn.task is None and not conn.running:
             job = queue.popleft()
             if self.discarding and job is not _CLOSE:
-                # Shutdown's grace period is over: only close handlers still run.
-                if self.discarded == 0:
-                    _log.warning("shutdown: dropping messages still waiting for their handlers")
-                self.discarded += 1
+                self._drop_job()
                 continue
             self._run_job(conn, job)
         if conn.backlog_paused and len(queue) <= conn.settings.low_water:
             conn.backlog_pause(False)
+        if not queue and conn.task is None and not conn.running and conn.queue is queue:
+            conn.queue = None           # drained: the backlog is made again when next needed
         return 0
 
     # -- running a job -------------------------------------------------------------------
@@ -729,6 +742,8 @@ cdef class Connection(WSProtocol):
         self.opened(self.hub.loop.time())
         self.hub.dispatcher.connect(self)
         if initial and self.state == ST_OPEN:
+            if self.parser is None:
+                self._new_parser()
             self.parser.append_input(<const uint8_t *><char *>initial, <size_t>len(initial))
             self._read(0)
 
@@ -746,6 +761,8 @@ cdef class Connection(WSProtocol):
             raise InvalidState(f"websocket {self.key}: enable_deflate() after start()")
         if not 9 <= server_bits <= 15 or not 8 <= client_bits <= 15:
             raise ValueError("server_max_window_bits must be 9..15 and client_max_window_bits 8..15")
+        if self.parser is None:
+            self._new_parser()
         if params.client_no_context_takeover:
             self.parser.set_inflater(hub.inflater())
         else:
@@ -768,6 +785,8 @@ cdef class Connection(WSProtocol):
 
     def get_buffer(self, Py_ssize_t sizehint):
         cdef object window
+        if self.parser is None:
+            self._new_parser()
         if self.parser.can_parse_external():
             window = self.hub.resources.lend_window()
             if window is not None:
@@ -787,6 +806,8 @@ cdef class Connection(WSProtocol):
         cdef size_t n = <size_t>len(data)
         cdef object window = None
         self.hub.m.bytes_in += n
+        if self.parser is None:
+            self._new_parser()
         if self.parser.can_parse_external() and n <= SHARED_READ:
             window = self.hub.resources.lend_window()
         if window is not None:
@@ -852,7 +873,7 @@ cdef class Connection(WSProtocol):
         # drop the compressor (sends are refused from now on anyway) and the
         # parser's buffers, inflater and its cycles with us and its window.
         self.deflater = None
-        if not self.parsing:
+        if not self.parsing and self.parser is not None:
             self.parser.release()
         self.hub.remove(self)
         if self.writing_paused and self.hub.on_congestion is not None:
@@ -863,6 +884,8 @@ cdef class Connection(WSProtocol):
 
     cdef int _read(self, size_t nbytes) except -1:
         cdef Hub hub
+        if self.parser is None:         # buffer_updated() without a get_buffer() first
+            self._new_parser()
         self.parsing = True
         try:
             if self.using_shared:
@@ -998,7 +1021,7 @@ cdef class Connection(WSProtocol):
     @property
     def read_buffer_size(self):
         """Bytes of read/reassembly buffer this connection holds (0 when idle)."""
-        return self.parser.allocated
+        return 0 if self.parser is None else self.parser.allocated
 
     # -- WSProtocol hooks: the I/O ---------------------------------------------------------
 

@@ -43,7 +43,7 @@ cdef class Settings:
 
 cdef class WSProtocol(MessageSink):
     cdef readonly Settings settings
-    cdef FrameParser parser
+    cdef FrameParser parser               # None until the first byte arrives (_new_parser)
     cdef readonly str key                 # connection id (for logs)
     cdef readonly int state               # one of ST_*
     cdef bint close_sent
@@ -73,6 +73,7 @@ cdef class WSProtocol(MessageSink):
     cdef ws_counters_t *m                 # this process's counters (robyn_fast._core.metrics)
 
     cdef int _init_protocol(self, Settings settings, str key) except -1
+    cdef FrameParser _new_parser(self)
     # The connection is open: keepalive starts counting from `now`.
     cdef int opened(self, double now) except -1
     # ProtocolError from the parser: fail the connection (RFC 6455 §7.1.7).

@@ -104,9 +104,18 @@ cdef class WSProtocol(MessageSink):
     cdef int _init_protocol(self, Settings settings, str key) except -1:
         self.settings = settings
         self.key = key
-        self.parser = FrameParser(settings.max_message_size)
-        self.parser.set_sink(self)
         return 0
+
+    cdef FrameParser _new_parser(self):
+        # Made when the first byte arrives: a connection that has sent
+        # nothing yet holds no parser (~250 bytes). After connection_lost it
+        # is made released, so what a transport still reads is ignored.
+        cdef FrameParser p = FrameParser(self.settings.max_message_size)
+        p.set_sink(self)
+        self.parser = p
+        if self.state == ST_CLOSED:
+            p.release()
+        return p
 
     cdef int opened(self, double now) except -1:
         if self.settings.ping_interval > 0:
@@ -123,6 +132,8 @@ cdef class WSProtocol(MessageSink):
             self.clock = now
         if self.state == ST_CLOSED:
             return
+        if self.parser is None:
+            self._new_parser()
         try:
             if view is not None:
                 self.parser.append_input(&view[0], <size_t>view.shape[0])

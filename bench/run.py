@@ -96,6 +96,11 @@ WORKLOADS = [
     Workload("idle-2000", "echo", ("idle", "-c", "2000"), "rss_per_conn_bytes", "B/conn",
              higher_is_better=False, latency=None,
              title="idle: server RSS growth per connection (2000)"),
+    # Needs ~10,100 descriptors in each process: the server's limit is raised to its hard limit (_raise_nofile),
+    # rfload raises its own.
+    Workload("idle-10000", "echo", ("idle", "-c", "10000", "--setup-timeout", "120"), "rss_per_conn_bytes",
+             "B/conn", higher_is_better=False, latency=None,
+             title="idle: server RSS growth per connection (10,000)"),
 ]
 
 

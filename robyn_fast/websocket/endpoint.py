@@ -79,6 +79,29 @@ def _check_room(room: Any) -> None:
         raise TypeError(f"a room name must be hashable, not {type(room).__name__}") from None
 
 
+def _pack_headers(raw: list[tuple[bytes, bytes]]) -> bytes | list[tuple[bytes, bytes]]:
+    """The upgrade request's header fields as one bytes object, ``name:value``
+    lines joined by LF (a pair costs ~200 bytes as a tuple of two bytes objects
+    in a list; this, its characters). Names are tokens (no ``:``); values
+    with a line feed (none a parser passes) are kept as they came."""
+    packed = b"\n".join([name + b":" + value for name, value in raw])
+    if packed.count(b"\n") != (len(raw) - 1 if raw else 0):
+        return raw
+    return packed
+
+
+def _unpack_headers(packed: bytes | list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    if not isinstance(packed, bytes):
+        return packed
+    if not packed:
+        return []
+    pairs = []
+    for line in packed.split(b"\n"):
+        name, _, value = line.partition(b":")
+        pairs.append((name, value))
+    return pairs
+
+
 class WebSocketConnector:
     """One WebSocket connection, as its handlers see it.
 
@@ -91,10 +114,11 @@ class WebSocketConnector:
     permessage-deflate agreed.
     """
 
-    __slots__ = (
-        "id", "endpoint", "path_params", "remote_addr", "subprotocol", "_conn", "_ws", "_server",
-        "_raw_headers", "_headers", "_query", "_query_params",
-    )
+    # Eight slots and no dict per idle connection: the id is the connection's
+    # key and the endpoint pattern the endpoint's; path parameters (usually
+    # none), the query and the headers are kept as they came and made into
+    # their objects on first use.
+    __slots__ = ("remote_addr", "subprotocol", "_conn", "_ws", "_server", "_path_params", "_headers", "_query")
 
     def __init__(
         self,
@@ -108,34 +132,48 @@ class WebSocketConnector:
         remote_addr: tuple[str, int] | None,
         subprotocol: str | None = None,
     ) -> None:
-        self.id: str = conn_id
+        if conn_id != conn.key:
+            raise ValueError(f"the connector's id {conn_id!r} is not its connection's ({conn.key!r})")
         self.subprotocol: str | None = subprotocol
-        self.endpoint: str = ws.endpoint
-        self.path_params: dict[str, str] = path_params
         self.remote_addr: tuple[str, int] | None = remote_addr
         self._conn = conn
         self._ws = ws
         self._server = server
-        # Parsed on first use: most handlers never look, and an idle
-        # connection should cost little memory.
-        self._raw_headers = raw_headers
-        self._headers: Headers | None = None
-        self._query = query
-        self._query_params: QueryParams | None = None
+        self._path_params: dict[str, str] | None = path_params or None
+        self._headers: Headers | bytes | list[tuple[bytes, bytes]] = _pack_headers(raw_headers)
+        self._query: QueryParams | str = query
+
+    @property
+    def id(self) -> str:
+        """The connection's id (a uuid4 string)."""
+        key: str = self._conn.key
+        return key
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint's path pattern."""
+        return self._ws.endpoint
+
+    @property
+    def path_params(self) -> dict[str, str]:
+        if self._path_params is None:
+            self._path_params = {}
+        return self._path_params
 
     @property
     def query_params(self) -> QueryParams:
-        if self._query_params is None:
-            self._query_params = QueryParams.from_query_string(self._query)
-        return self._query_params
+        query = self._query
+        if isinstance(query, str):
+            query = self._query = QueryParams.from_query_string(query)
+        return query
 
     @property
     def headers(self) -> Headers:
         """The upgrade request's headers (case-insensitive)."""
-        if self._headers is None:
-            self._headers = Headers(self._raw_headers)
-            self._raw_headers = []
-        return self._headers
+        headers = self._headers
+        if not isinstance(headers, Headers):
+            headers = self._headers = Headers(_unpack_headers(headers))
+        return headers
 
     @property
     def compression(self) -> DeflateParams | None:
