@@ -29,6 +29,7 @@ MODULES: dict[str, list[str]] = {
     "connection": [],
     "protocol": [],
     "metrics": [],
+    "handshake": ["wsutil.c"],
 }
 # C libraries each links: zlib for permessage-deflate (the system's, as Python's own zlib module uses).
 LIBRARIES: dict[str, list[str]] = {"codec": ["z"]}
