@@ -32,7 +32,11 @@ half-close).
 An upgrade request stops the parser: reading pauses until the requests before
 it are answered and the WebSocket takes the transport over (with every byte
 that came after the request), so nothing sent behind an upgrade is buffered
-without bound.
+without bound. A connection's first read that holds a whole, plain upgrade
+request (what WebSocket clients send) is read by one compiled pass,
+:func:`robyn_fast._core.handshake.parse_upgrade_head`, which vouches only for
+heads httptools reads the same way and no rule here refuses; every other
+request, and every error, goes through httptools.
 
 Behind a proxy: with ``Config.proxy_protocol`` the connection's first bytes
 are a PROXY protocol header (:mod:`robyn_fast.proxy_protocol`), accepted only
@@ -106,8 +110,9 @@ HttpHandler = Callable[[str, str, list[tuple[bytes, bytes]], bytes, bool, "str |
 _HTTP_SCHEME = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 _WS_SCHEME = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
-# The name lengths of Forwarded, X-Forwarded-For and X-Forwarded-Proto.
+# The name lengths of Forwarded, X-Forwarded-For and X-Forwarded-Proto, and the names.
 _FORWARDING_LENGTHS = (9, 15, 17)
+_FORWARDING_NAMES = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-proto"))
 
 # Connections refused over the PROXY protocol: one line per 10 s at most.
 _proxy_refusals = Throttle(10.0)
@@ -410,7 +415,11 @@ class HttpProtocol(asyncio.Protocol):
         self._cancel_timer()
         if end < len(data):
             self._keep_leftover(data[end:])
-        forwarded = self.trusted and any(len(name) in _FORWARDING_LENGTHS for name, _ in headers)
+        # Resolved at dispatch only when a forwarding header is there (the length alone would let
+        # Sec-WebSocket-Key, 17 bytes as X-Forwarded-Proto, send every upgrade from a proxy through it).
+        forwarded = self.trusted and any(
+            len(name) in _FORWARDING_LENGTHS and name.lower() in _FORWARDING_NAMES for name, _ in headers
+        )
         self.queue.append(_Request("GET", target, headers, b"", True, "1.1", True, forwarded))
         self._run_queue()
         # As after an upgrade httptools stopped at: nothing more is read until the WebSocket takes the
