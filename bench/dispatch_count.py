@@ -173,7 +173,7 @@ def endpoint_workload(kind: str, per_read: int, size: int, conns: int, reps: int
 
     async def open_all() -> None:
         for t in transports:
-            server.open_websocket(endpoint, t, b"", "", {}, [], ("127.0.0.1", 1))  # type: ignore[arg-type]
+            server.open_websocket(endpoint, t, b"", "", {}, [], ("127.0.0.1", 1))
         for _ in range(4):
             await asyncio.sleep(0)
 
@@ -181,7 +181,7 @@ def endpoint_workload(kind: str, per_read: int, size: int, conns: int, reps: int
 
     def feed() -> None:
         for t in transports:
-            t.protocol.data_received(data)  # type: ignore[attr-defined]
+            t.protocol.data_received(data)
 
     async def rounds() -> None:
         # Closed loop, as a client with `per_read` messages in flight: the next
