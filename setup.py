@@ -30,6 +30,7 @@ MODULES: dict[str, list[str]] = {
     "protocol": [],
     "metrics": [],
     "http1": [],
+    "handshake": ["wsutil.c"],
 }
 # C libraries each links: zlib for permessage-deflate (the system's, as Python's own zlib module uses).
 LIBRARIES: dict[str, list[str]] = {"codec": ["z"]}

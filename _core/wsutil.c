@@ -109,3 +109,88 @@ uint32_t rf_utf8_step(uint32_t state, const uint8_t *s, size_t n, size_t *bad)
     }
     return state;
 }
+
+/* SHA-1 (FIPS 180-4 §6.1) of one message held in memory, for the opening
+ * handshake's accept value only (RFC 6455 §4.2.2: SHA-1 is what the protocol
+ * names; it proves nothing cryptographically here). */
+#define RF_ROL32(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
+
+static void sha1_block(uint32_t h[5], const uint8_t *p)
+{
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16
+             | (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+    for (int i = 16; i < 80; i++)
+        w[i] = RF_ROL32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) { f = (b & c) | (~b & d); k = 0x5A827999u; }
+        else if (i < 40) { f = b ^ c ^ d; k = 0x6ED9EBA1u; }
+        else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8F1BBCDCu; }
+        else { f = b ^ c ^ d; k = 0xCA62C1D6u; }
+        uint32_t t = RF_ROL32(a, 5) + f + e + k + w[i];
+        e = d; d = c; c = RF_ROL32(b, 30); b = a; a = t;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+}
+
+/* SHA-1 of the concatenation a || b (the client's key and the GUID), without
+ * copying either into a joined buffer first. */
+static void sha1_two(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, uint8_t out[20])
+{
+    uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
+    uint8_t block[64];
+    size_t fill = 0;
+    const uint64_t bits = ((uint64_t)na + (uint64_t)nb) * 8u;
+    const uint8_t *parts[2] = {a, b};
+    const size_t sizes[2] = {na, nb};
+    for (int j = 0; j < 2; j++) {
+        const uint8_t *p = parts[j];
+        size_t n = sizes[j];
+        while (n) {
+            size_t take = 64 - fill < n ? 64 - fill : n;
+            memcpy(block + fill, p, take);
+            fill += take; p += take; n -= take;
+            if (fill == 64) {
+                sha1_block(h, block);
+                fill = 0;
+            }
+        }
+    }
+    block[fill++] = 0x80;
+    if (fill > 56) {
+        memset(block + fill, 0, 64 - fill);
+        sha1_block(h, block);
+        fill = 0;
+    }
+    memset(block + fill, 0, 56 - fill);
+    for (int i = 0; i < 8; i++)
+        block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+    sha1_block(h, block);
+    for (int i = 0; i < 5; i++) {
+        out[4 * i] = (uint8_t)(h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)h[i];
+    }
+}
+
+static const uint8_t RF_WS_GUID[36] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+static const char RF_B64[64] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+void rf_ws_accept(const uint8_t *key, size_t n, char out[RF_WS_ACCEPT_LEN])
+{
+    uint8_t d[21];
+    sha1_two(key, n, RF_WS_GUID, sizeof RF_WS_GUID, d);
+    d[20] = 0;
+    /* 20 bytes: six full groups of 3, then 2 bytes and one '=' of padding. */
+    for (int i = 0, o = 0; i < 21; i += 3, o += 4) {
+        uint32_t v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8 | (uint32_t)d[i + 2];
+        out[o] = RF_B64[v >> 18];
+        out[o + 1] = RF_B64[(v >> 12) & 63];
+        out[o + 2] = RF_B64[(v >> 6) & 63];
+        out[o + 3] = i + 3 <= 20 ? RF_B64[v & 63] : '=';
+    }
+}

@@ -1,6 +1,6 @@
 /* C helpers for the WebSocket codec: masking (RFC 6455 §5.3) and UTF-8
  * validation (RFC 3629), both incremental so a payload can be processed in
- * pieces as it arrives. Declared to Cython in codec.pxd (nogil). */
+ * pieces as it arrives; and the opening handshake's accept value. Declared to Cython in codec.pxd (nogil). */
 #ifndef ROBYN_FAST_WSUTIL_H
 #define ROBYN_FAST_WSUTIL_H
 
@@ -23,5 +23,11 @@ void rf_mask(uint8_t *dst, const uint8_t *src, size_t n,
  * `bad` is not NULL, *bad is the offset of that byte), or an intermediate
  * state when a character is still incomplete. */
 uint32_t rf_utf8_step(uint32_t state, const uint8_t *s, size_t n, size_t *bad);
+
+/* Sec-WebSocket-Accept (RFC 6455 §4.2.2 step 5.4): base64(SHA-1(key || GUID))
+ * of the `n` bytes of the client's key, as the 28 ASCII characters written to
+ * `out` (not NUL-terminated). */
+#define RF_WS_ACCEPT_LEN 28
+void rf_ws_accept(const uint8_t *key, size_t n, char out[RF_WS_ACCEPT_LEN]);
 
 #endif

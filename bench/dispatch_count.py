@@ -9,6 +9,13 @@ uvloop iteration per round so the end-of-iteration flush runs too.
         [PYTHON ...]            # each interpreter's robyn_fast is measured (default: this one)
     python bench/dispatch_count.py --endpoint legacy|legacy-async|recv ...
 
+``--endpoint connect`` counts instructions per connect cycle instead: each cycle is what a client of
+``rfload connect`` costs the server above the kernel and the loop's C code: an ``HttpProtocol`` made
+by the ``Server`` (as its listener makes one per accepted socket) gets ``connection_made`` and the
+upgrade request of ``examples/echo.py``'s ``/ws`` (headers as rfload sends them), writes the 101,
+hands the transport to the compiled connection, which gets a masked Close(1000), answers it and
+closes the transport, whose ``connection_lost`` comes in the next loop iteration, as uvloop's does.
+
 ``--endpoint`` drives whole endpoints of an app instead of bare compiled connections: the
 connections are opened by a ``Server`` (not listening) as an upgrade would open them, so the
 endpoint's own message path runs: ``legacy`` is ``examples/echo.py``'s handler (a sync ``message``
@@ -31,8 +38,100 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 ROUNDS = 200
+
+# What rfload's connect mode sends: the upgrade request (bench/loadgen/_rfload.pyx) and a masked Close(1000).
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def _fake_transport(written: list[int], loop: object = None) -> type:
+    """A transport class that counts the bytes written into ``written[0]``; with ``loop``, close()
+    calls its protocol's connection_lost in the next loop iteration, as uvloop's transports do."""
+
+    class Transport:
+        def __init__(self) -> None:
+            self.protocol: object = None
+            self.closing = False
+        def set_protocol(self, protocol: object) -> None:
+            self.protocol = protocol
+        def get_protocol(self) -> object:
+            return self.protocol
+        def write(self, d: bytes) -> None:
+            written[0] += len(d)
+        def writelines(self, d: list[bytes]) -> None:
+            written[0] += sum(map(len, d))
+        def get_write_buffer_size(self) -> int:
+            return 0
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return ("127.0.0.1", 40000) if name == "peername" else default
+        def is_closing(self) -> bool:
+            return self.closing
+        def close(self) -> None:
+            if loop is not None and not self.closing:
+                loop.call_soon(self.protocol.connection_lost, None)  # type: ignore[attr-defined]
+            self.closing = True
+        def abort(self) -> None:
+            self.close()
+        def pause_reading(self) -> None: ...
+        def resume_reading(self) -> None: ...
+
+    return Transport
+
+
+def connect_workload(reps: int) -> None:
+    """ROUNDS connect cycles per repetition (see the module docstring), one after the other."""
+    import asyncio
+
+    import uvloop
+
+    from robyn_fast import Config, Robyn, WebSocket
+    from robyn_fast._core.codec import build_close
+    from robyn_fast._core.connection import Connection
+    from robyn_fast.http.protocol import HttpProtocol
+    from robyn_fast.server import Server
+
+    app = Robyn(__file__)
+    ws = WebSocket(app, "/ws", config=Config(max_message_size=64 * 1024 * 1024))
+
+    @ws.on("message")
+    def echo(conn, msg):  # type: ignore[no-untyped-def]
+        return msg
+
+    close = build_close(1000, "", mask=b"\x01\x02\x03\x04")
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = Server(app, loop)
+    written = [0]
+    Transport = _fake_transport(written, loop)
+
+    def connect(t: Any) -> None:
+        protocol = HttpProtocol(server)
+        protocol.connection_made(t)
+        protocol.data_received(UPGRADE)
+
+    async def cycles() -> None:
+        # Each client event comes from a loop callback, as a socket's does (not from inside a Task).
+        for _ in range(ROUNDS):
+            t = Transport()
+            loop.call_soon(connect, t)
+            await asyncio.sleep(0)
+            if not isinstance(t.protocol, Connection):
+                raise SystemExit(f"connect: the upgrade was not accepted ({written[0]} bytes written)")
+            loop.call_soon(t.protocol.data_received, close)
+            for _ in range(100):
+                await asyncio.sleep(0)  # the Close answered, connection_lost, then the close job
+                if t.closing and not hub.connections and not hub.live:
+                    break
+            else:
+                raise SystemExit("connect: a connection outlived its cycle")
+
+    hub = server.hub(ws)
+    for _ in range(reps):
+        loop.run_until_complete(cycles())
+    loop.close()
 
 
 def endpoint_workload(kind: str, per_read: int, size: int, conns: int, reps: int) -> None:
@@ -65,28 +164,7 @@ def endpoint_workload(kind: str, per_read: int, size: int, conns: int, reps: int
                 return msg
 
     written = [0]
-
-    class Transport:
-        def __init__(self) -> None:
-            self.protocol = None
-        def set_protocol(self, protocol: object) -> None:
-            self.protocol = protocol
-        def get_protocol(self) -> object:
-            return self.protocol
-        def write(self, d: bytes) -> None:
-            written[0] += len(d)
-        def writelines(self, d: list[bytes]) -> None:
-            written[0] += sum(map(len, d))
-        def get_write_buffer_size(self) -> int:
-            return 0
-        def get_extra_info(self, name: str, default: object = None) -> object:
-            return default
-        def is_closing(self) -> bool:
-            return False
-        def close(self) -> None: ...
-        def abort(self) -> None: ...
-        def pause_reading(self) -> None: ...
-        def resume_reading(self) -> None: ...
+    Transport = _fake_transport(written)
 
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -95,7 +173,7 @@ def endpoint_workload(kind: str, per_read: int, size: int, conns: int, reps: int
 
     async def open_all() -> None:
         for t in transports:
-            server.open_websocket(endpoint, t, b"", "", {}, [], ("127.0.0.1", 1))  # type: ignore[arg-type]
+            server.open_websocket(endpoint, t, b"", "", {}, [], ("127.0.0.1", 1))
         for _ in range(4):
             await asyncio.sleep(0)
 
@@ -103,7 +181,7 @@ def endpoint_workload(kind: str, per_read: int, size: int, conns: int, reps: int
 
     def feed() -> None:
         for t in transports:
-            t.protocol.data_received(data)  # type: ignore[attr-defined]
+            t.protocol.data_received(data)
 
     async def rounds() -> None:
         # Closed loop, as a client with `per_read` messages in flight: the next
@@ -209,22 +287,28 @@ def main() -> int:
     p.add_argument("--size", type=int, default=1024, help="payload bytes")
     p.add_argument("--conns", type=int, default=8)
     p.add_argument("--async", dest="is_async", action="store_true", help="an async echo handler")
-    p.add_argument("--endpoint", choices=["legacy", "legacy-async", "recv"],
-                   help="whole endpoints opened by a Server (see above) instead of bare connections")
+    p.add_argument("--endpoint", choices=["legacy", "legacy-async", "recv", "connect"],
+                   help="whole endpoints opened by a Server (see above) instead of bare connections; connect: "
+                        "instructions per connect cycle (upgrade, 101, Close, teardown)")
     p.add_argument("--run", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--reps", type=int, default=1, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.run:
-        if a.endpoint:
+        if a.endpoint == "connect":
+            connect_workload(a.reps)
+        elif a.endpoint:
             endpoint_workload(a.endpoint, a.per_read, a.size, a.conns, a.reps)
         else:
             workload(a.per_read, a.size, a.conns, a.is_async, a.reps)
         return 0
     if shutil.which("valgrind") is None:
         p.error("needs valgrind (apt-get install valgrind)")
-    messages = 2 * ROUNDS * a.conns * a.per_read
+    messages = 2 * ROUNDS * (1 if a.endpoint == "connect" else a.conns * a.per_read)
     for python in map(os.path.abspath, a.pythons):
         per_msg = (count(python, a, 3) - count(python, a, 1)) / messages
+        if a.endpoint == "connect":
+            print(f"{python}: {per_msg:,.0f} instructions per connect cycle (upgrade, 101, Close, teardown)")
+            continue
         what = f"{a.endpoint} endpoint" if a.endpoint else ("async" if a.is_async else "sync")
         print(f"{python}: {per_msg:,.0f} instructions per message "
               f"({what} echo, {a.per_read} x {a.size} B per read, {a.conns} conns)")

@@ -753,3 +753,190 @@ def test_any_24_byte_key_is_accepted_or_400(key: bytes) -> None:
     else:
         assert len(base64.b64decode(key.strip(b" \t"), validate=True)) == 16
         assert accept_key(key.strip(b" \t")).encode() in response
+
+
+# -- the compiled helpers (robyn_fast._core.handshake) against their oracles ----------------------------
+
+def test_the_server_uses_the_compiled_accept_key() -> None:
+    from robyn_fast._core import handshake as compiled
+    from robyn_fast.websocket import handshake as module
+
+    assert module._accept is compiled.accept_key
+    assert type(compiled).__name__ == "module" and compiled.__file__.endswith((".so", ".pyd"))
+
+
+@pytest.mark.parametrize("size", list(range(0, 130)) + [200, 1000])
+def test_compiled_accept_key_equals_the_reference_at_every_length(size: int) -> None:
+    # Every padding case of SHA-1's last block(s): key + GUID of 36..1036 bytes.
+    from robyn_fast._core.handshake import accept_key as compiled
+    from robyn_fast._reference.handshake import accept_key as reference
+
+    for key in (secrets.token_bytes(size), bytes(range(256))[:size], b"\xff" * size):
+        assert compiled(key) == reference(key)
+
+
+@given(st.binary(max_size=300))
+def test_compiled_accept_key_equals_the_reference(key: bytes) -> None:
+    from robyn_fast._core.handshake import accept_key as compiled
+    from robyn_fast._reference.handshake import accept_key as reference
+
+    assert compiled(key) == reference(key)
+
+
+def test_compiled_accept_key_takes_only_bytes() -> None:
+    from robyn_fast._core.handshake import accept_key as compiled
+
+    assert compiled(RFC_KEY) == RFC_ACCEPT
+    for bad in ("dGhlIHNhbXBsZSBub25jZQ==", bytearray(RFC_KEY), None):
+        with pytest.raises(TypeError):
+            compiled(bad)  # type: ignore[arg-type]
+
+
+LIMITS = (8190, 8190, 100, 65536)  # max_request_line, max_header_size, max_headers, max_head_size
+PLAIN_HEAD = (
+    b"GET /chat?room=1 HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def httptools_head(raw: bytes) -> tuple[int, str, Headers] | None:
+    """What the server's httptools path makes of ``raw`` when it stops at an upgrade: (offset, target,
+    headers), or None (an error, an incomplete head, or no upgrade)."""
+
+    class Collector:
+        def __init__(self) -> None:
+            self.headers: Headers = []
+            self.url = b""
+            self.complete = False
+
+        def on_url(self, url: bytes) -> None:
+            self.url += url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name, value))
+
+        def on_message_complete(self) -> None:
+            self.complete = True
+
+    collector = Collector()
+    parser = httptools.HttpRequestParser(collector)
+    try:
+        parser.feed_data(raw)
+    except httptools.HttpParserUpgrade as exc:
+        if not (collector.complete and parser.should_upgrade() and parser.get_method() == b"GET"
+                and parser.get_http_version() == "1.1"):
+            return None
+        return exc.args[0], collector.url.decode("ascii"), collector.headers
+    except httptools.HttpParserError:
+        return None
+    return None
+
+
+def test_parse_upgrade_head_reads_a_plain_upgrade_as_httptools_does() -> None:
+    from robyn_fast._core.handshake import parse_upgrade_head
+
+    for behind in (b"", b"\x88\x82abcd\x00\x00"):
+        got = parse_upgrade_head(PLAIN_HEAD + behind, *LIMITS)
+        assert got is not None and got == httptools_head(PLAIN_HEAD + behind)
+        assert got[0] == len(PLAIN_HEAD) and got[1] == "/chat?room=1"
+        assert got[2][0] == (b"Host", b"server.example.com") and len(got[2]) == 6
+
+
+@pytest.mark.parametrize("raw", [
+    PLAIN_HEAD[:-2],                                                     # incomplete
+    PLAIN_HEAD[:40],
+    PLAIN_HEAD.replace(b"GET ", b"POST "),                                # not GET
+    PLAIN_HEAD.replace(b"HTTP/1.1", b"HTTP/1.0"),                          # not HTTP/1.1
+    PLAIN_HEAD.replace(b"GET /chat", b"GET http://x/chat"),               # not origin-form
+    PLAIN_HEAD.replace(b"/chat?", b"/ch\x7fat?"),                          # a byte outside the target grammar
+    PLAIN_HEAD.replace(b"/chat?", b"/ch\xc3\xa9at?"),
+    PLAIN_HEAD.replace(b"Upgrade: websocket\r\n", b""),                   # no upgrade asked
+    PLAIN_HEAD.replace(b"Upgrade: websocket", b"Upgrade: h2c"),
+    PLAIN_HEAD.replace(b"Connection: Upgrade", b"Connection: keep-alive"),
+    PLAIN_HEAD.replace(b"Host: server.example.com\r\n", b""),             # Host rules are the HTTP layer's
+    PLAIN_HEAD.replace(b"Host: server.example.com\r\n", b"Host: a\r\nHost: b\r\n"),
+    PLAIN_HEAD.replace(b"\r\n\r\n", b"\r\nContent-Length: 0\r\n\r\n"),  # a body, or its framing
+    PLAIN_HEAD.replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    PLAIN_HEAD.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"),
+    PLAIN_HEAD.replace(b"\r\n\r\n", b"\r\nProxy-Connection: close\r\n\r\n"),
+    PLAIN_HEAD.replace(b"Origin: http://example.com\r\n", b"Origin: http://example.com\r\n folded\r\n"),
+    PLAIN_HEAD.replace(b"Origin: http://example.com\r\n", b"Origin: http://example.com\n"),  # bare LF
+    PLAIN_HEAD.replace(b"Origin: http://example.com", b"Origin: http://example.com "),     # trailing OWS
+    PLAIN_HEAD.replace(b"Origin: http://example.com", b"Origin:"),                         # empty value
+    PLAIN_HEAD.replace(b"Origin: http://example.com", b"Origin: caf\xe9"),                 # obs-text
+    PLAIN_HEAD.replace(b"Origin: http://example.com", b"Origin: a\x01b"),                  # a control byte
+    PLAIN_HEAD.replace(b"Origin:", b"Origin :"),                                           # not a token
+    PLAIN_HEAD.replace(b"Origin:", b"Or(gin:"),
+])
+def test_parse_upgrade_head_leaves_anything_else_to_httptools(raw: bytes) -> None:
+    from robyn_fast._core.handshake import parse_upgrade_head
+
+    assert parse_upgrade_head(raw, *LIMITS) is None
+
+
+def test_parse_upgrade_head_leaves_heads_over_the_limits_to_httptools() -> None:
+    from robyn_fast._core.handshake import parse_upgrade_head
+
+    # The HTTP layer's rules (414, then 431 for a line, the count, the fields), and the whole head within
+    # max_head_size, which is stricter than the layer (it counts the fields only for a head read at once).
+    target = len(b"/chat?room=1")
+    longest = max(len(n) + len(v) + 2 for n, v in httptools_head(PLAIN_HEAD)[2])  # type: ignore[index]
+    head = len(PLAIN_HEAD)
+    assert parse_upgrade_head(PLAIN_HEAD, target, longest, 6, head) is not None
+    assert parse_upgrade_head(PLAIN_HEAD, target - 1, longest, 6, head) is None
+    assert parse_upgrade_head(PLAIN_HEAD, target, longest - 1, 6, head) is None
+    assert parse_upgrade_head(PLAIN_HEAD, target, longest, 5, head) is None
+    assert parse_upgrade_head(PLAIN_HEAD, target, longest, 6, head - 1) is None
+
+
+_NAMES = st.sampled_from([b"Host", b"host", b"Upgrade", b"Connection", b"Sec-WebSocket-Key", b"Origin", b"X-A",
+                          b"Content-Length", b"Expect", b"Sec-WebSocket-Version", b"Cookie"])
+_VALUES = st.sampled_from([b"websocket", b"Upgrade", b"keep-alive, upgrade", b"h2c, WebSocket", b"13", b"a b",
+                           b"x,\tupgrade ", b"", b"\xe9", b"v\x00", b"0", b"upgrade\r\n x"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_NAMES, st.sampled_from([b": ", b":", b":\t", b" : "]), _VALUES), max_size=6),
+       st.sampled_from([b"GET /ws", b"GET /a?b=c#d", b"GET *", b"HEAD /ws", b"GET /w s"]),
+       st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0"]), st.binary(max_size=6), st.integers(0, 8),
+       st.booleans())
+def test_parse_upgrade_head_agrees_with_httptools(extra: list[tuple[bytes, bytes, bytes]], line: bytes,
+                                                  version: bytes, behind: bytes, at: int, upgrade: bool) -> None:
+    """Whatever the compiled scan accepts, httptools parses to the same target, fields and offset (half
+    the examples carry the fields of an upgrade among the drawn ones, so both outcomes are exercised)."""
+    from robyn_fast._core.handshake import parse_upgrade_head
+
+    needed = [(b"Host", b": ", b"h"), (b"Upgrade", b": ", b"websocket"), (b"Connection", b": ", b"Upgrade")]
+    fields = extra[:at] + needed + extra[at:] if upgrade else extra
+    raw = line + b" " + version + b"\r\n" + b"".join(n + sep + v + b"\r\n" for n, sep, v in fields) + b"\r\n" + behind
+    got = parse_upgrade_head(raw, *LIMITS)
+    if got is not None:
+        assert got == httptools_head(raw)
+
+
+_FIELD_NAMES = st.sampled_from([b"Host", b"HOST", b"Upgrade", b"upgrade", b"Connection", b"Sec-WebSocket-Key",
+                                b"sec-websocket-version", b"Origin", b"Sec-WebSocket-Protocol", b"X", b"Hos",
+                                b"Sec-WebSocket-Extensions", b"Connectio\xe9"])
+_FIELD_VALUES = st.one_of(st.sampled_from([b"websocket", b"Upgrade", b" keep-alive ,\tUPGRADE", b"h2c,websocket",
+                                           b"13", b"", b",", b"websocket2", b"up grade"]), st.binary(max_size=12))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_FIELD_NAMES, _FIELD_VALUES), max_size=10))
+def test_compiled_handshake_fields_equal_the_reference(headers: Headers) -> None:
+    from robyn_fast._core.handshake import handshake_fields as compiled
+    from robyn_fast._reference.handshake import handshake_fields as reference
+
+    assert compiled(headers) == reference(headers)
+    assert compiled(tuple(headers)) == reference(headers)
+
+
+def test_handshake_fields_leave_what_is_not_bytes_to_the_caller() -> None:
+    from robyn_fast._core.handshake import handshake_fields as compiled
+
+    for headers in ([("Host", "x")], [(b"Host", bytearray(b"x"))], [(b"Host",)], [[b"Host", b"x"]]):
+        assert compiled(headers) is None
+    # accept_handshake converts bytes-like pairs, and refuses anything else with a clear error.
+    assert accept_handshake("GET", "1.1", [(bytearray(n), memoryview(v)) for n, v in request()])[0] == RESPONSE
+    with pytest.raises(ArgumentTypeError):
+        accept_handshake("GET", "1.1", [("Host", "x")])  # type: ignore[list-item]

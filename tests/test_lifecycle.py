@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import websocket as wsclient
 
-from robyn_fast import Robyn, WebSocket
+from robyn_fast import Config, Robyn, WebSocket
 from robyn_fast._core.codec import build_frame, build_text
 
 from .process_helpers import ROOT, ServerProcess, open_fds, process_rss
@@ -180,6 +180,48 @@ def test_an_upgrade_pipelined_behind_requests_is_answered_after_them(loop_kind: 
         b0, payload, _ = read_frame(sock, tail)
         assert (b0, payload) == (0x81, b"echo sent with the handshake")
         sock.close()
+
+
+def test_an_upgrade_read_at_once_with_frames_behind_it_is_handed_over_with_them(loop_kind: str) -> None:
+    """A connection's first read holding the whole upgrade and frames (the compiled head scan's path, no
+    httptools): the frames reach the WebSocket; refusals and HTTP answers to an upgrade on that path close as
+    on httptools' path."""
+    app = Robyn(__file__)
+    ws = WebSocket(app, "/ws")
+    strict = WebSocket(app, "/strict", config=Config(allowed_origins=frozenset({"https://ok.example"})))
+
+    @ws.on("message")
+    def echo(conn: Any, msg: str) -> str:
+        return f"echo {msg}"
+
+    @strict.on("message")
+    def never(conn: Any, msg: str) -> str:
+        raise AssertionError("a refused upgrade reached its endpoint")
+
+    @app.get("/page")
+    def page() -> str:
+        return "page"
+
+    with running(app, loop_kind) as srv:
+        for i in range(3):  # several connections: nothing of one is left to the next
+            sock = connect(srv.port)
+            sock.sendall(upgrade_request("/ws") + build_text(f"one {i}", mask=MASK) + build_text("two", mask=MASK))
+            head = recv_until(sock, b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            b0, payload, rest = read_frame(sock, rest)
+            assert (b0, payload) == (0x81, f"echo one {i}".encode())
+            assert read_frame(sock, rest)[:2] == (0x81, b"echo two")
+            sock.close()
+        for path, status in (("/strict", b"403"), ("/page", b"200")):
+            sock = connect(srv.port)
+            sock.sendall(upgrade_request(path) + build_text("ignored", mask=MASK))
+            answer = recv_until(sock, b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 " + status), answer
+            sock.settimeout(10)
+            while sock.recv(65536):  # then the server closes
+                pass
+            sock.close()
 
 
 # -- churn --------------------------------------------------------------------------------------------------

@@ -191,6 +191,8 @@ def test_stubs_match_the_compiled_modules(unpacked_wheel: Path) -> None:
             "robyn_fast._core.codec",
             "robyn_fast._core.connection",
             "robyn_fast._core.protocol",
+            "robyn_fast._core.handshake",
+            "robyn_fast._core.http1",
         ],
         cwd="/",
         env=_env(unpacked_wheel),

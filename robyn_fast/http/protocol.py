@@ -32,7 +32,11 @@ half-close).
 An upgrade request stops the parser: reading pauses until the requests before
 it are answered and the WebSocket takes the transport over (with every byte
 that came after the request), so nothing sent behind an upgrade is buffered
-without bound.
+without bound. A connection's first read that holds a whole, plain upgrade
+request (what WebSocket clients send) is read by one compiled pass,
+:func:`robyn_fast._core.handshake.parse_upgrade_head`, which vouches only for
+heads httptools reads the same way and no rule here refuses; every other
+request, and every error, goes through httptools.
 
 Behind a proxy: with ``Config.proxy_protocol`` the connection's first bytes
 are a PROXY protocol header (:mod:`robyn_fast.proxy_protocol`), accepted only
@@ -66,6 +70,7 @@ from urllib.parse import unquote
 
 import httptools
 
+from .._core.handshake import parse_upgrade_head
 from ..config import Config
 from ..exceptions import HandshakeError, ProxyProtocolError
 from ..forwarded import TrustedProxies
@@ -105,8 +110,9 @@ HttpHandler = Callable[[str, str, list[tuple[bytes, bytes]], bytes, bool, "str |
 _HTTP_SCHEME = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 _WS_SCHEME = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
-# The name lengths of Forwarded, X-Forwarded-For and X-Forwarded-Proto.
+# The name lengths of Forwarded, X-Forwarded-For and X-Forwarded-Proto, and the names.
 _FORWARDING_LENGTHS = (9, 15, 17)
+_FORWARDING_NAMES = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-proto"))
 
 # Connections refused over the PROXY protocol: one line per 10 s at most.
 _proxy_refusals = Throttle(10.0)
@@ -197,9 +203,12 @@ class HttpProtocol(asyncio.Protocol):
         self.loop = host.loop
         self.transport: asyncio.Transport | None = None
         # The parser holds this protocol's bound methods: a reference cycle,
-        # broken (parser = None) once the connection closes or is handed over,
-        # so reference counting frees the protocol then.
-        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        # broken (parser = None, parsed_all) once the connection closes or is
+        # handed over, so reference counting frees the protocol then. Made
+        # when first needed: a connection whose first read is a plain upgrade
+        # (_fast_upgrade) never needs one.
+        self.parser: httptools.HttpRequestParser | None = None
+        self.parsed_all = False  # closed or handed over: nothing more is parsed
         self.peer_addr: tuple[str, int] | None = None
         # The client as the request being answered names it (forwarding headers of a trusted peer), and its scheme.
         self.client: tuple[str, int] | None = None
@@ -282,6 +291,7 @@ class HttpProtocol(asyncio.Protocol):
         self.queue.clear()
         self.leftover = []
         self.parser = None
+        self.parsed_all = True
 
     def _arm(self, delay: float, head: bool) -> None:
         """Arm the head timeout (``head``) or the idle/body timeout ``delay`` seconds from now."""
@@ -407,6 +417,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.closing:
             return
+        if not self.got_bytes and type(data) is bytes and self._fast_upgrade(data):
+            return
         self.got_bytes = True
         if len(data) <= _SLICE:
             self._feed(data, b"")
@@ -421,6 +433,36 @@ class HttpProtocol(asyncio.Protocol):
             # last bytes, so a long upload is not cut while data flows.
             self._arm(self.config.keep_alive_timeout, False)
         self._run_queue()
+
+    def _fast_upgrade(self, data: bytes) -> bool:
+        """The connection's first read, when it is a plain WebSocket upgrade
+        request (``parse_upgrade_head``, compiled: one pass over the head
+        instead of a Python call per header): queued and answered as
+        httptools' callbacks would have queued it. False (nothing done)
+        for anything else, which httptools parses."""
+        config = self.config
+        head = parse_upgrade_head(data, config.max_request_line, config.max_header_size, config.max_headers,
+                                  config.max_head_size)
+        if head is None:
+            return False
+        end, target, headers = head
+        self.got_bytes = True
+        self.upgrade_seen = True
+        self._cancel_timer()
+        if end < len(data):
+            self._keep_leftover(data[end:])
+        # Resolved at dispatch only when a forwarding header is there (the length alone would let
+        # Sec-WebSocket-Key, 17 bytes as X-Forwarded-Proto, send every upgrade from a proxy through it).
+        forwarded = self.trusted and any(
+            len(name) in _FORWARDING_LENGTHS and name.lower() in _FORWARDING_NAMES for name, _ in headers
+        )
+        self.queue.append(_Request("GET", target, headers, b"", True, "1.1", True, forwarded))
+        self._run_queue()
+        # As after an upgrade httptools stopped at: nothing more is read until the WebSocket takes the
+        # transport (an upgrade handed over at once, the common case, costs no pause and resume).
+        if not self.handed_over and self.vetting is None and self.transport and not self.transport.is_closing():
+            self._pause_reading()
+        return True
 
     def _proxy(self, data: bytes) -> bytes:
         """Config.proxy_protocol: the PROXY header at the start of the
@@ -498,7 +540,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def _feed(self, chunk: bytes | memoryview, rest: bytes | memoryview) -> None:
         if self.parser is None:
-            return  # closed or handed over: nothing more is parsed here
+            if self.parsed_all:
+                return  # closed or handed over: nothing more is parsed here
+            self.parser = httptools.HttpRequestParser(self)
         idle = not (self.in_head or self.in_body)
         queued = len(self.queue)
         try:
@@ -937,6 +981,7 @@ class HttpProtocol(asyncio.Protocol):
         self._stop_clock()
         self.handed_over = True
         self.parser = None  # parser callbacks no longer come (an upgrade stops it); see __init__
+        self.parsed_all = True
         self.host.connection_closed(self)
         transport, self.transport = self.transport, None
         leftover = b"".join(self.leftover)

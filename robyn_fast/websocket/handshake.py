@@ -45,11 +45,12 @@ one's answer.
 from __future__ import annotations
 
 import binascii
-import hashlib
-from base64 import b64decode, b64encode
+from base64 import b64decode
 from collections.abc import Collection, Sequence
 from typing import Final, NamedTuple
 
+from .._core.handshake import accept_key as _accept
+from .._core.handshake import handshake_fields as _fields
 from ..exceptions import ArgumentTypeError, HandshakeError
 from .extensions import DeflateParams, ExtensionsError, negotiate_deflate
 
@@ -66,8 +67,6 @@ __all__ = [
 
 WS_GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 """The GUID RFC 6455 §1.3 appends to the client's key to derive the accept value."""
-
-_GUID_BYTES: Final = WS_GUID.encode("ascii")
 
 # Optional whitespace around field values and list elements (RFC 9110 §5.6.3).
 # Not str.strip(): in latin-1 text that would also eat \x85 and \xa0.
@@ -93,10 +92,6 @@ class Agreement(NamedTuple):
 
     deflate: DeflateParams | None  # permessage-deflate (RFC 7692), or None
     subprotocol: str | None  # the Sec-WebSocket-Protocol chosen (RFC 6455 §4.2.2 step 5.5), or None
-
-
-def _accept(key: bytes) -> bytes:
-    return b64encode(hashlib.sha1(key + _GUID_BYTES).digest())
 
 
 def accept_key(key: str | bytes) -> str:
@@ -271,44 +266,16 @@ def accept_handshake(
             400, f"WebSocket handshake requires HTTP/1.1 or higher, got {http_version!r:.24}"
         )
 
-    # One pass over the fields; each check below then uses what it collected.
-    host_count = 0
-    host = b""
-    upgrade_seen = False
-    upgrade_ok = False
-    connection_seen = False
-    connection_ok = False
-    version_count = 0
-    version = b""
-    key_count = 0
-    key = b""
-    origin_count = 0
-    origin = b""
-    protocol_values: list[bytes] = []
-    for name, value in headers:
-        name = name.lower()
-        if name == b"host":
-            host_count += 1
-            host = value
-        elif name == b"upgrade":
-            upgrade_seen = True
-            if not upgrade_ok:
-                upgrade_ok = _has_token(value, b"websocket")
-        elif name == b"connection":
-            connection_seen = True
-            if not connection_ok:
-                connection_ok = _has_token(value, b"upgrade")
-        elif name == b"sec-websocket-key":
-            key_count += 1
-            key = value
-        elif name == b"sec-websocket-version":
-            version_count += 1
-            version = value
-        elif name == b"origin":
-            origin_count += 1
-            origin = value
-        elif name == b"sec-websocket-protocol":
-            protocol_values.append(value)
+    # One pass over the fields (compiled); each check below then uses what it collected.
+    fields = _fields(headers)
+    if fields is None:
+        try:
+            fields = _fields([(bytes(name), bytes(value)) for name, value in headers])
+        except (TypeError, ValueError):
+            raise ArgumentTypeError("headers must be (name, value) pairs of bytes") from None
+    assert fields is not None
+    (host_count, host, upgrade_seen, upgrade_ok, connection_seen, connection_ok, version_count, version,
+     key_count, key, origin_count, origin, protocol_values) = fields
 
     if host_count != 1 or not host.strip(_OWS):
         if host_count == 0:
@@ -393,10 +360,10 @@ def negotiate_compression(
     values: list[str] = []
     user_agent: str | None = None
     for name, value in headers:
-        name = name.lower()
-        if name == b"sec-websocket-extensions":
+        size = len(name)  # compared first: most fields are neither, and lower() makes a new object
+        if size == 24 and name.lower() == b"sec-websocket-extensions":
             values.append(value.decode("latin-1"))
-        elif name == b"user-agent":
+        elif size == 10 and name.lower() == b"user-agent":
             user_agent = value.decode("latin-1")
     if not values:
         return response, None
