@@ -174,6 +174,12 @@ def test_the_rows_say_what_they_run() -> None:
     assert len({w.name for w in run.WORKLOADS}) == len(run.WORKLOADS)
 
 
+def test_idle_rows_run_at_most_two_rounds() -> None:
+    idle, echo = _workload("idle-10000"), _workload("echo-64x1-32B")
+    assert [run.rounds_of(idle, n) for n in (1, 2, 5)] == [1, 2, 2]
+    assert [run.rounds_of(echo, n) for n in (1, 2, 5)] == [1, 2, 5]
+
+
 def test_every_servers_scripts_exist() -> None:
     for s in run.all_servers():
         for kind, script in s.scripts.items():
