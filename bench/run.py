@@ -896,7 +896,8 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
         # A label is how the reference compares with the server, above 1 the reference ahead:
         # its figure over the server's, or the inverse where lower is better (latency, memory).
         # Memory is drawn as its inverse (connections per MiB), so that taller is better there
-        # too; a latency panel is drawn in µs (lower is better) with its p99 as a tick.
+        # too; a latency panel is drawn in µs (lower is better), its p99 written over the bar
+        # (a p99 can be 100 times the p50 on a busy machine: drawn, it would flatten the bars).
         memory = w["unit"] == "B/conn"
         lower = not w["higher_is_better"]
         if memory:
@@ -918,12 +919,6 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
                       yerr=[[(m - lo) / scale for m, lo in zip(meds, lows)],
                             [(hi - m) / scale for m, hi in zip(meds, highs)]], capsize=3)
         top = max(highs or [0]) / scale
-        if lower and not memory and w.get("servers"):
-            p99 = [(i, r.get("p99_us")) for i, r in enumerate(rows) if r.get("p99_us")]
-            if p99:
-                ax.plot([i for i, _ in p99], [v / scale for _, v in p99], "k_", markersize=14, label="p99")
-                ax.legend(fontsize=8, loc="upper right")
-                top = max(top, max(v for _, v in p99) / scale)
         for i, (s, row) in enumerate(zip(servers, rows)):
             if generator_bound(row):
                 bars[i].set_hatch("//")
@@ -932,12 +927,14 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
             if not row["median"]:
                 ax.text(i, 0, " failed", rotation=90, ha="center", va="bottom", fontsize=9, color="#d62728")
                 continue
-            if r and s != ref:
-                ax.text(i, highs[i] / scale, f"{(1 / r if lower else r):.2f}×",
-                        ha="center", va="bottom", fontsize=8)
+            label = f"{(1 / r if lower else r):.2f}×" if r and s != ref else ""
+            if lower and not memory and row.get("p99_us"):
+                label += f"\np99 {row['p99_us']:,.0f}"
+            if label:
+                ax.text(i, highs[i] / scale, label.strip("\n"), ha="center", va="bottom", fontsize=8)
             per_op = cpu_per_op(row)
             if per_op and not memory and meds[i] / scale > 0.3 * top:
-                ax.text(i, 0, f" {per_op:.3g} µs/op", rotation=90, ha="center", va="bottom", fontsize=7,
+                ax.text(i, 0, f" {per_op:.3g} µs/op", rotation=90, ha="center", va="bottom", fontsize=8,
                         color="white")
         ax.set_xticks(range(len(servers)))
         ax.set_xticklabels(servers, rotation=30, ha="right", fontsize=9)
@@ -955,7 +952,8 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
                   f"whiskers = min-max over rounds. Labels: {ref} against\n"
                   f"the server, > 1: {ref} ahead (its figure over the\n"
                   f"server's; latency and memory: the server's over its).\n"
-                  f"Memory is shown as connections per MiB of RSS growth.\n"
+                  f"Memory is shown as connections per MiB of RSS growth;\n"
+                  f"latency as p50 µs, its p99 written over the bar.\n"
                   f"In the bars: server CPU µs per message, delivery,\n"
                   f"cycle or request.\n"
                   f"Hatched: generator-bound, the load generator used\n"
@@ -966,7 +964,7 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
                   fontsize=9, va="center", transform=flat[-1].transAxes)
     fig.suptitle(f"{ref} vs other WebSocket and HTTP servers (bench/run.py)", fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=72)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
