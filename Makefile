@@ -13,7 +13,7 @@
 #   make bench  - micro-benchmarks of the codec (pytest-benchmark), pinned to one core
 #   make bench-load - load tests: robyn_fast against other WebSocket and HTTP servers, every row of
 #                     bench/README.md's table (WebSocket, TLS, HTTP with wrk, idle memory); quick by
-#                     default, `make bench-load LOAD_ARGS=--full` for 5 rounds of 3 s (times: bench/README.md)
+#                     default, `make bench-load LOAD_ARGS=--full` for 3 rounds of 1 s + 3 s (times: bench/README.md)
 #   make soak   - soak test: a 2-worker server under mixed load for SOAK_MINUTES (default 10);
 #                 writes bench/results/soak-<date>.json/.png, exits 1 unless memory is flat and nothing failed
 #   make bench-tls  - only the TLS rows of bench-load (echo over wss://; bench/tls.py)

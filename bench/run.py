@@ -1,7 +1,7 @@
 """Load tests: robyn_fast against other WebSocket and HTTP servers, side by side.
 
     make bench-load                          # quick: 2 rounds of 1 s per run (times: bench/README.md)
-    make bench-load LOAD_ARGS=--full         # 5 rounds of 3 s per run
+    make bench-load LOAD_ARGS=--full         # 3 rounds of 1 s + 3 s per run
     .venv/bin/python bench/run.py --help     # everything else
 
 For every round, every workload and every server, in that order (rounds are
@@ -991,7 +991,7 @@ def missing_tool(w: Workload) -> str | None:
 
 PRESETS = {
     "quick": {"rounds": 2, "duration": 1.0, "warmup": 0.5},
-    "full": {"rounds": 5, "duration": 3.0, "warmup": 1.0},
+    "full": {"rounds": 3, "duration": 3.0, "warmup": 1.0},
 }
 
 
@@ -1002,7 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
     preset.add_argument("--quick", dest="preset", action="store_const", const="quick",
                         help="2 rounds, 0.5 s warm-up + 1 s per run (the default)")
     preset.add_argument("--full", dest="preset", action="store_const", const="full",
-                        help="5 rounds, 1 s warm-up + 3 s per run")
+                        help="3 rounds, 1 s warm-up + 3 s per run")
     p.add_argument("--rounds", type=int, help="interleaved rounds (overrides the preset)")
     p.add_argument("--duration", type=float, help="measured seconds per run (overrides the preset)")
     p.add_argument("--warmup", type=float, help="warm-up seconds per run (overrides the preset)")
