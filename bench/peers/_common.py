@@ -58,6 +58,17 @@ def tls_context():
     return context
 
 
+async def serve_aiohttp(app) -> None:
+    """Serve an ``aiohttp.web.Application`` on HOST:port() until stopped: no access
+    log, backlog 1024, wss/https with ``tls_context()``."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=True)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, port(), backlog=1024, ssl_context=tls_context()).start()
+    await asyncio.Event().wait()
+
+
 def loop_name() -> str:
     argv = sys.argv[1:]
     for i, a in enumerate(argv):

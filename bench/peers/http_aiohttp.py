@@ -5,11 +5,9 @@
     python bench/peers/http_aiohttp.py PORT [--loop uvloop|asyncio]
 """
 
-import asyncio
-
 from aiohttp import web
 
-from _common import HOST, port, run
+from _common import run, serve_aiohttp
 
 
 async def plaintext(request: web.Request) -> web.Response:
@@ -24,10 +22,7 @@ async def main() -> None:
     app = web.Application()
     app.router.add_get("/plaintext", plaintext)
     app.router.add_get("/json", json_route)
-    runner = web.AppRunner(app, access_log=None, handle_signals=True)
-    await runner.setup()
-    await web.TCPSite(runner, HOST, port(), backlog=1024).start()
-    await asyncio.Event().wait()
+    await serve_aiohttp(app)
 
 
 if __name__ == "__main__":
