@@ -11,11 +11,12 @@
 #   make fuzz   - ASan/UBSan build in .venv-fuzz, then every atheris harness in fuzz/ for
 #                 FUZZ_SECONDS each (the whole run, build included, takes about 5 min)
 #   make bench  - micro-benchmarks of the codec (pytest-benchmark), pinned to one core
-#   make bench-load - load tests: robyn_fast against other WebSocket servers (bench/README.md);
-#                     quick by default (~3 min), `make bench-load LOAD_ARGS=--full` (~13 min)
+#   make bench-load - load tests: robyn_fast against other WebSocket and HTTP servers, every row of
+#                     bench/README.md's table (WebSocket, TLS, HTTP with wrk, idle memory); quick by
+#                     default, `make bench-load LOAD_ARGS=--full` for 3 rounds of 1 s + 3 s (times: bench/README.md)
 #   make soak   - soak test: a 2-worker server under mixed load for SOAK_MINUTES (default 10);
 #                 writes bench/results/soak-<date>.json/.png, exits 1 unless memory is flat and nothing failed
-#   make bench-tls  - echo over TLS against picows and aiohttp (bench/tls.py, ~2 min)
+#   make bench-tls  - only the TLS rows of bench-load (echo over wss://; bench/tls.py)
 
 # The interpreter (3.11-3.15): `make test PYTHON=python3.13` (or a path) builds and tests in a
 # virtualenv of its own, .venv-<version>; without PYTHON= the default one lives in .venv.
@@ -181,7 +182,8 @@ $(LOADGEN): $(BENCH_STAMP) bench/loadgen/_rfload.pyx bench/setup_loadgen.py $(wi
 
 bench-loadgen: $(LOADGEN)
 
-# Creates bench/.venv-robyn077 (robyn==0.77.0) on first use; writes bench/results/load-*.json and load.png.
+# Creates bench/.venv-robyn077 and .venv-robyn088 (Robyn 0.77.0, 0.88.0) on first use; needs wrk for the
+# HTTP rows (apt-get install wrk); writes bench/results/load-<date>.json and load.png.
 bench-load: $(LOADGEN)
 	$(BIN)/python bench/run.py $(LOAD_ARGS)
 
@@ -189,9 +191,9 @@ bench-load: $(LOADGEN)
 soak: $(BENCH_STAMP)
 	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
-# Echo over TLS: robyn_fast against picows and aiohttp, its own TLS load generator (~2 min).
+# Echo over TLS: the TLS rows of bench-load alone (bench/tls.py passes LOAD_ARGS on to bench/run.py).
 bench-tls: $(BENCH_STAMP)
-	$(BIN)/python bench/tls.py
+	$(BIN)/python bench/tls.py $(LOAD_ARGS)
 
 clean:
 	rm -rf build dist wheelhouse *.egg-info .venv .venv-* _core/*.so .pytest_cache .hypothesis .benchmarks

@@ -1,19 +1,23 @@
 """The app `http_wrk.py` loads: plaintext at /plaintext, JSON at /json.
 
-``python http_app.py PORT SCENARIO``: ``none`` (nothing but the routes),
-``after`` (one global after-request middleware that sets a header), ``auth``
-(both routes ``auth_required`` with a Bearer-token handler). Any robyn_fast
-version serves ``none``; the others need issue 18's middlewares and auth.
+``python http_app.py PORT SCENARIO``: ``none`` (nothing but the routes; the
+default, and what bench/run.py's HTTP rows serve), ``after`` (one global
+after-request middleware that sets a header), ``auth`` (both routes
+``auth_required`` with a Bearer-token handler). Any robyn_fast version serves
+``none``; the others need issue 18's middlewares and auth. Without arguments
+the port comes from ``$ROBYN_PORT``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 from robyn_fast import Robyn
 
-port, scenario = int(sys.argv[1]), sys.argv[2]
+port = int(sys.argv[1] if len(sys.argv) > 1 else os.environ["ROBYN_PORT"])
+scenario = sys.argv[2] if len(sys.argv) > 2 else "none"
 app = Robyn(__file__)
 auth = scenario == "auth"
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PATHS = ("/plaintext", "/json")
@@ -48,6 +49,35 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float = 3
     raise RuntimeError(f"server not listening on {port} after {deadline} s")
 
 
+_UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+_PERCENTILE = re.compile(r"^\s*(\d+(?:\.\d+)?%)\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
+_TOTAL = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),", re.M)
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+
+
+def parse_wrk(text: str) -> dict[str, Any] | None:
+    """wrk's report: ``requests`` (completed), ``seconds`` (its measured time),
+    ``requests_per_s``, ``latency_us`` (the ``--latency`` distribution: {"50%": µs, ...};
+    empty without it), ``non_2xx`` (non-2xx/3xx answers) and ``socket_errors``
+    ({"connect"|"read"|"write"|"timeout": n}). None when there is no
+    ``Requests/sec`` line (wrk failed)."""
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    total = _TOTAL.search(text)
+    if rps is None or total is None:
+        return None
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sock = _SOCKET_ERRORS.search(text)
+    return {
+        "requests": int(total.group(1)),
+        "seconds": float(total.group(2)) * _UNITS_US[total.group(3)] / 1e6,
+        "requests_per_s": float(rps.group(1)),
+        "latency_us": {q: round(float(v) * _UNITS_US[unit], 1) for q, v, unit in _PERCENTILE.findall(text)},
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups())))
+        if sock else {"connect": 0, "read": 0, "write": 0, "timeout": 0},
+    }
+
+
 def run_case(label: str, python: str, scenario: str, path: str, seconds: int, server_cpu: str, wrk_cpu: str) -> float:
     port = free_port()
     # A label named after a peer in bench/peers (http_<label>.py, socketify) serves the same routes there.
@@ -64,12 +94,12 @@ def run_case(label: str, python: str, scenario: str, path: str, seconds: int, se
                        check=True, capture_output=True)  # warm-up
         out = subprocess.run(["taskset", "-c", wrk_cpu, "wrk", "-t1", "-c32", f"-d{seconds}s", *headers, url],
                              check=True, capture_output=True, text=True).stdout
-        if "Non-2xx" in out:
-            raise RuntimeError(f"{scenario} {path}: non-2xx answers\n{out}")
-        found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        if found is None:
+        parsed = parse_wrk(out)
+        if parsed is None:
             raise RuntimeError(f"no Requests/sec in wrk's output:\n{out}")
-        return float(found.group(1))
+        if parsed["non_2xx"]:
+            raise RuntimeError(f"{scenario} {path}: non-2xx answers\n{out}")
+        return float(parsed["requests_per_s"])
     finally:
         proc.terminate()
         try:

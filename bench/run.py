@@ -1,7 +1,7 @@
-"""Load tests: robyn_fast against other WebSocket servers, side by side.
+"""Load tests: robyn_fast against other WebSocket and HTTP servers, side by side.
 
-    make bench-load                          # quick: 2 rounds of 1 s per run, ~3 minutes
-    make bench-load LOAD_ARGS=--full         # 5 rounds of 3 s per run, ~13 minutes (estimated)
+    make bench-load                          # quick: 2 rounds of 1 s per run (times: bench/README.md)
+    make bench-load LOAD_ARGS=--full         # 3 rounds of 1 s + 3 s per run
     .venv/bin/python bench/run.py --help     # everything else
 
 For every round, every workload and every server, in that order (rounds are
@@ -9,15 +9,21 @@ interleaved: A B C ... A B C ...), this script
 
 1. starts the server with ``taskset -c 0`` (``--server-core``) in a process
    group of its own, on a fresh port of 127.0.0.1;
-2. waits until a real WebSocket handshake succeeds (and closes that probe with
-   a Close frame built by the codec);
-3. runs the load generator (``bench/rfload.py``) with ``taskset -c 1``
-   (``--loadgen-core``); it samples the CPU of every process of the server's
-   group over the measured window (and, in idle mode, their RSS);
+2. waits until it serves: a real WebSocket handshake (over TLS for the TLS
+   rows; closed with a Close frame built by the codec), or GET /plaintext
+   answering 200 for the HTTP rows;
+3. runs the workload's load generator with ``taskset -c 1``
+   (``--loadgen-core``): ``bench/rfload.py`` for the WebSocket rows (it samples
+   the CPU of every process of the server's group over the measured window
+   and, in idle mode, their RSS), ``bench/tls.py load`` for the TLS rows, wrk
+   for the HTTP rows (this script samples the server's CPU around it);
 4. stops the server: SIGTERM to its process group, SIGKILL after 5 s.
 
-At the end it takes the median of each figure over the rounds, the ratio
-robyn_fast / server for each workload's main figure, and writes
+At the end it takes the median of each figure over the rounds (the main one,
+the throughput, latencies, the server's CPU per operation, the load
+generator's CPU), the ratio robyn_fast / server for each workload's main
+figure, flags the generator-bound figures (the load generator at >= 90 % of
+its core: a lower bound of the server's capacity), and writes
 
 * ``bench/results/load-<date>.json``: configuration, machine, summary and a
   compact record of every run (committed);
@@ -41,21 +47,30 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as _dt
 import hashlib
+import http.client
 import json
+import math
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from http_wrk import parse_wrk
+from rfload import read_cpu_s
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -72,15 +87,42 @@ PY = sys.executable
 @dataclass(frozen=True)
 class Workload:
     name: str
-    kind: str                 # which server flavour it needs: "echo" or "broadcast"
-    args: tuple[str, ...]     # rfload arguments
-    metric: str               # the main figure in rfload's JSON
+    kind: str                 # server flavour: echo, echo-async, echo-binary, broadcast, echo-tls, http
+    args: tuple[str, ...]     # the load generator's arguments
+    metric: str               # the main figure in the load generator's JSON
     unit: str
     higher_is_better: bool = True
     latency: tuple[str, str] | None = ("p50_us", "p99_us")
     title: str = ""
+    driver: str = "rfload"    # the load generator: rfload, tls (`bench/tls.py load`) or wrk
+    rate: tuple[str, str] | None = None   # (key, unit) of its operations/s when the main figure is not one
+    max_rounds: int = 0       # run in at most this many rounds (0: every round)
+
+    def throughput(self) -> tuple[str, str] | None:
+        """(key, unit) of the operations/s figure; None where there is none (memory)."""
+        if self.rate is not None:
+            return self.rate
+        return (self.metric, self.unit) if self.higher_is_better else None
+
+    def conns(self) -> int:
+        """Connections the load generator opens (its ``-c``; 0 when it has none)."""
+        value = option(self.args, "-c")
+        return int(value) if value else 0
 
 
+def option(args: tuple[str, ...], name: str) -> str | None:
+    """The value of ``name`` in an argument list (``-c 64``, ``-c64``); the last one wins."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith(name) and len(arg) > len(name) and not arg.startswith("--"):
+            found = arg[len(name):]
+    return found
+
+
+# The rows of issue 22's table and the earlier ones. Every row runs against every server
+# that has a script for its kind (a server without one is left out of that row).
 WORKLOADS = [
     Workload("echo-64x1-32B", "echo", ("echo", "-c", "64", "-p", "1", "-s", "32"), "msgs_per_s", "msgs/s",
              title="echo: 64 conns, 1 in flight, 32 B"),
@@ -91,17 +133,36 @@ WORKLOADS = [
     Workload("connect-16", "echo", ("connect", "-c", "16"), "cycles_per_s", "cycles/s",
              latency=("cycle_p50_us", "cycle_p99_us"),
              title="connect + handshake + close, 16 at once"),
+    Workload("latency-1x256B", "echo", ("echo", "-c", "1", "-p", "1", "-s", "256"), "p50_us", "µs",
+             higher_is_better=False, rate=("msgs_per_s", "round trips/s"),
+             title="1 connection, 256 B round trip: p50"),
+    Workload("tls-echo-64x1-32B", "echo-tls", ("-c", "64", "-p", "1", "-s", "32"), "msgs_per_s", "msgs/s",
+             latency=None, driver="tls", title="TLS echo: 64 conns, 1 in flight, 32 B"),
+    Workload("tls-echo-8x16-1KiB", "echo-tls", ("-c", "8", "-p", "16", "-s", "1024"), "msgs_per_s", "msgs/s",
+             latency=None, driver="tls", title="TLS echo: 8 conns, 16 in flight, 1 KiB"),
     Workload("fanout-500-64B", "broadcast", ("fanout", "-c", "500", "-s", "64"), "msgs_per_s", "deliveries/s",
              title="fan-out: 500 subscribers, 64 B, closed loop"),
+    Workload("fanout-2000-64B", "broadcast", ("fanout", "-c", "2000", "-s", "64", "-T", "10",
+                                              "--setup-timeout", "60"), "msgs_per_s", "deliveries/s",
+             title="fan-out: 2000 subscribers, 64 B, closed loop, 10 s timeout"),
+    Workload("binary-echo-4x64KiB", "echo-binary", ("echo", "-c", "4", "-p", "1", "-s", "65536", "-b"), "msgs_per_s",
+             "msgs/s", title="binary echo: 4 conns, 1 in flight, 64 KiB"),
+    Workload("http-plaintext", "http", ("-t1", "-c64", "/plaintext"), "msgs_per_s", "req/s", driver="wrk",
+             title="HTTP GET /plaintext (wrk -t1 -c64)"),
+    Workload("http-json", "http", ("-t1", "-c64", "/json"), "msgs_per_s", "req/s", driver="wrk",
+             title="HTTP GET /json (wrk -t1 -c64)"),
+    # Memory per idle connection is the same to 0.1 KiB from round to round (the results
+    # files' min-max): two rounds say so, and at 10,000 connections each run takes long.
     Workload("idle-2000", "echo", ("idle", "-c", "2000"), "rss_per_conn_bytes", "B/conn",
-             higher_is_better=False, latency=None,
+             higher_is_better=False, latency=None, max_rounds=2,
              title="idle: server RSS growth per connection (2000)"),
     # Needs ~10,100 descriptors in each process: the server's limit is raised to its hard limit (_raise_nofile),
     # rfload raises its own.
-    Workload("idle-10000", "echo", ("idle", "-c", "10000", "--setup-timeout", "120"), "rss_per_conn_bytes",
-             "B/conn", higher_is_better=False, latency=None,
+    Workload("idle-10000", "echo", ("idle", "-c", "10000", "--setup-timeout", "120", "-T", "10"), "rss_per_conn_bytes",
+             "B/conn", higher_is_better=False, latency=None, max_rounds=2,
              title="idle: server RSS growth per connection (10,000)"),
 ]
+GENERATORS = {"rfload": "rfload", "tls": "tls.py load", "wrk": "wrk"}
 
 
 @dataclass
@@ -117,35 +178,50 @@ class Server:
     why_unavailable: str = ""
     version: str = ""
     cwd: Path = REPO                      # its working directory (a checkout's own for --baseline)
+    env: tuple[tuple[str, str], ...] = ()  # more environment for it
 
-    def command(self, kind: str, port: int, loop: str) -> list[str]:
+    def command(self, kind: str, port: int, loop: str, tls: tuple[Path, Path] | None = None) -> list[str]:
         cmd = [str(self.python), str(self.scripts[kind])]
         if not self.port_from_env:
             cmd.append(str(port))
             if self.asyncio_based:
                 cmd += ["--loop", loop]
+        elif kind == "echo-tls" and tls is not None:   # robyn_fast: the command line's TLS options
+            cmd += ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])]
         return cmd
 
 
 def _robyn_fast_scripts(tree: Path) -> dict[str, Path]:
-    return {"echo": tree / "examples" / "echo.py", "broadcast": tree / "examples" / "broadcast.py",
-            "echo-async": PEERS / "echo_async_robyn_fast.py"}
+    # HTTP: this checkout's bench/http_app.py, which any robyn_fast version serves (a
+    # --baseline checkout's interpreter and working directory make it import that tree).
+    echo = tree / "examples" / "echo.py"
+    return {"echo": echo, "broadcast": tree / "examples" / "broadcast.py",
+            "echo-async": PEERS / "echo_async_robyn_fast.py", "echo-binary": echo, "echo-tls": echo,
+            "http": HERE / "http_app.py"}
 
 
 def _recv_scripts() -> dict[str, Path]:
     # The receive-loop handler is a coroutine already: the same server for "echo-async".
     echo = PEERS / "echo_recv_robyn_fast.py"
-    return {"echo": echo, "broadcast": PEERS / "broadcast_recv_robyn_fast.py", "echo-async": echo}
+    return {"echo": echo, "broadcast": PEERS / "broadcast_recv_robyn_fast.py", "echo-async": echo,
+            "echo-binary": echo, "echo-tls": echo}
 
 
 def robyn_venv(name: str) -> Path:
     return HERE / f".venv-{name}"
 
 
-def _peer_scripts(name: str, async_handlers: bool = False) -> dict[str, Path]:
+def _peer_scripts(name: str, async_handlers: bool = False, tls: bool = False, http: str = "",
+                  binary: bool = True) -> dict[str, Path]:
     scripts = {k: PEERS / f"{k}_{name}.py" for k in ("echo", "broadcast")}
+    if binary:          # its echo sends a binary message back as binary (with $ECHO_BINARY=1 set for it)
+        scripts["echo-binary"] = scripts["echo"]
     if async_handlers:  # its echo is already an async function: the same server for "echo-async"
         scripts["echo-async"] = scripts["echo"]
+    if tls:             # its echo serves wss:// with $PEER_TLS_CERT / $PEER_TLS_KEY
+        scripts["echo-tls"] = scripts["echo"]
+    if http:            # plaintext and JSON routes
+        scripts["http"] = PEERS / http
     return scripts
 
 
@@ -154,7 +230,7 @@ def all_servers(baseline: Path | None = None, python: Path | None = None,
     venv_py = Path(PY)
     servers = [
         Server("robyn_fast", python or venv_py, _robyn_fast_scripts(REPO), port_from_env=True, check="robyn_fast",
-               note="legacy message handlers (WebSocket(app, path), @ws.on('message'))"),
+               note="legacy message handlers (WebSocket(app, path), @ws.on('message')); HTTP: bench/http_app.py"),
         Server("robyn_fast-recv", python or venv_py, _recv_scripts(), port_from_env=True, check="robyn_fast",
                note="the receive-loop API (@app.websocket, receive_text/send_text/broadcast)"),
     ]
@@ -164,14 +240,19 @@ def all_servers(baseline: Path | None = None, python: Path | None = None,
                               port_from_env=True, check="robyn_fast", note=f"the checkout at {baseline}",
                               cwd=baseline))
     return servers + [
-        Server("picows", venv_py, _peer_scripts("picows"), check="picows"),
-        Server("aiohttp", venv_py, _peer_scripts("aiohttp", async_handlers=True), check="aiohttp"),
-        Server("websockets", venv_py, _peer_scripts("websockets", async_handlers=True), check="websockets"),
-        Server("socketify", venv_py, _peer_scripts("socketify"),
+        Server("picows", venv_py, _peer_scripts("picows", tls=True), check="picows",
+               note="TLS through aiofastnet's transport (installed with picows)"),
+        Server("picows-looptls", venv_py, {"echo-tls": PEERS / "echo_picows.py"}, check="picows",
+               env=(("PICOWS_AIOFASTNET", "0"),), note="picows on the loop's own TLS transport (TLS rows only)"),
+        Server("aiohttp", venv_py, _peer_scripts("aiohttp", async_handlers=True, tls=True, http="http_aiohttp.py"),
+               check="aiohttp"),
+        Server("websockets", venv_py, _peer_scripts("websockets", async_handlers=True, tls=True), check="websockets"),
+        Server("socketify", venv_py, _peer_scripts("socketify", tls=True, http="http_socketify.py"),
                asyncio_based=False, check="socketify", note="uWebSockets (C++) via CFFI, its own libuv loop"),
-        Server("robyn077", robyn_venv("robyn077") / "bin" / "python", _peer_scripts("robyn077"),
+        Server("robyn077", robyn_venv("robyn077") / "bin" / "python", _peer_scripts("robyn077", http="http_robyn.py"),
                asyncio_based=False, check="robyn", note="Robyn 0.77 legacy WebSocket (actix-web)"),
-        Server("robyn088", robyn_venv("robyn088") / "bin" / "python", _peer_scripts("robyn088", async_handlers=True),
+        Server("robyn088", robyn_venv("robyn088") / "bin" / "python",
+               _peer_scripts("robyn088", async_handlers=True, http="http_robyn.py"),
                asyncio_based=False, check="robyn", note="Robyn 0.88 receive-loop @app.websocket (actix-web)"),
     ]
 
@@ -288,13 +369,14 @@ class Ports:
         raise RuntimeError(f"no free port in {self.base}..{self.base + self.span - 1}")
 
 
-def handshake_ok(port: int, path: str = "/ws", timeout: float = 1.0) -> bool:
+def handshake_ok(port: int, path: str = "/ws", timeout: float = 1.0, context: ssl.SSLContext | None = None) -> bool:
     """A real opening handshake (RFC 6455 §4.1), checked down to the accept
-    value, then a clean Close built by the codec."""
+    value, then a clean Close built by the codec; over TLS with ``context``."""
     key = base64.b64encode(os.urandom(16))
     accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            s = context.wrap_socket(raw, server_hostname="127.0.0.1") if context is not None else raw
             s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:" + str(port).encode()
                       + b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key
                       + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -319,6 +401,33 @@ def handshake_ok(port: int, path: str = "/ws", timeout: float = 1.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def http_ok(port: int, path: str = "/plaintext", timeout: float = 1.0) -> bool:
+    """GET ``path`` answers 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def ready(kind: str, port: int, tls: tuple[Path, Path] | None) -> bool:
+    """Whether a server of this kind serves on ``port`` yet: a WebSocket handshake on
+    /ws (over TLS for echo-tls, checked against the run's certificate), GET
+    /plaintext for http."""
+    if kind == "http":
+        return http_ok(port)
+    if kind == "echo-tls":
+        if tls is None:
+            raise ValueError("an echo-tls server needs the run's certificate")
+        return handshake_ok(port, context=ssl.create_default_context(cafile=str(tls[0])))
+    return handshake_ok(port)
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -351,13 +460,17 @@ class Running:
 
 
 def start_server(s: Server, kind: str, port: int, core: str, loop: str, log_path: Path,
-                 timeout: float) -> Running | str:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PORT=str(port))
+                 timeout: float, tls: tuple[Path, Path] | None = None) -> Running | str:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PORT=str(port), **dict(s.env))
     if s.port_from_env:
         env.update(ROBYN_PORT=str(port), ROBYN_HOST="127.0.0.1")
         if loop == "asyncio":
             env["ROBYN_FAST_LOOP"] = "asyncio"
-    cmd = ["taskset", "-c", core] + s.command(kind, port, loop)
+    if kind == "echo-tls" and tls is not None:
+        env.update(PEER_TLS_CERT=str(tls[0]), PEER_TLS_KEY=str(tls[1]))
+    if kind == "echo-binary":   # receive-loop echoes: receive_bytes/send_bytes instead of the text calls
+        env["ECHO_BINARY"] = "1"
+    cmd = ["taskset", "-c", core] + s.command(kind, port, loop, tls)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     logf = open(log_path, "wb")
     t0 = time.monotonic()
@@ -368,11 +481,11 @@ def start_server(s: Server, kind: str, port: int, core: str, loop: str, log_path
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return f"exited with {proc.returncode} before serving"
-        if handshake_ok(port):
+        if ready(kind, port, tls):
             return Running(proc, port, log_path, time.monotonic() - t0)
         time.sleep(0.05)
     stop_server(Running(proc, port, log_path, 0.0))
-    return f"no successful handshake within {timeout:.0f} s"
+    return f"not serving ({'GET /plaintext' if kind == 'http' else 'a handshake'} failed) within {timeout:.0f} s"
 
 
 def stop_server(r: Running, grace: float = 5.0) -> dict[str, Any]:
@@ -427,15 +540,13 @@ KEEP = (
     "rss_before_kb", "rss_after_kb", "closed_clean", "close_timeouts", "p50_us", "p99_us",
     "cycle_p50_us", "cycle_p99_us", "handshake_p50_us", "handshake_p99_us", "errors", "error_detail",
     "server_cpu_pct", "loadgen_cpu_pct", "loadgen_user_pct", "first_bad_status", "publisher_echoes",
-    "server_writes_per_msg", "server_reads_per_msg", "server_cpu_us_per_msg",
+    "server_writes_per_msg", "server_reads_per_msg", "server_cpu_us_per_msg", "tls", "requests",
 )
 
 
-def run_loadgen(w: Workload, port: int, pids: list[int], a: argparse.Namespace) -> tuple[int, dict | None, str]:
-    cmd = ["taskset", "-c", a.loadgen_core, PY, str(HERE / "rfload.py"), *w.args,
-           "-u", f"ws://127.0.0.1:{port}/ws", "-w", str(a.warmup), "-d", str(a.duration),
-           "-T", str(a.timeout), "--parser", a.parser, "--server-pid", ",".join(map(str, pids))]
-    bound = 15 + a.warmup + a.duration + a.timeout + 15 + 10
+def _last_json_line(cmd: list[str], bound: float) -> tuple[int, dict | None, str]:
+    """Run a load generator that prints its result as a JSON line: (exit status, the
+    last JSON line, the end of its stderr)."""
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=bound, cwd=str(REPO))
     except subprocess.TimeoutExpired:
@@ -445,26 +556,117 @@ def run_loadgen(w: Workload, port: int, pids: list[int], a: argparse.Namespace) 
     return r.returncode, data, r.stderr.strip()[-500:]
 
 
+def run_rfload(w: Workload, port: int, pids: list[int], a: argparse.Namespace) -> tuple[int, dict | None, str]:
+    # The workload's own arguments come last: its -T or --setup-timeout wins over the run's.
+    cmd = ["taskset", "-c", a.loadgen_core, PY, str(HERE / "rfload.py"),
+           "-u", f"ws://127.0.0.1:{port}/ws", "-w", str(a.warmup), "-d", str(a.duration),
+           "-T", str(a.timeout), "--parser", a.parser, "--server-pid", ",".join(map(str, pids)), *w.args]
+    setup = float(option(w.args, "--setup-timeout") or 15.0)
+    timeout = float(option(w.args, "-T") or a.timeout)
+    return _last_json_line(cmd, setup + a.warmup + a.duration + timeout + 40)
+
+
+def run_tls(w: Workload, port: int, pids: list[int], a: argparse.Namespace) -> tuple[int, dict | None, str]:
+    cmd = ["taskset", "-c", a.loadgen_core, PY, str(HERE / "tls.py"), "load", "--port", str(port),
+           "--cafile", str(a.tls[0]), "-w", str(a.warmup), "-d", str(a.duration), "-T", str(max(a.timeout, 5.0)),
+           "--server-pid", ",".join(map(str, pids)), *w.args]
+    return _last_json_line(cmd, 60 + a.warmup + a.duration)
+
+
+def whole_seconds(value: float) -> int:
+    """wrk takes whole seconds (-d1s), at least one."""
+    return max(1, math.ceil(value - 1e-9))
+
+
+def _children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_wrk(w: Workload, port: int, pids: list[int], a: argparse.Namespace) -> tuple[int, dict | None, str]:
+    """wrk (its arguments, then the path last) against http://127.0.0.1:PORT/PATH: a warm-up
+    run, then the measured one, with the server's CPU (/proc) and wrk's (it is a child:
+    RUSAGE_CHILDREN) sampled around it."""
+    *opts, path = w.args
+    url = f"http://127.0.0.1:{port}{path}"
+    cmd = ["taskset", "-c", a.loadgen_core, "wrk", *opts, "--latency", "--timeout", f"{whole_seconds(a.timeout)}s"]
+    bound = 30 + whole_seconds(a.duration)
+    try:
+        if a.warmup > 0:
+            subprocess.run(cmd + [f"-d{whole_seconds(a.warmup)}s", url], capture_output=True, timeout=bound)
+        cpu0, own0, t0 = read_cpu_s(tuple(pids)), _children_cpu_s(), time.monotonic()
+        r = subprocess.run(cmd + [f"-d{whole_seconds(a.duration)}s", url], capture_output=True, text=True,
+                           timeout=bound)
+        cpu1, own1, t1 = read_cpu_s(tuple(pids)), _children_cpu_s(), time.monotonic()
+    except subprocess.TimeoutExpired:
+        return -1, None, "wrk timed out"
+    parsed = parse_wrk(r.stdout)
+    if parsed is None:
+        return r.returncode, None, (r.stderr.strip() or r.stdout.strip())[-500:]
+    server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    return r.returncode, wrk_record(parsed, server_cpu, own1 - own0, t1 - t0), r.stderr.strip()[-500:]
+
+
+def wrk_record(parsed: dict[str, Any], server_cpu_s: float | None, wrk_cpu_s: float,
+               elapsed_s: float) -> dict[str, Any]:
+    """wrk's parsed figures (http_wrk.parse_wrk) in rfload's vocabulary: msgs_per_s
+    (requests/s), p50_us/p99_us, errors (non-2xx/3xx answers and socket errors, by kind),
+    the server's CPU over the window per request and in %, wrk's CPU in % of its core."""
+    detail = {k: v for k, v in parsed["socket_errors"].items() if v}
+    if parsed["non_2xx"]:
+        detail["non_2xx_3xx"] = parsed["non_2xx"]
+    requests = parsed["requests"]
+    out: dict[str, Any] = {
+        "requests": requests, "msgs_per_s": parsed["requests_per_s"],
+        "p50_us": parsed["latency_us"].get("50%"), "p99_us": parsed["latency_us"].get("99%"),
+        "errors": sum(detail.values()), "error_detail": detail,
+        "loadgen_cpu_pct": round(100 * wrk_cpu_s / elapsed_s, 1) if elapsed_s > 0 else None,
+    }
+    if server_cpu_s is not None and elapsed_s > 0:
+        out["server_cpu_pct"] = round(100 * server_cpu_s / elapsed_s, 1)
+        out["server_cpu_us_per_msg"] = round(1e6 * server_cpu_s / requests, 2) if requests else None
+    return out
+
+
+LOADGENS = {"rfload": run_rfload, "tls": run_tls, "wrk": run_wrk}
+
+
+def fd_shortfall(w: Workload, hard: int | None = None) -> str | None:
+    """Why a workload cannot open its connections under this process's hard limit on open
+    files (the server and the load generator raise their soft limits to it), or None."""
+    if hard is None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    need = w.conns() + 64
+    if hard == resource.RLIM_INFINITY or hard >= need:
+        return None
+    return (f"needs {need} open files per process, and the hard limit (ulimit -Hn) is {hard}: "
+            f"raise it (as root: ulimit -Hn {need}; under systemd: LimitNOFILE={need})")
+
+
 def one_run(w: Workload, s: Server, rnd: int, a: argparse.Namespace, ports: Ports, logdir: Path,
             jsonl) -> dict[str, Any]:
     port = ports.next()
     log_path = logdir / f"r{rnd}-{w.name}-{s.name}.log"
     rec: dict[str, Any] = {"round": rnd, "workload": w.name, "server": s.name, "port": port}
-    started = start_server(s, w.kind, port, a.server_core, a.loop, log_path, a.start_timeout)
+    short = fd_shortfall(w)
+    if short:
+        rec.update(failed=True, failure=short)
+        return rec
+    started = start_server(s, w.kind, port, a.server_core, a.loop, log_path, a.start_timeout, a.tls)
     if isinstance(started, str):
         rec.update(failed=True, failure=f"server start: {started}", **log_excerpt(log_path))
         return rec
     rec["start_s"] = round(started.started_s, 2)
     pids = group_pids(started.proc.pid) or [started.proc.pid]
     rec["server_pids"] = len(pids)
-    rc, data, err = run_loadgen(w, port, pids, a)
+    rc, data, err = LOADGENS[w.driver](w, port, pids, a)
     alive = started.proc.poll() is None
     rec.update(stop_server(started))
     rec["loadgen_rc"] = rc
     if not alive:
         rec["server_died"] = True
     if data is None:
-        rec.update(failed=True, failure=f"load generator: rc={rc} {err}")
+        rec.update(failed=True, failure=f"{GENERATORS[w.driver]}: rc={rc} {err}")
     else:
         jsonl.write(json.dumps({"round": rnd, "workload": w.name, "server": s.name, **data}) + "\n")
         jsonl.flush()
@@ -486,9 +688,13 @@ def median(values: list[float]) -> float | None:
 
 def summarize(runs: list[dict], servers: list[Server], workloads: list[Workload],
               reference: str = "robyn_fast") -> dict[str, Any]:
+    """Per workload and server: the medians over the rounds of the main figure, the
+    throughput, the latencies, the server's CPU per operation, the load generator's
+    CPU, and whether the figure is generator-bound (generator_bound, below)."""
     out: dict[str, Any] = {}
     for w in workloads:
         rows: dict[str, Any] = {}
+        rate = w.throughput()
         for s in servers:
             if w.kind not in s.scripts:
                 continue
@@ -500,12 +706,19 @@ def summarize(runs: list[dict], servers: list[Server], workloads: list[Workload]
             row["min"] = min(vals) if vals else None
             row["max"] = max(vals) if vals else None
             row["values"] = vals
+            row["throughput"] = median([r[rate[0]] for r in ok if r.get(rate[0])]) if rate else None
             if w.latency:
                 for key in w.latency:
                     row[key] = median([r[key] for r in ok if r.get(key) is not None])
             for key in ("server_cpu_pct", "loadgen_cpu_pct", "loadgen_user_pct",
-                        "server_writes_per_msg", "server_reads_per_msg", "server_cpu_us_per_msg"):
+                        "server_writes_per_msg", "server_reads_per_msg"):
                 row[key] = median([r[key] for r in ok if r.get(key) is not None])
+            # Server CPU time (every process of it, /proc utime + stime) over the measured
+            # window per message, delivery, cycle or request.
+            row["server_cpu_us_per_op"] = median([r["server_cpu_us_per_msg"] for r in ok
+                                                  if r.get("server_cpu_us_per_msg") is not None])
+            row["generator_bound_runs"] = sum(generator_bound(r) for r in ok)
+            row["generator_bound"] = generator_bound(row)
             row["errors"] = sum(r.get("errors", 0) or 0 for r in rs)
             detail: dict[str, int] = {}
             for r in rs:
@@ -525,30 +738,43 @@ def summarize(runs: list[dict], servers: list[Server], workloads: list[Workload]
                 row["log_first_errors"] = next(r["log_first_errors"] for r in rs if r.get("log_first_errors"))
             rows[s.name] = row
         base = rows.get(reference, {}).get("median")
-        base_cpu = rows.get(reference, {}).get("server_cpu_us_per_msg")
+        base_cpu = rows.get(reference, {}).get("server_cpu_us_per_op")
         for name, row in rows.items():
             m = row["median"]
             row["ratio_reference_over_server"] = round(base / m, 3) if base and m else None
             # On a loaded machine a server gets what the scheduler leaves it, and msgs/s
             # follows; the CPU it spends per message does not, so compare that too.
-            cpu = row.get("server_cpu_us_per_msg")
+            cpu = row.get("server_cpu_us_per_op")
             row["cpu_ratio_server_over_reference"] = round(cpu / base_cpu, 3) if cpu and base_cpu else None
         out[w.name] = {"metric": w.metric, "unit": w.unit, "higher_is_better": w.higher_is_better,
-                       "title": w.title, "servers": rows}
+                       "title": w.title, "generator": GENERATORS[w.driver],
+                       "throughput_unit": rate[1] if rate else None, "servers": rows}
     return out
 
 
-LOADGEN_BOUND = 85.0   # % of rfload's core above which a figure may be rfload's limit
+# A load generator that used this much of its core (user + system over the measured window)
+# may itself be the limit: the figure is then a lower bound of the server's capacity (and a
+# latency an upper bound of the server's part in it). The issue's rule: near 100 %.
+GENERATOR_BOUND = 90.0
+
+
+def generator_bound(row: dict[str, Any]) -> bool:
+    """Whether a run's or a row's figure is generator-bound: its load generator's CPU
+    (loadgen_cpu_pct: rfload's, `tls.py load`'s or wrk's) reached GENERATOR_BOUND % of
+    its core. Rows without that figure (idle memory) are never generator-bound."""
+    return (row.get("loadgen_cpu_pct") or 0) >= GENERATOR_BOUND
+
+
+def cpu_per_op(row: dict[str, Any]) -> float | None:
+    """Server CPU µs per operation (results files before it was so named call it
+    server_cpu_us_per_msg)."""
+    return row.get("server_cpu_us_per_op", row.get("server_cpu_us_per_msg"))
 
 
 def ratio(row: dict[str, Any]) -> float | None:
     """The reference's median over this row's (results files before
     --reference existed name it ratio_robyn_fast_over_server)."""
     return row.get("ratio_reference_over_server", row.get("ratio_robyn_fast_over_server"))
-
-
-def loadgen_bound(row: dict[str, Any]) -> bool:
-    return (row.get("loadgen_cpu_pct") or 0) >= LOADGEN_BOUND
 
 
 def fmt_num(v: float | None, unit: str = "") -> str:
@@ -559,6 +785,14 @@ def fmt_num(v: float | None, unit: str = "") -> str:
     return f"{v:,.0f}"
 
 
+def bound_note(w: dict[str, Any], row: dict[str, Any]) -> str:
+    """What a generator-bound figure means, for the table."""
+    gen = w.get("generator", "rfload")
+    what = ("the server's latency is at most this" if not w["higher_is_better"]
+            else "the server's capacity is at least this")
+    return f"generator-bound ({gen} at {row['loadgen_cpu_pct']:.0f} % of its core): {what}"
+
+
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     ref = meta.get("reference", "robyn_fast")
     lines = [
@@ -567,11 +801,14 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"load generator on CPU {meta['loadgen_core']}; asyncio peers on {meta['loop']}).",
         "",
         f"| workload | server | median | min–max | {ref} ÷ server | p50 / p99 µs | server CPU "
-        f"| server CPU µs/msg (÷ {ref}'s) | loadgen CPU | server writes / reads per msg | errors | notes |",
+        f"| server CPU µs/op (÷ {ref}'s) | load generator CPU | server writes / reads per op | errors | notes |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for wname, w in summary.items():
         unit = w["unit"]
+        gen = w.get("generator", "rfload")
+        label = f"{wname} ({unit}{', lower is better' if not w['higher_is_better'] else ''}" \
+                f"{'' if gen == 'rfload' else '; ' + gen})"
         for sname, row in w["servers"].items():
             lat = "—"
             keys = [k for k in row if k.endswith("p50_us")]
@@ -581,6 +818,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                 if row.get(k50) is not None:
                     lat = f"{row[k50]:,.0f} / {row.get(k99) or 0:,.0f}"
             r = ratio(row)
+            bound = generator_bound(row)
             notes = []
             if row.get("failures"):
                 notes.append("FAILED: " + "; ".join(row["failures"]))
@@ -589,21 +827,26 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             if row.get("error_detail"):
                 notes.append(", ".join(f"{k} {v}" for k, v in sorted(row["error_detail"].items())))
             if unit == "B/conn" and row.get("close_timeouts"):
-                notes.append(f"{row['close_timeouts']:.0f} of 2000 never closed cleanly")
-            if loadgen_bound(row):
-                notes.append("rfload near its limit")
+                notes.append(f"{row['close_timeouts']:.0f} connections never closed cleanly")
+            if w.get("throughput_unit") and w["throughput_unit"] != unit and row.get("throughput"):
+                notes.append(f"{row['throughput']:,.0f} {w['throughput_unit']}")
+            if bound:
+                notes.append(bound_note(w, row))
             if row.get("server_died"):
                 notes.append("server died")
             if row.get("log_error_lines"):
                 notes.append(f"{row['log_error_lines']} error lines in server log")
             name = f"**{sname}**" if sname == ref else sname
             rng = f"{fmt_num(row['min'], unit)}–{fmt_num(row['max'], unit)}" if row["min"] is not None else "—"
+            med = fmt_num(row["median"], unit)
+            if bound and row["median"] is not None:
+                med = ("≥ " if w["higher_is_better"] else "≤ ") + med
             cpu = f"{row['server_cpu_pct']:.0f} %" if row.get("server_cpu_pct") is not None else "—"
             lcpu = f"{row['loadgen_cpu_pct']:.0f} %" if row.get("loadgen_cpu_pct") is not None else "—"
-            per_msg = row.get("server_cpu_us_per_msg")
+            per_op = cpu_per_op(row)
             cpu_ratio = row.get("cpu_ratio_server_over_reference")
-            per_msg_text = "—" if per_msg is None else (
-                f"{per_msg:,.2f}" + (f" ({cpu_ratio:.2f}×)" if cpu_ratio else ""))
+            per_op_text = "—" if per_op is None or unit == "B/conn" else (
+                f"{per_op:,.2f}" + (f" ({cpu_ratio:.2f}×)" if cpu_ratio else ""))
             sys_w, sys_r = row.get("server_writes_per_msg"), row.get("server_reads_per_msg")
             if sys_w is None or sys_r is None:
                 syscalls = "—"
@@ -612,24 +855,28 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             else:
                 syscalls = f"{sys_w:.2f} / {sys_r:.2f}"
             lines.append(
-                f"| {wname} ({unit}{', lower is better' if not w['higher_is_better'] else ''}) | {name} "
-                f"| {fmt_num(row['median'], unit)} | {rng} | {f'{r:.2f}×' if r else '—'} | {lat} "
-                f"| {cpu} | {per_msg_text} | {lcpu} | {syscalls} | {row['errors']} | {'; '.join(notes)} |"
+                f"| {label} | {name} | {med} | {rng} | {f'{r:.2f}×' if r else '—'} | {lat} "
+                f"| {cpu} | {per_op_text} | {lcpu} | {syscalls} | {row['errors']} | {'; '.join(notes)} |"
             )
     lines += [
         "",
         f"`{ref} ÷ server` is {ref}'s median over the server's: above 1 {ref} is ahead for "
-        f"msgs/s, cycles/s and deliveries/s; for B/conn (memory, lower is better) above 1 means {ref} "
-        "uses more. Server CPU µs/msg: the server's CPU time (every process of it, /proc) over the measured "
-        f"window per message, delivery or cycle, and in brackets that over {ref}'s: on a loaded machine a "
-        "server's msgs/s follows the CPU share the scheduler leaves it, its CPU per message much less. "
-        "\"rfload near its limit\": the load generator used >= "
-        f"{LOADGEN_BOUND:.0f} % of its core, so that figure may be the generator's ceiling, not the server's. "
-        "Server writes / reads per msg: the server process's write-like and read-like syscalls "
+        f"msgs/s, cycles/s, deliveries/s and req/s; for B/conn (memory) and µs (latency), lower is better, "
+        f"above 1 means {ref} uses more or takes longer. Server CPU µs/op: the server's CPU time (every process of "
+        "it, /proc utime + stime) over the measured window per message, delivery, cycle or request, and in "
+        f"brackets that over {ref}'s: on a loaded machine a server's msgs/s follows the CPU share the scheduler "
+        "leaves it, its CPU per operation much less. Load generator: rfload, `tls.py load` for the TLS rows, wrk "
+        f"for the HTTP rows. Generator-bound (≥ / ≤ before the median): the load generator used >= "
+        f"{GENERATOR_BOUND:.0f} % of its core, so the figure is a lower bound of the server's capacity (for a "
+        "latency, an upper bound of the server's), not a measure of it. "
+        "Server writes / reads per op: the server process's write-like and read-like syscalls "
         "(/proc/PID/io syscw, syscr) over the measured window per reply, delivery or cycle; the kernel "
         "counts read/write/readv/writev there but not send/recv, so servers that use those show n/a.",
     ]
     return "\n".join(lines) + "\n"
+
+
+PANELS_PER_ROW = 5
 
 
 def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
@@ -640,17 +887,22 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
 
     names = list(summary)
     ref = meta.get("reference", "robyn_fast")
-    fig, axes = plt.subplots(2, (len(names) + 2) // 2, figsize=(5 * ((len(names) + 2) // 2), 8.5))
+    ncols = min(PANELS_PER_ROW, len(names) + 1)
+    nrows = math.ceil((len(names) + 1) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.4 * nrows), squeeze=False)
     flat = axes.flatten()
     for ax, wname in zip(flat, names):
         w = summary[wname]
         servers = list(w["servers"])
         rows = [w["servers"][s] for s in servers]
-        # Every panel reads the same way: taller is better, and a label is how many times
-        # the reference's figure is the server's (above 1: the reference ahead). A lower-is-better
-        # metric (memory per connection) is shown as its inverse (connections per MiB).
-        inverse = not w["higher_is_better"]
-        if inverse:
+        # A label is how the reference compares with the server, above 1 the reference ahead:
+        # its figure over the server's, or the inverse where lower is better (latency, memory).
+        # Memory is drawn as its inverse (connections per MiB), so that taller is better there
+        # too; a latency panel is drawn in µs (lower is better), its p99 written over the bar
+        # (a p99 can be 100 times the p50 on a busy machine: drawn, it would flatten the bars).
+        memory = w["unit"] == "B/conn"
+        lower = not w["higher_is_better"]
+        if memory:
             def shown(v: float | None) -> float:
                 return 1048576.0 / v if v else 0.0
             meds = [shown(r["median"]) for r in rows]
@@ -668,47 +920,80 @@ def plot(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
         bars = ax.bar(range(len(servers)), [m / scale for m in meds], color=colors,
                       yerr=[[(m - lo) / scale for m, lo in zip(meds, lows)],
                             [(hi - m) / scale for m, hi in zip(meds, highs)]], capsize=3)
+        top = max(highs or [0]) / scale
         for i, (s, row) in enumerate(zip(servers, rows)):
-            if loadgen_bound(row):
+            if generator_bound(row):
                 bars[i].set_hatch("//")
                 bars[i].set_edgecolor("white")
             r = ratio(row)
             if not row["median"]:
                 ax.text(i, 0, " failed", rotation=90, ha="center", va="bottom", fontsize=9, color="#d62728")
-            elif r and s != ref:
-                ax.text(i, highs[i] / scale, f"{(1 / r if inverse else r):.2f}×",
-                        ha="center", va="bottom", fontsize=8)
+                continue
+            label = f"{(1 / r if lower else r):.2f}×" if r and s != ref else ""
+            if lower and not memory and row.get("p99_us"):
+                label += f"\np99 {row['p99_us']:,.0f}"
+            if label:
+                ax.text(i, highs[i] / scale, label.strip("\n"), ha="center", va="bottom", fontsize=8)
+            per_op = cpu_per_op(row)
+            if per_op and not memory and meds[i] / scale > 0.3 * top:
+                ax.text(i, 0, f" {per_op:.3g} µs/op", rotation=90, ha="center", va="bottom", fontsize=8,
+                        color="white")
         ax.set_xticks(range(len(servers)))
         ax.set_xticklabels(servers, rotation=30, ha="right", fontsize=9)
-        ax.set_title((w["title"] or wname) + (",\nshown as connections per MiB" if inverse else ""), fontsize=10)
-        ax.set_ylabel(unit + " (higher is better)", fontsize=9)
+        gen = w.get("generator", "rfload")
+        ax.set_title((w["title"] or wname) + (",\nshown as connections per MiB" if memory else "")
+                     + ("" if gen == "rfload" else f" [{gen}]"), fontsize=10)
+        ax.set_ylabel(unit + (" (lower is better)" if lower and not memory else " (higher is better)"),
+                      fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     for ax in flat[len(names):]:
         ax.axis("off")
-    if len(names) < len(flat):
-        flat[-1].text(0.0, 0.5,
-                      f"{meta['date']}, {meta['preset']} run: {meta['rounds']} interleaved rounds,\n"
-                      f"{meta['warmup_s']} s warm-up + {meta['duration_s']} s each; bars = median,\n"
-                      f"whiskers = min-max over rounds. Every panel: higher is better;\n"
-                      f"labels = {ref}'s figure ÷ the server's (> 1: {ref} ahead).\n"
-                      f"Memory is shown as connections per MiB of RSS growth.\n"
-                      f"Hatched: rfload used >= {LOADGEN_BOUND:.0f} % of its core, so the\n"
-                      f"figure may be rfload's limit rather than the server's.\n"
-                      f"2-vCPU VM shared with other work: ±30 % is noise.\n"
-                      f"Server pinned to CPU {meta['server_core']}, rfload to CPU {meta['loadgen_core']}.",
-                      fontsize=9, va="center", transform=flat[-1].transAxes)
-    fig.suptitle(f"{ref} vs other WebSocket servers (bench/run.py)", fontsize=12)
+    flat[-1].text(0.0, 0.5,
+                  f"{meta['date']}, {meta['preset']} run: {meta['rounds']} interleaved rounds,\n"
+                  f"{meta['warmup_s']} s warm-up + {meta['duration_s']} s each; bars = median,\n"
+                  f"whiskers = min-max over rounds. Labels: {ref} against\n"
+                  f"the server, > 1: {ref} ahead (its figure over the\n"
+                  f"server's; latency and memory: the server's over its).\n"
+                  f"Memory is shown as connections per MiB of RSS growth;\n"
+                  f"latency as p50 µs, its p99 written over the bar.\n"
+                  f"In the bars: server CPU µs per message, delivery,\n"
+                  f"cycle or request.\n"
+                  f"Hatched: generator-bound, the load generator used\n"
+                  f">= {GENERATOR_BOUND:.0f} % of its core: a lower bound of the\n"
+                  f"server's capacity (latency: an upper bound).\n"
+                  f"Shared 2-vCPU VM: ±30 % is noise. Server on CPU\n"
+                  f"{meta['server_core']}, load generator on CPU {meta['loadgen_core']}.",
+                  fontsize=9, va="center", transform=flat[-1].transAxes)
+    fig.suptitle(f"{ref} vs other WebSocket and HTTP servers (bench/run.py)", fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=72)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
 # -- main ----------------------------------------------------------------------------------
 
 
+def rounds_of(w: Workload, rounds: int) -> int:
+    """How many of the run's rounds a workload runs in."""
+    return min(rounds, w.max_rounds) if w.max_rounds else rounds
+
+
+def missing_tool(w: Workload) -> str | None:
+    """Why a workload's load generator cannot run here, or None."""
+    if w.driver == "wrk" and shutil.which("wrk") is None:
+        return "wrk is not installed (Debian: apt-get install wrk)"
+    if w.driver == "tls":
+        for module in ("cryptography", "uvloop"):
+            try:
+                __import__(module)
+            except ImportError:
+                return f"{module} is missing: pip install -e '.[bench]'"
+    return None
+
+
 PRESETS = {
     "quick": {"rounds": 2, "duration": 1.0, "warmup": 0.5},
-    "full": {"rounds": 5, "duration": 3.0, "warmup": 1.0},
+    "full": {"rounds": 3, "duration": 3.0, "warmup": 1.0},
 }
 
 
@@ -719,7 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
     preset.add_argument("--quick", dest="preset", action="store_const", const="quick",
                         help="2 rounds, 0.5 s warm-up + 1 s per run (the default)")
     preset.add_argument("--full", dest="preset", action="store_const", const="full",
-                        help="5 rounds, 1 s warm-up + 3 s per run")
+                        help="3 rounds, 1 s warm-up + 3 s per run")
     p.add_argument("--rounds", type=int, help="interleaved rounds (overrides the preset)")
     p.add_argument("--duration", type=float, help="measured seconds per run (overrides the preset)")
     p.add_argument("--warmup", type=float, help="warm-up seconds per run (overrides the preset)")
@@ -760,10 +1045,6 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(a, k) is None:
             setattr(a, k, v)
 
-    if not list((HERE / "loadgen").glob("_rfload*.so")):
-        log("bench/run.py: the load generator is not built; run `make bench-loadgen`")
-        return 2
-
     if a.baseline is not None and a.baseline_python is None and not (a.baseline / ".venv" / "bin" / "python").exists():
         p.error(f"--baseline {a.baseline}: no .venv there (run `make install` in it first)")
     servers = all_servers(a.baseline.resolve() if a.baseline is not None else None,
@@ -784,6 +1065,18 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             p.error(f"unknown workloads: {', '.join(sorted(unknown))}")
         workloads = [w for w in WORKLOADS if w.name in wanted]
+    if any(w.driver == "rfload" for w in workloads) and not list((HERE / "loadgen").glob("_rfload*.so")):
+        log("bench/run.py: the load generator is not built; run `make bench-loadgen`")
+        return 2
+    # Only the servers that serve one of the workloads (a TLS-only run needs no Robyn virtualenv).
+    servers = [s for s in servers if any(w.kind in s.scripts for w in workloads)]
+    skipped_workloads = {w.name: why for w in workloads if (why := missing_tool(w))}
+    for name, why in skipped_workloads.items():
+        log(f"  {name:<20} SKIPPED: {why}")
+    workloads = [w for w in workloads if w.name not in skipped_workloads]
+    if not workloads:
+        log("bench/run.py: no workload can run")
+        return 2
 
     for s in servers:
         if s.name in ROBYN_RELEASES:
@@ -805,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
     jsonl_path = RESULTS / f"load-{a.date}.runs.jsonl"
     ports = Ports(a.port_base)
     runs: list[dict] = []
-    total = a.rounds * sum(w.kind in s.scripts for w in workloads for s in servers)
+    total = sum(rounds_of(w, a.rounds) * (w.kind in s.scripts) for w in workloads for s in servers)
     t0 = time.monotonic()
     meta = {
         "date": a.date,
@@ -826,13 +1119,23 @@ def main(argv: list[str] | None = None) -> int:
         "pythons": {s.name: str(s.python) for s in servers},
         "notes": {s.name: s.note for s in servers if s.note},
         "skipped": skipped,
-        "workloads": {w.name: {"rfload": " ".join(w.args), "server": w.kind, "metric": w.metric,
-                               "unit": w.unit} for w in workloads},
+        "skipped_workloads": skipped_workloads,
+        "generator_bound_pct": GENERATOR_BOUND,
+        "workloads": {w.name: {"generator": GENERATORS[w.driver], "args": " ".join(w.args), "server": w.kind,
+                               "metric": w.metric, "unit": w.unit, "rounds": rounds_of(w, a.rounds)}
+                      for w in workloads},
     }
-    with open(jsonl_path, "w", encoding="utf-8") as jsonl:
+    with contextlib.ExitStack() as stack, open(jsonl_path, "w", encoding="utf-8") as jsonl:
+        a.tls = None
+        if any(w.kind == "echo-tls" for w in workloads):  # one certificate for every TLS server of the run
+            from tls import make_certificate
+
+            a.tls = make_certificate(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rf-bench-tls-"))))
         n = 0
         for rnd in range(1, a.rounds + 1):
             for w in workloads:
+                if rnd > rounds_of(w, a.rounds):
+                    continue
                 for s in servers:
                     if w.kind not in s.scripts:
                         continue  # no server of that kind (an async handler in a callback API)

@@ -2,8 +2,8 @@
 
     python PEER.py PORT [--loop uvloop|asyncio] [--deflate]     (PORT may also come from $PORT)
 
-The echo peers of picows and aiohttp serve wss:// when $PEER_TLS_CERT (and
-$PEER_TLS_KEY) name PEM files (bench/tls.py).
+The echo peers serve wss:// when $PEER_TLS_CERT (and $PEER_TLS_KEY) name PEM
+files (the TLS rows of bench/run.py).
 
 Every peer listens on 127.0.0.1 only and serves its WebSocket on /ws (most
 accept any path). The asyncio-based peers run on uvloop by default, like
@@ -46,7 +46,7 @@ def deflate() -> bool:
 
 
 def tls_context():
-    """``$PEER_TLS_CERT`` and ``$PEER_TLS_KEY`` (PEM files, bench/tls.py): a
+    """``$PEER_TLS_CERT`` and ``$PEER_TLS_KEY`` (PEM files, the TLS rows of bench/run.py): a
     server-side ssl.SSLContext to serve wss with; None (plain TCP) when unset."""
     cert = os.environ.get("PEER_TLS_CERT")
     if not cert:
@@ -56,6 +56,17 @@ def tls_context():
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, os.environ.get("PEER_TLS_KEY") or None)
     return context
+
+
+async def serve_aiohttp(app) -> None:
+    """Serve an ``aiohttp.web.Application`` on HOST:port() until stopped: no access
+    log, backlog 1024, wss/https with ``tls_context()``."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=True)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, port(), backlog=1024, ssl_context=tls_context()).start()
+    await asyncio.Event().wait()
 
 
 def loop_name() -> str:

@@ -4,11 +4,9 @@ the sender included.
     python bench/peers/broadcast_aiohttp.py PORT [--loop uvloop|asyncio] [--deflate]
 """
 
-import asyncio
-
 from aiohttp import WSMsgType, web
 
-from _common import HOST, deflate, port, run
+from _common import deflate, run, serve_aiohttp
 
 CLIENTS: set[web.WebSocketResponse] = set()
 
@@ -35,10 +33,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
 async def main() -> None:
     app = web.Application()
     app.router.add_get("/ws", ws_handler)
-    runner = web.AppRunner(app, access_log=None, handle_signals=True)
-    await runner.setup()
-    await web.TCPSite(runner, HOST, port(), backlog=1024).start()
-    await asyncio.Event().wait()
+    await serve_aiohttp(app)
 
 
 if __name__ == "__main__":

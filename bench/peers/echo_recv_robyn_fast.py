@@ -6,15 +6,24 @@ it back with ``send_text()``. Port from ROBYN_PORT.
 
 The legacy ``message``-handler echo it is compared with is
 ``examples/echo.py`` (and ``echo_async_robyn_fast.py`` for an async one).
+With ``ECHO_BINARY=1`` (bench/run.py's binary-echo row) it echoes with
+``receive_bytes()`` and ``send_bytes()`` instead.
 """
 
+import os
+
 from robyn_fast import Config, Robyn, WebSocketAdapter
+
+BINARY = os.environ.get("ECHO_BINARY") == "1"
 
 app = Robyn(__file__)
 
 
 @app.websocket("/ws", config=Config(max_message_size=64 * 1024 * 1024))
 async def echo(websocket: WebSocketAdapter) -> None:
+    if BINARY:
+        while True:
+            await websocket.send_bytes(await websocket.receive_bytes())
     while True:
         await websocket.send_text(await websocket.receive_text())
 

@@ -1,9 +1,13 @@
 """Echo server on socketify (uWebSockets through CFFI; its own libuv loop).
 
     python bench/peers/echo_socketify.py PORT
+
+wss:// (uWebSockets' SSLApp) with $PEER_TLS_CERT and $PEER_TLS_KEY (PEM files).
 """
 
-from socketify import App, AppListenOptions
+import os
+
+from socketify import App, AppListenOptions, AppOptions
 
 from _common import HOST, port
 
@@ -13,7 +17,8 @@ def on_message(ws, message, opcode) -> None:
 
 
 def main() -> None:
-    app = App()
+    cert = os.environ.get("PEER_TLS_CERT")
+    app = App(AppOptions(cert_file_name=cert, key_file_name=os.environ.get("PEER_TLS_KEY")) if cert else None)
     app.ws("/*", {
         "compression": 0,
         "max_payload_length": 64 * 1024 * 1024,

@@ -1,28 +1,22 @@
-"""socketify (uWebSockets via CFFI) serving bench/http_app.py's two routes, for bench/http_wrk.py.
+"""HTTP server on socketify (uWebSockets through CFFI; its own libuv loop):
+``/plaintext`` answers ``Hello, World!`` (text/plain), ``/json`` the document
+``{"message": "Hello, World!"}`` (application/json), as ``bench/http_app.py``
+does for robyn_fast.
 
-    python bench/peers/http_socketify.py PORT [none]
+    python bench/peers/http_socketify.py PORT
 """
-
-import sys
 
 from socketify import App, AppListenOptions
 
-
-def plaintext(res, req) -> None:
-    res.write_header("Content-Type", "text/plain; charset=utf-8")
-    res.end("Hello, World!")
-
-
-def json(res, req) -> None:
-    res.end({"message": "Hello, World!"})  # socketify serialises a dict as application/json
+from _common import HOST, port
 
 
 def main() -> None:
-    port = int(sys.argv[1])
     app = App()
-    app.get("/plaintext", plaintext)
-    app.get("/json", json)
-    app.listen(AppListenOptions(port=port, host="127.0.0.1"), lambda config: None)
+    app.get("/plaintext", lambda res, req: res.send(b"Hello, World!", b"text/plain"))
+    app.get("/json", lambda res, req: res.send({"message": "Hello, World!"}))  # a dict goes out as JSON
+    p = port()
+    app.listen(AppListenOptions(port=p, host=HOST), lambda config: print(f"socketify http on {HOST}:{p}", flush=True))
     app.run()
 
 
