@@ -565,6 +565,8 @@ cdef class Hub:
                     members.pop(conn.key, None)
                     if not members:
                         del self.rooms[room]
+                        if self.on_room is not None:
+                            self.on_room(room, False)
             conn.rooms = None
         if self.resources.open_count == 0 and self.resources.sweep_timer is not None:
             self.resources.sweep_timer.cancel()
@@ -614,6 +616,8 @@ cdef class Hub:
         members = self.rooms.get(room)
         if members is None:
             members = self.rooms[room] = {}
+            if self.on_room is not None:
+                self.on_room(room, True)
         members[conn.key] = conn
         if conn.rooms is None:
             conn.rooms = set()
@@ -624,10 +628,12 @@ cdef class Hub:
         cdef dict members = self.rooms.get(room)
         if members is None or members.pop(conn.key, None) is None:
             return 0
-        if not members:
-            del self.rooms[room]
         if conn.rooms is not None:
             conn.rooms.discard(room)
+        if not members:
+            del self.rooms[room]
+            if self.on_room is not None:
+                self.on_room(room, False)
         return 1
 
     # -- broadcast ----------------------------------------------------------------
