@@ -147,7 +147,7 @@ def test_join_leave_churn_sends_a_bounded_number_of_interest_messages(loop_kind:
             # At most one subscribe per linger started while churning (plus the first).
             assert 1 <= stats["subscribe_commands"] <= 2 + int(took / 0.5), (stats, took)
             assert stats["unsubscribe_commands"] == stats["subscribe_commands"]
-            assert a.peers_for("/ws", "churn") == frozenset()
+            await until(lambda: a.peers_for("/ws", "churn") == frozenset(), "told b left")
 
     run(loop_kind, main)
 
@@ -155,8 +155,14 @@ def test_join_leave_churn_sends_a_bounded_number_of_interest_messages(loop_kind:
 def test_a_worker_that_starts_late_learns_every_room_of_the_others(loop_kind: str, rundir: str) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        async with buses(rundir, 3, start=2) as [(a, ia), (b, ib)]:
-            await watching([a, b], "/ws", "early", [a, b])
+        async with buses(rundir, 3, start=2, mesh=False) as [(a, ia), (b, ib)]:
+            await until(lambda: 1 in a.links and 0 in b.links, "linked to each other")
+            a.watch("/ws", "early")
+            b.watch("/ws", "early")
+            # Slot 2 is not up: its rooms are not known, so it would get every room message.
+            await until(lambda: a.peers_for("/ws", "early") == frozenset({1, 2})
+                        and b.peers_for("/ws", "early") == frozenset({0, 2})
+                        and a.peers_for("/ws", "other") == frozenset({2}), "told each other's rooms")
             late = LocalBus(rundir, make_node_tag(HOST, 2, 0), 3)
             inbox = Inbox()
             try:
@@ -311,3 +317,157 @@ def test_presence_over_redis_and_a_node_that_does_not_answer(redis: RedisServer,
         await alone.broker.close()
 
     run_on(loop_kind, main)
+
+
+# -- real worker processes and real servers -------------------------------------------------------------
+
+ROOMS = ROOT / "tests" / "robyn_apps" / "receive_rooms.py"
+
+
+def ask(client: Client, command: str) -> dict[str, Any]:
+    client.ws.send(command)
+    answer: dict[str, Any] = json.loads(client.expect(r"^\{").string)
+    return answer
+
+
+def test_presence_across_two_workers_on_the_receive_loop_api(loop_kind: str) -> None:
+    with serve_script(ROOMS, loop_kind, args=["--processes", "2"], module=True) as server:
+        assert server.port is not None
+        pids = worker_pids(server.pid)
+        placed = spread_clients(server.port, pids, per_worker=2, path="/rooms")
+        everyone = [c for cs in placed.values() for c in cs]
+        try:
+            (a1, a2), (b1, _) = placed[pids[0]][:2], placed[pids[1]][:2]
+            for member in (a1, b1):
+                member.ws.send("join red")
+                member.expect("^joined red$")
+            who = ask(a2, "who 5")
+            assert who["complete"] and who["missing"] == 0
+            assert who["ids"] == {c.id: node_of(c.id) for c in everyone}
+            members = ask(b1, "members red 5")
+            assert members["complete"] and members["ids"] == {a1.id: node_of(a1.id), b1.id: node_of(b1.id)}
+            # A room with members on worker 0 only: its messages are not sent to worker 1.
+            a1.ws.send("join solo")
+            a1.expect("^joined solo$")
+            before = ask(a1, "stats")
+            for i in range(20):
+                a1.ws.send(f"room solo {i}")
+                a1.expect(f"^{a1.id}@solo: {i}$")
+            after = ask(a1, "stats")
+            assert after["filtered"] - before["filtered"] == 20 and after["subscriptions"] == 2
+        finally:
+            for c in everyone:
+                c.close()
+
+
+LEGACY_APP = """
+    import json
+    from robyn_fast import Robyn, WebSocket
+
+    app = Robyn(__file__)
+    ws = WebSocket(app, "/chat")
+
+
+    @ws.on("connect")
+    def connect(ws):
+        return f"welcome {ws.id}"
+
+
+    @ws.on("message")
+    async def message(ws, msg):
+        verb, _, rest = msg.partition(" ")
+        if verb == "join":
+            ws.join(rest)
+            return f"joined {rest}"
+        if verb == "who":
+            found = await ws.cluster_connections(timeout=float(rest or 5))
+        else:
+            found = await ws.cluster_room_members(rest, timeout=5)
+        return json.dumps({"ids": dict(found), "complete": found.complete, "missing": found.missing,
+                           "silent": sorted(found.silent)})
+
+
+    app.start(host="127.0.0.1", port=0)
+"""
+
+
+def test_presence_across_two_workers_on_the_legacy_api(tmp_path: Path, loop_kind: str) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(LEGACY_APP))
+    with serve_script(script, loop_kind, args=["--processes", "2"], cwd=tmp_path) as server:
+        assert server.port is not None
+        pids = worker_pids(server.pid)
+        placed = spread_clients(server.port, pids, per_worker=1)
+        everyone = [c for cs in placed.values() for c in cs]
+        try:
+            a, b = everyone
+            b.ws.send("join 7")
+            b.expect("^joined 7$")
+            who = ask(a, "who")
+            assert who["complete"] and who["ids"] == {c.id: node_of(c.id) for c in everyone}
+            assert ask(a, "members 7")["ids"] == {b.id: node_of(b.id)}
+        finally:
+            for c in everyone:
+                c.close()
+
+
+def test_rooms_and_presence_across_two_servers_over_redis(loop_kind: str) -> None:
+    """Two servers joined by a real Redis: a server subscribes to a room's
+    channel only while it has members there (``PUBSUB NUMSUB``), presence
+    gathers both servers' ids, and a server that does not answer (stopped)
+    leaves a partial answer within the timeout."""
+    import os
+    import signal
+
+    with redis_server() as redis:
+        url = f"{redis.url}?prefix=pres&room_linger=0.3"
+        with serve_script(ROOMS, loop_kind, args=["--broker", url], module=True) as one, \
+                serve_script(ROOMS, loop_kind, args=["--broker", url], module=True) as two:
+            assert one.port is not None and two.port is not None
+            for srv in (one, two):
+                srv.wait_output(r"broker: connected to Redis at ", timeout=10)
+            a, b, outsider = Client(one.port, "/rooms"), Client(two.port, "/rooms"), Client(two.port, "/rooms")
+            blue = ChannelNames("pres").room("/rooms", "blue")
+
+            def numsub() -> int:
+                return int(redis.command("PUBSUB", "NUMSUB", blue)[1])
+
+            def until_numsub(n: int) -> None:
+                deadline = time.monotonic() + 5
+                while numsub() != n:
+                    assert time.monotonic() < deadline, f"{numsub()} subscribers of {blue!r}, expected {n}"
+                    time.sleep(0.01)
+
+            try:
+                assert numsub() == 0
+                a.ws.send("join blue")
+                a.expect("^joined blue$")
+                until_numsub(1)  # server one only: two has no member in blue
+                a.ws.send("room blue only here")
+                a.expect("only here$")
+                b.ws.send("join blue")
+                b.expect("^joined blue$")
+                until_numsub(2)
+                a.ws.send("room blue both")
+                for member in (a, b):
+                    member.expect(f"^{a.id}@blue: both$")
+                who = ask(outsider, "who 5")
+                assert who["complete"] and who["ids"] == {c.id: node_of(c.id) for c in (a, b, outsider)}
+                assert set(ask(a, "members blue 5")["ids"]) == {a.id, b.id}
+                b.ws.send("leave blue")
+                b.expect("^left blue True$")
+                until_numsub(1)  # after the linger
+                assert ask(b, "stats")["unsubscribe_commands"] == 1
+                # Server two stops answering: a partial answer within the timeout.
+                os.kill(two.pid, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    who = ask(a, "who 0.5")
+                    took = time.monotonic() - started
+                finally:
+                    os.kill(two.pid, signal.SIGCONT)
+                assert not who["complete"] and who["missing"] == 1 and who["ids"] == {a.id: node_of(a.id)}
+                assert took < 3.0
+            finally:
+                for c in (a, b, outsider):
+                    c.close()
