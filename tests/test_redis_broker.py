@@ -176,7 +176,7 @@ def test_every_kind_crosses_with_its_exact_frame_and_no_echo(redis: RedisServer,
         s = a.broker.stats()
         assert (s["connected"], s["published"], s["received"], s["dropped"]) == (True, 5, 1, 0)
         # Its own broadcast came back on the endpoint's channel (before b's, in Redis's order): filtered.
-        assert s["filtered"] == 1 and b.broker.stats()["filtered"] == 0
+        assert s["filtered"] == 1
         await a.broker.close()
         await b.broker.close()
 
