@@ -125,7 +125,7 @@ InFlight = Union[int, Tuple[int, List[Callable[[int], None]]]]
 
 
 def _messages(entry: InFlight) -> int:
-    return entry[0] if type(entry) is tuple else entry  # type: ignore[return-value,index]
+    return entry[0] if isinstance(entry, tuple) else entry
 
 
 class _Link(asyncio.Protocol):
