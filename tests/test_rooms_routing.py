@@ -400,7 +400,7 @@ def test_presence_across_two_workers_on_the_legacy_api(tmp_path: Path, loop_kind
         placed = spread_clients(server.port, pids, per_worker=1)
         everyone = [c for cs in placed.values() for c in cs]
         try:
-            a, b = everyone
+            a, b = placed[pids[0]][0], placed[pids[1]][0]
             b.ws.send("join 7")
             b.expect("^joined 7$")
             who = ask(a, "who")

@@ -62,23 +62,16 @@ class Channels:
 
     __slots__ = ("names", "own", "interest")
 
-    def __init__(self, names: ChannelNames, node: int, linger: float) -> None:
+    def __init__(self, names: ChannelNames, node: int, interest: Interest) -> None:
         self.names = names
         self.own = names.node(node)
-        self.interest = Interest(linger)
+        self.interest = interest
 
     def everything(self, now: float) -> list[bytes]:
         """Every channel to subscribe on a new connection (what was due is
         taken: a new connection starts from the whole set)."""
         self.interest.take(now)
         return [self.own, *(self.names.topic(t) for t in self.interest.subscribed)]
-
-    def take(self, now: float) -> tuple[list[bytes], list[bytes]]:
-        """The channels to subscribe and to unsubscribe now (see
-        :meth:`Interest.take`)."""
-        subscribe, unsubscribe = self.interest.take(now)
-        topic = self.names.topic
-        return [topic(t) for t in subscribe], [topic(t) for t in unsubscribe]
 
     def __len__(self) -> int:
         """Channels subscribed (or to be, in the next batch)."""

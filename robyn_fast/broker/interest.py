@@ -21,11 +21,12 @@ changes at most once per ``linger`` seconds each way.
 
 from __future__ import annotations
 
-from typing import Tuple
+import asyncio
+from typing import Callable, List, Tuple
 
 from .wire import Key
 
-__all__ = ["Topic", "Interest", "DEFAULT_LINGER"]
+__all__ = ["Topic", "Interest", "Batcher", "DEFAULT_LINGER"]
 
 #: ``(endpoint path, room)``; room None: the endpoint's broadcasts.
 Topic = Tuple[str, Key]
@@ -107,3 +108,65 @@ class Interest:
         self.subscribed.clear()
         self._to_subscribe.clear()
         self._lingering.clear()
+
+
+#: ``send(subscribe, unsubscribe)``: a batch for the broker to carry out.
+SendBatch = Callable[[List[Topic], List[Topic]], None]
+
+
+class Batcher:
+    """An :class:`Interest` on an event loop: ``want``/``unwant`` as the
+    node's rooms fill and empty; ``send`` is called with one batch per loop
+    iteration that changed something, and when a linger runs out."""
+
+    __slots__ = ("interest", "send", "loop", "_scheduled", "_timer", "_closed")
+
+    def __init__(self, linger: float, send: SendBatch) -> None:
+        self.interest = Interest(linger)
+        self.send = send
+        self.loop: asyncio.AbstractEventLoop | None = None  # until start(): changes wait for it
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        if self.interest.pending:
+            self._schedule()
+
+    def want(self, topic: Topic) -> None:
+        if not self._closed and self.interest.want(topic) and self.loop is not None:
+            self._schedule()
+
+    def unwant(self, topic: Topic) -> None:
+        if self._closed or self.loop is None:
+            return
+        due = self.interest.unwant(topic, self.loop.time())
+        if due is not None and self._timer is None:
+            self._timer = self.loop.call_at(due, self._linger_over)
+
+    def _schedule(self) -> None:
+        if not self._scheduled and self.loop is not None:
+            self._scheduled = True
+            self.loop.call_soon(self._batch)
+
+    def _linger_over(self) -> None:
+        self._timer = None
+        self._batch()
+
+    def _batch(self) -> None:
+        self._scheduled = False
+        if self._closed or self.loop is None:
+            return
+        subscribe, unsubscribe = self.interest.take(self.loop.time())
+        if subscribe or unsubscribe:
+            self.send(subscribe, unsubscribe)
+        due = self.interest.deadline
+        if due is not None and self._timer is None:
+            self._timer = self.loop.call_at(due, self._linger_over)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -52,8 +52,8 @@ from typing import Any, cast
 
 from ..logs import get_logger
 from . import Answer, Broker, Deliver, no_answer, node_slot, not_started
-from .interest import DEFAULT_LINGER, Interest, Topic
-from .presence import ClusterPresence, PresenceQuery, QueryBook
+from .interest import DEFAULT_LINGER, Batcher, Topic
+from .presence import ClusterPresence, PresenceQuery, QueryBook, answer_query
 from .wire import (
     HELLO, INTEREST, QUERY, REPLY, ROOM, SYNCED, TO, Decoder, Key, Message, WireError, encode, encode_hello,
     encode_interest, encode_query, encode_reply, encode_synced, query_id, reply_ids,
@@ -280,9 +280,8 @@ class LocalBus(Broker):
         self._slice_scheduled = False
         self._waiting: collections.deque[_Inbound] = collections.deque()
         # Rooms: ours (what we tell the others), and theirs (whom we send a room's messages).
-        self.interest = Interest(linger)
-        self._batch_scheduled = False
-        self._linger_timer: asyncio.TimerHandle | None = None
+        self.rooms = Batcher(linger, self._tell_peers)
+        self.interest = self.rooms.interest
         self._peer_topics: dict[int, set[Topic]] = {}  # slot -> the rooms it said it needs
         self._room_peers: dict[Topic, set[int]] = {}  # room -> the slots that need it
         self._synced: set[int] = set()  # slots whose whole set arrived (the others get every room message)
@@ -304,6 +303,7 @@ class LocalBus(Broker):
         self.loop = loop
         self.deliver = deliver
         self.answer = answer
+        self.rooms.start(loop)
         own = self.path(self.slot)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(own)  # left by this slot's previous generation
@@ -428,40 +428,22 @@ class LocalBus(Broker):
     # -- rooms: ours ---------------------------------------------------------------------------
 
     def watch(self, endpoint: str, room: Key) -> None:
-        if room is None or self._closed:
-            return  # every worker serves every endpoint of the app: broadcasts go to all
-        if self.interest.want((endpoint, room)) and not self._batch_scheduled and self.loop is not None:
-            self._batch_scheduled = True
-            self.loop.call_soon(self._batch)
+        if room is not None:  # every worker serves every endpoint of the app: broadcasts go to all
+            self.rooms.want((endpoint, room))
 
     def unwatch(self, endpoint: str, room: Key) -> None:
-        if room is None or self._closed or self.loop is None:
-            return
-        due = self.interest.unwant((endpoint, room), self.loop.time())
-        if due is not None and self._linger_timer is None:
-            self._linger_timer = self.loop.call_at(due, self._linger_over)
+        if room is not None:
+            self.rooms.unwant((endpoint, room))
 
-    def _linger_over(self) -> None:
-        self._linger_timer = None
-        self._batch()
-
-    def _batch(self) -> None:
+    def _tell_peers(self, subscribe: list[Topic], unsubscribe: list[Topic]) -> None:
         """Tell every peer the rooms wanted and given up since the last batch."""
-        self._batch_scheduled = False
-        if self._closed:
-            return
-        subscribe, unsubscribe = self.interest.take(self.loop.time())
         messages = [encode_interest(self.node, e, r, True) for e, r in subscribe]
         messages += [encode_interest(self.node, e, r, False) for e, r in unsubscribe]
-        if messages:
-            self.subscribe_commands += len(subscribe)
-            self.unsubscribe_commands += len(unsubscribe)
-            for link in self.links.values():
-                for message in messages:
-                    link.queue(message, _CONTROL_LIMIT)
-        due = self.interest.deadline
-        if due is not None and self._linger_timer is None:
-            self._linger_timer = self.loop.call_at(due, self._linger_over)
+        self.subscribe_commands += len(subscribe)
+        self.unsubscribe_commands += len(unsubscribe)
+        for link in self.links.values():
+            for message in messages:
+                link.queue(message, _CONTROL_LIMIT)
 
     # -- rooms: theirs, and queries -------------------------------------------------------------
 
@@ -514,11 +496,7 @@ class LocalBus(Broker):
         elif m.kind == SYNCED:
             self._synced.add(slot)
         elif m.kind == QUERY:
-            try:
-                ids = self.answer(m.endpoint, m.key) or []
-            except Exception:
-                log.exception("bus: answering a presence query from worker %d failed", slot)
-                ids = []
+            ids = answer_query(self.answer, m, log)
             self._send(slot, encode_reply(self.node, m.endpoint, query_id(m.frame), ids))
         elif m.kind == REPLY:
             assert isinstance(m.key, int)
@@ -578,9 +556,7 @@ class LocalBus(Broker):
     async def close(self) -> None:
         self._closed = True
         self._waiting.clear()
-        if self._linger_timer is not None:
-            self._linger_timer.cancel()
-            self._linger_timer = None
+        self.rooms.close()
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:

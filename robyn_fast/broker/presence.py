@@ -19,9 +19,12 @@ node's connections (about 40 bytes per id).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Callable, Iterator, Mapping
 
-__all__ = ["ClusterPresence", "PresenceQuery", "QueryBook"]
+from .wire import Key, Message
+
+__all__ = ["ClusterPresence", "PresenceQuery", "QueryBook", "answer_query"]
 
 
 class ClusterPresence(Mapping[str, int]):
@@ -144,3 +147,13 @@ class QueryBook:
             return False
         query.answer(node, ids)
         return True
+
+
+def answer_query(answer: Callable[[str, Key], list[str] | None], query: Message, log: logging.Logger) -> list[str]:
+    """This node's part of ``query`` (another node's): what ``answer``
+    (the server's) says, or nothing when it raises (logged)."""
+    try:
+        return answer(query.endpoint, query.key) or []
+    except Exception:
+        log.exception("broker: answering a presence query from node %08x failed", query.origin)
+        return []

@@ -88,7 +88,8 @@ from typing import Any, Callable, List, Tuple, Union
 from ..logs import Throttle, get_logger, more_since
 from . import Answer, Broker, Deliver, no_answer, not_started
 from .channels import ChannelNames, Channels
-from .presence import ClusterPresence, PresenceQuery, QueryBook
+from .interest import Batcher, Topic
+from .presence import ClusterPresence, PresenceQuery, QueryBook, answer_query
 from .resp import RedisAddress, command, parse_url
 from .wire import (
     ALL, HELLO, QUERY, REPLY, TO, Key, Message, WireError, count_messages, decode_at, encode, encode_query,
@@ -301,19 +302,19 @@ class RedisBroker(Broker):
         self.outage_limit = outage_limit
         self.buffer_limit = buffer_limit
         self.names = ChannelNames(self.address.prefix)
-        self.channels = Channels(self.names, node, self.address.room_linger)
-        self.own_channel = self.channels.own  # send_to an id of this node
+        self.own_channel = self.names.node(node)  # send_to an id of this node
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self.deliver: Deliver = not_started
         self.answer: Answer = no_answer
-        self._batch_scheduled = False
-        self._linger_timer: asyncio.TimerHandle | None = None
+        self.rooms = Batcher(self.address.room_linger, self._subscribe)
+        self.channels = Channels(self.names, node, self.rooms.interest)
         self.queries = QueryBook()
         self.links: dict[str, _Link | None] = {"publisher": None, "subscriber": None}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._first_ready: asyncio.Future[None] | None = None
-        # Corked for the publisher: [channel, [messages]] runs, in publish order.
+        # Corked for the publisher: [channel, [messages], bytes, receiver-count callbacks or None] runs,
+        # in publish order.
         self._pending: list[list[Any]] = []
         self._pending_bytes = 0
         self._flush_scheduled = False
@@ -357,47 +358,28 @@ class RedisBroker(Broker):
     # -- subscriptions ---------------------------------------------------------------------
 
     def watch(self, endpoint: str, room: Key) -> None:
-        if self._closed:
-            return
-        if self.channels.interest.want((endpoint, room)) and not self._batch_scheduled and self.loop is not None:
-            self._batch_scheduled = True
-            self.loop.call_soon(self._batch)
+        self.rooms.want((endpoint, room))
 
     def unwatch(self, endpoint: str, room: Key) -> None:
-        if self._closed or self.loop is None:
-            return
-        due = self.channels.interest.unwant((endpoint, room), self.loop.time())
-        if due is not None and self._linger_timer is None:
-            self._linger_timer = self.loop.call_at(due, self._linger_over)
+        self.rooms.unwant((endpoint, room))
 
-    def _linger_over(self) -> None:
-        self._linger_timer = None
-        self._batch()
-
-    def _batch(self) -> None:
+    def _subscribe(self, subscribe: list[Topic], unsubscribe: list[Topic]) -> None:
         """One SUBSCRIBE for the rooms wanted since the last batch, one
         UNSUBSCRIBE for those whose linger is over. Without a subscriber
         connection they only change the set the next one subscribes."""
-        self._batch_scheduled = False
-        if self._closed:
-            return
-        subscribe, unsubscribe = self.channels.take(self.loop.time())
         subscriber = self.links["subscriber"]
-        if subscriber is not None and subscriber.transport is not None and not subscriber.failed \
-                and not subscriber.transport.is_closing():
-            # Before the set-up's replies are in, too: Redis answers in order, after them.
-            out = []
-            if subscribe:
-                out.append(command("SUBSCRIBE", *subscribe))
-                self.subscribe_commands += 1
-            if unsubscribe:
-                out.append(command("UNSUBSCRIBE", *unsubscribe))
-                self.unsubscribe_commands += 1
-            if out:
-                subscriber.transport.write(b"".join(out))
-        due = self.channels.interest.deadline
-        if due is not None and self._linger_timer is None:
-            self._linger_timer = self.loop.call_at(due, self._linger_over)
+        if subscriber is None or subscriber.transport is None or subscriber.failed \
+                or subscriber.transport.is_closing():
+            return
+        # Before the set-up's replies are in, too: Redis answers in order, after them.
+        out = []
+        if subscribe:
+            out.append(command("SUBSCRIBE", *map(self.names.topic, subscribe)))
+            self.subscribe_commands += 1
+        if unsubscribe:
+            out.append(command("UNSUBSCRIBE", *map(self.names.topic, unsubscribe)))
+            self.unsubscribe_commands += 1
+        subscriber.transport.write(b"".join(out))
 
     def _subscriptions(self) -> list[bytes]:
         """Every channel a new subscriber connection subscribes to."""
@@ -411,6 +393,7 @@ class RedisBroker(Broker):
         self.loop = loop
         self.deliver = deliver
         self.answer = answer
+        self.rooms.start(loop)
         self._first_ready = loop.create_future()
         self._down_since = time.monotonic()
         self._down_reason = "not connected yet"
@@ -630,11 +613,7 @@ class RedisBroker(Broker):
         """A presence query (answered on the asker's channel) or a reply to
         one of ours; anything else is not ours."""
         if m.kind == QUERY:
-            try:
-                ids = self.answer(m.endpoint, m.key) or []
-            except Exception:
-                log.exception("broker: answering a presence query from node %08x failed", m.origin)
-                ids = []
+            ids = answer_query(self.answer, m, log)
             self._send(self.node_channel(m.origin), encode_reply(self.node, m.endpoint, query_id(m.frame), ids))
         elif m.kind == REPLY:
             assert isinstance(m.key, int)
@@ -806,9 +785,7 @@ class RedisBroker(Broker):
         if self._pending:
             self._flush()
         self._closed = True
-        if self._linger_timer is not None:
-            self._linger_timer.cancel()
-            self._linger_timer = None
+        self.rooms.close()
         for task in list(self._tasks):
             task.cancel()
         for link in list(self.links.values()):
