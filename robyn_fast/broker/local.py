@@ -444,6 +444,10 @@ class LocalBus(Broker):
         for link in self.links.values():
             for message in messages:
                 link.queue(message, _CONTROL_LIMIT)
+            # Out now, not at the end of the next iteration: before the joining client hears back
+            # (its reply is flushed after this batch), so a send that answers that reply finds the
+            # sender's worker told (the join race, narrowed to what the kernel still holds).
+            link.flush()
 
     # -- rooms: theirs, and queries -------------------------------------------------------------
 
