@@ -9,16 +9,15 @@ the linger stops it; 1000 fast joins and leaves cost a bounded number of
 subscribe commands; a worker that starts late learns the others' rooms;
 a presence query gathers every node's ids and, when one node does not
 answer, returns a partial answer within its timeout. The same across real
-worker processes and real servers joined by Redis, on both Robyn APIs."""
+servers joined by Redis (across real worker processes, on both Robyn APIs:
+tests/test_workers.py and tests/test_ws_receive_api.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import textwrap
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,11 +30,11 @@ from robyn_fast.broker.local import LocalBus
 from robyn_fast.broker.presence import ClusterPresence
 from robyn_fast.websocket.ids import node_of
 
-from .process_helpers import ROOT, serve_script, worker_pids
+from .process_helpers import ROOT, serve_script
 from .redis_helpers import RedisServer, redis_server
 from .test_bus import HOST, TIMEOUT, Inbox, buses, rundir, run, until, watching  # noqa: F401 (rundir: fixture)
 from .test_redis_broker import Node, run_on, subscribed
-from .test_workers import Client, spread_clients
+from .test_workers import Client
 
 # -- sans-I/O --------------------------------------------------------------------------------------------
 
@@ -328,87 +327,6 @@ def ask(client: Client, command: str) -> dict[str, Any]:
     client.ws.send(command)
     answer: dict[str, Any] = json.loads(client.expect(r"^\{").string)
     return answer
-
-
-def test_presence_across_two_workers_on_the_receive_loop_api(loop_kind: str) -> None:
-    with serve_script(ROOMS, loop_kind, args=["--processes", "2"], module=True) as server:
-        assert server.port is not None
-        pids = worker_pids(server.pid)
-        placed = spread_clients(server.port, pids, per_worker=2, path="/rooms")
-        everyone = [c for cs in placed.values() for c in cs]
-        try:
-            (a1, a2), (b1, _) = placed[pids[0]][:2], placed[pids[1]][:2]
-            for member in (a1, b1):
-                member.ws.send("join red")
-                member.expect("^joined red$")
-            who = ask(a2, "who 5")
-            assert who["complete"] and who["missing"] == 0
-            assert who["ids"] == {c.id: node_of(c.id) for c in everyone}
-            members = ask(b1, "members red 5")
-            assert members["complete"] and members["ids"] == {a1.id: node_of(a1.id), b1.id: node_of(b1.id)}
-            # A room with members on worker 0 only: its messages are not sent to worker 1.
-            a1.ws.send("join solo")
-            a1.expect("^joined solo$")
-            before = ask(a1, "stats")
-            for i in range(20):
-                a1.ws.send(f"room solo {i}")
-                a1.expect(f"^{a1.id}@solo: {i}$")
-            after = ask(a1, "stats")
-            assert after["filtered"] - before["filtered"] == 20 and after["subscriptions"] == 2
-        finally:
-            for c in everyone:
-                c.close()
-
-
-LEGACY_APP = """
-    import json
-    from robyn_fast import Robyn, WebSocket
-
-    app = Robyn(__file__)
-    ws = WebSocket(app, "/chat")
-
-
-    @ws.on("connect")
-    def connect(ws):
-        return f"welcome {ws.id}"
-
-
-    @ws.on("message")
-    async def message(ws, msg):
-        verb, _, rest = msg.partition(" ")
-        if verb == "join":
-            ws.join(rest)
-            return f"joined {rest}"
-        if verb == "who":
-            found = await ws.cluster_connections(timeout=float(rest or 5))
-        else:
-            found = await ws.cluster_room_members(rest, timeout=5)
-        return json.dumps({"ids": dict(found), "complete": found.complete, "missing": found.missing,
-                           "silent": sorted(found.silent)})
-
-
-    app.start(host="127.0.0.1", port=0)
-"""
-
-
-def test_presence_across_two_workers_on_the_legacy_api(tmp_path: Path, loop_kind: str) -> None:
-    script = tmp_path / "app.py"
-    script.write_text(textwrap.dedent(LEGACY_APP))
-    with serve_script(script, loop_kind, args=["--processes", "2"], cwd=tmp_path) as server:
-        assert server.port is not None
-        pids = worker_pids(server.pid)
-        placed = spread_clients(server.port, pids, per_worker=1)
-        everyone = [c for cs in placed.values() for c in cs]
-        try:
-            a, b = placed[pids[0]][0], placed[pids[1]][0]
-            b.ws.send("join 7")
-            b.expect("^joined 7$")
-            who = ask(a, "who")
-            assert who["complete"] and who["ids"] == {c.id: node_of(c.id) for c in everyone}
-            assert ask(a, "members 7")["ids"] == {b.id: node_of(b.id)}
-        finally:
-            for c in everyone:
-                c.close()
 
 
 def test_rooms_and_presence_across_two_servers_over_redis(loop_kind: str) -> None:

@@ -815,6 +815,23 @@ def test_rooms_and_send_to_cross_worker_processes(loop_kind: str) -> None:
             # send_to an id no live worker owns.
             a1.ws.send("@00000000-0000-4000-8000-000000000000 nobody")
             assert a1.ws.recv() == "no such user 00000000-0000-4000-8000-000000000000"
+            # Who is where, on both workers: every connection with the node holding it; red's members.
+            a2.ws.send("who 5")
+            assert json.loads(a2.ws.recv()) == {"ids": {c.id: node_of(c.id) for c in everyone}, "complete": True,
+                                                "missing": 0, "silent": []}
+            b2.ws.send("members red 5")
+            assert json.loads(b2.ws.recv())["ids"] == {a1.id: node_of(a1.id)}
+            # A room with members on worker 0 only: its messages are not sent to worker 1 (counted).
+            a1.ws.send("join solo")
+            assert a1.ws.recv() == "joined solo"
+            a1.ws.send("stats")
+            before = json.loads(a1.ws.recv())
+            for i in range(20):
+                a1.ws.send(f"room solo {i}")
+                assert a1.ws.recv() == f"{a1.id}@solo: {i}"
+            a1.ws.send("stats")
+            after = json.loads(a1.ws.recv())
+            assert after["filtered"] - before["filtered"] == 20 and after["subscriptions"] == 2
         finally:
             for c in everyone:
                 c.close()
