@@ -30,11 +30,12 @@ from robyn_fast.broker.local import LocalBus
 from robyn_fast.broker.presence import ClusterPresence
 from robyn_fast.websocket.ids import node_of
 
-from .process_helpers import ROOT, serve_script
+from .process_helpers import ROOT
 from .redis_helpers import RedisServer, redis_server
 from .test_bus import HOST, TIMEOUT, Inbox, buses, rundir, run, until, watching  # noqa: F401 (rundir: fixture)
 from .test_redis_broker import Node, run_on, subscribed
 from .test_workers import Client
+from .test_ws_receive_api import servers_over_redis
 
 # -- sans-I/O --------------------------------------------------------------------------------------------
 
@@ -338,12 +339,8 @@ def test_rooms_and_presence_across_two_servers_over_redis(loop_kind: str) -> Non
     import signal
 
     with redis_server() as redis:
-        url = f"{redis.url}?prefix=pres&room_linger=0.3"
-        with serve_script(ROOMS, loop_kind, args=["--broker", url], module=True) as one, \
-                serve_script(ROOMS, loop_kind, args=["--broker", url], module=True) as two:
+        with servers_over_redis(ROOMS, loop_kind, f"{redis.url}?prefix=pres&room_linger=0.3") as (one, two):
             assert one.port is not None and two.port is not None
-            for srv in (one, two):
-                srv.wait_output(r"broker: connected to Redis at ", timeout=10)
             a, b, outsider = Client(one.port, "/rooms"), Client(two.port, "/rooms"), Client(two.port, "/rooms")
             blue = ChannelNames("pres").room("/rooms", "blue")
 

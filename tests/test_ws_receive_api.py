@@ -32,7 +32,7 @@ from websockets.sync.client import connect as ws_connect_sync
 from robyn_fast import Config, Robyn, SubRouter, WebSocket, WebSocketAdapter, WebSocketDisconnect
 from robyn_fast.websocket.ids import node_of
 
-from .process_helpers import ROOT, owner, serve_script, worker_pids
+from .process_helpers import ROOT, ServerProcess, owner, serve_script, worker_pids
 from .redis_helpers import redis_server
 from .server_helpers import running, wait_for
 from .test_examples import chromium_page
@@ -456,16 +456,22 @@ def test_broadcast_crosses_worker_processes(loop_kind: str) -> None:
 
 
 @contextmanager
+def servers_over_redis(script: Path, loop_kind: str, url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two servers of ``script`` with ``--broker url``, each connected to it."""
+    with serve_script(script, loop_kind, args=["--broker", url], module=True) as one, \
+            serve_script(script, loop_kind, args=["--broker", url], module=True) as two:
+        assert one.port is not None and two.port is not None
+        for server in (one, two):
+            server.wait_output(r"broker: connected to Redis at ", timeout=10)
+        yield one, two
+
+
+@contextmanager
 def two_hosts_over_redis(script: Path, loop_kind: str, prefix: str) -> Iterator[tuple[int, int]]:
     """Two servers of ``script`` joined by a real redis-server, each connected to it: their ports."""
-    with redis_server() as redis:
-        url = f"{redis.url}?prefix={prefix}"
-        with serve_script(script, loop_kind, args=["--broker", url], module=True) as one, \
-                serve_script(script, loop_kind, args=["--broker", url], module=True) as two:
-            assert one.port is not None and two.port is not None
-            for server in (one, two):
-                server.wait_output(r"broker: connected to Redis at ", timeout=10)
-            yield one.port, two.port
+    with redis_server() as redis, servers_over_redis(script, loop_kind, f"{redis.url}?prefix={prefix}") as (one, two):
+        assert one.port is not None and two.port is not None
+        yield one.port, two.port
 
 
 def test_broadcast_crosses_hosts_over_redis(loop_kind: str) -> None:
