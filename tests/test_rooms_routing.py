@@ -386,3 +386,45 @@ def test_rooms_and_presence_across_two_servers_over_redis(loop_kind: str) -> Non
             finally:
                 for c in (a, b, outsider):
                     c.close()
+
+
+def test_presence_in_one_process_from_another_loop_and_its_errors(loop_kind: str) -> None:
+    """Without workers or a broker the answer is the process's own table,
+    complete; awaited on another event loop (a thread's) it runs on the
+    server's; a bad timeout or a room that cannot be one is refused in
+    the caller; an app not being served raises ServerNotRunning."""
+    from robyn_fast import Robyn, WebSocket
+    from robyn_fast.exceptions import ServerNotRunning
+
+    from .server_helpers import running
+
+    app = Robyn(__file__)
+    ws = WebSocket(app, "/ws")
+
+    @ws.on("message")
+    def message(conn: Any, msg: str) -> str:
+        conn.join(msg)
+        return "in"
+
+    with running(app, loop_kind) as srv:
+        clients = [wsclient.create_connection(f"{srv.ws_url}/ws", timeout=5) for _ in range(3)]
+        try:
+            for c, room in zip(clients, ("red", "red", "blue")):
+                c.send(room)
+                assert c.recv() == "in"
+            hub = srv.hub(ws)
+            ids = srv.call(lambda: list(hub.connections))
+            everyone = asyncio.run(ws.cluster_connections())  # this thread's own loop
+            assert everyone.complete and set(everyone) == set(ids) and len(everyone.nodes) == 1
+            red = asyncio.run(ws.cluster_room_members("red", timeout=0))
+            assert list(red) == srv.call(lambda: list(hub.rooms["red"]))
+            for bad in (-1, "1", float("nan"), 3601):
+                with pytest.raises(ValueError, match="timeout"):
+                    asyncio.run(ws.cluster_connections(bad))  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="hashable"):
+                asyncio.run(ws.cluster_room_members(["not", "hashable"]))
+        finally:
+            for c in clients:
+                c.close()
+    with pytest.raises(ServerNotRunning):
+        asyncio.run(ws.cluster_connections())

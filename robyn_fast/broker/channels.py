@@ -74,5 +74,5 @@ class Channels:
         return [self.own, *(self.names.topic(t) for t in self.interest.subscribed)]
 
     def __len__(self) -> int:
-        """Channels subscribed (or to be, in the next batch)."""
+        """Channels subscribed (the node's own and those of its topics)."""
         return 1 + len(self.interest.subscribed)

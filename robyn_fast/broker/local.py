@@ -470,11 +470,14 @@ class LocalBus(Broker):
     def _forget_peer(self, slot: int) -> None:
         self._synced.discard(slot)
         for topic in self._peer_topics.pop(slot, ()):
-            peers = self._room_peers.get(topic)
-            if peers is not None:
-                peers.discard(slot)
-                if not peers:
-                    del self._room_peers[topic]
+            self._peer_left(slot, topic)
+
+    def _peer_left(self, slot: int, topic: Topic) -> None:
+        peers = self._room_peers.get(topic)
+        if peers is not None:
+            peers.discard(slot)
+            if not peers:
+                del self._room_peers[topic]
 
     def _control(self, inbound: _Inbound, m: Message) -> None:
         """A message for the bus itself (interest, a presence query or reply)."""
@@ -492,11 +495,7 @@ class LocalBus(Broker):
                 self._room_peers.setdefault(topic, set()).add(slot)
             else:
                 mine.discard(topic)
-                peers = self._room_peers.get(topic)
-                if peers is not None:
-                    peers.discard(slot)
-                    if not peers:
-                        del self._room_peers[topic]
+                self._peer_left(slot, topic)
         elif m.kind == SYNCED:
             self._synced.add(slot)
         elif m.kind == QUERY:
@@ -515,7 +514,7 @@ class LocalBus(Broker):
         try:
             message = encode_query(self.node, endpoint, room, request)
             self.queries_sent += 1
-            for slot, link in list(self.links.items()):
+            for link in list(self.links.values()):
                 if link.tag is not None and link.queue(message, self.buffer_limit):
                     query.asked.add(link.tag)
             query.expect(len(query.asked))

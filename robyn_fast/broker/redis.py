@@ -633,12 +633,11 @@ class RedisBroker(Broker):
         the answer is ``local`` alone, ``missing`` None."""
         query = PresenceQuery(self.loop, self.node, local)
         request = self.queries.open(query)
-        subscriber = self.links["subscriber"]
 
         def counted(receivers: int) -> None:
             # This node is one of them while its subscriber is up (it serves the endpoint).
-            me = 1 if subscriber is not None and subscriber.ready and subscriber is self.links["subscriber"] else 0
-            query.expect(max(0, receivers - me))
+            subscriber = self.links["subscriber"]
+            query.expect(max(0, receivers - (1 if subscriber is not None and subscriber.ready else 0)))
 
         try:
             message = encode_query(self.node, endpoint, room, request)
