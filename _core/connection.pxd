@@ -114,6 +114,10 @@ cdef class Hub:
     # False) when it resumes or the connection is lost while paused; None: not
     # told. The server uses it to hold back what the broker delivers.
     cdef public object on_congestion
+    # on_room(room, True) when ``room`` gets its first member on this hub,
+    # (room, False) when its last member leaves or closes; None: not told.
+    # The server uses it to tell the broker which rooms this node needs.
+    cdef public object on_room
     cdef ws_counters_t *m                 # this process's counters (robyn_fast._core.metrics)
 
     cdef int add(self, Connection conn) except -1

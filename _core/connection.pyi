@@ -142,6 +142,7 @@ class Hub:
     @property
     def writes(self) -> int: ...
     on_congestion: Callable[[Connection, bool], object] | None
+    on_room: Callable[[Any, bool], object] | None
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,

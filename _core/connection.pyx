@@ -578,6 +578,8 @@ cdef class Hub:
                     members.pop(conn.key, None)
                     if not members:
                         del self.rooms[room]
+                        if self.on_room is not None:
+                            self.on_room(room, False)
             conn.rooms = None
         if self.resources.open_count == 0 and self.resources.sweep_timer is not None:
             self.resources.sweep_timer.cancel()
@@ -627,6 +629,8 @@ cdef class Hub:
         members = self.rooms.get(room)
         if members is None:
             members = self.rooms[room] = {}
+            if self.on_room is not None:
+                self.on_room(room, True)
         members[conn.key] = conn
         if conn.rooms is None:
             conn.rooms = set()
@@ -637,10 +641,12 @@ cdef class Hub:
         cdef dict members = self.rooms.get(room)
         if members is None or members.pop(conn.key, None) is None:
             return 0
-        if not members:
-            del self.rooms[room]
         if conn.rooms is not None:
             conn.rooms.discard(room)
+        if not members:
+            del self.rooms[room]
+            if self.on_room is not None:
+                self.on_room(room, False)
         return 1
 
     # -- broadcast ----------------------------------------------------------------

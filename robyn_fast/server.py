@@ -30,7 +30,8 @@ from typing import Any, Protocol, TypeVar
 
 from ._core.connection import Hub, LoopResources, start_task
 from ._core.protocol import Settings
-from .broker import ALL, ROOM, TO, Broker
+from .broker import ALL, ROOM, TO, Broker, Key
+from .broker.presence import ClusterPresence
 from .config import Config
 from .encoding import dumps
 from .forwarded import TrustedProxies
@@ -44,7 +45,7 @@ from .http.types import error_response, serialize_response
 from .listener import Listener, listen
 from .websocket.extensions import DeflateParams
 from .websocket.handshake import Agreement, accept_handshake, is_upgrade_request, negotiate_compression
-from .websocket.ids import node_of
+from .websocket.ids import node_of, node_tag
 
 __all__ = [
     "Server", "ServedApp", "ServedEndpoint", "ServerNotRunning", "run", "serve_until_stopped", "new_event_loop",
@@ -184,7 +185,7 @@ class Server:
             for endpoint in self.app.websocket_endpoints():
                 self.hub(endpoint)
             if self.broker is not None:
-                await self.broker.start(self.loop, self._deliver)
+                await self.broker.start(self.loop, self._deliver, self._answer)
                 if self.config.metrics_path is not None:
                     self._record_broker()
             for hook in self.app.startup_handlers:
@@ -343,6 +344,9 @@ class Server:
                                             context=self.context, resources=self.ws_resources)
             if self.broker is not None:
                 hub.on_congestion = self._congestion
+                # This node serves the endpoint; its rooms reach it while it has members in them.
+                self.broker.watch(endpoint.endpoint, None)
+                hub.on_room = _room_watcher(self.broker, endpoint.endpoint)
             if config.max_message_size is None and config.compression != "off":
                 log.warning("websocket %s: max_message_size=None, so permessage-deflate is declined (nothing would "
                             "bound what a compressed message inflates to); set a max_message_size to compress",
@@ -535,6 +539,37 @@ class Server:
                 del self._backed_up[conn]
         self._hold_delivery()
 
+    def _answer(self, path: str, room: Key) -> list[str] | None:
+        """This node's part of a presence query: the ids of the connections
+        of the endpoint at ``path`` (``room`` None) or of its room ``room``
+        (None: no such endpoint here)."""
+        endpoint = self._by_path.get(path)
+        if endpoint is None:
+            return None
+        hub = self.hub(endpoint)
+        return list(hub.connections if room is None else hub.rooms.get(room, ()))
+
+    async def cluster_presence(self, endpoint: ServedEndpoint, room: Key, timeout: float) -> ClusterPresence:
+        """Who is connected to ``endpoint`` (``room`` None) or in its room
+        ``room`` on every node (:meth:`Broker.presence`); this process's
+        connections alone, complete, without a broker. Runs on the
+        server's loop (awaited from another loop, it runs there)."""
+        if not self._running:
+            raise ServerNotRunning("the server is not running")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self.loop:
+            future = asyncio.run_coroutine_threadsafe(self.cluster_presence(endpoint, room, timeout), self.loop)
+            return await asyncio.wrap_future(future)
+        local = self._answer(endpoint.endpoint, room) or []
+        broker = self.broker
+        if broker is None:
+            tag = node_tag() or 0
+            return ClusterPresence(dict.fromkeys(local, tag), (tag,))
+        return await broker.presence(endpoint.endpoint, room, local, timeout)
+
     def _deliver(self, kind: int, path: str, key: Any, frame: bytes) -> None:
         """What another node published, for this node's connections."""
         endpoint = self._by_path.get(path)
@@ -611,6 +646,18 @@ class Server:
 
     def connection_closed(self, protocol: HttpProtocol) -> None:
         self.http_connections.discard(protocol)
+
+
+def _room_watcher(broker: Broker, path: str) -> Callable[[Any, bool], None]:
+    """A hub's ``on_room``: a room of the endpoint at ``path`` got its first
+    member on this node, or lost its last: the broker subscribes or lets go."""
+    watch, unwatch = broker.watch, broker.unwatch
+
+    def on_room(room: Any, occupied: bool) -> None:
+        if type(room) is str or type(room) is int:  # what check_room lets in with a broker
+            (watch if occupied else unwatch)(path, room)
+
+    return on_room
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -195,6 +195,14 @@ MALFORMED = {
     "version 0": _raw(version=0),
     "version 2": _raw(version=2),
     "kind 4": _raw(kind=4),
+    "kind 8": _raw(kind=8),
+    "query without an endpoint": _raw(kind=4, endpoint=b"", frame=b"\x00\x00\x00\x01"),
+    "query id of 3 bytes": _raw(kind=4, frame=b"\x00\x00\x01"),
+    "reply with a str key": _raw(kind=5, key_type=1, key=b"1", frame=b"[]"),
+    "reply without a body": _raw(kind=5, key_type=2, key=b"1", frame=b""),
+    "interest without a room": _raw(kind=6, frame=b"\x01"),
+    "interest flag of 2 bytes": _raw(kind=6, key_type=1, key=b"r", frame=b"\x01\x01"),
+    "synced with a body": _raw(kind=7, endpoint=b"", frame=b"x"),
     "kind 255": _raw(kind=255),
     "non-zero pad": _raw(pad=1),
     "key type 3": _raw(kind=ROOM, key_type=3, key=b"x"),
@@ -357,12 +365,15 @@ def rundir(tmp_path: Path) -> Iterator[str]:
 
 @contextlib.asynccontextmanager
 async def buses(rundir: str, slots: int, start: int | None = None, *, generation: int = 0,
-                buffer_limit: int | None = None, mesh: bool = True) -> AsyncIterator[list[tuple[LocalBus, Inbox]]]:
+                buffer_limit: int | None = None, mesh: bool = True,
+                linger: float | None = None) -> AsyncIterator[list[tuple[LocalBus, Inbox]]]:
     """``start`` (all by default) buses of a ``slots``-worker host, started
     one after the other like workers that come up in turn; meshed unless
     ``mesh`` is False; closed on exit."""
     started: list[tuple[LocalBus, Inbox]] = []
-    kwargs = {} if buffer_limit is None else {"buffer_limit": buffer_limit}
+    kwargs: dict[str, Any] = {} if buffer_limit is None else {"buffer_limit": buffer_limit}
+    if linger is not None:
+        kwargs["linger"] = linger
     try:
         for slot in range(slots if start is None else start):
             bus = LocalBus(rundir, make_node_tag(HOST, slot, generation), slots, **kwargs)
@@ -402,6 +413,16 @@ def inbound_from(bus: LocalBus, node: int) -> Any:
     return found[0]
 
 
+async def watching(everyone: list[LocalBus], endpoint: str, room: Any, members: list[LocalBus]) -> None:
+    """``members`` have members in ``room``: wait until every bus of
+    ``everyone`` sends that room's messages to them and to nobody else."""
+    for bus in members:
+        bus.watch(endpoint, room)
+    want = {bus.slot for bus in members}
+    await until(lambda: all(bus.peers_for(endpoint, room) == frozenset(want - {bus.slot}) for bus in everyone),
+                f"told that {sorted(want)} need {room!r}")
+
+
 def backlog(bus: LocalBus, slot: int) -> int:
     link = bus.links[slot]
     assert link.transport is not None
@@ -418,6 +439,8 @@ def test_three_buses_mesh_and_carry_every_kind_with_the_exact_frame(loop_kind: s
                     other.slot: other.node for other in (a, b, c) if other is not bus
                 }
                 assert bus.stats()["peers"] == 2
+            for endpoint, room in (("/chat", "lobby"), ("/chät", 7), ("/chat", -3)):
+                await watching([a, b, c], endpoint, room, [b, c])
             sent = [
                 (ALL, "/chat", None, TEXT),
                 (ROOM, "/chat", "lobby", b"\x81\x03abc"),
@@ -446,7 +469,9 @@ def test_three_buses_mesh_and_carry_every_kind_with_the_exact_frame(loop_kind: s
             assert (await ic.wait(len(sent) + 1))[len(sent):] == [(ALL, "/chat", None, b"\x81\x04done")]
             assert ia.got == []  # nothing comes back to the publisher
             assert a.stats() == {"kind": "local", "node": a.node, "peers": 2, "published": len(sent) + 2,
-                                 "received": 0, "dropped": 0}
+                                 "received": 0, "dropped": 0, "subscriptions": 0, "subscribe_commands": 0,
+                                 "unsubscribe_commands": 0, "filtered": 0, "queries": 0}
+            assert b.stats()["subscriptions"] == 3 and b.stats()["subscribe_commands"] == 3
             assert b.stats()["received"] == len(sent) + 3 and c.stats()["received"] == len(sent) + 1
 
     run(loop_kind, main)
@@ -460,6 +485,8 @@ def test_buses_started_at_once_mesh(loop_kind: str, rundir: str) -> None:
         try:
             await asyncio.gather(*(bus.start(loop, inbox) for bus, inbox in zip(all_buses, inboxes)))
             assert all(await asyncio.gather(*(bus.wait_meshed(TIMEOUT) for bus in all_buses)))
+            for i in range(4):
+                await watching(all_buses, "/r", i, all_buses)
             for i, bus in enumerate(all_buses):
                 bus.publish(ROOM, "/r", i, frame(i))
             for i, inbox in enumerate(inboxes):
@@ -522,6 +549,7 @@ class CountingTransport:
 def test_publishes_of_one_loop_iteration_leave_in_one_write_per_peer(loop_kind: str, rundir: str) -> None:
     async def main() -> None:
         async with buses(rundir, 3) as [(a, _), (b, ib), (c, ic)]:
+            await watching([a, b, c], "/ws", "r", [b, c])
             counting = {}
             for slot, link in a.links.items():
                 counting[slot] = link.transport = CountingTransport(link.transport)  # type: ignore[assignment]
@@ -864,6 +892,7 @@ def test_a_peer_that_is_gone_gets_nothing_counted_and_one_warning(
 
     async def main() -> None:
         async with buses(rundir, 3) as [(a, _), (b, ib), (c, ic)]:
+            await watching([a, b, c], "/ws", "r", [b, c])
             await b.close()
             await until(lambda: 1 not in a.links, "unlinked from worker 1")
             for i in range(500):
@@ -916,6 +945,7 @@ def test_a_restarted_peer_is_dialed_again_and_old_ids_are_refused(
                 assert await new.wait_meshed(TIMEOUT)
                 await until(lambda: all(1 in bus.links and bus.links[1].tag == new.node for bus in (a, c)),
                             "linked to generation 1")
+                await watching([a, new, c], "/ws", 5, [a, new])
                 assert a.publish_to(old.node, "/ws", "old-id", TEXT) is False
                 assert a.publish_to(new.node, "/ws", "new-id", b"\x81\x01a") is True
                 c.publish(ROOM, "/ws", 5, b"\x81\x01c")

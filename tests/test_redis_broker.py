@@ -98,10 +98,13 @@ def run_on(loop_kind: str, main: Callable[[], Awaitable[None]], timeout: float =
 
 
 class Node:
-    """A broker and what it delivered."""
+    """A broker and what it delivered; it serves ``endpoints`` (as a
+    server watches each of its endpoints before it starts the broker)."""
 
-    def __init__(self, url: str, tag: int, **kwargs: Any) -> None:
+    def __init__(self, url: str, tag: int, endpoints: tuple[str, ...] = ("/ws", "/chat"), **kwargs: Any) -> None:
         self.broker = RedisBroker(url, tag, **kwargs)
+        for endpoint in endpoints:
+            self.broker.watch(endpoint, None)
         self.got: list[tuple[int, str, Any, bytes]] = []
         self.arrived = asyncio.Event()
 
@@ -125,6 +128,19 @@ class Node:
                 pass
 
 
+async def subscribed(redis: RedisServer, channels: list[bytes], count: int = 1, timeout: float = 5.0) -> None:
+    """Wait until each of ``channels`` has ``count`` subscribers at Redis (PUBSUB NUMSUB)."""
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await loop.run_in_executor(None, redis.command, "PUBSUB", "NUMSUB", *channels)
+        numbers = dict(zip(reply[::2], reply[1::2]))
+        if all(numbers.get(c) == count for c in channels):
+            return
+        assert time.monotonic() < deadline, f"subscribers after {timeout}s: {numbers}, expected {count} each"
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture(scope="module")
 def redis() -> Any:
     with redis_server() as server:
@@ -136,6 +152,10 @@ def test_every_kind_crosses_with_its_exact_frame_and_no_echo(redis: RedisServer,
         a = await Node(redis.url + "?prefix=kinds", 0x0A0A0A0A).start()
         b = await Node(redis.unix_url + "?prefix=kinds", 0x0B0B0B0B).start()
         assert await a.broker.wait_connected(5) and await b.broker.wait_connected(5)
+        # b has members in two rooms: it subscribes to their channels (a has none: it does not).
+        b.broker.watch("/chat", "red")
+        b.broker.watch("/chat", 7)
+        await subscribed(redis, [b"kinds:r:5:/chat:s:red", b"kinds:r:5:/chat:i:7"])
         frame = b"\x81\x05hello"
         a.broker.publish(ALL, "/chat", None, frame)
         a.broker.publish(ROOM, "/chat", "red", frame + b"!")
@@ -155,6 +175,8 @@ def test_every_kind_crosses_with_its_exact_frame_and_no_echo(redis: RedisServer,
         assert len(b.got) == 4  # not its own broadcast, not the send_to for node 0c0c0c0c
         s = a.broker.stats()
         assert (s["connected"], s["published"], s["received"], s["dropped"]) == (True, 5, 1, 0)
+        # Its own broadcast came back on the endpoint's channel (before b's, in Redis's order): filtered.
+        assert s["filtered"] == 1
         await a.broker.close()
         await b.broker.close()
 
@@ -204,8 +226,8 @@ def test_a_garbage_message_on_our_channel_is_logged_and_ignored(
         loop = asyncio.get_running_loop()
         good = encode(ALL, 99, "/ws", None, b"\x81\x02ok")
         for payload in (b"hello", b"\x01" * 40, good[:-1], b""):
-            await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:b:00000063", payload)
-        await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:b:00000063", good)
+            await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:e:/ws", payload)
+        await loop.run_in_executor(None, redis.command, "PUBLISH", "garbage:e:/ws", good)
         await a.wait_count(1)
         assert a.got == [(ALL, "/ws", None, b"\x81\x02ok")]
         assert a.broker.stats()["malformed"] == 4

@@ -7,6 +7,7 @@ start-up, a busy port."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -243,6 +244,7 @@ def test_workers_times_processes_worker_processes(processes: int) -> None:
 
 ROOMS_APP = """
     import asyncio
+    import json
     from robyn_fast import Robyn, WebSocket
 
     app = Robyn(__file__)
@@ -282,6 +284,20 @@ ROOMS_APP = """
         return str(ws.send_to(request.path_params["conn_id"], request.body))
 
 
+    @app.get("/who")
+    async def who(request):
+        # Every connection on every worker (and host), with the node that holds it.
+        found = await ws.cluster_connections(timeout=5)
+        return json.dumps({"ids": dict(found), "complete": found.complete})
+
+
+    @app.get("/members/:room")
+    async def members(request):
+        room = request.path_params["room"]
+        found = await ws.cluster_room_members(int(room) if room.isdigit() else room, timeout=5)
+        return json.dumps({"ids": dict(found), "complete": found.complete})
+
+
     @app.post("/room/:room")
     async def to_room(request):
         # From another thread (the loop waits without blocking): the call
@@ -294,12 +310,13 @@ ROOMS_APP = """
 """
 
 
-def _post(port: int, path: str, body: str) -> str:
+def _post(port: int, path: str, body: str | None) -> str:
+    """POST ``body`` to ``path`` (a GET when it is None); the 200 response's text."""
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
     try:
-        conn.request("POST", path, body=body.encode())
+        conn.request("GET" if body is None else "POST", path, body=None if body is None else body.encode())
         response = conn.getresponse()
         assert response.status == 200, (response.status, response.read())
         return response.read().decode()
@@ -353,6 +370,12 @@ def test_rooms_http_routes_and_threads_reach_every_worker(tmp_path: Path, loop_k
             _post(port, "/room/red", "red from a thread")
             a1.expect(r"^red from a thread$")
             b1.expect(r"^red from a thread$")
+            # Who is where, asked from whichever worker serves the request: every worker answers.
+            owners = {c.id: node_of(c.id) for c in everyone}
+            assert json.loads(_post(port, "/who", None)) == {"ids": owners, "complete": True}
+            for room, members in (("red", (a1, b1)), ("7", (a2, b2))):
+                assert json.loads(_post(port, f"/members/{room}", None)) == {
+                    "ids": {c.id: node_of(c.id) for c in members}, "complete": True}
             # With workers a room name must travel: a tuple is a TypeError in the caller.
             a1.ws.send("bad-room")
             a1.expect(r"^TypeError: with worker processes a room name is a str or an int")

@@ -32,7 +32,7 @@ from websockets.sync.client import connect as ws_connect_sync
 from robyn_fast import Config, Robyn, SubRouter, WebSocket, WebSocketAdapter, WebSocketDisconnect
 from robyn_fast.websocket.ids import node_of
 
-from .process_helpers import ROOT, owner, serve_script, worker_pids
+from .process_helpers import ROOT, ServerProcess, owner, serve_script, worker_pids
 from .redis_helpers import redis_server
 from .server_helpers import running, wait_for
 from .test_examples import chromium_page
@@ -456,16 +456,22 @@ def test_broadcast_crosses_worker_processes(loop_kind: str) -> None:
 
 
 @contextmanager
+def servers_over_redis(script: Path, loop_kind: str, url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two servers of ``script`` with ``--broker url``, each connected to it."""
+    with serve_script(script, loop_kind, args=["--broker", url], module=True) as one, \
+            serve_script(script, loop_kind, args=["--broker", url], module=True) as two:
+        assert one.port is not None and two.port is not None
+        for server in (one, two):
+            server.wait_output(r"broker: connected to Redis at ", timeout=10)
+        yield one, two
+
+
+@contextmanager
 def two_hosts_over_redis(script: Path, loop_kind: str, prefix: str) -> Iterator[tuple[int, int]]:
     """Two servers of ``script`` joined by a real redis-server, each connected to it: their ports."""
-    with redis_server() as redis:
-        url = f"{redis.url}?prefix={prefix}"
-        with serve_script(script, loop_kind, args=["--broker", url], module=True) as one, \
-                serve_script(script, loop_kind, args=["--broker", url], module=True) as two:
-            assert one.port is not None and two.port is not None
-            for server in (one, two):
-                server.wait_output(r"broker: connected to Redis at ", timeout=10)
-            yield one.port, two.port
+    with redis_server() as redis, servers_over_redis(script, loop_kind, f"{redis.url}?prefix={prefix}") as (one, two):
+        assert one.port is not None and two.port is not None
+        yield one.port, two.port
 
 
 def test_broadcast_crosses_hosts_over_redis(loop_kind: str) -> None:
@@ -815,6 +821,23 @@ def test_rooms_and_send_to_cross_worker_processes(loop_kind: str) -> None:
             # send_to an id no live worker owns.
             a1.ws.send("@00000000-0000-4000-8000-000000000000 nobody")
             assert a1.ws.recv() == "no such user 00000000-0000-4000-8000-000000000000"
+            # Who is where, on both workers: every connection with the node holding it; red's members.
+            a2.ws.send("who 5")
+            assert json.loads(a2.ws.recv()) == {"ids": {c.id: node_of(c.id) for c in everyone}, "complete": True,
+                                                "missing": 0, "silent": []}
+            b2.ws.send("members red 5")
+            assert json.loads(b2.ws.recv())["ids"] == {a1.id: node_of(a1.id)}
+            # A room with members on worker 0 only: its messages are not sent to worker 1 (counted).
+            a1.ws.send("join solo")
+            assert a1.ws.recv() == "joined solo"
+            a1.ws.send("stats")
+            before = json.loads(a1.ws.recv())
+            for i in range(20):
+                a1.ws.send(f"room solo {i}")
+                assert a1.ws.recv() == f"{a1.id}@solo: {i}"
+            a1.ws.send("stats")
+            after = json.loads(a1.ws.recv())
+            assert after["filtered"] - before["filtered"] == 20 and after["subscriptions"] == 2
         finally:
             for c in everyone:
                 c.close()

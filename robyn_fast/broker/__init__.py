@@ -16,6 +16,20 @@ connection table. Guarantees every broker keeps:
   down, slow past its buffer) is dropped and counted, and logged once per
   episode, never once per message;
 - nothing blocks the event loop and nothing grows without bound.
+
+Routing: a node tells its broker which rooms it has members in
+(:meth:`Broker.watch` / :meth:`Broker.unwatch`, driven by the connection
+tables) and receives a room's messages only while it has (and for a short
+linger after its last member left: :mod:`robyn_fast.broker.interest`).
+A member that joins a room on one node while another node publishes to it
+is a race: a message published before the join reached the publisher's
+broker (the other worker's interest message, or the SUBSCRIBE at Redis) is
+not delivered to that member; what is published after is. Endpoint-wide
+broadcasts reach every node that serves the endpoint, ``send_to`` the one
+node that holds the id.
+
+Presence (:meth:`Broker.presence`): who is connected to an endpoint, or in
+one of its rooms, on every node (:mod:`robyn_fast.broker.presence`).
 """
 
 from __future__ import annotations
@@ -24,11 +38,13 @@ import abc
 import asyncio
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
+from .presence import ClusterPresence, PresenceQuery
 from .wire import ALL, ROOM, TO, Key
 
-__all__ = ["Broker", "Deliver", "ALL", "ROOM", "TO", "node_slot", "make_node_tag", "random_node_tag", "not_started"]
+__all__ = ["Broker", "Deliver", "Answer", "Key", "ALL", "ROOM", "TO", "node_slot", "make_node_tag", "random_node_tag",
+           "not_started", "no_answer", "ClusterPresence"]
 
 #: ``deliver(kind, endpoint path, key, frame)``: what a broker calls, on the
 #: loop, for each message another node published (``key``: the room for
@@ -36,9 +52,20 @@ __all__ = ["Broker", "Deliver", "ALL", "ROOM", "TO", "node_slot", "make_node_tag
 Deliver = Callable[[int, str, Key, bytes], None]
 
 
+#: ``answer(endpoint path, room)``: the ids of this node's connections of the
+#: endpoint (room None) or of its room, in order; what a broker replies to
+#: another node's presence query.
+Answer = Callable[[str, Key], Optional[list[str]]]
+
+
 def not_started(kind: int, endpoint: str, key: Key, frame: bytes) -> None:
     """A broker's ``deliver`` until ``start()`` gives it the server's."""
     raise RuntimeError("a broker delivered a message before start()")
+
+
+def no_answer(endpoint: str, room: Key) -> list[str] | None:
+    """A broker's ``answer`` when the server gave none: nothing here."""
+    return None
 
 
 def make_node_tag(host: int, slot: int, generation: int) -> int:
@@ -69,8 +96,30 @@ class Broker(abc.ABC):
     node: int
 
     @abc.abstractmethod
-    async def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> None:
-        """Join the other nodes; from now on ``deliver`` is called with what they publish."""
+    async def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver, answer: Answer = no_answer) -> None:
+        """Join the other nodes; from now on ``deliver`` is called with what
+        they publish, and ``answer`` with their presence queries."""
+
+    def watch(self, endpoint: str, room: Key) -> None:
+        """This node serves ``endpoint`` (``room`` None: its broadcasts
+        reach it), or has its first member in ``room`` of it: from the next
+        loop iteration on, what other nodes publish there reaches it. Never
+        raises."""
+
+    def unwatch(self, endpoint: str, room: Key) -> None:
+        """The last member of ``room`` on this node left: after a linger
+        (:mod:`robyn_fast.broker.interest`) its messages stop coming.
+        Never raises."""
+
+    async def presence(self, endpoint: str, room: Key, local: list[str], timeout: float) -> ClusterPresence:
+        """Who is connected to ``endpoint`` (``room`` None) or in ``room``,
+        on every node: ``local`` (this node's ids) and what the other nodes
+        answer within ``timeout`` seconds (see
+        :class:`~robyn_fast.broker.presence.ClusterPresence`). A broker
+        that asks nobody answers with ``local`` alone, complete."""
+        query = PresenceQuery(asyncio.get_running_loop(), self.node, local)
+        query.expect(0)
+        return query.result()
 
     @abc.abstractmethod
     def publish(self, kind: int, endpoint: str, key: Key, frame: bytes) -> None:
@@ -99,4 +148,7 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> dict[str, Any]:
         """Counters: ``peers`` connected, messages ``published``,
-        ``received``, ``dropped``."""
+        ``received``, ``dropped``; ``subscriptions`` (topics this node
+        receives), ``subscribe_commands`` and ``unsubscribe_commands``
+        (batches sent to change them), ``filtered`` (messages this node did
+        not need: see each broker), ``queries`` (presence queries asked)."""

@@ -18,6 +18,21 @@ hands them to its clients at the pace they read them, never all in one
 burst past their ``max_backpressure``; the waiting is done in the senders'
 bounded backlogs.
 
+Rooms: a worker sends a room's messages only to the workers that have
+members there. Each worker tells the others which rooms it needs
+(*interest* messages, :mod:`robyn_fast.broker.interest`: a room is wanted
+from the loop iteration its first member joins, and given up ``linger``
+seconds after its last member left, unless one joined meanwhile). A link,
+once both hellos are exchanged, starts with the dialer's whole interest set
+and a *synced* marker, then carries the changes in order with the messages.
+Until a worker's set has arrived (it is starting, or its link to us was
+lost) it gets every room message, as before. The cost of a room message is
+one write per worker that needs it; ``stats()["filtered"]`` counts the
+(message, worker) pairs spared.
+
+Presence (:meth:`LocalBus.presence`): a query to every worker with a link,
+each answering on its own link to the asker.
+
 Writes are corked: every message published to a peer during one loop
 iteration leaves in one ``writelines`` at its end. Each peer's backlog (the
 corked messages plus what its transport still buffers) is bounded by
@@ -36,8 +51,13 @@ import os
 from typing import Any, cast
 
 from ..logs import get_logger
-from . import Broker, Deliver, node_slot, not_started
-from .wire import HELLO, Decoder, Key, Message, WireError, encode, encode_hello
+from . import Answer, Broker, Deliver, no_answer, node_slot, not_started
+from .interest import DEFAULT_LINGER, Batcher, Topic
+from .presence import ClusterPresence, PresenceQuery, QueryBook, answer_query
+from .wire import (
+    HELLO, INTEREST, QUERY, REPLY, ROOM, SYNCED, TO, Decoder, Key, Message, WireError, encode, encode_hello,
+    encode_interest, encode_query, encode_reply, encode_synced, query_id, reply_ids,
+)
 
 __all__ = ["LocalBus", "DEFAULT_BUFFER_LIMIT"]
 
@@ -48,6 +68,10 @@ DEFAULT_BUFFER_LIMIT = 8 * 1024 * 1024
 #: together: each iteration's flush hands the clients at most this much from
 #: the bus, whatever the number of workers, however much a link has waiting.
 DELIVERY_SLICE = 256 * 1024
+#: Interest messages go past a peer's backlog limit: one lost would leave the
+#: peer sending a room's messages to a worker that left it, or none to one
+#: that joined (they are few: one per room that fills or empties, per linger).
+_CONTROL_LIMIT = 1 << 62
 
 
 class _Outbound(asyncio.Protocol):
@@ -183,11 +207,15 @@ class _Inbound(asyncio.Protocol):
             if not bus._accept_peer(m.origin):
                 raise WireError(f"a hello from node {m.origin:#010x}, not a worker of this server")
             self.peer = m.origin
+            bus._peer_linked(self)
             assert self.transport is not None
             self.transport.write(encode_hello(bus.node))
             return
         if m.kind == HELLO:
             raise WireError("a second hello")
+        if m.kind > TO:
+            bus._control(self, m)
+            return
         bus.received += 1
         bus._slice_left -= len(m.frame)
         try:
@@ -215,6 +243,7 @@ class _Inbound(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         # What it left in the backlog is still delivered, in turn (see LocalBus._next_slice).
         self.bus._inbound.discard(self)
+        self.bus._peer_unlinked(self)
 
 
 class LocalBus(Broker):
@@ -222,7 +251,8 @@ class LocalBus(Broker):
     module docstring). ``node`` is this worker's tag
     (:func:`~robyn_fast.broker.make_node_tag`)."""
 
-    def __init__(self, rundir: str, node: int, slots: int, *, buffer_limit: int = DEFAULT_BUFFER_LIMIT) -> None:
+    def __init__(self, rundir: str, node: int, slots: int, *, buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+                 linger: float = DEFAULT_LINGER) -> None:
         host, slot, _ = node_slot(node)
         if not 0 <= slot < slots:
             raise ValueError(f"slot {slot} outside 0..{slots - 1}")
@@ -234,6 +264,7 @@ class LocalBus(Broker):
         self.buffer_limit = buffer_limit
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self.deliver: Deliver = not_started
+        self.answer: Answer = no_answer
         self.links: dict[int, _Outbound] = {}  # slot -> our ready link to it
         self._dialing: dict[int, _Outbound] = {}
         self._inbound: set[_Inbound] = set()
@@ -248,17 +279,31 @@ class LocalBus(Broker):
         self._slice_left = DELIVERY_SLICE
         self._slice_scheduled = False
         self._waiting: collections.deque[_Inbound] = collections.deque()
+        # Rooms: ours (what we tell the others), and theirs (whom we send a room's messages).
+        self.rooms = Batcher(linger, self._tell_peers)
+        self.interest = self.rooms.interest
+        self._peer_topics: dict[int, set[Topic]] = {}  # slot -> the rooms it said it needs
+        self._room_peers: dict[Topic, set[int]] = {}  # room -> the slots that need it
+        self._synced: set[int] = set()  # slots whose whole set arrived (the others get every room message)
+        self._inbound_of: dict[int, _Inbound] = {}  # slot -> the link its interest comes on
+        self.queries = QueryBook()
         self.published = 0
         self.received = 0
         self.dropped = 0
         self.writes = 0
+        self.filtered = 0  # (room message, worker) pairs not sent: the worker has no member there
+        self.subscribe_commands = 0  # interest messages sent: a room wanted ...
+        self.unsubscribe_commands = 0  # ... or given up
+        self.queries_sent = 0
 
     def path(self, slot: int) -> str:
         return os.path.join(self.rundir, f"{slot}.sock")
 
-    async def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> None:
+    async def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver, answer: Answer = no_answer) -> None:
         self.loop = loop
         self.deliver = deliver
+        self.answer = answer
+        self.rooms.start(loop)
         own = self.path(self.slot)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(own)  # left by this slot's previous generation
@@ -298,6 +343,10 @@ class LocalBus(Broker):
         self.links[slot] = link
         if old is not None and old is not link:
             old.close()
+        # Our whole interest set first, then the marker: the peer knows what we need from here on.
+        for endpoint, room in self.interest.subscribed:
+            link.queue(encode_interest(self.node, endpoint, room, True), _CONTROL_LIMIT)
+        link.queue(encode_synced(self.node), _CONTROL_LIMIT)
         dropped = self._dropping.pop(slot, 0)
         if dropped:
             log.warning("bus: worker %d reachable again; %d message(s) to it were dropped meanwhile", slot, dropped)
@@ -355,9 +404,124 @@ class LocalBus(Broker):
     def publish(self, kind: int, endpoint: str, key: Key, frame: bytes) -> None:
         message = encode(kind, self.node, endpoint, key, frame)
         self.published += 1
+        if kind == ROOM:
+            wanted = self._room_peers.get((endpoint, key), ())
+            synced = self._synced
+            for slot in range(self.slots):
+                if slot != self.slot:
+                    if slot in synced and slot not in wanted:
+                        self.filtered += 1
+                    else:
+                        self._send(slot, message)
+            return
         for slot in range(self.slots):
             if slot != self.slot:
                 self._send(slot, message)
+
+    def peers_for(self, endpoint: str, room: Key) -> frozenset[int]:
+        """The slots a message to ``room`` of ``endpoint`` goes to now:
+        those that said they have members there, and those whose interest
+        is not known yet."""
+        wanted = self._room_peers.get((endpoint, room), set())
+        return frozenset(s for s in range(self.slots) if s != self.slot and (s not in self._synced or s in wanted))
+
+    # -- rooms: ours ---------------------------------------------------------------------------
+
+    def watch(self, endpoint: str, room: Key) -> None:
+        if room is not None:  # every worker serves every endpoint of the app: broadcasts go to all
+            self.rooms.want((endpoint, room))
+
+    def unwatch(self, endpoint: str, room: Key) -> None:
+        if room is not None:
+            self.rooms.unwant((endpoint, room))
+
+    def _tell_peers(self, subscribe: list[Topic], unsubscribe: list[Topic]) -> None:
+        """Tell every peer the rooms wanted and given up since the last batch."""
+        messages = [encode_interest(self.node, e, r, True) for e, r in subscribe]
+        messages += [encode_interest(self.node, e, r, False) for e, r in unsubscribe]
+        self.subscribe_commands += len(subscribe)
+        self.unsubscribe_commands += len(unsubscribe)
+        for link in self.links.values():
+            for message in messages:
+                link.queue(message, _CONTROL_LIMIT)
+            # Out now, not at the end of the next iteration: before the joining client hears back
+            # (its reply is flushed after this batch), so a send that answers that reply finds the
+            # sender's worker told (the join race, narrowed to what the kernel still holds).
+            link.flush()
+
+    # -- rooms: theirs, and queries -------------------------------------------------------------
+
+    def _peer_linked(self, inbound: _Inbound) -> None:
+        """A hello on ``inbound``: what that slot needs comes on it from now
+        on; until its set is complete it gets every room message."""
+        assert inbound.peer is not None
+        slot = node_slot(inbound.peer)[1]
+        self._forget_peer(slot)
+        self._inbound_of[slot] = inbound
+
+    def _peer_unlinked(self, inbound: _Inbound) -> None:
+        if inbound.peer is None:
+            return
+        slot = node_slot(inbound.peer)[1]
+        if self._inbound_of.get(slot) is inbound:
+            del self._inbound_of[slot]
+            self._forget_peer(slot)
+
+    def _forget_peer(self, slot: int) -> None:
+        self._synced.discard(slot)
+        for topic in self._peer_topics.pop(slot, ()):
+            self._peer_left(slot, topic)
+
+    def _peer_left(self, slot: int, topic: Topic) -> None:
+        peers = self._room_peers.get(topic)
+        if peers is not None:
+            peers.discard(slot)
+            if not peers:
+                del self._room_peers[topic]
+
+    def _control(self, inbound: _Inbound, m: Message) -> None:
+        """A message for the bus itself (interest, a presence query or reply)."""
+        assert inbound.peer is not None
+        slot = node_slot(inbound.peer)[1]
+        if self._inbound_of.get(slot) is not inbound:
+            return  # an old link of that slot: its successor speaks for it
+        if m.kind == INTEREST:
+            if m.frame not in (b"\x00", b"\x01"):
+                raise WireError(f"an interest flag of {m.frame!r}")
+            topic = (m.endpoint, m.key)
+            mine = self._peer_topics.setdefault(slot, set())
+            if m.frame == b"\x01":
+                mine.add(topic)
+                self._room_peers.setdefault(topic, set()).add(slot)
+            else:
+                mine.discard(topic)
+                self._peer_left(slot, topic)
+        elif m.kind == SYNCED:
+            self._synced.add(slot)
+        elif m.kind == QUERY:
+            ids = answer_query(self.answer, m, log)
+            self._send(slot, encode_reply(self.node, m.endpoint, query_id(m.frame), ids))
+        elif m.kind == REPLY:
+            assert isinstance(m.key, int)
+            self.queries.answer(m.key, m.origin, reply_ids(m.frame))
+
+    async def presence(self, endpoint: str, room: Key, local: list[str], timeout: float) -> ClusterPresence:
+        """A query to every other worker with a link (one message each),
+        then their replies, at most ``timeout`` seconds; workers without a
+        link (down, restarting) count as missing."""
+        query = PresenceQuery(self.loop, self.node, local)
+        request = self.queries.open(query)
+        try:
+            message = encode_query(self.node, endpoint, room, request)
+            self.queries_sent += 1
+            for link in list(self.links.values()):
+                if link.tag is not None and link.queue(message, self.buffer_limit):
+                    query.asked.add(link.tag)
+            query.expect(len(query.asked))
+            await query.wait(timeout)
+        finally:
+            self.queries.close(request)
+        return query.result(unreachable=self.slots - 1 - len(query.asked))
 
     def publish_to(self, node: int, endpoint: str, conn_id: str, frame: bytes) -> bool:
         host, slot, _ = node_slot(node)
@@ -395,6 +559,7 @@ class LocalBus(Broker):
     async def close(self) -> None:
         self._closed = True
         self._waiting.clear()
+        self.rooms.close()
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:
@@ -419,4 +584,9 @@ class LocalBus(Broker):
             "published": self.published,
             "received": self.received,
             "dropped": self.dropped,
+            "subscriptions": len(self.interest.subscribed),
+            "subscribe_commands": self.subscribe_commands,
+            "unsubscribe_commands": self.unsubscribe_commands,
+            "filtered": self.filtered,
+            "queries": self.queries_sent,
         }

@@ -5,28 +5,48 @@ connection of every server that names the same Redis and prefix.
 Every worker process is a node with two connections to Redis (a thin
 ``asyncio.Protocol`` with ``hiredis``' C reply parser):
 
-- a **publisher**: broadcasts and room broadcasts go on the node's own
-  channel ``<prefix>:b:<node tag>``, ``send_to`` on the owning node's
-  ``<prefix>:n:<node tag>``; every message published during one loop
+- a **publisher**: each message goes on the channel of its destination
+  (:mod:`robyn_fast.broker.channels`): an endpoint's broadcasts on the
+  endpoint's channel, a room's messages on the room's channel, ``send_to``
+  on the owning node's channel; every message published during one loop
   iteration is corked, consecutive messages to one channel are joined into
   one PUBLISH payload (the bus format of :mod:`robyn_fast.broker.wire`
   concatenates), and all of them leave in one write;
-- a **subscriber** on ``<prefix>:n:<its tag>`` and on every *other* node's
-  broadcast channel, with no list of nodes: eight PSUBSCRIBE patterns, one per
-  hex digit of its tag, ``<prefix>:b:<the first i digits>[^<digit i>]*``,
-  match every 8-digit tag but its own, each exactly once (a channel matches
-  the pattern of the first digit where it differs). So a node never gets its
-  own broadcasts back: they cost nothing on its subscriber link and cannot
-  fill the output buffer Redis keeps for it (``client-output-buffer-limit
-  pubsub``), however large they are. (Each PUBLISH is matched against every
-  node's patterns: about 8 × nodes glob matches in Redis, microseconds for
-  tens of nodes.)
+- a **subscriber** on its own node channel, the channel of every endpoint
+  the node serves, and the channel of every room it has members in:
+  subscribed in the loop iteration the room's first member joins (one
+  SUBSCRIBE for every room joined in that iteration), unsubscribed when its
+  last member left ``room_linger`` seconds ago (a URL option, 2 s by
+  default) and nobody joined meanwhile (:mod:`robyn_fast.broker.interest`).
+  So a node receives only the rooms its clients are in, and however fast
+  members come and go, a room costs at most one SUBSCRIBE and one
+  UNSUBSCRIBE per linger.
+
+Plain channels send a node its own publications back when it is subscribed
+to them (an endpoint it serves, a room it has members in): the header's
+origin is ours, and the subscriber drops such a payload whole without
+decoding it (one origin check per PUBLISH payload; counted in
+``filtered``). That costs Redis one more copy per PUBLISH (the sender is one
+more subscriber) and the node the read; a PSUBSCRIBE-based exclusion would
+instead cost Redis a glob match per pattern per node on *every* PUBLISH,
+room messages included, which grows with the number of nodes. A node that
+publishes much faster than it reads may meet Redis's
+``client-output-buffer-limit pubsub`` with its own messages, and then
+reconnects like any slow subscriber.
 
 Redis runs one connection's commands in order and appends each PUBLISH to
 every matching subscriber's output at once, so the messages of one
 publisher connection reach a subscriber in the order they were published,
-whatever mix of channels they used: what one node sends another arrives in
-order, as on the local bus. Delivery is at-most-once.
+whatever mix of channels they used (a room's, an endpoint's, a node's):
+what one node sends another arrives in order, as on the local bus.
+Delivery is at-most-once. A SUBSCRIBE takes effect when Redis runs it: a
+message published to a room before the SUBSCRIBE of a node whose first
+member just joined is not delivered to that node (PUB/SUB keeps nothing).
+
+Presence (:meth:`RedisBroker.presence`): the query is published on the
+endpoint's channel; Redis's answer to that PUBLISH says how many nodes
+received it (this one, subscribed too, not counted), which is how many
+replies to wait for; each node replies on the asker's node channel.
 
 Faults: Redis down or unreachable (at start-up or later), a connection
 reset, a Redis that stops answering (a PING every second; no answer in 3 s
@@ -63,12 +83,18 @@ import asyncio
 import collections
 import contextlib
 import time
-from typing import Any, Callable
+from typing import Any, Callable, List, Tuple, Union
 
 from ..logs import Throttle, get_logger, more_since
-from . import Broker, Deliver, not_started
+from . import Answer, Broker, Deliver, no_answer, not_started
+from .channels import ChannelNames, Channels
+from .interest import Batcher, Topic
+from .presence import ClusterPresence, PresenceQuery, QueryBook, answer_query
 from .resp import RedisAddress, command, parse_url
-from .wire import HELLO, TO, Key, WireError, decode_at, encode
+from .wire import (
+    ALL, HELLO, QUERY, REPLY, TO, Key, Message, WireError, count_messages, decode_at, encode, encode_query,
+    encode_reply, origin_of, query_id, reply_ids,
+)
 
 __all__ = ["RedisBroker", "DEFAULT_OUTAGE_LIMIT", "DEFAULT_BUFFER_LIMIT", "hiredis_available"]
 
@@ -86,26 +112,21 @@ MALFORMED_LOG_EVERY = 10.0
 DELIVER_SLICE = 512  # received messages decoded and delivered per loop iteration (then the loop runs)
 
 
-def _glob_escape(text: str) -> str:
-    """``text`` matched literally in a Redis glob pattern."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def other_nodes_patterns(prefix: str, node: int) -> list[bytes]:
-    """The PSUBSCRIBE patterns that match ``<prefix>:b:<tag>`` for every
-    8-hex-digit tag but ``node``'s, each tag exactly once (see the module
-    docstring)."""
-    tag = f"{node:08x}"
-    head = _glob_escape(prefix) + ":b:"
-    return [f"{head}{tag[:i]}[^{tag[i]}]*".encode() for i in range(8)]
-
-
 def hiredis_available() -> bool:
     try:
         import hiredis  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+#: A command in flight on the publisher: its message count, or the count and
+#: who waits for the PUBLISH's receiver count.
+InFlight = Union[int, Tuple[int, List[Callable[[int], None]]]]
+
+
+def _messages(entry: InFlight) -> int:
+    return entry[0] if isinstance(entry, tuple) else entry
 
 
 class _Link(asyncio.Protocol):
@@ -128,9 +149,10 @@ class _Link(asyncio.Protocol):
         self.protocol_failure = False  # dropped for a protocol error (not Redis's protocol, a reply too big)
         self.unparsed = 0  # bytes fed to the reader since its last complete reply (bounded by max_reply)
         self.paused = False  # subscriber: reading paused while the broker delivers what it has
-        # Publisher: what each command in flight carried, in order (a PUBLISH's message count, 0 for a PING),
-        # so that an error reply counts the messages it lost.
-        self.in_flight: collections.deque[int] = collections.deque()
+        # Publisher: what each command in flight carried, in order (a PUBLISH's message count, 0 for a PING;
+        # with the callbacks that want its receiver count, for a presence query), so that an error reply
+        # counts the messages it lost.
+        self.in_flight: collections.deque[InFlight] = collections.deque()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are no asyncio.Transport subclasses
@@ -139,9 +161,10 @@ class _Link(asyncio.Protocol):
         address = self.broker.address
         first = address.login()
         if self.role == "subscriber":
-            first.append(command("SUBSCRIBE", self.broker.own_channel))
-            first.append(command("PSUBSCRIBE", *self.broker.patterns))
-            self.handshake = len(first) - 2 + 1 + len(self.broker.patterns)
+            channels = self.broker._subscriptions()
+            first.append(command("SUBSCRIBE", *channels))
+            self.broker.subscribe_commands += 1
+            self.handshake = len(first) - 1 + len(channels)  # one reply per channel
         else:
             # Ready once Redis answered something: a paused Redis or a black hole accepts connections too.
             first.append(command("PING"))
@@ -188,7 +211,7 @@ class _Link(asyncio.Protocol):
             if not self.ready:
                 self.fail(f"Redis refused the connection's set-up (AUTH, SELECT, SUBSCRIBE): {reply}")
             else:
-                lost = self.in_flight.popleft() if self.role == "publisher" and self.in_flight else 0
+                lost = _messages(self.in_flight.popleft()) if self.role == "publisher" and self.in_flight else 0
                 self.broker._redis_error(self, str(reply), lost)
             return
         if not self.ready:
@@ -205,11 +228,18 @@ class _Link(asyncio.Protocol):
                 if kind == b"pmessage" and len(reply) == 4 and type(reply[3]) is bytes:
                     self.broker._on_payload(reply[3])
                     return
-                if kind in (b"pong", b"subscribe", b"psubscribe") and len(reply) in (2, 3):
+                if kind in (b"pong", b"subscribe", b"unsubscribe") and len(reply) in (2, 3):
                     return
             self.broker._protocol_error(self, f"a reply that is no push of ours: {reply!r:.60}")
-        elif self.in_flight and self.in_flight.popleft():
-            self.broker._published_ok()
+        elif self.in_flight:
+            entry = self.in_flight.popleft()
+            if type(entry) is tuple:  # a PUBLISH whose receiver count someone waits for
+                entry, waiters = entry
+                if type(reply) is int:
+                    for waiter in waiters:
+                        waiter(reply)
+            if entry:
+                self.broker._published_ok()
 
     def fail(self, why: str) -> None:
         if self.error is None:  # the first reason, not what follows from it
@@ -271,17 +301,20 @@ class RedisBroker(Broker):
         self.node = node
         self.outage_limit = outage_limit
         self.buffer_limit = buffer_limit
-        prefix = self.address.prefix
-        self.broadcast_channel = f"{prefix}:b:{node:08x}".encode()  # where this node's broadcasts go
-        self.own_channel = self.node_channel(node)  # send_to an id of this node
-        self.patterns = other_nodes_patterns(prefix, node)  # every other node's broadcast channel
+        self.names = ChannelNames(self.address.prefix)
+        self.own_channel = self.names.node(node)  # send_to an id of this node
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self.deliver: Deliver = not_started
+        self.answer: Answer = no_answer
+        self.rooms = Batcher(self.address.room_linger, self._subscribe)
+        self.channels = Channels(self.names, node, self.rooms.interest)
+        self.queries = QueryBook()
         self.links: dict[str, _Link | None] = {"publisher": None, "subscriber": None}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._first_ready: asyncio.Future[None] | None = None
-        # Corked for the publisher: [channel, [messages]] runs, in publish order.
+        # Corked for the publisher: [channel, [messages], bytes, receiver-count callbacks or None] runs,
+        # in publish order.
         self._pending: list[list[Any]] = []
         self._pending_bytes = 0
         self._flush_scheduled = False
@@ -314,17 +347,53 @@ class RedisBroker(Broker):
         self.dropped_in_flight = 0  # of dropped: written to a link that was lost before Redis answered
         self.outages = 0
         self.publishes = 0  # PUBLISH commands sent (several messages may share one)
+        self.subscribe_commands = 0  # SUBSCRIBE commands sent (a connection's first one included)
+        self.unsubscribe_commands = 0
+        self.filtered = 0  # our own messages that came back on a channel we subscribe to (dropped)
+        self.queries_sent = 0
 
     def node_channel(self, node: int) -> bytes:
-        return f"{self.address.prefix}:n:{node:08x}".encode()
+        return self.names.node(node)
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    def watch(self, endpoint: str, room: Key) -> None:
+        self.rooms.want((endpoint, room))
+
+    def unwatch(self, endpoint: str, room: Key) -> None:
+        self.rooms.unwant((endpoint, room))
+
+    def _subscribe(self, subscribe: list[Topic], unsubscribe: list[Topic]) -> None:
+        """One SUBSCRIBE for the rooms wanted since the last batch, one
+        UNSUBSCRIBE for those whose linger is over. Without a subscriber
+        connection they only change the set the next one subscribes."""
+        subscriber = self.links["subscriber"]
+        if subscriber is None or subscriber.transport is None or subscriber.failed \
+                or subscriber.transport.is_closing():
+            return
+        # Before the set-up's replies are in, too: Redis answers in order, after them.
+        out = []
+        if subscribe:
+            out.append(command("SUBSCRIBE", *map(self.names.topic, subscribe)))
+            self.subscribe_commands += 1
+        if unsubscribe:
+            out.append(command("UNSUBSCRIBE", *map(self.names.topic, unsubscribe)))
+            self.unsubscribe_commands += 1
+        subscriber.transport.write(b"".join(out))
+
+    def _subscriptions(self) -> list[bytes]:
+        """Every channel a new subscriber connection subscribes to."""
+        return self.channels.everything(self.loop.time())
 
     # -- connections -----------------------------------------------------------------------
 
-    async def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> None:
+    async def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver, answer: Answer = no_answer) -> None:
         """Start connecting; wait up to a second for Redis, then go on
         either way (an unreachable Redis never stops a server from serving)."""
         self.loop = loop
         self.deliver = deliver
+        self.answer = answer
+        self.rooms.start(loop)
         self._first_ready = loop.create_future()
         self._down_since = time.monotonic()
         self._down_reason = "not connected yet"
@@ -397,7 +466,7 @@ class RedisBroker(Broker):
         if link.role == "publisher":
             # Written, never answered: Redis may have taken some (a paused one may carry them later),
             # or none; at-most-once, so they count as dropped.
-            lost = sum(link.in_flight)
+            lost = sum(_messages(entry) for entry in link.in_flight)
             link.in_flight.clear()
             if lost and not self._closed:
                 self.dropped += lost
@@ -493,6 +562,12 @@ class RedisBroker(Broker):
                 self._not_ours_seen("an empty payload", payload)
                 budget -= 1
                 continue
+            if self._inbox_pos == 0 and origin_of(payload) == node:
+                # Our own PUBLISH back (one publisher's payload holds its messages only): dropped whole.
+                inbox.popleft()
+                self.filtered += count_messages(payload)
+                budget -= 1
+                continue
             try:
                 messages, pos = decode_at(payload, self._inbox_pos, budget)
             except WireError as exc:
@@ -515,7 +590,11 @@ class RedisBroker(Broker):
                     self._not_ours_seen(f"a hello from node {m.origin:08x}", payload)
                     break
                 if m.origin == node:
+                    self.filtered += 1
                     continue  # our own (another node with our tag): not for us
+                if m.kind > TO:
+                    self._control(m)
+                    continue
                 self.received += 1
                 try:
                     deliver(m.kind, m.endpoint, m.key, m.frame)
@@ -529,6 +608,45 @@ class RedisBroker(Broker):
                 subscriber.pause()
         elif subscriber is not None and subscriber.paused:
             subscriber.resume()
+
+    def _control(self, m: Message) -> None:
+        """A presence query (answered on the asker's channel) or a reply to
+        one of ours; anything else is not ours."""
+        if m.kind == QUERY:
+            ids = answer_query(self.answer, m, log)
+            self._send(self.node_channel(m.origin), encode_reply(self.node, m.endpoint, query_id(m.frame), ids))
+        elif m.kind == REPLY:
+            assert isinstance(m.key, int)
+            try:
+                ids = reply_ids(m.frame)
+            except WireError as exc:
+                self._not_ours_seen(str(exc), m.frame)
+                return
+            self.queries.answer(m.key, m.origin, ids)
+        else:
+            self._not_ours_seen(f"a message of kind {m.kind} from node {m.origin:08x}", m.frame)
+
+    async def presence(self, endpoint: str, room: Key, local: list[str], timeout: float) -> ClusterPresence:
+        """One query on the endpoint's channel; Redis's receiver count for
+        it says how many replies to wait for (at most ``timeout`` seconds).
+        With the publisher down the query is not sent (nor buffered) and
+        the answer is ``local`` alone, ``missing`` None."""
+        query = PresenceQuery(self.loop, self.node, local)
+        request = self.queries.open(query)
+
+        def counted(receivers: int) -> None:
+            # This node is one of them while its subscriber is up (it serves the endpoint).
+            subscriber = self.links["subscriber"]
+            query.expect(max(0, receivers - (1 if subscriber is not None and subscriber.ready else 0)))
+
+        try:
+            message = encode_query(self.node, endpoint, room, request)
+            if self._writable() is not None and self._send(self.names.endpoint(endpoint), message, counted):
+                self.queries_sent += 1
+                await query.wait(timeout)
+        finally:
+            self.queries.close(request)
+        return query.result()
 
     def _not_ours_seen(self, why: str, payload: bytes) -> None:
         self.malformed += 1
@@ -550,7 +668,8 @@ class RedisBroker(Broker):
 
     def publish(self, kind: int, endpoint: str, key: Key, frame: bytes) -> None:
         self.published += 1
-        self._send(self.broadcast_channel, encode(kind, self.node, endpoint, key, frame))
+        channel = self.names.endpoint(endpoint) if kind == ALL else self.names.room(endpoint, key)
+        self._send(channel, encode(kind, self.node, endpoint, key, frame))
 
     def publish_to(self, node: int, endpoint: str, conn_id: str, frame: bytes) -> bool:
         if node == self.node:
@@ -567,7 +686,7 @@ class RedisBroker(Broker):
             return None
         return publisher
 
-    def _send(self, channel: bytes, message: bytes) -> bool:
+    def _send(self, channel: bytes, message: bytes, counted: Callable[[int], None] | None = None) -> bool:
         if len(message) > self.address.max_reply - 1024:  # its push would be past every node's reader cap
             self.dropped += 1
             unreported = self._too_big_to_send.hit()
@@ -594,7 +713,7 @@ class RedisBroker(Broker):
         if self._slow_dropped:
             log.warning("broker: Redis caught up; %d message(s) were dropped", self._slow_dropped)
             self._slow_dropped = 0
-        self._cork(channel, message)
+        self._cork(channel, message, counted)
         return True
 
     def _drop_in_outage(self) -> None:
@@ -604,15 +723,21 @@ class RedisBroker(Broker):
                         "Redis is back", self.outage_limit)
         self._outage_dropped += 1
 
-    def _cork(self, channel: bytes, message: bytes) -> None:
+    def _cork(self, channel: bytes, message: bytes, counted: Callable[[int], None] | None = None) -> None:
         pending = self._pending
         # Consecutive messages to one channel share a PUBLISH, up to MAX_PUBLISH bytes: Redis disconnects
         # subscribers whose output buffer passes 8-32 MB, so no single payload comes near that.
         if pending and pending[-1][0] == channel and pending[-1][2] + len(message) <= MAX_PUBLISH:
-            pending[-1][1].append(message)
-            pending[-1][2] += len(message)
+            run = pending[-1]
+            run[1].append(message)
+            run[2] += len(message)
         else:
-            pending.append([channel, [message], len(message)])
+            run = [channel, [message], len(message), None]
+            pending.append(run)
+        if counted is not None:
+            if run[3] is None:
+                run[3] = []
+            run[3].append(counted)
         self._pending_bytes += len(message)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -628,15 +753,16 @@ class RedisBroker(Broker):
             return
         pending, self._pending, self._pending_bytes = self._pending, [], 0
         publisher.transport.writelines([command("PUBLISH", channel, b"".join(messages))
-                                        for channel, messages, _ in pending])
-        publisher.in_flight.extend(len(messages) for _, messages, _ in pending)
+                                        for channel, messages, _, _ in pending])
+        publisher.in_flight.extend(len(messages) if waiters is None else (len(messages), waiters)
+                                   for _, messages, _, waiters in pending)
         self.publishes += len(pending)
 
     def _requeue_pending(self) -> None:
         """Corked messages of a publisher that went away go back to the
         outage buffer, in order (as far as it has room)."""
         pending, self._pending, self._pending_bytes = self._pending, [], 0
-        for channel, messages, _ in pending:
+        for channel, messages, _, _ in pending:  # a presence query waiting for a count just times out
             for message in messages:
                 if self._outage_bytes + len(message) > self.outage_limit:
                     self._drop_in_outage()
@@ -658,6 +784,7 @@ class RedisBroker(Broker):
         if self._pending:
             self._flush()
         self._closed = True
+        self.rooms.close()
         for task in list(self._tasks):
             task.cancel()
         for link in list(self.links.values()):
@@ -682,4 +809,9 @@ class RedisBroker(Broker):
             "dropped_in_flight": self.dropped_in_flight,
             "outages": self.outages,
             "publishes": self.publishes,
+            "subscriptions": len(self.channels),
+            "subscribe_commands": self.subscribe_commands,
+            "unsubscribe_commands": self.unsubscribe_commands,
+            "filtered": self.filtered,
+            "queries": self.queries_sent,
         }

@@ -10,6 +10,9 @@ A broker URL is one of::
 
 ``prefix`` names the channels (default ``robyn_fast``): servers of one app
 share it, different apps on one Redis use different ones.
+``room_linger`` (seconds, default 2) is how long a node stays subscribed to
+a room's channel after its last member there left (see
+:mod:`robyn_fast.broker.interest`).
 ``max_reply_size`` (bytes, default 64 MiB, at least 1 MiB) bounds what one
 reply from Redis may make the client buffer: past it the connection is
 dropped, counted and logged, and a message that could not cross it is not
@@ -23,14 +26,18 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..exceptions import RobynFastError
+from .interest import DEFAULT_LINGER
 
 __all__ = ["command", "BrokerURLError", "RedisAddress", "parse_url", "redact_url", "DEFAULT_PREFIX",
-           "DEFAULT_MAX_REPLY", "MIN_MAX_REPLY"]
+           "DEFAULT_MAX_REPLY", "MIN_MAX_REPLY", "DEFAULT_ROOM_LINGER"]
 
 DEFAULT_PREFIX = "robyn_fast"
 # Setting (issue 16, item 6): the broker URL's ?max_reply_size=BYTES, like ?prefix (no flag of its own).
 DEFAULT_MAX_REPLY = 64 * 1024 * 1024
 MIN_MAX_REPLY = 1024 * 1024  # a joined PUBLISH payload (512 KiB) and its push must fit
+# Setting: the broker URL's ?room_linger=SECONDS (default: robyn_fast.broker.interest's).
+DEFAULT_ROOM_LINGER = DEFAULT_LINGER
+MAX_ROOM_LINGER = 3600.0
 
 
 class BrokerURLError(RobynFastError, ValueError):
@@ -63,6 +70,7 @@ class RedisAddress:
     server_hostname: str | None
     prefix: str
     max_reply: int = DEFAULT_MAX_REPLY  # bytes one reply from Redis may make the client buffer
+    room_linger: float = DEFAULT_ROOM_LINGER  # seconds a room stays subscribed after its last member left
 
     def login(self) -> list[bytes]:
         """The commands a new connection sends first (AUTH, then SELECT)."""
@@ -134,6 +142,16 @@ def parse_url(url: str) -> RedisAddress:
             raise BrokerURLError(f"broker URL {given!r}: max_reply_size is a number of bytes from {MIN_MAX_REPLY} "
                                  f"to 2**40, not {max_reply_text!r}")
         max_reply = int(max_reply_text)
+    linger_text = query.pop("room_linger", [None])[-1]
+    room_linger = DEFAULT_ROOM_LINGER
+    if linger_text is not None:
+        try:
+            room_linger = float(linger_text)
+        except ValueError:
+            room_linger = -1.0
+        if not 0 <= room_linger <= MAX_ROOM_LINGER:
+            raise BrokerURLError(f"broker URL {given!r}: room_linger is a number of seconds from 0 to "
+                                 f"{MAX_ROOM_LINGER:g}, not {linger_text!r}")
     host: str | None = None
     path: str | None = None
     tls: ssl.SSLContext | None = None
@@ -177,4 +195,5 @@ def parse_url(url: str) -> RedisAddress:
         raise BrokerURLError(f"broker URL {given!r}: unknown option(s) {', '.join(sorted(query))}")
     where = path if path is not None else f"{host}:{port}"
     shown = f"{scheme}://{where}" + (f"/{db}" if db else "")
-    return RedisAddress(shown, host, port, path, db, username, password, tls, server_hostname, prefix, max_reply)
+    return RedisAddress(shown, host, port, path, db, username, password, tls, server_hostname, prefix, max_reply,
+                        room_linger)

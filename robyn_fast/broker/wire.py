@@ -5,7 +5,8 @@ so a receiving node hands the same bytes to its connection table without
 parsing or re-encoding anything::
 
     u8  version (1)
-    u8  kind      1 = every connection of an endpoint, 2 = a room, 3 = one connection, 0 = hello
+    u8  kind      1 = every connection of an endpoint, 2 = a room, 3 = one connection, 0 = hello,
+                  4 = a presence query, 5 = its reply, 6 = room interest, 7 = interest synced
     u8  key type  0 = none, 1 = str (UTF-8), 2 = int (decimal ASCII)
     u8  0
     u32 origin node tag
@@ -13,7 +14,18 @@ parsing or re-encoding anything::
     endpoint (UTF-8), key, frame
 
 A *hello* (kind 0, no endpoint, key or frame) opens every link and names the
-dialing node. :func:`encode` builds one message; :class:`Decoder` takes bytes
+dialing node. The other kinds are the brokers' own business, never handed
+to a connection table:
+
+- *query* (4): who is connected to the endpoint (no key) or in the room
+  (the key); the frame is the asker's 4-byte request id (big-endian);
+- *reply* (5): the answer to the query whose request id is the (int) key:
+  the frame is a JSON array of connection ids (the replying node, the
+  origin, holds them all);
+- *interest* (6, the local bus): the origin has members in the key's room
+  of the endpoint (frame ``b"\x01"``) or no longer (``b"\x00"``);
+- *synced* (7, the local bus; a bare header like a hello): every interest
+  of the origin has been sent on this link; deltas follow. :func:`encode` builds one message; :class:`Decoder` takes bytes
 split anywhere and yields whole messages, raising :class:`WireError` for
 anything malformed; :func:`decode_at` reads a whole payload (one Redis
 PUBLISH) a slice of messages at a time.
@@ -22,18 +34,22 @@ PUBLISH) a slice of messages at a time.
 from __future__ import annotations
 
 import contextlib
+import json
 import struct
 from typing import Any, NamedTuple, Union
 
 from ..exceptions import RobynFastError
 
 __all__ = [
-    "VERSION", "HELLO", "ALL", "ROOM", "TO", "Message", "WireError", "encode", "encode_hello", "Decoder", "decode_at",
-    "MAX_MESSAGE",
+    "VERSION", "HELLO", "ALL", "ROOM", "TO", "QUERY", "REPLY", "INTEREST", "SYNCED", "Message", "WireError", "encode", "encode_hello", "Decoder", "decode_at",
+    "MAX_MESSAGE", "encode_query", "query_id", "encode_reply", "reply_ids", "encode_interest", "encode_synced",
+    "origin_of", "count_messages",
 ]
 
 VERSION = 1
 HELLO, ALL, ROOM, TO = 0, 1, 2, 3
+QUERY, REPLY, INTEREST, SYNCED = 4, 5, 6, 7
+_QUERY_ID = struct.Struct("!I")
 _NONE, _STR, _INT = 0, 1, 2
 
 _HEAD = struct.Struct("!BBBBIHHI")
@@ -79,6 +95,60 @@ def encode_hello(origin: int) -> bytes:
     return _HEAD.pack(VERSION, HELLO, _NONE, 0, origin, 0, 0, 0)
 
 
+def encode_synced(origin: int) -> bytes:
+    return _HEAD.pack(VERSION, SYNCED, _NONE, 0, origin, 0, 0, 0)
+
+
+def encode_query(origin: int, endpoint: str, room: Key, request: int) -> bytes:
+    """Who is connected to ``endpoint`` (``room`` None) or in ``room``."""
+    return encode(QUERY, origin, endpoint, room, _QUERY_ID.pack(request))
+
+
+def query_id(frame: bytes) -> int:
+    """The request id a query's frame carries."""
+    return int(_QUERY_ID.unpack(frame)[0])
+
+
+def encode_reply(origin: int, endpoint: str, request: int, ids: list[str]) -> bytes:
+    """The answer to query ``request``: the ids of ``origin``'s connections."""
+    return encode(REPLY, origin, endpoint, request, json.dumps(ids, separators=(",", ":")).encode("utf-8"))
+
+
+def reply_ids(frame: bytes) -> list[str]:
+    """The connection ids of a reply; WireError when it holds anything else."""
+    try:
+        ids = json.loads(frame)
+    except ValueError as exc:
+        raise WireError(f"a presence reply that is not JSON: {exc}") from None
+    if type(ids) is not list or not all(type(i) is str for i in ids):
+        raise WireError("a presence reply that is not a list of connection ids")
+    return ids
+
+
+def encode_interest(origin: int, endpoint: str, room: Key, wanted: bool) -> bytes:
+    """``origin`` has members in ``room`` of ``endpoint`` (``wanted``) or no longer."""
+    return encode(INTEREST, origin, endpoint, room, b"\x01" if wanted else b"\x00")
+
+
+def origin_of(payload: bytes) -> int | None:
+    """The origin node in the first header of ``payload`` (None: too short)."""
+    if len(payload) < HEAD_SIZE:
+        return None
+    return int(_HEAD.unpack_from(payload, 0)[4])
+
+
+def count_messages(payload: bytes) -> int:
+    """How many messages ``payload`` holds by their headers' lengths (at
+    least 1: a payload that is not whole messages counts as one)."""
+    count, pos, size = 0, 0, len(payload)
+    unpack = _HEAD.unpack_from
+    while size - pos >= HEAD_SIZE:
+        _, _, _, _, _, elen, klen, flen = unpack(payload, pos)
+        pos += HEAD_SIZE + elen + klen + flen
+        count += 1
+    return max(count, 1)
+
+
 def _decode_key(key_type: int, raw: bytes) -> Key:
     try:
         if key_type == _NONE:
@@ -101,7 +171,7 @@ def _header(buf: Any, pos: int) -> tuple[int, int, int, int, int, int]:
     """``(kind, key type, origin, endpoint length, key length, frame length)``
     of the header at ``pos``, judged before the body arrives."""
     version, kind, key_type, zero, origin, elen, klen, flen = _HEAD.unpack_from(buf, pos)
-    if version != VERSION or zero != 0 or kind > TO:
+    if version != VERSION or zero != 0 or kind > SYNCED:
         raise WireError(f"not a bus message (version {version}, kind {kind})")
     total = HEAD_SIZE + elen + klen + flen
     if total > MAX_MESSAGE:
@@ -117,9 +187,18 @@ def _fields(buf: Any, start: int, kind: int, key_type: int, elen: int, klen: int
     except UnicodeDecodeError:
         raise WireError("an endpoint path that is not UTF-8") from None
     key = _decode_key(key_type, bytes(buf[start + elen : start + elen + klen]))
-    if kind == HELLO:
+    if kind == HELLO or kind == SYNCED:
         if elen or klen or flen or key_type != _NONE:
             raise WireError("a hello with a body")
+    elif kind > TO:
+        if not endpoint:
+            raise WireError("a broker message without an endpoint")
+        if kind == QUERY and flen != _QUERY_ID.size:
+            raise WireError("a query whose frame is not a 4-byte request id")
+        if kind == REPLY and (type(key) is not int or not flen):
+            raise WireError("a reply without a request id or a body")
+        if kind == INTEREST and (flen != 1 or key is None):
+            raise WireError("an interest without a room or a one-byte flag")
     elif not endpoint or not flen:
         raise WireError("a delivery without an endpoint or a frame")
     elif (kind == ALL) != (key is None):

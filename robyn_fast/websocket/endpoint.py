@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.codec import build_close
+from ..broker.presence import ClusterPresence
 from .._core.connection import BufferedConnection, Hub, message_frame
 from ..binding import Arg, Attr, Call, Dependency, Item, Source, bind_parameters
 from ..config import Config
@@ -43,9 +44,11 @@ if TYPE_CHECKING:
     from .._core.connection import Connection
     from ..server import Server
 
-__all__ = ["WebSocket", "WebSocketConnector", "EVENTS", "UpgradeHook"]
+__all__ = ["WebSocket", "WebSocketConnector", "EVENTS", "UpgradeHook", "ClusterPresence", "DEFAULT_PRESENCE_TIMEOUT"]
 
 EVENTS = ("connect", "message", "close")
+#: Seconds a presence query waits for the other nodes by default.
+DEFAULT_PRESENCE_TIMEOUT = 1.0
 
 log = get_logger("robyn_fast.websocket")
 
@@ -234,6 +237,16 @@ class WebSocketConnector:
         """Leave ``room``; False if this connection was not in it."""
         _check_room(room)
         return bool(self._on_loop(self._conn.leave, room))
+
+    async def cluster_connections(self, timeout: float = DEFAULT_PRESENCE_TIMEOUT) -> ClusterPresence:
+        """Every connection of this endpoint on every worker process and
+        host (:meth:`WebSocket.cluster_connections`)."""
+        return await self._ws.cluster_connections(timeout)
+
+    async def cluster_room_members(self, room: Any, timeout: float = DEFAULT_PRESENCE_TIMEOUT) -> ClusterPresence:
+        """The members of ``room`` on every worker process and host
+        (:meth:`WebSocket.cluster_room_members`)."""
+        return await self._ws.cluster_room_members(room, timeout)
 
     def sync_send_to(self, recipient_id: str, data: str | bytes | dict[str, Any] | list[Any]) -> bool:
         """Send ``data`` to the connection ``recipient_id`` of this endpoint.
@@ -621,6 +634,35 @@ class WebSocket:
         if server is None:
             return []
         return server.inspect(self, lambda hub: list(hub.rooms.get(room, ())), [])
+
+    async def cluster_connections(self, timeout: float = DEFAULT_PRESENCE_TIMEOUT) -> ClusterPresence:
+        """The connections of this endpoint on every worker process and
+        every host (over Redis): a mapping of id -> the node tag of the
+        process that holds it. Asks every node once and waits at most
+        ``timeout`` seconds for their answers; ``.complete`` is False (and
+        ``.missing``, ``.silent`` say who) when some did not answer in
+        time. Each node's part is a snapshot taken when the query reached
+        it: a connection that comes or goes meanwhile may show or not.
+        Without worker processes or a broker: this process's connections.
+        Raises :class:`~robyn_fast.exceptions.ServerNotRunning` when the
+        app is not being served."""
+        return await self._cluster(None, timeout)
+
+    async def cluster_room_members(self, room: Any, timeout: float = DEFAULT_PRESENCE_TIMEOUT) -> ClusterPresence:
+        """The members of ``room`` on every worker process and host (see
+        :meth:`cluster_connections`), each node's in the order they joined."""
+        _check_room(room)
+        return await self._cluster(room, timeout)
+
+    async def _cluster(self, room: Any, timeout: float) -> ClusterPresence:
+        if type(timeout) not in (int, float) or not 0 <= timeout <= 3600:
+            raise ValueError(f"a presence timeout is a number of seconds from 0 to 3600, not {timeout!r}")
+        server = self._server()
+        if server is None:
+            raise ServerNotRunning("the app is not being served")
+        if room is not None:
+            server.check_room(room)
+        return await server.cluster_presence(self, room, float(timeout))
 
     # -- used by the server ---------------------------------------------------------
 

@@ -48,7 +48,7 @@ from ..encoding import dumps
 from ..exceptions import HandshakeError, WebSocketDisconnect
 from ..http.types import Headers, QueryParams
 from ..logs import get_logger
-from .endpoint import EndpointOwner, WebSocket, WebSocketConnector
+from .endpoint import DEFAULT_PRESENCE_TIMEOUT, ClusterPresence, EndpointOwner, WebSocket, WebSocketConnector
 
 if TYPE_CHECKING:
     from .._core.connection import Connection
@@ -298,6 +298,20 @@ class WebSocketAdapter:
         :meth:`~robyn_fast.websocket.endpoint.WebSocket.send_to`: True once
         handed to the bus or Redis for another node's id, at most once)."""
         return self.connector.sync_send_to(recipient_id, data)
+
+    # -- who is where, across the cluster ---------------------------------------------------------
+
+    async def cluster_connections(self, timeout: float = DEFAULT_PRESENCE_TIMEOUT) -> ClusterPresence:
+        """Every connection of this endpoint on every worker process and
+        host: id -> node tag, with ``.complete`` False when some node did
+        not answer within ``timeout`` seconds (see
+        :meth:`~robyn_fast.websocket.endpoint.WebSocket.cluster_connections`)."""
+        return await self.connector.cluster_connections(timeout)
+
+    async def cluster_room_members(self, room: Any, timeout: float = DEFAULT_PRESENCE_TIMEOUT) -> ClusterPresence:
+        """The members of ``room`` on every worker process and host (see
+        :meth:`cluster_connections`)."""
+        return await self.connector.cluster_room_members(room, timeout)
 
     # -- rooms (the legacy connector's, for this connection) ----------------------------------
 

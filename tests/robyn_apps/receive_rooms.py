@@ -11,7 +11,11 @@ on_connect greets with the connection id. Commands, one per message:
 "sync:"), "others <room> <text>" to the room but the sender; "@<id> <text>"
 sends "private from <id>: <text>" to that connection, answering
 "no such user <id>" when nobody owns the id; "quit" returns from the handler
-(the connection closes with 1000); anything else answers "echo <text>".
+(the connection closes with 1000); "who [timeout]" and "members <room> [timeout]"
+answer the cluster-wide presence (``cluster_connections``,
+``cluster_room_members``) as JSON: {"ids": {id: node tag}, "complete",
+"missing", "silent"}; "stats" answers this process's broker counters as JSON;
+anything else answers "echo <text>".
 `GET /` answers a blank page for a browser to run scripts in."""
 
 from robyn import Robyn, WebSocketDisconnect
@@ -39,6 +43,16 @@ async def rooms(websocket):
                     websocket.sync_broadcast_to(room, line)
                 else:
                     await websocket.broadcast_to(room, line, exclude_self=verb == "others")
+            elif verb in ("who", "members"):
+                args = rest.split()
+                if verb == "who":
+                    found = await websocket.cluster_connections(*(float(a) for a in args))
+                else:
+                    found = await websocket.cluster_room_members(args[0], *(float(a) for a in args[1:]))
+                await websocket.send_json({"ids": dict(found), "complete": found.complete,
+                                           "missing": found.missing, "silent": sorted(found.silent)})
+            elif verb == "stats":
+                await websocket.send_json(app.stats()["broker"])
             elif verb == "quit":
                 return
             elif verb.startswith("@"):
