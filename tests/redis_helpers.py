@@ -328,7 +328,8 @@ class RedisCluster:
         self.wait_ok()
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Until every live node says cluster_state:ok and agrees on the masters of all slots."""
+        """Until every live node says cluster_state:ok and agrees on the masters of all slots, and every
+        replica has synced with its master."""
         def agreed() -> bool:
             views = set()
             for node in self.nodes:
@@ -336,6 +337,9 @@ class RedisCluster:
                     continue
                 if b"cluster_state:ok" not in node.command("CLUSTER", "INFO"):
                     return False
+                replication = node.command("INFO", "replication")
+                if b"role:slave" in replication and b"master_link_status:up" not in replication:
+                    return False  # a replica that has not synced would not take over
                 views.add(tuple(sorted((r[0], r[1], int(r[2][1])) for r in node.command("CLUSTER", "SLOTS"))))
             return len(views) == 1
         wait_for("the cluster to be ready and agree on its slots", agreed, timeout)
@@ -350,7 +354,13 @@ class RedisCluster:
 
     def kill(self, node: RedisServer, timeout: float = 30.0) -> None:
         """SIGKILL ``node`` (a master: its replica is promoted); wait until the cluster is ok again."""
+        live = next(n for n in self.nodes if n.proc is not None and n is not node)
+        served = [(start, end) for start, end, master, *_ in live.command("CLUSTER", "SLOTS")
+                  if int(master[1]) == node.port]
         node.kill()
+        if served:
+            wait_for(f"a replica to take over node {node.port}'s slots",
+                     lambda: all(self.owner(start) is not node for start, _ in served), timeout)
         self.wait_ok(timeout)
 
     def close(self) -> None:
