@@ -150,6 +150,8 @@ def broker_seeds() -> list[bytes]:
         bytes([7]) + b"rediss://h/0?ssl_cert_reqs=none&ssl_check_hostname=false",
         bytes([11]) + b"unix:///tmp/redis.sock?db=3",
         bytes([15]) + b"http://[::1:6379",
+        bytes([3]) + b"redis+sentinel://:pw@s1:26380,s2/mymaster/2?sentinel_password=x&prefix=app",
+        bytes([7]) + b"rediss+cluster://a:7000,[::1]:7001?ssl_cert_reqs=none",
     ]
     return seeds
 

@@ -90,7 +90,8 @@ from . import Answer, Broker, Deliver, no_answer, not_started
 from .channels import ChannelNames, Channels
 from .interest import Batcher, Topic
 from .presence import ClusterPresence, PresenceQuery, QueryBook, answer_query
-from .resp import RedisAddress, command, parse_url
+from .resp import BrokerURLError, RedisAddress, command, parse_url
+from .topology import TopologyError, parse_master_addr, parse_role, parse_switch_master
 from .wire import (
     ALL, HELLO, QUERY, REPLY, TO, Key, Message, WireError, count_messages, decode_at, encode, encode_query,
     encode_reply, origin_of, query_id, reply_ids,
@@ -153,6 +154,9 @@ class _Link(asyncio.Protocol):
         # with the callbacks that want its receiver count, for a presence query), so that an error reply
         # counts the messages it lost.
         self.in_flight: collections.deque[InFlight] = collections.deque()
+        # Sentinel: the index among the set-up replies of ROLE's (the node must be the master), else -1.
+        self.role_reply = -1
+        self.setup_seen = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are no asyncio.Transport subclasses
@@ -160,6 +164,9 @@ class _Link(asyncio.Protocol):
         self.broker.links[self.role] = self
         address = self.broker.address
         first = address.login()
+        if address.mode == "sentinel":  # what a sentinel named may have been demoted since: check
+            self.role_reply = len(first)
+            first.append(command("ROLE"))
         if self.role == "subscriber":
             channels = self.broker._subscriptions()
             first.append(command("SUBSCRIBE", *channels))
@@ -215,6 +222,15 @@ class _Link(asyncio.Protocol):
                 self.broker._redis_error(self, str(reply), lost)
             return
         if not self.ready:
+            if self.setup_seen == self.role_reply:
+                try:
+                    role = parse_role(reply)
+                except TopologyError as exc:
+                    role = str(exc)
+                if role != "master":
+                    self.fail(f"the node the sentinels named is not the master (ROLE: {role})")
+                    return
+            self.setup_seen += 1
             self.handshake -= 1
             if self.handshake <= 0:
                 self._ready()
@@ -298,6 +314,8 @@ class RedisBroker(Broker):
         if type(node) is not int or not 0 < node < 1 << 32:
             raise ValueError(f"a node tag is an int in 1..2**32-1, got {node!r}")
         self.address = url if isinstance(url, RedisAddress) else parse_url(url)
+        if self.address.mode == "cluster":
+            raise BrokerURLError(f"broker URL {self.address.url!r}: Redis Cluster is not supported yet")
         self.node = node
         self.outage_limit = outage_limit
         self.buffer_limit = buffer_limit
@@ -351,6 +369,10 @@ class RedisBroker(Broker):
         self.unsubscribe_commands = 0
         self.filtered = 0  # our own messages that came back on a channel we subscribe to (dropped)
         self.queries_sent = 0
+        # Sentinel: the master's address as last answered, and the failovers seen (+switch-master).
+        self.master: tuple[str, int] | None = None
+        self.failovers = 0
+        self._sentinel_next = 0  # the sentinel asked first next time (the last that answered)
 
     def node_channel(self, node: int) -> bytes:
         return self.names.node(node)
@@ -400,6 +422,8 @@ class RedisBroker(Broker):
         for role in ("publisher", "subscriber"):
             self._spawn(self._keep_connected(role))
         self._spawn(self._pinger())
+        if self.address.mode == "sentinel":
+            self._spawn(self._watch_sentinels())
         try:
             await asyncio.wait_for(asyncio.shield(self._first_ready), 1.0)
         except asyncio.TimeoutError:
@@ -413,11 +437,13 @@ class RedisBroker(Broker):
 
     async def _keep_connected(self, role: str) -> None:
         backoff = BACKOFF_FIRST
-        address = self.address
         while not self._closed:
             lost: asyncio.Future[None] = self.loop.create_future()
             factory: Callable[[], _Link] = lambda: _Link(self, role, lost)  # noqa: E731
+            address = self.address
             try:
+                if address.mode == "sentinel":
+                    address = await self._master_address()
                 if address.path is not None:
                     connect = self.loop.create_unix_connection(factory, address.path, ssl=address.tls,
                                                                server_hostname=address.server_hostname)
@@ -427,7 +453,10 @@ class RedisBroker(Broker):
                 _, link = await asyncio.wait_for(connect, CONNECT_TIMEOUT)
             except (OSError, asyncio.TimeoutError) as exc:
                 reason = str(exc) or type(exc).__name__
-                self._note_down(f"cannot connect to {address.url}: {reason}", reason)
+                if self.address.mode == "sentinel":  # one reason while the master is away: no line per attempt
+                    self._note_down(f"cannot connect to the master {address.url}: {reason}", "master unreachable")
+                else:
+                    self._note_down(f"cannot connect to {address.url}: {reason}", reason)
             else:
                 await lost
                 if link.protocol_failure:
@@ -441,6 +470,121 @@ class RedisBroker(Broker):
                 return
             await asyncio.sleep(backoff)
             backoff = min(BACKOFF_MAX, backoff * 2)
+
+    # -- Sentinel ------------------------------------------------------------------------------
+
+    async def _ask(self, host: str, port: int, commands: list[bytes], replies: int,
+                   timeout: float = CONNECT_TIMEOUT) -> list[Any]:
+        """``commands`` to a sentinel on a new connection; its first ``replies`` replies."""
+        import hiredis
+
+        tls = self.address.tls
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None), timeout)
+        try:
+            writer.write(b"".join(commands))
+            parser = hiredis.Reader()
+            out: list[Any] = []
+            deadline = self.loop.time() + timeout
+            while len(out) < replies:
+                data = await asyncio.wait_for(reader.read(65536), max(0.0, deadline - self.loop.time()))
+                if not data:
+                    raise ConnectionError("the sentinel closed the connection")
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    if isinstance(reply, hiredis.ReplyError):
+                        raise ConnectionError(f"the sentinel answered {reply}")
+                    out.append(reply)
+            return out
+        finally:
+            writer.close()
+
+    async def _master_address(self) -> RedisAddress:
+        """The master's address as the first sentinel that answers names it
+        (starting with the one that answered last); OSError when none does."""
+        address = self.address
+        seeds = address.seeds
+        name = address.master_name or ""
+        login = address.sentinel_login()
+        errors = []
+        for i in range(len(seeds)):
+            at = (self._sentinel_next + i) % len(seeds)
+            host, port = seeds[at]
+            try:
+                replies = await self._ask(host, port, login + [command("SENTINEL", "get-master-addr-by-name", name)],
+                                          len(login) + 1)
+                master = parse_master_addr(replies[-1])
+            except (OSError, asyncio.TimeoutError, TopologyError) as exc:
+                errors.append(f"{host}:{port}: {exc or type(exc).__name__}")
+                continue
+            if master is None:
+                errors.append(f"{host}:{port}: knows no master named {name!r}")
+                continue
+            self._sentinel_next = at
+            if self.master is not None and master != self.master:
+                self.failovers += 1  # noticed on reconnecting (the +switch-master message may have been missed)
+            self.master = master
+            return address.at(*master)
+        raise ConnectionError("no sentinel named the master: " + "; ".join(errors))
+
+    async def _watch_sentinels(self) -> None:
+        """Listen to a sentinel's ``+switch-master``: on a failover of our
+        master, drop both links at once (they reconnect to the new master)
+        instead of waiting for the old one to time out."""
+        import hiredis
+
+        address = self.address
+        login = address.sentinel_login()
+        backoff = BACKOFF_FIRST
+        while not self._closed:
+            host, port = address.seeds[self._sentinel_next % len(address.seeds)]
+            try:
+                tls = address.tls
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None),
+                    CONNECT_TIMEOUT)
+            except (OSError, asyncio.TimeoutError):
+                self._sentinel_next += 1
+                await asyncio.sleep(backoff)
+                backoff = min(BACKOFF_MAX, backoff * 2)
+                continue
+            try:
+                writer.write(b"".join(login + [command("SUBSCRIBE", "+switch-master")]))
+                parser = hiredis.Reader()
+                while not self._closed:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    backoff = BACKOFF_FIRST
+                    parser.feed(data)
+                    while (reply := parser.gets()) is not False:
+                        if isinstance(reply, hiredis.ReplyError):
+                            raise ConnectionError(f"the sentinel answered {reply}")
+                        if type(reply) is list and len(reply) == 3 and reply[0] == b"message" \
+                                and type(reply[2]) is bytes:
+                            self._switch_master(reply[2])
+            except (OSError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+            self._sentinel_next += 1
+            await asyncio.sleep(backoff)
+            backoff = min(BACKOFF_MAX, backoff * 2)
+
+    def _switch_master(self, payload: bytes) -> None:
+        try:
+            name, old, new = parse_switch_master(payload)
+        except TopologyError as exc:
+            self._protocol_error_text("sentinel", str(exc))
+            return
+        if name != self.address.master_name or new == self.master:
+            return
+        self.failovers += 1
+        self.master = new
+        why = f"sentinel failover: master {name!r} moved from {old[0]}:{old[1]} to {new[0]}:{new[1]}"
+        for link in list(self.links.values()):
+            if link is not None:
+                link.fail(why)
 
     async def _pinger(self) -> None:
         while not self._closed:
@@ -474,8 +618,10 @@ class RedisBroker(Broker):
                 self._lost_in_flight += lost
             self._requeue_pending()
         if not self._closed:
-            self._note_down(f"the {link.role} connection to {self.address.url} was lost"
-                            + (f" ({link.error})" if link.error else ""), link.error or "lost")
+            # Behind Sentinel a lost master, a failover and a demoted master are one episode: one reason.
+            reason = "master unreachable" if self.address.mode == "sentinel" else link.error or "lost"
+            self._note_down(f"the {link.role} connection to {self._where()} was lost"
+                            + (f" ({link.error})" if link.error else ""), reason)
 
     def _note_down(self, why: str, reason: str) -> None:
         """Log a connection problem: once when an outage starts, then once
@@ -514,11 +660,17 @@ class RedisBroker(Broker):
             pass
         elif self.outages or buffered or self._outage_dropped or lost:
             log.warning("broker: connected to Redis at %s again after %.1f s; %d buffered message(s) sent, "
-                        "%d dropped (%d over the buffer, %d in flight on a lost link)", self.address.url, down,
+                        "%d dropped (%d over the buffer, %d in flight on a lost link)", self._where(), down,
                         buffered, self._outage_dropped + lost, self._outage_dropped, lost)
         else:
-            log.info("broker: connected to Redis at %s as node %08x", self.address.url, self.node)
+            log.info("broker: connected to Redis at %s as node %08x", self._where(), self.node)
         self._outage_dropped = 0
+
+    def _where(self) -> str:
+        """The URL, and with Sentinel the master it named."""
+        if self.address.mode == "sentinel" and self.master is not None:
+            return f"{self.address.url} (master {self.master[0]}:{self.master[1]})"
+        return self.address.url
 
     def _redis_error(self, link: _Link, text: str, lost: int) -> None:
         """An error reply after set-up (a PUBLISH refused by an ACL, a Redis
@@ -657,11 +809,14 @@ class RedisBroker(Broker):
 
     def _protocol_error(self, link: _Link, why: str, oversize: bool = False) -> None:
         """A reply Redis cannot have meant for us, or (``oversize``) one past max_reply_size."""
+        self._protocol_error_text(link.role, why, oversize)
+
+    def _protocol_error_text(self, role: str, why: str, oversize: bool = False) -> None:
         self.protocol_errors += 1
         throttle = self._too_big if oversize else self._bad_replies
         unreported = throttle.hit()
         if unreported is not None:
-            log.error("broker: protocol error on the %s connection to %s: %s%s", link.role, self.address.url,
+            log.error("broker: protocol error on the %s connection to %s: %s%s", role, self.address.url,
                       why, more_since(unreported))
 
     # -- publishing -----------------------------------------------------------------------------
@@ -814,4 +969,6 @@ class RedisBroker(Broker):
             "unsubscribe_commands": self.unsubscribe_commands,
             "filtered": self.filtered,
             "queries": self.queries_sent,
+            **({"master": f"{self.master[0]}:{self.master[1]}" if self.master else None,
+                "failovers": self.failovers} if self.address.mode == "sentinel" else {}),
         }
