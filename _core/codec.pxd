@@ -114,6 +114,10 @@ cdef class FrameParser:
     cdef uint8_t *_mbuf
     cdef size_t _mcap
     cdef size_t _mlen
+    # An unfragmented binary message of at most READ_MAX bytes whose payload
+    # did not arrive in one read: unmasked straight into the bytes object
+    # handed out at its end (no reassembly buffer, no copy out of it).
+    cdef bytes _mbytes
     # Configuration.
     cdef uint64_t _limit                # max message size in bytes (UINT64_MAX: unlimited)
     cdef object _max_message_size       # as given (int or None)
@@ -177,5 +181,8 @@ cdef class FrameParser:
 cdef bytes build_frame_c(int opcode, const uint8_t *payload, size_t n, bint fin,
                          int rsv, const uint8_t *mask)
 cdef bytes build_message_c(object data, const uint8_t *mask)
+# The header alone (FIN, no mask) of a server frame whose n-byte payload
+# is written after it as an object of its own (no copy of a large payload).
+cdef bytes build_header_c(int opcode, size_t n)
 # Where the payload of a server frame built here starts, and its size.
 cdef size_t frame_payload(bytes frame, size_t *n)

@@ -244,7 +244,7 @@ cdef class FrameParser:
     @property
     def allocated(self):
         """Bytes of buffer memory the parser holds right now."""
-        return self._rcap + self._mcap
+        return self._rcap + self._mcap + (0 if self._mbytes is None else PyBytes_GET_SIZE(self._mbytes))
 
     @property
     def buffered(self):
@@ -347,6 +347,7 @@ cdef class FrameParser:
     cdef void release(self):
         free(self._mbuf)
         self._mbuf = NULL
+        self._mbytes = None
         self._mcap = self._mlen = 0
         self._msg_opcode = self._msg_rsv = 0
         self._remaining = 0
@@ -393,6 +394,7 @@ cdef class FrameParser:
         self._state = PS_FAILED
         self._rstart = self._rend = 0
         self._mlen = 0
+        self._mbytes = None
         raise exc
 
     cdef Message _control(self, int opcode, uint8_t *p, size_t n, list out):
@@ -418,7 +420,10 @@ cdef class FrameParser:
         cdef object data
         cdef int opcode = self._msg_opcode
         cdef int rsv = self._msg_rsv
-        if rsv & 0x40 and self._inflater is not None:
+        if self._mbytes is not None:
+            data = self._mbytes
+            self._mbytes = None
+        elif rsv & 0x40 and self._inflater is not None:
             data = self._inflate(self._mbuf, self._mlen, opcode, out)
         elif opcode == OPC_TEXT:
             if self._utf8 != RF_UTF8_ACCEPT:
@@ -531,8 +536,11 @@ cdef class FrameParser:
                     if avail == 0:
                         break
                     take = avail if avail < self._remaining else <size_t>self._remaining
-                    self._mbuf_reserve(take)
-                    dst = self._mbuf + self._mlen
+                    if self._mbytes is not None:
+                        dst = <uint8_t *>PyBytes_AS_STRING(self._mbytes) + self._mlen
+                    else:
+                        self._mbuf_reserve(take)
+                        dst = self._mbuf + self._mlen
                     if self._masked:
                         rf_mask(dst, self._rbuf + self._rstart, take, self._mask, self._phase)
                     else:
@@ -647,20 +655,34 @@ cdef class FrameParser:
                 if fin and avail >= length:
                     # Fast path: a whole unfragmented message is in the buffer.
                     p = self._rbuf + self._rstart
-                    if masked:
-                        rf_mask(p, p, <size_t>length, key, 0)
-                    if rsv & 0x40 and self._inflater is not None:
-                        data = self._inflate(p, <size_t>length, opcode, out)
-                    elif opcode == OPC_TEXT:
-                        if rf_utf8_step(RF_UTF8_ACCEPT, p, <size_t>length, NULL) != RF_UTF8_ACCEPT:
-                            self._fail(InvalidPayloadData, "invalid UTF-8 in text message", out)
-                        data = PyUnicode_DecodeUTF8(<char *>p, <Py_ssize_t>length, NULL)
+                    if opcode == OPC_BINARY and not (rsv & 0x40 and self._inflater is not None):
+                        # Unmasked on its way into the bytes object: one pass.
+                        data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>length)
+                        dst = <uint8_t *>PyBytes_AS_STRING(data)
+                        if masked:
+                            rf_mask(dst, p, <size_t>length, key, 0)
+                        else:
+                            memcpy(dst, p, <size_t>length)
                     else:
-                        data = PyBytes_FromStringAndSize(<char *>p, <Py_ssize_t>length)
+                        if masked:
+                            rf_mask(p, p, <size_t>length, key, 0)
+                        if rsv & 0x40 and self._inflater is not None:
+                            data = self._inflate(p, <size_t>length, opcode, out)
+                        else:
+                            if rf_utf8_step(RF_UTF8_ACCEPT, p, <size_t>length, NULL) != RF_UTF8_ACCEPT:
+                                self._fail(InvalidPayloadData, "invalid UTF-8 in text message", out)
+                            data = PyUnicode_DecodeUTF8(<char *>p, <Py_ssize_t>length, NULL)
                     self._rstart += <size_t>length
                     self._msg_opcode = 0
                     self._emit_data(out, opcode, data, rsv)
                     continue
+                if fin and opcode == OPC_BINARY and 0 < length <= READ_MAX \
+                        and not (rsv & 0x40 and self._inflater is not None):
+                    # The whole message is this one frame, its size known:
+                    # its bytes object is made now and filled as it comes
+                    # (at most READ_MAX, what a read window may reserve on
+                    # the strength of a header anyway).
+                    self._mbytes = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>length)
             self._state = PS_PAYLOAD
             self._fin = fin
             self._remaining = length
@@ -1075,17 +1097,14 @@ cdef size_t frame_payload(bytes frame, size_t *n):
 
 # -- frame building -----------------------------------------------------------
 
-cdef bytes build_frame_c(int opcode, const uint8_t *payload, size_t n, bint fin,
-                         int rsv, const uint8_t *mask):
-    cdef size_t hlen = 2 if n < 126 else (4 if n < 65536 else 10)
-    cdef size_t pos = hlen
+cdef inline size_t _header_len(size_t n, bint masked):
+    return (2 if n < 126 else (4 if n < 65536 else 10)) + (4 if masked else 0)
+
+
+cdef inline void _write_header(uint8_t *o, int b0, size_t n, const uint8_t *mask):
     cdef int i
     cdef uint8_t mbit = 0x80 if mask != NULL else 0
-    if mask != NULL:
-        hlen += 4
-    cdef bytes frame = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>(hlen + n))
-    cdef uint8_t *o = <uint8_t *>PyBytes_AS_STRING(frame)
-    o[0] = <uint8_t>((0x80 if fin else 0) | rsv | opcode)
+    o[0] = <uint8_t>b0
     if n < 126:
         o[1] = mbit | <uint8_t>n
     elif n < 65536:
@@ -1097,11 +1116,26 @@ cdef bytes build_frame_c(int opcode, const uint8_t *payload, size_t n, bint fin,
         for i in range(8):
             o[2 + i] = <uint8_t>(<uint64_t>n >> (56 - 8 * i))
     if mask != NULL:
-        memcpy(o + pos, mask, 4)
+        memcpy(o + _header_len(n, False), mask, 4)
+
+
+cdef bytes build_frame_c(int opcode, const uint8_t *payload, size_t n, bint fin,
+                         int rsv, const uint8_t *mask):
+    cdef size_t hlen = _header_len(n, mask != NULL)
+    cdef bytes frame = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>(hlen + n))
+    cdef uint8_t *o = <uint8_t *>PyBytes_AS_STRING(frame)
+    _write_header(o, (0x80 if fin else 0) | rsv | opcode, n, mask)
+    if mask != NULL:
         rf_mask(o + hlen, payload, n, mask, 0)
     elif n:
         memcpy(o + hlen, payload, n)
     return frame
+
+
+cdef bytes build_header_c(int opcode, size_t n):
+    cdef bytes head = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>_header_len(n, False))
+    _write_header(<uint8_t *>PyBytes_AS_STRING(head), 0x80 | opcode, n, NULL)
+    return head
 
 
 cdef inline int _check_mask(object mask, uint8_t *key) except -1:

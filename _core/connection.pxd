@@ -3,7 +3,8 @@
 #
 # LoopResources: one per event loop (the server's), shared by every endpoint
 # served on it: the output cork (every connection written to during a loop
-# iteration is flushed once, with one write, at the end of it), the 256 KiB
+# iteration, outside its own reads, is flushed once, with one write, at the
+# end of it; a read's output is written when the read is handled), the 256 KiB
 # read buffer lent to connections with nothing buffered (an idle connection
 # holds none), and the deadline sweep (one timer for the keepalive and close
 # timeouts of every connection of every endpoint).
@@ -55,7 +56,7 @@ cdef class LoopResources:
     cdef object sweep_timer
     cdef double sweep_tick                # the shortest settings.sweep_tick of its hubs
     cdef readonly Py_ssize_t flushes      # flush rounds run (for tests and benchmarks)
-    cdef readonly Py_ssize_t writes       # transport write calls made by flushes
+    cdef readonly Py_ssize_t writes       # transport write calls made by flushes and at the end of reads
 
     cdef int register(self, Hub hub) except -1
     cdef object lend_window(self)
@@ -139,6 +140,8 @@ cdef class Connection(WSProtocol):
     cdef readonly Hub hub
     cdef bint started
     cdef bint parsing                     # _read is on the stack: the parser is released after it, not under it
+    cdef bint in_read                     # _read (parse, handlers, inline wake) is on the stack
+    cdef bint write_after_read            # output started within this read: _read writes it at its end (no cork)
     cdef readonly object rooms            # set of room names, or None
     cdef bint using_shared                # the last get_buffer() lent the hub's shared buffer
     cdef bint join_writes                 # a TLS transport: one write of the joined frames (one record)
@@ -173,8 +176,13 @@ cdef class Connection(WSProtocol):
     # `cache` (a broadcast's, 7 slots by window bits) holds the compressed
     # frames made so far, so a broadcast compresses once per window size.
     cdef int send_data(self, bytes frame, list cache) except -1
+    # A bytes message of at least SPLIT_MIN bytes, no deflate: send_large
+    # queues its header and the payload object itself (no copy into a frame).
+    cdef bint large_payload(self, object value)
+    cdef int send_large(self, bytes payload) except -1
     cdef int _set_reading(self) except -1
     cdef int _flush(self) except -1
+    cdef int _flush_now(self) except -1   # _flush, a failure logged (not raised)
 
 
 cdef class Inbox:

@@ -17,13 +17,17 @@
 # first step runs on the next iteration. The hub keeps every Task it
 # started referenced until it is done.
 #
-# Write path: everything queued to a connection during one loop iteration
-# (handler replies, sends, broadcasts, pongs, the Close) leaves in one
-# transport write at the end of the iteration (the hub's flush). Every byte
+# Write path: what a read's messages produce (handler replies and sends,
+# pongs, the Close) leaves in one transport write once the read is handled,
+# as uWebSockets uncorks after its data callback: a message on an idle
+# connection is answered without a callback scheduled for later. Everything
+# else queued to a connection during one loop iteration (broadcasts, sends
+# from other connections' handlers or Tasks) leaves in one transport write
+# at the end of the iteration (the hub's flush). Every byte
 # queued, ours or the transport's, counts against max_backpressure: data
 # over it follows backpressure_policy, a Pong over it closes with 1008. Once
 # the client falls behind (the transport still buffers our bytes), Pings get
-# one Pong per iteration, for the latest payload (RFC 6455 §5.5.3), and none
+# one Pong per read, for the latest payload (RFC 6455 §5.5.3), and none
 # while the transport's write buffer is over its high mark: then reading
 # pauses too, so a client that does not read cannot make us parse (and
 # answer) more, and the latest Ping is answered when writing resumes.
@@ -42,8 +46,8 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from robyn_fast._core.codec cimport (
-    Deflater, FrameParser, Inflater, Message, MessageSink, build_frame_c, build_message_c, fill_buffer_view,
-    frame_payload,
+    Deflater, FrameParser, Inflater, Message, MessageSink, build_frame_c, build_header_c, build_message_c,
+    fill_buffer_view, frame_payload,
     OPC_TEXT, OPC_BINARY, OPC_CLOSE, OPC_PING, OPC_PONG,
 )
 from robyn_fast._core.metrics cimport count_close, current_counters
@@ -82,10 +86,19 @@ cdef object _CLOSE = object()             # job marker: run the close handler
 
 cdef enum:
     SHARED_READ = 262144                  # size of the hub's shared read buffer
+    SPLIT_MIN = 16384                     # a bytes payload this large is written after its header, not copied into a frame
 
 
 cdef inline bint _is_coroutine(object value):
-    return type(value) is _coroutine_type or (value is not None and _iscoroutine(value))
+    cdef object t = type(value)
+    if t is _coroutine_type:
+        return True
+    # What sync handlers return is settled by its exact type: asyncio's
+    # iscoroutine() is a Python call and an ABC isinstance() check (about a
+    # fifth of the instructions of a whole echo round trip).
+    if value is None or t is str or t is bytes or t is dict or t is list:
+        return False
+    return _iscoroutine(value)
 
 
 cdef object _start_task(object loop, object coro, object ctx):
@@ -193,10 +206,7 @@ cdef class LoopResources:
         self.flushes += 1
         for conn in dirty:
             conn.in_dirty = False
-            try:
-                conn._flush()
-            except Exception:
-                _log.exception("websocket %s: write failed", conn.key)
+            conn._flush_now()
 
     # -- deadlines ---------------------------------------------------------------------
     # Every connection's deadlines (keepalive Ping, Pong and close timeouts)
@@ -442,17 +452,21 @@ cdef class Dispatcher:
         return self._job_done(conn, job)
 
     cdef int _finish_job(self, Connection conn, object job, object result) except -1:
-        cdef bytes frame
+        cdef bytes frame = None
         if result is not None and job is not _CLOSE:
-            try:
-                frame = _frame(result, self.hub.json_dumps)
-            except Exception as exc:
-                _log.error("websocket %s: %s handler %s returned a value that cannot be sent (%s: %s); "
-                           "nothing was sent", conn.key, _event_name(job), _handler_name(_handler_for(conn, job)),
-                           type(exc).__name__, exc)
-                return self._after_error(conn, job)
+            if not conn.large_payload(result):
+                try:
+                    frame = _frame(result, self.hub.json_dumps)
+                except Exception as exc:
+                    _log.error("websocket %s: %s handler %s returned a value that cannot be sent (%s: %s); "
+                               "nothing was sent", conn.key, _event_name(job), _handler_name(_handler_for(conn, job)),
+                               type(exc).__name__, exc)
+                    return self._after_error(conn, job)
             if conn.state == ST_OPEN:
-                conn.send_data(frame, None)
+                if frame is None:
+                    conn.send_large(result)
+                else:
+                    conn.send_data(frame, None)
             else:
                 _log.debug("websocket %s: connection closing; the handler's return value was dropped", conn.key)
         self._close_pending(conn)
@@ -532,7 +546,7 @@ cdef class Hub:
 
     @property
     def writes(self):
-        """Transport write calls made by those flushes."""
+        """Transport write calls made by those flushes and at the end of reads."""
         return self.resources.writes
 
     def flush(self):
@@ -892,22 +906,36 @@ cdef class Connection(WSProtocol):
         cdef Hub hub
         if self.parser is None:         # buffer_updated() without a get_buffer() first
             self._new_parser()
-        self.parsing = True
+        self.in_read = True
         try:
-            if self.using_shared:
-                self.using_shared = False
-                hub = self.hub
-                self.parser.parse_external(hub.resources.shared, nbytes, None)
-            else:
-                if nbytes:
-                    self.parser.input_received(nbytes)
-                self.parser.parse(None)
-        except ProtocolError as exc:
-            self._fail(exc.close_code, exc.reason)
+            self.parsing = True
+            try:
+                if self.using_shared:
+                    self.using_shared = False
+                    hub = self.hub
+                    self.parser.parse_external(hub.resources.shared, nbytes, None)
+                else:
+                    if nbytes:
+                        self.parser.input_received(nbytes)
+                    self.parser.parse(None)
+            except ProtocolError as exc:
+                self._fail(exc.close_code, exc.reason)
+            finally:
+                self.parsing = False
+            if self.inbox is not None and (<Inbox>self.inbox).deferred:
+                (<Inbox>self.inbox).wake_deferred()
         finally:
-            self.parsing = False
-        if self.inbox is not None and (<Inbox>self.inbox).deferred:
-            (<Inbox>self.inbox).wake_deferred()
+            self.in_read = False
+            if self.write_after_read:
+                # What this read's messages produced (replies, Pongs, a
+                # Close) leaves now, in one write, instead of joining the
+                # end-of-iteration flush: a lone message on an idle
+                # connection costs no call_soon and no extra loop
+                # iteration (uvloop still sends it at the end of this
+                # iteration, with whatever else is written to the
+                # transport before then).
+                self.write_after_read = False
+                self._flush_now()
         if self.state == ST_CLOSED:
             self.parser.release()       # connection_lost came while the parser was on the stack
         else:
@@ -958,6 +986,8 @@ cdef class Connection(WSProtocol):
         binary, dict/list as JSON text. Returns False if the connection is not
         open or the message was refused by the backpressure policy. Raises
         TypeError (or ValueError) for a value that cannot be sent."""
+        if self.large_payload(data):
+            return self.send_large(data) == 1
         return self.send_data(_frame(data, self.hub.json_dumps), None) == 1
 
     def send_frame_bytes(self, bytes frame not None):
@@ -965,6 +995,15 @@ cdef class Connection(WSProtocol):
         compressed for this connection if deflate was negotiated). Returns
         False if it was not queued."""
         return self.send_data(frame, None) == 1
+
+    cdef bint large_payload(self, object value):
+        return type(value) is bytes and PyBytes_GET_SIZE(value) >= SPLIT_MIN and self.deflater is None
+
+    cdef int send_large(self, bytes payload) except -1:
+        # bytes never change: the transport may keep the payload object as
+        # it is, so the frame is its header, then the payload (one writev on
+        # uvloop), instead of a copy of both.
+        return self.send_frame_parts(build_header_c(OPC_BINARY, <size_t>PyBytes_GET_SIZE(payload)), payload)
 
     cdef int send_data(self, bytes frame, list cache) except -1:
         cdef Hub hub = self.hub
@@ -1035,7 +1074,17 @@ cdef class Connection(WSProtocol):
         return self.transport.get_write_buffer_size()
 
     cdef int _output_ready(self) except -1:
+        if self.in_read:
+            self.write_after_read = True     # _read writes it when the read is handled
+            return 0
         return self.hub.resources.mark_dirty(self)
+
+    cdef int _flush_now(self) except -1:
+        try:
+            self._flush()
+        except Exception:
+            _log.exception("websocket %s: write failed", self.key)
+        return 0
 
     cdef double _now(self) except? -1.0:
         return self.hub.loop.time()

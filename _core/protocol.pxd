@@ -88,6 +88,10 @@ cdef class WSProtocol(MessageSink):
     # Queue a data frame; returns 1, or 0 if refused (not open, or over the
     # backpressure budget: dropped, or the connection closed 1008).
     cdef int send_frame(self, bytes frame) except -1
+    # The same for a frame in two parts, its header and its payload (a large
+    # payload goes out as the object it is, without a copy into a frame).
+    cdef int send_frame_parts(self, bytes head, bytes payload) except -1
+    cdef int _admit(self, size_t size) except -1   # send_frame's checks: 1 (counted as queued) or 0 (refused)
     # Close frames and keepalive Pings: counted in the backlog, never refused
     # (at most one of each is outstanding).
     cdef int _queue_control(self, bytes frame) except -1

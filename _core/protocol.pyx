@@ -338,7 +338,28 @@ cdef class WSProtocol(MessageSink):
     # -- sending ------------------------------------------------------------------------
 
     cdef int send_frame(self, bytes frame) except -1:
-        cdef size_t size = <size_t>PyBytes_GET_SIZE(frame)
+        if not self._admit(<size_t>PyBytes_GET_SIZE(frame)):
+            return 0
+        if self.out is None:
+            self.out = [frame]
+        else:
+            self.out.append(frame)
+        return 1
+
+    cdef int send_frame_parts(self, bytes head, bytes payload) except -1:
+        if not self._admit(<size_t>PyBytes_GET_SIZE(head) + <size_t>PyBytes_GET_SIZE(payload)):
+            return 0
+        if self.out is None:
+            self.out = [head, payload]
+        else:
+            self.out.append(head)
+            self.out.append(payload)
+        return 1
+
+    cdef int _admit(self, size_t size) except -1:
+        """1 if a data frame of `size` bytes may be queued now (counted as
+        queued), 0 if it is refused (not open, dropped, or the connection
+        closes 1008)."""
         if self.state != ST_OPEN:
             return 0
         if not self.in_dirty:
@@ -355,10 +376,6 @@ cdef class WSProtocol(MessageSink):
                                  self.key, self.dropped, self.settings.max_backpressure)
                 return 0
             return self._too_slow(size)
-        if self.out is None:
-            self.out = [frame]
-        else:
-            self.out.append(frame)
         self.out_bytes += size
         self.m.messages_out += 1
         return 1

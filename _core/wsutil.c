@@ -18,6 +18,25 @@ void rf_mask(uint8_t *dst, const uint8_t *src, size_t n,
 {
     const uint64_t w = mask_word(mask, phase & 3);
     size_t i = 0;
+#if defined(__GNUC__) || defined(__clang__)
+    /* 16-byte vectors are in the base instruction set of x86-64 (SSE2) and
+     * arm64 (NEON): no CPU check. Four per iteration, 64 bytes; a 64 KiB
+     * payload takes about a quarter of the instructions of 8-byte words. */
+    typedef uint64_t rf_v2 __attribute__((vector_size(16)));
+    const rf_v2 wv = {w, w};
+    for (; i + 64 <= n; i += 64) {
+        rf_v2 a, b, c, d;
+        memcpy(&a, src + i, 16);
+        memcpy(&b, src + i + 16, 16);
+        memcpy(&c, src + i + 32, 16);
+        memcpy(&d, src + i + 48, 16);
+        a ^= wv; b ^= wv; c ^= wv; d ^= wv;
+        memcpy(dst + i, &a, 16);
+        memcpy(dst + i + 16, &b, 16);
+        memcpy(dst + i + 32, &c, 16);
+        memcpy(dst + i + 48, &d, 16);
+    }
+#endif
     /* memcpy loads/stores are single unaligned moves on every target we
      * build for; four words per iteration keep the loads in flight. */
     for (; i + 32 <= n; i += 32) {

@@ -347,3 +347,24 @@ def test_compiled_window_cannot_move_while_exported() -> None:
         parser.feed(b"\x82\xfe\x00\x10" + MASK + bytes(len(held) + 10))  # needs a bigger buffer
     held.release()
     assert parser.feed(masked(0x82, b"ok")) == [compiled.Message(2, b"ok")]
+
+
+def test_compiled_binary_message_in_pieces_is_unmasked_into_its_own_bytes() -> None:
+    """An unfragmented binary message of up to 256 KiB whose payload comes in
+    several reads gets its bytes object from its header and is unmasked
+    straight into it (no reassembly buffer to copy out of); a larger one
+    streams through the reassembly buffer, which follows what arrives."""
+    from robyn_fast._core import codec as compiled
+
+    payload = bytes(range(256)) * 256                      # 64 KiB: 14-byte header
+    data = masked(0x82, payload)
+    parser = compiled.FrameParser()
+    assert parser.feed(data[:1000]) == []
+    assert parser.allocated == len(payload) and parser.buffered == 1000 - 14
+    assert parser.feed(data[1000:40000]) == []
+    assert [m.data for m in parser.feed(data[40000:])] == [payload]
+    assert parser.allocated == 0 and parser.buffered == 0
+    big = masked(0x82, bytes(300_000))
+    assert parser.feed(big[:1000]) == []
+    assert parser.allocated < 4096
+    assert [len(m.data) for m in parser.feed(big[1000:])] == [300_000]

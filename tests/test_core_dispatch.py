@@ -12,7 +12,7 @@ import pytest
 import websockets
 
 from robyn_fast import Config, Robyn, WebSocket
-from robyn_fast._core.codec import build_ping, build_text
+from robyn_fast._core.codec import build_binary, build_ping, build_text
 from robyn_fast._core.connection import Connection, Dispatcher, Hub, Inbox, LoopResources
 from robyn_fast.encoding import dumps
 
@@ -58,18 +58,65 @@ def test_everything_queued_in_one_iteration_leaves_in_one_write(loop: asyncio.Ab
     (conn, transport), (other, other_t) = make(hub, 2, on_message)
     data = b"".join(build_text(f"m{i}", mask=MASK) for i in range(10)) + build_ping(b"p", mask=MASK)
     conn.data_received(data)  # 10 messages and a ping in one read
-    other.send("direct")
-    hub.broadcast_frame(build_text("to all"))
-    assert transport.write_calls == 0  # nothing written mid-iteration
-    run_one_iteration(loop)
-    assert transport.write_calls == 1 and other_t.write_calls == 1
+    # What a read's messages produce leaves in one write once the read is
+    # handled (as uWebSockets uncorks after its data callback): no flush round.
     expected = []
     for i in range(10):
         expected += [build_text(f"sent m{i}"), build_text(f"reply m{i}")]
-    expected += [b"\x8a\x01p", build_text("to all")]
-    assert transport.chunks == expected
+    expected += [b"\x8a\x01p"]
+    assert transport.write_calls == 1 and transport.chunks == expected
+    assert hub.flushes == 0 and hub.writes == 1
+    # Sends from outside a read are corked until the end of the iteration.
+    other.send("direct")
+    hub.broadcast_frame(build_text("to all"))
+    assert transport.write_calls == 1 and other_t.write_calls == 0  # nothing written mid-iteration
+    run_one_iteration(loop)
+    assert transport.write_calls == 2 and other_t.write_calls == 1
+    assert transport.chunks == expected + [build_text("to all")]
     assert other_t.chunks == [build_text("direct"), build_text("to all")]
-    assert hub.flushes == 1 and hub.writes == 2
+    assert hub.flushes == 1 and hub.writes == 3
+
+
+def test_a_read_on_an_idle_connection_is_answered_before_the_callback_returns(
+        loop: asyncio.AbstractEventLoop) -> None:
+    """The wake-up path: a message read through get_buffer()/buffer_updated()
+    (as uvloop and asyncio read) is answered inside buffer_updated(), with no
+    callback scheduled for a later iteration."""
+    hub = new_hub(loop)
+    ((conn, transport),) = make(hub, 1, lambda ws, msg: msg)
+    frame = build_text("x" * 256, mask=MASK)
+    for rounds in range(1, 4):
+        with memoryview(conn.get_buffer(-1)) as window:
+            window[:len(frame)] = frame
+        conn.buffer_updated(len(frame))
+        assert transport.chunks == [build_text("x" * 256)] * rounds
+        run_one_iteration(loop)
+        assert hub.flushes == 0     # no flush was scheduled
+
+
+def test_a_large_bytes_reply_is_written_as_its_header_and_the_payload_object(
+        loop: asyncio.AbstractEventLoop) -> None:
+    """A bytes message of 16 KiB or more is not copied into a frame: the
+    transport gets the header, then the very object the handler returned (or
+    sent), in one writelines; smaller ones and str are one frame."""
+    hub = new_hub(loop)
+    payload = bytes(range(256)) * 300
+    sent = b"s" * 20000
+
+    def on_message(ws: Any, msg: str) -> Any:
+        if msg == "small":
+            return b"tiny"
+        ws.send(sent)
+        return payload
+
+    ((conn, transport),) = make(hub, 1, on_message)
+    conn.data_received(build_text("big", mask=MASK))
+    assert transport.write_calls == 1
+    head1, body1, head2, body2 = transport.chunks
+    assert body1 is sent and body2 is payload
+    assert head1 + body1 == build_binary(sent) and head2 + body2 == build_binary(payload)
+    conn.data_received(build_text("small", mask=MASK))
+    assert transport.chunks[4:] == [build_binary(b"tiny")]
 
 
 def test_the_endpoints_of_a_loop_share_one_flush(loop: asyncio.AbstractEventLoop) -> None:
