@@ -17,7 +17,10 @@ of the server's processes and of itself; near 100 % of its own core the
 figure is the load generator's limit, not the server's (the table says so).
 
 Servers: ``robyn_fast`` (examples/echo.py with ``--ssl-certfile`` and
-``--ssl-keyfile``: the command line's TLS, on uvloop's TLS transport),
+``--ssl-keyfile``: the command line's TLS, on aiofastnet's TLS transport
+when it is installed, as ``Config.tls_transport="auto"`` picks),
+``robyn_fast, loop's TLS`` (the same with ``ROBYN_FAST_TLS_TRANSPORT=loop``:
+uvloop's TLS transport),
 ``picows`` and ``aiohttp`` (bench/peers/echo_*.py with
 ``$PEER_TLS_CERT``/``$PEER_TLS_KEY``), all on uvloop. picows, when the
 ``aiofastnet`` package is installed (it is, with picows from PyPI), serves
@@ -216,6 +219,8 @@ class Server:
 
 SERVERS = [
     Server("robyn_fast", REPO / "examples" / "echo.py", robyn_fast=True),
+    Server("robyn_fast, loop's TLS", REPO / "examples" / "echo.py", robyn_fast=True,
+           env=(("ROBYN_FAST_TLS_TRANSPORT", "loop"),)),
     Server("picows", PEERS / "echo_picows.py"),
     Server("picows, loop's TLS", PEERS / "echo_picows.py", env=(("PICOWS_AIOFASTNET", "0"),)),
     Server("aiohttp", PEERS / "echo_aiohttp.py"),
