@@ -71,6 +71,7 @@ class _EchoClient(asyncio.Protocol):
 
     def __init__(self, gen: _LoadGen) -> None:
         self.gen = gen
+        self.unsent = gen.a.count - gen.a.pipeline if gen.a.count else -1  # -1: no fixed count
         self.transport: asyncio.Transport | None = None
         self.head = b""
         self.open = asyncio.get_running_loop().create_future()
@@ -104,7 +105,12 @@ class _EchoClient(asyncio.Protocol):
             n += 1
         if n:
             gen.received += n
-            if gen.running:
+            if self.unsent >= 0:
+                n = min(n, self.unsent)
+                self.unsent -= n
+                if gen.received >= gen.expected:
+                    gen.finished.set()
+            if gen.running and n:
                 self.transport.write(gen.frame * n)  # type: ignore[union-attr]
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -129,6 +135,8 @@ class _LoadGen:
         self.received = 0
         self.errors = 0
         self.running = True
+        self.expected = a.count * a.conns
+        self.finished = asyncio.Event()
 
     async def run(self) -> dict[str, Any]:
         a = self.a
@@ -146,6 +154,11 @@ class _LoadGen:
         tls = clients[0].transport.get_extra_info("ssl_object")
         for c in clients:
             c.transport.write(self.frame * a.pipeline)
+        if a.count:  # a fixed count of echoes per connection, then close: for bench/tls_count.py
+            await self.finished.wait()
+            for c in clients:
+                c.transport.close()
+            return {"msgs": self.received, "errors": self.errors}
         await asyncio.sleep(a.warmup)
         pids = tuple(int(p) for p in a.server_pid.split(",") if p)
         n0, cpu0, self0, t0 = self.received, _cpu_s(pids), _self_cpu_s(), time.monotonic()
@@ -197,6 +210,7 @@ def load_main(argv: list[str]) -> int:
     p.add_argument("-d", "--duration", type=float, default=3.0)
     p.add_argument("-T", "--timeout", type=float, default=5.0)
     p.add_argument("--server-pid", default="")
+    p.add_argument("-n", "--count", type=int, default=0, help="echoes per connection, then close (0: timed run)")
     a = p.parse_args(argv)
     import uvloop
 
@@ -277,7 +291,7 @@ def free_port() -> int:
 def start(s: Server, port: int, cert: Path, key: Path, a: argparse.Namespace,
           log_path: Path) -> subprocess.Popen[bytes] | str:
     env = dict(os.environ, PYTHONUNBUFFERED="1", ROBYN_HOST="127.0.0.1", ROBYN_PORT=str(port), **dict(s.env))
-    cmd = ["taskset", "-c", a.server_core, PY, str(s.script)]
+    cmd = ["taskset", "-c", a.server_core, *getattr(a, "prefix", ()), PY, str(s.script)]
     if s.robyn_fast:
         if s.tls:
             cmd += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
@@ -357,11 +371,11 @@ def median(values: list[float]) -> float | None:
     return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(runs: list[dict[str, Any]], servers: list[Server]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for w in WORKLOADS:
         rows: dict[str, Any] = {}
-        for s in SERVERS:
+        for s in servers:
             ok = [r for r in runs if r["workload"] == w.name and r["server"] == s.name and not r.get("failed")]
             failed = [r["failure"] for r in runs if r["workload"] == w.name and r["server"] == s.name
                       and r.get("failed")]
@@ -373,7 +387,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "loadgen_cpu_pct": median([r["loadgen_cpu_pct"] for r in ok]),
                 "tls": next((r.get("tls") for r in ok), None), "failures": failed,
             }
-        base = rows[REFERENCE]
+        base = rows.get(REFERENCE) or {"median": None, "server_cpu_us_per_msg": None}
         for row in rows.values():
             row["robyn_fast / this"] = (round(base["median"] / row["median"], 2)
                                         if base["median"] and row["median"] else None)
@@ -417,7 +431,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--start-timeout", type=float, default=30.0)
     p.add_argument("--date", default=_dt.date.today().isoformat())
     p.add_argument("--out", type=Path)
+    p.add_argument("--server", action="append", choices=[s.name for s in SERVERS],
+                   help="only this server (repeatable; default: every one)")
     a = p.parse_args(argv)
+    servers = [s for s in SERVERS if not a.server or s.name in a.server]
     for module in ("picows", "aiohttp", "uvloop", "cryptography"):
         try:
             __import__(module)
@@ -431,10 +448,10 @@ def main(argv: list[str]) -> int:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="robyn_fast-tls-bench-") as tmp:
         cert, key = make_certificate(Path(tmp))
-        total = a.rounds * len(WORKLOADS) * len(SERVERS)
+        total = a.rounds * len(WORKLOADS) * len(servers)
         for rnd in range(1, a.rounds + 1):
             for w in WORKLOADS:
-                for s in SERVERS:
+                for s in servers:
                     rec = one_run(s, w, rnd, cert, key, a, logdir)
                     runs.append(rec)
                     shown = rec.get("failure") if rec.get("failed") else f"{rec['msgs_per_s']:,.0f} msgs/s"
@@ -447,7 +464,7 @@ def main(argv: list[str]) -> int:
             "openssl": ssl.OPENSSL_VERSION, "tls": next((r["tls"] for r in runs if r.get("tls")), None),
             "loadavg_at_end": os.getloadavg(), "cpus": os.cpu_count(),
             "fingerprint": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]}
-    summary = summarize(runs)
+    summary = summarize(runs, servers)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1) + "\n")
     print(markdown(summary, meta))

@@ -50,7 +50,7 @@ import os
 import socket
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from .logs import get_logger
@@ -98,7 +98,7 @@ class Listener:
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol_factory: Callable[[], asyncio.Protocol],
         refusal: bytes, transport_options: Mapping[str, Any] | None = None,
-        connect: Callable[..., Awaitable[Any]] | None = None,
+        connect: Callable[..., Coroutine[Any, Any, Any]] | None = None,
     ) -> None:
         self.loop = loop
         self._connect = connect if connect is not None else loop.connect_accepted_socket

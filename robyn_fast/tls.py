@@ -25,7 +25,7 @@ import asyncio
 import functools
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .config import TlsTransport
@@ -38,7 +38,7 @@ __all__ = ["server_context", "transport_maker", "TlsTransport", "ConnectAccepted
 log = get_logger("robyn_fast.server")
 
 #: ``loop.connect_accepted_socket``'s shape: (protocol factory, socket, keywords) -> (transport, protocol).
-ConnectAccepted = Callable[..., Awaitable[tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]]
+ConnectAccepted = Callable[..., Coroutine[Any, Any, tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]]
 
 _CERT_MARK = b"-----BEGIN CERTIFICATE-----"
 _KEY_MARK = b"PRIVATE KEY-----"

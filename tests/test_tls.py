@@ -566,6 +566,33 @@ def test_client_certificates_on_both_transports(pki: Pki, loop_kind: str) -> Non
                 assert got == b"", got
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_wss_over_a_unix_socket(pki: Pki, tmp_path: Path, transport: str) -> None:
+    """``--uds`` with TLS, the transport chosen by ``ROBYN_FAST_TLS_TRANSPORT``:
+    a TLS client over AF_UNIX upgrades and gets its echo."""
+    path = str(tmp_path / "tls.sock")
+    args = ["--uds", path, "--ssl-certfile", str(pki.cert), "--ssl-keyfile", str(pki.key)]
+    server = ServerProcess([str(EXAMPLES / "echo.py"), *args], "uvloop",
+                           {"ROBYN_HOST": "", "ROBYN_PORT": "", "ROBYN_FAST_TLS_TRANSPORT": transport})
+    try:
+        server.wait_output(rf"serving on unix:{path}")
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.settimeout(TIMEOUT)
+        raw.connect(path)
+        with pki.client_context().wrap_socket(raw, server_hostname="localhost") as conn:
+            conn.sendall(upgrade_request() + _masked(b"over a unix socket", opcode=1))
+            buf = bytearray()
+            while b"\r\n\r\n" not in buf:
+                buf.extend(conn.recv(65536))
+            head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            assert _read_frame(conn, bytearray(rest)) == (1, b"over a unix socket")
+        assert server.stop() == 0
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+
+
 def test_tls_transport_setting_from_the_command_line_and_environment(tmp_path: Path, pki: Pki) -> None:
     result = _start(tmp_path, ["--ssl-certfile", str(pki.combined), "--tls-transport", "fastest"])
     assert result.returncode == 2 and "tls_transport must be 'auto', 'aiofastnet' or 'loop'" in result.stderr, \
