@@ -96,6 +96,8 @@ class _EchoClient(asyncio.Protocol):
             self.open.set_result(None)
             if not data:
                 return
+        if not gen.running:
+            return  # a fixed count is done: the server's reply to our close is none of its business
         messages = self.parser.feed(data)
         n = 0
         for m in messages:
@@ -156,6 +158,7 @@ class _LoadGen:
             c.transport.write(self.frame * a.pipeline)
         if a.count:  # a fixed count of echoes per connection, then close: for bench/tls_count.py
             await self.finished.wait()
+            self.running = False
             for c in clients:
                 c.transport.close()
             return {"msgs": self.received, "errors": self.errors}
