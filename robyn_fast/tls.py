@@ -15,8 +15,8 @@ the context allows it, else the event loop's own (uvloop's or asyncio's
 ``SSL_CTX`` of the very ``ssl.SSLContext`` given): it decrypts straight
 into the buffer our protocol lends (``get_buffer``) and encrypts each
 ``write`` without a Python-level copy, on any loop with ``add_reader``
-(uvloop and asyncio alike). Measured on echo 64 connections x 1 in flight
-x 32 B: 35 -> ~15 us of server CPU per message (bench/README.md, "TLS").
+(uvloop and asyncio alike). The measurements that chose it are in
+bench/README.md ("Which TLS transport").
 """
 
 from __future__ import annotations
