@@ -47,7 +47,8 @@ from robyn_fast.exceptions import ConfigError, RobynFastError
 from robyn_fast.tls import server_context
 
 from .process_helpers import EXAMPLES, ServerProcess, owner, serve_script, worker_pids
-from .server_helpers import eventually, running, upgrade_request
+from .codec_helpers import masked
+from .server_helpers import eventually, read_frame, recv_until, running, upgrade_request
 
 TIMEOUT = 10.0
 PASSWORD = "s3cret pass"
@@ -338,36 +339,6 @@ def _client_hello(pki: Pki) -> bytes:
     return hello
 
 
-def _masked(payload: bytes, opcode: int = 2) -> bytes:
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else
-                                     bytes([0xFE]) + n.to_bytes(2, "big") if n < 65536 else
-                                     bytes([0xFF]) + n.to_bytes(8, "big"))
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def _read_frame(conn: ssl.SSLSocket, buf: bytearray) -> tuple[int, bytes]:
-    """One unmasked server frame (opcode, payload), reading as needed."""
-    def need(n: int) -> None:
-        while len(buf) < n:
-            chunk = conn.recv(65536)
-            assert chunk, f"closed with {bytes(buf[:32])!r} read"
-            buf.extend(chunk)
-    need(2)
-    n, at = buf[1] & 0x7F, 2
-    if n == 126:
-        need(4)
-        n, at = int.from_bytes(buf[2:4], "big"), 4
-    elif n == 127:
-        need(10)
-        n, at = int.from_bytes(buf[2:10], "big"), 10
-    need(at + n)
-    opcode, payload = buf[0] & 0x0F, bytes(buf[at:at + n])
-    del buf[:at + n]
-    return opcode, payload
-
-
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_the_log_names_the_tls_transport(pki: Pki, loop_kind: str, transport: str,
                                          caplog: pytest.LogCaptureFixture) -> None:
@@ -408,29 +379,27 @@ def test_fragmented_records_and_messages_of_every_size(pki: Pki, loop_kind: str,
             request = upgrade_request()
             for i in range(0, len(request), 7):
                 conn.sendall(request[i:i + 7])
-            buf = bytearray()
-            while b"\r\n\r\n" not in buf:
-                buf.extend(conn.recv(65536))
-            head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+            head, _, rest = recv_until(conn, b"\r\n\r\n").partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 101 ")
-            buf = bytearray(rest)
             sizes = [0, 1, 125, 126, 65535, 65536, 200 * 1024]
             rnd = os.urandom(2)
             for size in sizes:
                 payload = os.urandom(size)
-                wire = _masked(payload)
+                wire = masked(0x82, payload, os.urandom(4))
                 at, step = 0, 1 + rnd[0] % 7
                 while at < len(wire):
                     piece = min(len(wire) - at, step)
                     conn.sendall(wire[at:at + piece])
                     at += piece
                     step = 1 + (step * 7919 + 13) % 3000
-                assert _read_frame(conn, buf) == (2, payload), size
+                first, echoed, rest = read_frame(conn, rest)
+                assert (first, echoed) == (0x82, payload), size
             # Two messages in one record.
             a, b = os.urandom(40), os.urandom(3000)
-            conn.sendall(_masked(a) + _masked(b))
-            assert _read_frame(conn, buf) == (2, a)
-            assert _read_frame(conn, buf) == (2, b)
+            conn.sendall(masked(0x82, a) + masked(0x82, b))
+            first, echoed, rest = read_frame(conn, rest)
+            assert (first, echoed) == (0x82, a)
+            assert read_frame(conn, rest)[:2] == (0x82, b)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -444,12 +413,9 @@ def test_close_notify_follows_the_close_handshake(pki: Pki, loop_kind: str, tran
         raw = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
         with pki.client_context().wrap_socket(raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False) as conn:
             conn.sendall(upgrade_request())
-            buf = bytearray()
-            while b"\r\n\r\n" not in buf:
-                buf.extend(conn.recv(65536))
-            buf = bytearray(bytes(buf).partition(b"\r\n\r\n")[2])
-            conn.sendall(_masked((1000).to_bytes(2, "big") + b"bye", opcode=8))
-            assert _read_frame(conn, buf) == (8, (1000).to_bytes(2, "big"))
+            rest = recv_until(conn, b"\r\n\r\n").partition(b"\r\n\r\n")[2]
+            conn.sendall(masked(0x88, (1000).to_bytes(2, "big") + b"bye"))
+            assert read_frame(conn, rest)[:2] == (0x88, (1000).to_bytes(2, "big"))
             assert conn.recv(65536) == b""  # close_notify: a clean end of TLS, not an SSLEOFError
         eventually(lambda: srv.hub(ws).live, lambda n: n == 0, timeout=TIMEOUT)
         raw = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
@@ -580,13 +546,10 @@ def test_wss_over_a_unix_socket(pki: Pki, tmp_path: Path, transport: str) -> Non
         raw.settimeout(TIMEOUT)
         raw.connect(path)
         with pki.client_context().wrap_socket(raw, server_hostname="localhost") as conn:
-            conn.sendall(upgrade_request() + _masked(b"over a unix socket", opcode=1))
-            buf = bytearray()
-            while b"\r\n\r\n" not in buf:
-                buf.extend(conn.recv(65536))
-            head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+            conn.sendall(upgrade_request() + masked(0x81, b"over a unix socket"))
+            head, _, rest = recv_until(conn, b"\r\n\r\n").partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 101 "), head
-            assert _read_frame(conn, bytearray(rest)) == (1, b"over a unix socket")
+            assert read_frame(conn, rest)[:2] == (0x81, b"over a unix socket")
         assert server.stop() == 0
     finally:
         server.stop()
