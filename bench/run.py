@@ -233,6 +233,9 @@ def all_servers(baseline: Path | None = None, python: Path | None = None,
                note="legacy message handlers (WebSocket(app, path), @ws.on('message')); HTTP: bench/http_app.py"),
         Server("robyn_fast-recv", python or venv_py, _recv_scripts(), port_from_env=True, check="robyn_fast",
                note="the receive-loop API (@app.websocket, receive_text/send_text/broadcast)"),
+        Server("robyn_fast-looptls", python or venv_py, {"echo-tls": REPO / "examples" / "echo.py"},
+               port_from_env=True, check="robyn_fast", env=(("ROBYN_FAST_TLS_TRANSPORT", "loop"),),
+               note="robyn_fast on the loop's own TLS transport, not aiofastnet's (TLS rows only)"),
     ]
     if baseline is not None:
         base_py = baseline_python or baseline / ".venv" / "bin" / "python"

@@ -49,6 +49,7 @@ class _EchoClient(asyncio.Protocol):
 
     def __init__(self, gen: _LoadGen) -> None:
         self.gen = gen
+        self.unsent = gen.a.count - gen.a.pipeline if gen.a.count else -1  # -1: no fixed count
         self.transport: asyncio.Transport | None = None
         self.head = b""
         self.open = asyncio.get_running_loop().create_future()
@@ -79,13 +80,21 @@ class _EchoClient(asyncio.Protocol):
         for m in messages:
             if m.opcode == 8 and not gen.running:   # the server's answer to our closing handshake
                 continue
+            if m.opcode == 9:  # a keepalive Ping (runs under valgrind last long enough to get them)
+                self.transport.write(gen.codec.build_pong(m.data, mask=os.urandom(4)))  # type: ignore[union-attr]
+                continue
             if m.opcode != 1 or len(m.data) != gen.size or m.data != gen.payload:
                 gen.errors += 1
                 continue
             n += 1
         if n:
             gen.received += n
-            if gen.running:
+            if self.unsent >= 0:  # a fixed count (--count): no more than it
+                n = min(n, self.unsent)
+                self.unsent -= n
+                if gen.received >= gen.expected:
+                    gen.finished.set()
+            if gen.running and n:
                 self.transport.write(gen.frame * n)  # type: ignore[union-attr]
                 gen.sent += n
 
@@ -114,6 +123,8 @@ class _LoadGen:
         self.sent = 0
         self.errors = 0
         self.running = True
+        self.expected = a.count * a.conns
+        self.finished = asyncio.Event()
 
     async def run(self) -> dict[str, Any]:
         a = self.a
@@ -132,6 +143,12 @@ class _LoadGen:
         for c in clients:
             c.transport.write(self.frame * a.pipeline)
             self.sent += a.pipeline
+        if a.count:  # a fixed count of echoes per connection, then close: for bench/tls_count.py
+            await asyncio.wait_for(self.finished.wait(), a.timeout)
+            self.running = False
+            for c in clients:
+                c.transport.close()
+            return {"msgs": self.received, "errors": self.errors}
         await asyncio.sleep(a.warmup)
         pids = tuple(int(p) for p in a.server_pid.split(",") if p)
         n0, cpu0, self0, t0 = self.received, read_cpu_s(pids), _self_cpu_s(), time.monotonic()
@@ -178,6 +195,7 @@ def load_main(argv: list[str]) -> int:
     p.add_argument("-d", "--duration", type=float, default=3.0)
     p.add_argument("-T", "--timeout", type=float, default=5.0)
     p.add_argument("--server-pid", default="")
+    p.add_argument("-n", "--count", type=int, default=0, help="echoes per connection, then close (0: timed run)")
     a = p.parse_args(argv)
     import uvloop
 

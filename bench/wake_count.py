@@ -145,6 +145,15 @@ def measure(server: run.Server, a: argparse.Namespace, ports: run.Ports, count: 
             "p50_us_noisy": round(pct(lat, 0.5), 1), "p99_us_noisy": round(pct(lat, 0.99), 1)}
 
 
+def callgrind_wrapper(python: Path, outdir: Path) -> Path:
+    """A script that runs ``python`` under callgrind, its output files in ``outdir``."""
+    wrapper = outdir.parent / f"{outdir.name}.sh"
+    wrapper.write_text("#!/bin/sh\nexec valgrind --tool=callgrind --trace-children=no "
+                       f"--callgrind-out-file={outdir}/cg.%p {python} \"$@\"\n")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return wrapper
+
+
 def callgrind_total(outdir: Path) -> int:
     total = 0
     for f in outdir.iterdir():
@@ -160,10 +169,7 @@ def instructions(server: run.Server, a: argparse.Namespace, ports: run.Ports) ->
     totals = []
     for reps in (1, 3):
         outdir = Path(tempfile.mkdtemp(prefix="wake_cg-"))
-        wrapper = outdir.parent / f"{outdir.name}.sh"
-        wrapper.write_text("#!/bin/sh\nexec valgrind --tool=callgrind --trace-children=no "
-                           f"--callgrind-out-file={outdir}/cg.%p {server.python} \"$@\"\n")
-        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+        wrapper = callgrind_wrapper(server.python, outdir)
         measure(server, a, ports, a.count * reps, wrapper=wrapper, start_timeout=300.0)
         totals.append(callgrind_total(outdir))
     return (totals[1] - totals[0]) / (2 * a.count * a.conns)

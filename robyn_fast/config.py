@@ -20,6 +20,7 @@ from .settings import (Setting, boolean, declared, int_range, one_of, optional_p
 __all__ = ["Config", "BackpressurePolicy", "Compression", "SETTINGS", "robyn_before_080"]
 
 BackpressurePolicy = Literal["close", "drop"]
+TlsTransport = Literal["auto", "aiofastnet", "loop"]
 Compression = Literal["off", "shared", "dedicated"]
 
 KiB = 1024
@@ -172,6 +173,13 @@ class Config:
     ssl: _ssl.SSLContext | None = setting(
         None, "an `ssl.SSLContext` (server side): serve HTTPS and WSS (see [TLS](#tls)); the app's `Config` "
         "only; `--ssl-certfile` makes one", _ssl_context)
+    tls_transport: TlsTransport = setting(
+        "auto", "what encrypts: `\"auto\"` (aiofastnet's TLS transport when the `robyn_fast[tls]` extra is "
+        "installed and the context allows it, else the loop's; the start-up log says which), `\"aiofastnet\"` "
+        "(required: the server does not start without it), `\"loop\"` (uvloop's or asyncio's own); see "
+        "[TLS](#tls); app Config only", one_of("auto", "aiofastnet", "loop"), flag="--tls-transport",
+        env="ROBYN_FAST_TLS_TRANSPORT", metavar="NAME", parse=text("auto, aiofastnet or loop"),
+        shown='`"auto"`')
 
     def __post_init__(self) -> None:
         for spec in _SETTINGS:
@@ -183,6 +191,12 @@ class Config:
             raise ValueError("Config.proxy_protocol with Config.ssl: the PROXY header comes before the TLS handshake, "
                              "which this server does not read; terminate TLS at the proxy (or send it to a plain "
                              "port)")
+        if self.tls_transport == "aiofastnet":
+            try:
+                import aiofastnet  # noqa: F401  (asked for by name: missing, the server must not start)
+            except ImportError:
+                raise ValueError("Config.tls_transport='aiofastnet': aiofastnet is not installed "
+                                 "(pip install 'robyn_fast[tls]')") from None
         if self.read_low_water > self.read_high_water:
             raise ValueError("Config.read_low_water must not exceed read_high_water")
 

@@ -50,7 +50,7 @@ import os
 import socket
 import stat
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from .logs import get_logger
@@ -90,15 +90,18 @@ class Listener:
     ``refusal`` is written to each connection refused for want of a
     descriptor before it is closed (empty: closed without a word, as on a TLS
     port, where cleartext would mean nothing). ``refused`` counts them.
-    ``transport_options`` go to ``loop.connect_accepted_socket`` with each
-    accepted connection (the TLS context and its timeouts).
+    ``transport_options`` go to ``connect`` (``loop.connect_accepted_socket``
+    unless given; :func:`robyn_fast.tls.transport_maker` picks it for TLS)
+    with each accepted connection (the TLS context and its timeouts).
     """
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol_factory: Callable[[], asyncio.Protocol],
         refusal: bytes, transport_options: Mapping[str, Any] | None = None,
+        connect: Callable[..., Coroutine[Any, Any, Any]] | None = None,
     ) -> None:
         self.loop = loop
+        self._connect = connect if connect is not None else loop.connect_accepted_socket
         self.sock = sock
         self.protocol_factory = protocol_factory
         self.refusal = refusal
@@ -167,7 +170,7 @@ class Listener:
                 return
             conn.setblocking(False)
             task: asyncio.Future[object] = self.loop.create_task(
-                self.loop.connect_accepted_socket(self.protocol_factory, conn, **self.transport_options)
+                self._connect(self.protocol_factory, conn, **self.transport_options)
             )
             self._opening[task] = conn
             task.add_done_callback(self._opened)

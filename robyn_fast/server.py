@@ -43,6 +43,7 @@ from .http.streaming import StreamedReply
 from . import metrics
 from .http.types import error_response, serialize_response
 from .listener import Listener, listen
+from .tls import transport_maker
 from .websocket.extensions import DeflateParams
 from .websocket.handshake import Agreement, accept_handshake, is_upgrade_request, negotiate_compression
 from .websocket.ids import node_of, node_tag
@@ -191,6 +192,10 @@ class Server:
             for hook in self.app.startup_handlers:
                 await _maybe_await(hook())
             tls = self._tls_arguments()
+            connect = None
+            if self.config.ssl is not None:
+                connect, how = transport_maker(self.loop, self.config.ssl, self.config.tls_transport)
+                log.info("TLS through %s", how)
             if given:
                 listening = given
                 for one in given:
@@ -206,7 +211,7 @@ class Server:
             refusal = b"" if tls else error_response(
                 503, "the server has no file descriptor left for a connection; retry later", [("retry-after", "1")])
             for one in listening:
-                self.listeners.append(Listener(self.loop, one, lambda: HttpProtocol(self), refusal, tls))
+                self.listeners.append(Listener(self.loop, one, lambda: HttpProtocol(self), refusal, tls, connect))
             for listener in self.listeners:
                 listener.start()
         except BaseException:

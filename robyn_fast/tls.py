@@ -5,17 +5,40 @@ from PEM files, with errors that say what is wrong.
 ``--ssl-certfile``/``--ssl-keyfile`` turn TLS on. The context is made once,
 before any worker process is forked, and every worker inherits it (OpenSSL
 contexts survive a fork; nothing is loaded again per worker).
+
+:func:`transport_maker` picks what encrypts each connection
+(``Config.tls_transport``): aiofastnet's TLS transport when the optional
+``aiofastnet`` package is installed (``pip install 'robyn_fast[tls]'``) and
+the context allows it, else the event loop's own (uvloop's or asyncio's
+``SSLProtocol``). aiofastnet is a Cython transport over OpenSSL memory BIOs
+(the ``libssl`` Python's ``_ssl`` uses, opened at run time, and the
+``SSL_CTX`` of the very ``ssl.SSLContext`` given): it decrypts straight
+into the buffer our protocol lends (``get_buffer``) and encrypts each
+``write`` without a Python-level copy, on any loop with ``add_reader``
+(uvloop and asyncio alike). The measurements that chose it are in
+bench/README.md ("Which TLS transport").
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import ssl
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from .config import TlsTransport
 from .exceptions import ConfigError
 from .files import MAX_CONFIG_FILE, UnusableFile, read_limited
+from .logs import get_logger
 
-__all__ = ["server_context"]
+__all__ = ["server_context", "transport_maker", "TlsTransport", "ConnectAccepted"]
+
+log = get_logger("robyn_fast.server")
+
+#: ``loop.connect_accepted_socket``'s shape: (protocol factory, socket, keywords) -> (transport, protocol).
+ConnectAccepted = Callable[..., Coroutine[Any, Any, tuple[asyncio.BaseTransport, asyncio.BaseProtocol]]]
 
 _CERT_MARK = b"-----BEGIN CERTIFICATE-----"
 _KEY_MARK = b"PRIVATE KEY-----"
@@ -100,3 +123,53 @@ def server_context(
         raise ConfigError(f"TLS key file {key_where}: {exc}") from None
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+def _loop_only(context: ssl.SSLContext) -> str | None:
+    """Why ``context`` needs the loop's TLS transport, or None. aiofastnet
+    drives the context's ``SSL_CTX`` with connections of its own, which
+    are not ``ssl`` module objects: the callbacks the ``ssl`` module
+    installs on the context look for one and cannot run there."""
+    if context.sni_callback is not None:
+        return "the context has an sni_callback"
+    if getattr(context, "keylog_filename", None):
+        return "the context has a keylog_filename"
+    if getattr(context, "_msg_callback", None) is not None:
+        return "the context has a _msg_callback"
+    return None
+
+
+def _aiofastnet() -> Any:
+    try:
+        import aiofastnet
+    except ImportError:
+        return None
+    if getattr(aiofastnet, "OPENSSL_DYN_LIBS", None) is None:
+        return None  # it found no libssl of Python's to open: its fallback engine is the loop's speed at best
+    return aiofastnet
+
+
+def transport_maker(
+    loop: asyncio.AbstractEventLoop, context: ssl.SSLContext, choice: TlsTransport = "auto",
+) -> tuple[ConnectAccepted, str]:
+    """The function that makes the TLS transport of an accepted socket (with
+    ``loop.connect_accepted_socket``'s arguments) and its name for the log:
+
+    - ``"auto"``: aiofastnet's when it is installed and ``context`` allows
+      it (no ``sni_callback``, ``keylog_filename`` or ``_msg_callback``,
+      which only the ``ssl`` module's own connections can run), else the
+      loop's;
+    - ``"aiofastnet"``: aiofastnet's, or ``ConfigError`` when it is missing
+      or ``context`` cannot use it;
+    - ``"loop"``: the loop's.
+    """
+    if choice == "loop":
+        return loop.connect_accepted_socket, "the event loop's TLS transport (Config.tls_transport='loop')"
+    module = _aiofastnet()
+    why_not = "aiofastnet is not installed (pip install 'robyn_fast[tls]')" if module is None else _loop_only(context)
+    if why_not is None:
+        connect: ConnectAccepted = functools.partial(module.connect_accepted_socket, loop)
+        return connect, f"aiofastnet {module.__version__}'s TLS transport"
+    if choice == "aiofastnet":
+        raise ConfigError(f"Config.tls_transport='aiofastnet': {why_not}")
+    return loop.connect_accepted_socket, f"the event loop's TLS transport ({why_not})"

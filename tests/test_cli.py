@@ -852,7 +852,7 @@ def test_every_variable_is_validated_like_its_flag(capsys: pytest.CaptureFixture
     bad = {"processes": "1_0", "workers": "0", "log_level": "LOUD", "broker": "http://x", "ssl_certfile": "a\x07b",
            "ssl_keyfile": "k\x00", "metrics_path": "metrics", "host": "a b", "port": "65536", "uds": "s\x00",
            "fd": "-1", "forwarded_allow_ips": "nginx", "robyn_version": "0.99",
-           "log_config": "no-such-logging.json"}
+           "log_config": "no-such-logging.json", "tls_transport": "fastest"}
     checked = []
     for spec in cli.SETTINGS:
         if spec.env is None:
