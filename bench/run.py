@@ -93,6 +93,8 @@ WORKLOADS = [
              title="connect + handshake + close, 16 at once"),
     Workload("fanout-500-64B", "broadcast", ("fanout", "-c", "500", "-s", "64"), "msgs_per_s", "deliveries/s",
              title="fan-out: 500 subscribers, 64 B, closed loop"),
+    Workload("fanout-2000-64B", "broadcast", ("fanout", "-c", "2000", "-s", "64", "-T", "10"), "msgs_per_s",
+             "deliveries/s", title="fan-out: 2000 subscribers, 64 B, closed loop (10 s round timeout)"),
     Workload("idle-2000", "echo", ("idle", "-c", "2000"), "rss_per_conn_bytes", "B/conn",
              higher_is_better=False, latency=None,
              title="idle: server RSS growth per connection (2000)"),
@@ -427,10 +429,13 @@ KEEP = (
 
 
 def run_loadgen(w: Workload, port: int, pids: list[int], a: argparse.Namespace) -> tuple[int, dict | None, str]:
+    # A workload may set its own -T (the round timeout it is defined with); else --timeout.
+    timeout = float(w.args[w.args.index("-T") + 1]) if "-T" in w.args else a.timeout
     cmd = ["taskset", "-c", a.loadgen_core, PY, str(HERE / "rfload.py"), *w.args,
            "-u", f"ws://127.0.0.1:{port}/ws", "-w", str(a.warmup), "-d", str(a.duration),
-           "-T", str(a.timeout), "--parser", a.parser, "--server-pid", ",".join(map(str, pids))]
-    bound = 15 + a.warmup + a.duration + a.timeout + 15 + 10
+           *(() if "-T" in w.args else ("-T", str(a.timeout))), "--parser", a.parser,
+           "--server-pid", ",".join(map(str, pids))]
+    bound = 15 + a.warmup + a.duration + timeout + 15 + 10
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=bound, cwd=str(REPO))
     except subprocess.TimeoutExpired:
