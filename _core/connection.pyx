@@ -19,7 +19,10 @@
 #
 # Write path: everything queued to a connection during one loop iteration
 # (handler replies, sends, broadcasts, pongs, the Close) leaves in one
-# transport write at the end of the iteration (the hub's flush). Every byte
+# write at the end of the iteration (the hub's flush): one send()/sendmsg()
+# to the socket itself while the transport holds none of our bytes (plain
+# uvloop and asyncio selector transports; what the kernel does not take
+# goes to the transport), else transport.write(). Every byte
 # queued, ours or the transport's, counts against max_backpressure: data
 # over it follows backpressure_policy, a Pong over it closes with 1008. Once
 # the client falls behind (the transport still buffers our bytes), Pings get
