@@ -145,6 +145,8 @@ cdef class Connection(WSProtocol):
     cdef readonly object rooms            # set of room names, or None
     cdef bint using_shared                # the last get_buffer() lent the hub's shared buffer
     cdef bint join_writes                 # a TLS transport: one write of the joined frames (one record)
+    cdef int fd                           # socket a flush writes to itself (-1: never, always the transport; -2: not looked up yet)
+    cdef bint tx_clear                    # the transport holds none of our bytes (only our flushes write to it)
     cdef readonly bint reading_paused     # transport.pause_reading() is in force (for any reason below)
     cdef bint backlog_paused              # ... because read_high_water messages wait for the handler
     cdef bint reading_held                # ... because the endpoint asked (hold_reading: its own queue is full)
@@ -183,6 +185,7 @@ cdef class Connection(WSProtocol):
     cdef int _set_reading(self) except -1
     cdef int _flush(self) except -1
     cdef int _flush_now(self) except -1   # _flush, a failure logged (not raised)
+    cdef int _write_direct(self, list out) except -1
 
 
 cdef class Inbox:

@@ -18,12 +18,15 @@
 # started referenced until it is done.
 #
 # Write path: what a read's messages produce (handler replies and sends,
-# pongs, the Close) leaves in one transport write once the read is handled,
-# as uWebSockets uncorks after its data callback: a message on an idle
+# pongs, the Close) leaves in one write once the read is handled, as
+# uWebSockets uncorks after its data callback: a message on an idle
 # connection is answered without a callback scheduled for later. Everything
 # else queued to a connection during one loop iteration (broadcasts, sends
-# from other connections' handlers or Tasks) leaves in one transport write
-# at the end of the iteration (the hub's flush). Every byte
+# from other connections' handlers or Tasks) leaves in one write at the end
+# of the iteration (the hub's flush). Either write is one send()/sendmsg()
+# to the socket itself while the transport holds none of our bytes (plain
+# uvloop and asyncio selector transports; what the kernel does not take
+# goes to the transport), else transport.write(). Every byte
 # queued, ours or the transport's, counts against max_backpressure: data
 # over it follows backpressure_policy, a Pong over it closes with 1008. Once
 # the client falls behind (the transport still buffers our bytes), Pings get
@@ -43,7 +46,9 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Values
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
+from libc.errno cimport errno, EAGAIN, EINTR
+from posix.uio cimport iovec
 
 from robyn_fast._core.codec cimport (
     Deflater, FrameParser, Inflater, Message, MessageSink, build_frame_c, build_header_c, build_message_c,
@@ -58,10 +63,28 @@ import contextvars
 import os
 import sys
 import types
+from socket import SOCK_STREAM as _SOCK_STREAM
 
 from robyn_fast._core.codec import build_close
 from robyn_fast.exceptions import InvalidState, ProtocolError
 from robyn_fast.logs import get_logger
+
+cdef extern from "sys/socket.h" nogil:
+    struct msghdr:
+        void *msg_name
+        int msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    ssize_t sendmsg(int fd, const msghdr *msg, int flags)
+    enum: MSG_NOSIGNAL
+    enum: MSG_DONTWAIT
+
+cdef extern from "errno.h":
+    enum: EWOULDBLOCK
 
 cdef extern from "Python.h":
     object PyContext_Copy(object ctx)
@@ -87,6 +110,36 @@ cdef object _CLOSE = object()             # job marker: run the close handler
 cdef enum:
     SHARED_READ = 262144                  # size of the hub's shared read buffer
     SPLIT_MIN = 16384                     # a bytes payload this large is written after its header, not copied into a frame
+    DIRECT_IOV = 64                       # frames one direct write takes (more: the transport's writelines)
+    FD_UNKNOWN = -2                       # Connection.fd before the first flush looked it up
+
+# Transports whose socket a flush may write to itself while they hold nothing
+# (the write they would make anyway, without their buffering layers): plain
+# TCP/Unix stream transports of uvloop and asyncio's selector loop, by exact
+# type. Any other transport (TLS, whose get_extra_info("socket") is the raw
+# socket under the encryption; proactor; a wrapper; a test's fake) always
+# gets transport.write().
+cdef frozenset _DIRECT_TRANSPORTS = frozenset([
+    ("uvloop.loop", "TCPTransport"), ("uvloop.loop", "UnixTransport"),
+    ("asyncio.selector_events", "_SelectorSocketTransport"),
+])
+cdef dict _direct_by_type = {}
+
+
+cdef int _direct_fd(object transport) except -3:
+    """The fd of ``transport``'s stream socket if flushes may write to it
+    directly, else -1."""
+    cdef type t = type(transport)
+    cdef object ok = _direct_by_type.get(t)
+    if ok is None:
+        ok = (t.__module__, t.__qualname__) in _DIRECT_TRANSPORTS
+        _direct_by_type[t] = ok
+    if not ok:
+        return -1
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.type != _SOCK_STREAM:
+        return -1
+    return sock.fileno()
 
 
 cdef inline bint _is_coroutine(object value):
@@ -758,6 +811,7 @@ cdef class Connection(WSProtocol):
         # of its own (uvloop and asyncio alike): 22 bytes and an encryption
         # call per frame. Joined, a flush is one record per 16 KiB.
         self.join_writes = transport.get_extra_info("sslcontext") is not None
+        self.fd = -1 if self.join_writes else FD_UNKNOWN
         self.hub.add(self)
         self.opened(self.hub.loop.time())
         self.hub.dispatcher.connect(self)
@@ -1044,17 +1098,82 @@ cdef class Connection(WSProtocol):
         if self.state == ST_CLOSED:
             return 0
         if out:
-            if len(out) == 1:
-                self.transport.write(out[0])
-            elif self.join_writes:
-                self.transport.write(b"".join(out))
-            else:
-                self.transport.writelines(out)
+            if not self._write_direct(out):
+                self.tx_clear = False
+                if len(out) == 1:
+                    self.transport.write(out[0])
+                elif self.join_writes:
+                    self.transport.write(b"".join(out))
+                else:
+                    self.transport.writelines(out)
             self.hub.resources.writes += 1
         if self.close_after_flush:
             self.close_after_flush = False
             self.transport.close()
         return 0
+
+    cdef int _write_direct(self, list out) except -1:
+        """Write ``out`` to the socket with one send, as the transport's own
+        write would, when the transport holds nothing of ours (its write
+        would try the same syscall at once) and is not closing (uvloop closes
+        the fd before connection_lost: it may be another connection's by
+        now); what the kernel does not take goes to the transport, in order,
+        and counts for its flow control as before. Returns 0 (nothing
+        written) when the transport has to do it all."""
+        cdef int fd = self.fd
+        cdef Py_ssize_t n = len(out), i, total = 0, sent
+        cdef iovec iov[DIRECT_IOV]
+        cdef msghdr msg
+        cdef bytes frame
+        cdef list rest
+        if fd == FD_UNKNOWN:
+            fd = self.fd = _direct_fd(self.transport)
+        if fd < 0 or self.tbuf != 0 or n > DIRECT_IOV or self.transport.is_closing():
+            return 0
+        if n == 1:
+            frame = <bytes>out[0]
+            total = PyBytes_GET_SIZE(frame)
+            while True:
+                sent = send(fd, PyBytes_AS_STRING(frame), <size_t>total, MSG_NOSIGNAL | MSG_DONTWAIT)
+                if sent >= 0 or errno != EINTR:
+                    break
+        else:
+            for i in range(n):
+                frame = <bytes>out[i]
+                iov[i].iov_base = PyBytes_AS_STRING(frame)
+                iov[i].iov_len = <size_t>PyBytes_GET_SIZE(frame)
+                total += PyBytes_GET_SIZE(frame)
+            memset(&msg, 0, sizeof(msg))
+            msg.msg_iov = iov
+            msg.msg_iovlen = <size_t>n
+            while True:
+                sent = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT)
+                if sent >= 0 or errno != EINTR:
+                    break
+        if sent == total:
+            self.tx_clear = True
+            return 1
+        if sent < 0:
+            if not ((errno == EAGAIN) | (errno == EWOULDBLOCK)):
+                return 0        # a dead connection: the transport's write meets the error and closes
+            sent = 0
+        # The kernel took part: the rest goes to the transport, which buffers
+        # it (pausing us past its high mark) and writes it when it can.
+        self.tx_clear = False
+        rest = []
+        for frame in out:
+            if sent >= PyBytes_GET_SIZE(frame):
+                sent -= PyBytes_GET_SIZE(frame)
+            elif sent:
+                rest.append(memoryview(frame)[sent:])
+                sent = 0
+            else:
+                rest.append(frame)
+        if len(rest) == 1:
+            self.transport.write(rest[0])
+        else:
+            self.transport.writelines(rest)
+        return 1
 
     @property
     def buffered_amount(self):
@@ -1071,7 +1190,12 @@ cdef class Connection(WSProtocol):
     # -- WSProtocol hooks: the I/O ---------------------------------------------------------
 
     cdef Py_ssize_t _transport_buffered(self) except -1:
-        return self.transport.get_write_buffer_size()
+        cdef Py_ssize_t n
+        if self.tx_clear:
+            return 0        # only our flushes write to the transport, and the last one left nothing in it
+        n = self.transport.get_write_buffer_size()
+        self.tx_clear = n == 0
+        return n
 
     cdef int _output_ready(self) except -1:
         if self.in_read:

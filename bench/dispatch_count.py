@@ -8,6 +8,7 @@ uvloop iteration per round so the end-of-iteration flush runs too.
     python bench/dispatch_count.py [--per-read 16] [--size 1024] [--conns 8] [--async]
         [PYTHON ...]            # each interpreter's robyn_fast is measured (default: this one)
     python bench/dispatch_count.py --endpoint legacy|legacy-async|recv ...
+    python bench/dispatch_count.py --endpoint fanout [--conns 2000] [--size 64] [--loop asyncio]
 
 ``--endpoint connect`` counts instructions per connect cycle instead: each cycle is what a client of
 ``rfload connect`` costs the server above the kernel and the loop's C code: an ``HttpProtocol`` made
@@ -22,6 +23,12 @@ endpoint's own message path runs: ``legacy`` is ``examples/echo.py``'s handler (
 handler returning the message), ``legacy-async`` the same as a coroutine, ``recv`` Robyn's
 receive-loop API (``@app.websocket``: ``send_text(await receive_text())`` in a loop, one Task per
 connection woken per message).
+
+``--endpoint fanout`` is ``examples/broadcast.py``'s server (a sync handler calling
+``sync_broadcast``) with ``--conns`` connections on real transports of the loop (``--loop``) over
+Unix socket pairs: each round one connection's message is fed to it and the broadcast goes to
+every connection, written to the sockets (their peers are drained every few rounds). It prints
+instructions per delivery: user-space only (callgrind does not see the kernel's send).
 
 For each interpreter it runs the workload under ``valgrind --tool=callgrind`` with 1 and with 3
 repetitions and prints (total 3 - total 1) / messages of 2 repetitions, so start-up (imports,
@@ -207,6 +214,72 @@ def endpoint_workload(kind: str, per_read: int, size: int, conns: int, reps: int
     loop.close()
 
 
+FANOUT_DRAIN = 25  # rounds between drains of the peers (their socket buffers hold ~200 frames)
+
+
+def fanout_workload(size: int, conns: int, reps: int, loop_name: str) -> None:
+    import asyncio
+    import socket
+
+    from robyn_fast import Config, Robyn, WebSocket
+    from robyn_fast._core.codec import build_text
+    from robyn_fast.server import Server
+
+    app = Robyn(__file__, config=Config(ping_interval=None))
+    endpoint = WebSocket(app, "/ws")
+
+    @endpoint.on("message")
+    def fan_out(ws, msg):  # type: ignore[no-untyped-def]
+        ws.sync_broadcast(msg)
+
+    if loop_name == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = Server(app, loop)
+    frame_in = build_text("x" * size, mask=b"\x01\x02\x03\x04")
+    delivery = len(build_text("x" * size))
+    peers = []
+
+    async def open_all() -> None:
+        listener = socket.socket()  # a running server (broadcasts need one); nothing connects to it
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        await server.start(sock=listener)
+        for _ in range(conns):
+            ours, peer = socket.socketpair()
+            peer.setblocking(False)
+            peers.append(peer)
+            transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+            server.open_websocket(endpoint, transport, b"", "", {}, [], ("127.0.0.1", 1))  # type: ignore[arg-type]
+        for _ in range(4):
+            await asyncio.sleep(0)
+
+    def drain(rounds: int) -> None:
+        for peer in peers:
+            got = peer.recv(1 << 20)
+            if len(got) != rounds * delivery:
+                raise SystemExit(f"fanout: a peer got {len(got)} bytes, {rounds * delivery} expected")
+
+    async def rounds() -> None:
+        conn = next(iter(server.hub(endpoint).connections.values()))
+        for i in range(ROUNDS):
+            loop.call_soon(conn.data_received, frame_in)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            if (i + 1) % FANOUT_DRAIN == 0:
+                drain(FANOUT_DRAIN)
+
+    loop.run_until_complete(open_all())
+    for _ in range(reps):
+        loop.run_until_complete(rounds())
+    loop.run_until_complete(server.shutdown())
+    loop.close()
+
+
 def workload(per_read: int, size: int, conns: int, is_async: bool, reps: int) -> None:
     import asyncio
 
@@ -272,7 +345,7 @@ def count(python: str, args: argparse.Namespace, reps: int) -> int:
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, __file__, "--run",
                "--per-read", str(args.per_read), "--size", str(args.size), "--conns", str(args.conns),
                "--reps", str(reps)] + (["--async"] if args.is_async else []) + (
-               ["--endpoint", args.endpoint] if args.endpoint else [])
+               ["--endpoint", args.endpoint] if args.endpoint else []) + ["--loop", args.loop]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=tmp)
         m = re.search(r"Collected : (\d+)", r.stderr)
         if r.returncode != 0 or not m:
@@ -287,15 +360,18 @@ def main() -> int:
     p.add_argument("--size", type=int, default=1024, help="payload bytes")
     p.add_argument("--conns", type=int, default=8)
     p.add_argument("--async", dest="is_async", action="store_true", help="an async echo handler")
-    p.add_argument("--endpoint", choices=["legacy", "legacy-async", "recv", "connect"],
+    p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="fanout: the event loop")
+    p.add_argument("--endpoint", choices=["legacy", "legacy-async", "recv", "connect", "fanout"],
                    help="whole endpoints opened by a Server (see above) instead of bare connections; connect: "
-                        "instructions per connect cycle (upgrade, 101, Close, teardown)")
+                        "instructions per connect cycle (upgrade, 101, Close, teardown); fanout: per delivery")
     p.add_argument("--run", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--reps", type=int, default=1, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.run:
         if a.endpoint == "connect":
             connect_workload(a.reps)
+        elif a.endpoint == "fanout":
+            fanout_workload(a.size, a.conns, a.reps, a.loop)
         elif a.endpoint:
             endpoint_workload(a.endpoint, a.per_read, a.size, a.conns, a.reps)
         else:
@@ -303,11 +379,16 @@ def main() -> int:
         return 0
     if shutil.which("valgrind") is None:
         p.error("needs valgrind (apt-get install valgrind)")
-    messages = 2 * ROUNDS * (1 if a.endpoint == "connect" else a.conns * a.per_read)
+    per_cycle = a.endpoint == "connect"
+    messages = 2 * ROUNDS * (1 if per_cycle else a.conns * (1 if a.endpoint == "fanout" else a.per_read))
     for python in map(os.path.abspath, a.pythons):
         per_msg = (count(python, a, 3) - count(python, a, 1)) / messages
-        if a.endpoint == "connect":
+        if per_cycle:
             print(f"{python}: {per_msg:,.0f} instructions per connect cycle (upgrade, 101, Close, teardown)")
+            continue
+        if a.endpoint == "fanout":
+            print(f"{python}: {per_msg:,.0f} instructions per delivery "
+                  f"(broadcast of {a.size} B to {a.conns} conns, {a.loop})")
             continue
         what = f"{a.endpoint} endpoint" if a.endpoint else ("async" if a.is_async else "sync")
         print(f"{python}: {per_msg:,.0f} instructions per message "

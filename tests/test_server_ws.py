@@ -407,6 +407,87 @@ def test_never_reading_client_stays_bounded(loop_kind: str, policy: str) -> None
         sock.close()
 
 
+def test_late_reader_gets_every_broadcast_whole_and_in_order(loop_kind: str) -> None:
+    # Flushes write to the socket themselves while the transport holds nothing
+    # of ours; once the kernel takes only part, the rest goes to the transport.
+    # A client that reads nothing for a while (4 KiB receive buffer) meets
+    # every case: whole sends, a partial send (one frame cut, in a batch of
+    # one and of several frames), then the transport's buffer; read later,
+    # everything arrives whole and in order, and so it does for a client
+    # beside it.
+    rec = Recorder(Config(max_backpressure=64 * 1024 * 1024, ping_interval=None))
+    pad = "p" * 32000
+    with running(rec.app, loop_kind) as srv:
+        late = socket.socket()
+        late.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        late.connect(("127.0.0.1", srv.port))
+        late.sendall(upgrade_request())
+        rest = recv_until(late, b"\r\n\r\n").partition(b"\r\n\r\n")[2]
+        prompt, prompt_rest = ws_connect(srv.port)
+        assert wait_for(lambda: len(rec.connects) == 2)
+        conn = srv.call(lambda: srv.server.hub(rec.ws).connections[rec.connects[0]])
+        peak = 0
+        seq = 0
+        for batch in range(200):  # a flush each: 1 frame, then 3 frames per batch (sendmsg)
+            count = 1 if batch % 2 else 3
+            srv.call(lambda first=seq, n=count: [rec.ws.broadcast(f"{i} {pad}") for i in range(first, first + n)])
+            seq += count
+            peak = max(peak, srv.call(lambda: conn.buffered_amount))
+        assert peak > 0, "the late reader's transport never had to buffer anything"
+        prompt.settimeout(10)
+        for want in range(seq):
+            opcode, payload, prompt_rest = read_frame(prompt, prompt_rest)
+            assert (opcode, payload.decode()) == (0x81, f"{want} {pad}")
+        late.settimeout(10)
+        for want in range(seq):
+            opcode, payload, rest = read_frame(late, rest)
+            assert (opcode, payload.decode()) == (0x81, f"{want} {pad}"), f"message {want}"
+        assert wait_for(lambda: srv.call(lambda: conn.buffered_amount) == 0)
+        assert srv.call(lambda: conn.state) == 0
+        late.close()
+        prompt.close()
+
+
+def test_flush_never_writes_to_a_closed_transports_socket_number(loop_kind: str) -> None:
+    # A flush writes to the socket's fd itself. uvloop closes a transport's fd
+    # (after abort() or a read error) before it calls connection_lost: until
+    # then the connection is open to us while the fd number may already be
+    # another socket's, so a flush asks the transport whether it is closing
+    # first. Here a broadcast is queued, the connection aborted and the fd
+    # number taken by a new socket pair before connection_lost: nothing may
+    # reach it. (asyncio closes the fd after connection_lost: no reuse.)
+    rec = Recorder(Config(ping_interval=None))
+    with running(rec.app, loop_kind) as srv:
+        sock, _ = ws_connect(srv.port)
+        assert wait_for(lambda: len(rec.connects) == 1)
+        conn = srv.call(lambda: srv.server.hub(rec.ws).connections[rec.connects[0]])
+
+        pair: list[socket.socket] = []
+
+        def broadcast_abort_reuse() -> int:
+            fd: int = conn.transport.get_extra_info("socket").fileno()
+            rec.ws.broadcast("not for the next owner of this fd")  # the flush is queued, then:
+            conn.abort()  # uvloop closes the fd at the end of this iteration
+            # A timer of the next iteration runs before the queued callbacks
+            # (the flush, then connection_lost) and opens a socket: fd reused.
+            srv.loop.call_later(0, lambda: pair.extend(socket.socketpair()))
+            return fd
+
+        fd = srv.call(broadcast_abort_reuse)
+        assert wait_for(lambda: len(rec.closes) == 1 and len(pair) == 2)
+        a, b = pair
+        try:
+            if loop_kind == "uvloop":
+                assert a.fileno() == fd, "the scenario needs the aborted socket's number reused"
+            b.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                b.recv(4096)
+        finally:
+            a.close()
+            b.close()
+            sock.close()
+
+
 def test_reading_pauses_when_handlers_fall_behind(loop_kind: str) -> None:
     app = Robyn(__file__)
     ws = WebSocket(app, "/ws", config=Config(read_high_water=8, read_low_water=2))
