@@ -792,6 +792,13 @@ def test_rooms_and_send_to_cross_worker_processes(loop_kind: str) -> None:
             for member in (a1, b1):
                 member.ws.send("join red")
                 assert member.ws.recv() == "joined red"
+            # A join races room sends from other workers (README, "Rooms"): the reply to "join" can
+            # reach the client before the joining worker's interest message reached the other worker.
+            # A presence query is the barrier: each worker answers on the link its interest messages
+            # took, so once the asker has both answers it knows both workers' members.
+            for member in (a1, b1):
+                member.ws.send("members red 5")
+                assert set(json.loads(member.ws.recv())["ids"]) == {a1.id, b1.id}
             # A room send from each worker reaches the members on both. Messages from one worker to
             # another keep their order, so a private message sent after the room message that arrives
             # first shows a non-member was skipped, on either worker.
