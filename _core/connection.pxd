@@ -120,6 +120,7 @@ cdef class Hub:
     # The server uses it to tell the broker which rooms this node needs.
     cdef public object on_room
     cdef ws_counters_t *m                 # this process's counters (robyn_fast._core.metrics)
+    cdef tuple handlers                   # the handlers last given to a connection (shared while they repeat)
 
     cdef int add(self, Connection conn) except -1
     cdef int remove(self, Connection conn) except -1
@@ -158,9 +159,8 @@ cdef class Connection(WSProtocol):
     # Dispatcher slots: set at construction (the connector by the endpoint),
     # then read and written by the hub's Dispatcher only.
     cdef public object connector          # what handlers receive (robyn_fast.websocket.WebSocketConnector)
-    cdef object on_connect                # handler(connector) or None
-    cdef object on_message                # handler(connector, message) or None
-    cdef object on_close                  # handler(connector) or None
+    cdef tuple handlers                   # (on_connect(connector), on_message(connector, message), on_close(connector)),
+                                          # each or None; one tuple shared by the hub's connections given the same
     cdef object queue                     # jobs waiting, in arrival order: collections.deque while any wait, else None
     cdef bint running                     # a handler call (or an eager first step) is on the stack
     cdef bint done                        # the close job has run (hub.finished was called)

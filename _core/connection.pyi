@@ -83,6 +83,8 @@ def start_task(
 class BufferedConnection(Connection, asyncio.BufferedProtocol):
     """The compiled Connection declared an asyncio.BufferedProtocol (what the server installs)."""
 
+    data_received: None  # type: ignore[assignment]  # read through get_buffer()/buffer_updated() only
+
 @final
 class LoopResources:
     """What every WebSocket endpoint served on one event loop shares."""

@@ -296,12 +296,15 @@ cdef class LoopResources:
         return len(self.hubs)
 
 
+cdef tuple _NO_HANDLERS = (None, None, None)
+
+
 cdef inline object _handler_for(Connection conn, object job):
     if job is _CONNECT:
-        return conn.on_connect
+        return conn.handlers[0]
     if job is _CLOSE:
-        return conn.on_close
-    return conn.on_message
+        return conn.handlers[2]
+    return conn.handlers[1]
 
 
 @cython.final
@@ -343,7 +346,7 @@ cdef class Dispatcher:
         if conn.task is None and not conn.running and (conn.queue is None or not conn.queue):
             if conn.inbox is not None:  # the receive-loop API: straight to its queue or waiting receive
                 return (<Inbox>conn.inbox).put(data)
-            if conn.on_message is not None:
+            if conn.handlers[1] is not None:
                 self._run_job(conn, data)
             return 0
         return self._enqueue(conn, data)
@@ -548,7 +551,7 @@ cdef class Dispatcher:
             # connector. A connector kept by user code still works, as a
             # closed one.
             conn.connector = None
-            conn.on_connect = conn.on_message = conn.on_close = None
+            conn.handlers = _NO_HANDLERS
             self.hub.finished(conn)
         return 0
 
@@ -793,9 +796,14 @@ cdef class Connection(WSProtocol):
     def __init__(self, Hub hub not None, str key not None, on_connect=None, on_message=None, on_close=None):
         self.hub = hub
         self._init_protocol(hub.settings, key)
-        self.on_connect = on_connect
-        self.on_message = on_message
-        self.on_close = on_close
+        # One tuple for all the endpoint's connections (16 bytes less per
+        # connection than three slots), unless their handlers differ (the
+        # access log wraps each connection's close handler).
+        cdef tuple handlers = hub.handlers
+        if (handlers is None or handlers[0] is not on_connect or handlers[1] is not on_message
+                or handlers[2] is not on_close):
+            handlers = hub.handlers = (on_connect, on_message, on_close)
+        self.handlers = handlers
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -1261,9 +1269,15 @@ class BufferedConnection(Connection, asyncio.BufferedProtocol):
     """The protocol the server installs: the compiled Connection, declared an
     ``asyncio.BufferedProtocol`` so that asyncio's transports, which check
     the type, read through ``get_buffer()``/``buffer_updated()`` as uvloop's
-    do (uvloop only checks that the methods exist). No ``__dict__``."""
+    do (uvloop only checks that the methods exist). No ``__dict__``.
+
+    ``data_received`` is None: both loops' transports (plain and TLS) read a
+    BufferedProtocol through ``get_buffer()``/``buffer_updated()`` only, and
+    uvloop keeps a bound method of ``protocol.data_received`` per transport
+    (64 bytes per idle connection) unless the attribute is None."""
 
     __slots__ = ()
+    data_received = None
 
 
 def start_task(loop, coro, context):

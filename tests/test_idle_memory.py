@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import sys
 from typing import Any
 
 from .codec_helpers import masked
@@ -34,11 +35,19 @@ BROWSER_FIELDS = (
     "Accept-Encoding: gzip, deflate, br, zstd\r\n"
     "Cache-Control: no-cache\r\n"
 )
-# Python-allocated bytes per idle connection. Measured (Python 3.11): ~2.9 KiB on uvloop and
-# ~2.7 KiB on asyncio (of which the loop's own transport, socket and libuv handle are ~1.3-1.5 KiB);
-# before the connector packed its headers, the backlog deque went and the parser was made on
-# first data, ~5.3 KiB (uvloop).
-BUDGET = 3584
+# Python-allocated bytes per idle connection. Measured: ~2.8 KiB on uvloop and asyncio (Python 3.11: 2,783
+# and 2,764 B; 3.12 and 3.13 uvloop 2,786 B), of which the loop's own transport, socket and libuv handle are
+# ~1.3-1.5 KiB; before the connector packed its headers, the backlog deque went and the parser was made
+# on first data, ~5.3 KiB (uvloop); before uvloop stopped keeping a bound data_received and the handlers
+# became one shared tuple, 80 B (uvloop) and 16 B (asyncio) more.
+BUDGET = 3072
+# asyncio's socket transport on Python >= 3.12 holds a collections.deque as its write buffer from the start
+# (760 B) and is itself larger: asyncio measured 3,532 B per connection on 3.12, 3,747 B on 3.13.
+ASYNCIO_312_TRANSPORT = 1024
+
+
+def _budget(loop_kind: str) -> int:
+    return BUDGET + (ASYNCIO_312_TRANSPORT if loop_kind == "asyncio" and sys.version_info >= (3, 12) else 0)
 
 
 def _traced(port: int) -> dict[str, Any]:
@@ -76,9 +85,9 @@ def test_idle_connection_memory_is_bounded(loop_kind: str) -> None:
         after = eventually(lambda: _traced(port), lambda s: s["live"] == WARM_UP + CONNECTIONS, timeout=30)
         per_connection = (after["traced"] - before["traced"]) / CONNECTIONS
         print(f"{loop_kind}: {per_connection:.0f} B per idle connection (Python-allocated)")
-        assert per_connection < BUDGET, (
+        assert per_connection < _budget(loop_kind), (
             f"{loop_kind}: an idle connection holds {per_connection:.0f} bytes allocated by Python "
-            f"(budget {BUDGET})")
+            f"(budget {_budget(loop_kind)})")
     finally:
         for sock in socks:
             sock.close()
