@@ -80,7 +80,7 @@ class _Shard(RedisBroker):
         self.queries = cluster.queries
         self._leaving: set[bytes] = set()  # SUNSUBSCRIBEd by us: their sunsubscribe push is no slot move
 
-    @property  # type: ignore[override]
+    @property
     def answer(self) -> Answer:
         """The cluster's (set after the shard was made, too)."""
         return self.cluster.answer
@@ -115,7 +115,7 @@ class _Shard(RedisBroker):
 
     def _redis_error(self, link: Link, text: str, entry: InFlight) -> None:
         redirect = parse_redirect(text)
-        if redirect is not None and type(entry) is tuple and entry[2] is not None:
+        if redirect is not None and isinstance(entry, tuple) and entry[2] is not None:
             self.cluster.redirect(redirect, entry)
             return
         super()._redis_error(link, text, entry)
@@ -128,7 +128,7 @@ class _Shard(RedisBroker):
     def resend(self, entry: InFlight, asking: bool) -> bool:
         """A command a MOVED/ASK sent here: written once more (never again)."""
         publisher = self._writable()
-        if publisher is None or publisher.transport is None or type(entry) is not tuple or entry[2] is None:
+        if publisher is None or publisher.transport is None or not isinstance(entry, tuple) or entry[2] is None:
             return False
         if asking:
             publisher.transport.write(command("ASKING"))
@@ -310,7 +310,7 @@ class RedisClusterBroker(Broker):
             self._route_cache.clear()
         self.refresh_soon()
         if not self._shard(redirect.node).resend(entry, redirect.kind == "ASK"):
-            self.dropped += entry[0] if type(entry) is tuple else entry
+            self.dropped += entry[0] if isinstance(entry, tuple) else entry
 
     # -- subscriptions ------------------------------------------------------------------------------
 

@@ -291,8 +291,9 @@ class _Link(asyncio.Protocol):
             self.broker._protocol_error(self, f"a reply that is no push of ours: {reply!r:.60}")
         elif self.in_flight:
             entry = self.in_flight.popleft()
-            if type(entry) is tuple:  # a PUBLISH kept (cluster mode) or whose receiver count someone waits for
-                entry, waiters = entry[0], entry[1]
+            if isinstance(entry, tuple):  # a PUBLISH kept (cluster mode) or whose receiver count someone waits for
+                waiters = entry[1]
+                entry = entry[0]
                 if waiters is not None and type(reply) is int:
                     for waiter in waiters:
                         waiter(reply)
