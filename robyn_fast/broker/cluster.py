@@ -49,10 +49,12 @@ from . import Answer, Broker, Deliver, no_answer, not_started
 from .channels import ChannelNames, Channels
 from .interest import Batcher, Topic
 from .presence import ClusterPresence, PresenceQuery, QueryBook
-from .redis import DEFAULT_BUFFER_LIMIT, DEFAULT_OUTAGE_LIMIT, InFlight, Link, RedisBroker, ask, hiredis_available
+from .redis import (
+    DEFAULT_BUFFER_LIMIT, DEFAULT_OUTAGE_LIMIT, ChannelPublisher, InFlight, Link, RedisBroker, ask, hiredis_available,
+)
 from .resp import BrokerURLError, RedisAddress, command, parse_url
 from .topology import Redirect, SlotMap, TopologyError, key_slot, parse_redirect
-from .wire import ALL, TO, Key, encode
+from .wire import Key
 
 __all__ = ["RedisClusterBroker", "REFRESH_EVERY"]
 
@@ -111,7 +113,7 @@ class _Shard(RedisBroker):
             self.cluster.refresh_soon()
 
     def _route(self, channel: bytes, message: bytes) -> None:
-        self.cluster.send(channel, message)
+        self.cluster.route(channel, message)
 
     def _redis_error(self, link: Link, text: str, entry: InFlight) -> None:
         redirect = parse_redirect(text)
@@ -138,7 +140,7 @@ class _Shard(RedisBroker):
         return True
 
 
-class RedisClusterBroker(Broker):
+class RedisClusterBroker(ChannelPublisher, Broker):
     """A node on a Redis Cluster (see the module docstring)."""
 
     def __init__(self, url: str | RedisAddress, node: int, *, outage_limit: int = DEFAULT_OUTAGE_LIMIT,
@@ -263,7 +265,7 @@ class RedisClusterBroker(Broker):
             self._shard(slots.owner(key_slot(channel)))
         early, self._early, self._early_bytes = self._early, [], 0
         for channel, message in early:
-            self.send(channel, message)
+            self._send(channel, message)
         if self._early_dropped:
             log.warning("broker: %d message(s) were dropped before the Redis Cluster's slot map was known",
                         self._early_dropped)
@@ -279,7 +281,7 @@ class RedisClusterBroker(Broker):
             if type(value) is int and key not in ("node", "subscriptions"):
                 self._retired[key] = self._retired.get(key, 0) + value
         down = shard.down_for()
-        resent = sum(self.send(channel, message) for channel, message in buffered)
+        resent = sum(self._send(channel, message) for channel, message in buffered)
         log.warning("broker: Redis Cluster shard %s:%d is gone from the slot map after %.1f s down (its slots "
                     "moved to another master); %d buffered message(s) sent on, %d dropped meanwhile",
                     master[0], master[1], down, resent, shard.dropped + len(buffered) - resent)
@@ -345,18 +347,7 @@ class RedisClusterBroker(Broker):
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def publish(self, kind: int, endpoint: str, key: Key, frame: bytes) -> None:
-        self.published += 1
-        channel = self.names.endpoint(endpoint) if kind == ALL else self.names.room(endpoint, key)
-        self.send(channel, encode(kind, self.node, endpoint, key, frame))
-
-    def publish_to(self, node: int, endpoint: str, conn_id: str, frame: bytes) -> bool:
-        if node == self.node:
-            return False
-        self.published += 1
-        return self.send(self.names.node(node), encode(TO, self.node, endpoint, conn_id, frame))
-
-    def send(self, channel: bytes, message: bytes, counted: Callable[[int], None] | None = None) -> bool:
+    def _send(self, channel: bytes, message: bytes, counted: Callable[[int], None] | None = None) -> bool:
         shard = self._route_cache.get(channel) or self._shard_of(channel)
         if shard is not None:
             return shard.send_here(channel, message, counted)
@@ -367,6 +358,10 @@ class RedisClusterBroker(Broker):
         self._early.append((channel, message))
         self._early_bytes += len(message)
         return True
+
+    def route(self, channel: bytes, message: bytes) -> None:
+        """A shard's control message (a presence reply): to its channel's shard."""
+        self._send(channel, message)
 
     async def presence(self, endpoint: str, room: Key, local: list[str], timeout: float) -> ClusterPresence:
         """Asked on the shard of the endpoint's channel (where every node

@@ -349,7 +349,30 @@ class _Link(asyncio.Protocol):
 Link = _Link
 
 
-class RedisBroker(Broker):
+class ChannelPublisher:
+    """``publish``/``publish_to`` onto the destination's channel through
+    ``_send``: a node on one Redis, or on a cluster (which picks the shard)."""
+
+    names: ChannelNames
+    node: int
+    published: int
+
+    def _send(self, channel: bytes, message: bytes, counted: Callable[[int], None] | None = None) -> bool:
+        raise NotImplementedError
+
+    def publish(self, kind: int, endpoint: str, key: Key, frame: bytes) -> None:
+        self.published += 1
+        channel = self.names.endpoint(endpoint) if kind == ALL else self.names.room(endpoint, key)
+        self._send(channel, encode(kind, self.node, endpoint, key, frame))
+
+    def publish_to(self, node: int, endpoint: str, conn_id: str, frame: bytes) -> bool:
+        if node == self.node:
+            return False
+        self.published += 1
+        return self._send(self.names.node(node), encode(TO, self.node, endpoint, conn_id, frame))
+
+
+class RedisBroker(ChannelPublisher, Broker):
     """A node on Redis (see the module docstring). ``url``: a broker URL
     (:func:`robyn_fast.broker.resp.parse_url`); ``node``: this node's tag,
     the first 32 bits of its connections' ids, unique among the nodes.
@@ -880,17 +903,6 @@ class RedisBroker(Broker):
                       why, more_since(unreported))
 
     # -- publishing -----------------------------------------------------------------------------
-
-    def publish(self, kind: int, endpoint: str, key: Key, frame: bytes) -> None:
-        self.published += 1
-        channel = self.names.endpoint(endpoint) if kind == ALL else self.names.room(endpoint, key)
-        self._send(channel, encode(kind, self.node, endpoint, key, frame))
-
-    def publish_to(self, node: int, endpoint: str, conn_id: str, frame: bytes) -> bool:
-        if node == self.node:
-            return False
-        self.published += 1
-        return self._send(self.node_channel(node), encode(TO, self.node, endpoint, conn_id, frame))
 
     def _writable(self) -> _Link | None:
         """The publisher link if it can take writes now (asyncio 3.12+ raises
