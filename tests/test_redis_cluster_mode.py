@@ -284,3 +284,28 @@ def test_two_servers_exchange_room_messages_over_the_cluster(cluster: RedisClust
         finally:
             for c in (a, b):
                 c.close()
+
+
+def test_each_broker_takes_its_own_urls_and_a_shard_subscribes_per_slot() -> None:
+    from robyn_fast.broker.cluster import _Shard
+    from robyn_fast.broker.redis import RedisBroker
+    from robyn_fast.broker.resp import BrokerURLError, parse_url
+    from robyn_fast.workers.launch import _node
+
+    with pytest.raises(BrokerURLError, match="RedisClusterBroker"):
+        RedisBroker("redis+cluster://127.0.0.1:7000", 1)
+    with pytest.raises(BrokerURLError, match="not a redis\\+cluster"):
+        RedisClusterBroker("redis://127.0.0.1:6379/0", 1)
+    with pytest.raises(ValueError):
+        RedisClusterBroker("redis+cluster://127.0.0.1:7000", 0)
+    # What a server's worker makes of a cluster URL (the CLI no longer refuses it).
+    assert type(_node(parse_url("rediss+cluster://127.0.0.1:7000,127.0.0.1:7001"))) is RedisClusterBroker
+    broker = RedisClusterBroker("redis+cluster://127.0.0.1:7000?prefix=p", 5)
+    one = _Shard(broker, ("127.0.0.1", 7000))  # not started: its command builder alone
+    # Channels of two slots: one SSUBSCRIBE per slot (Redis refuses a command naming several slots).
+    a, b = b"p:r:3:/ws:s:a", b"p:r:3:/ws:s:b"
+    assert key_slot(a) != key_slot(b)
+    commands = one._subscribe_commands([a, b, a + b"{x}", b + b"{x}"])
+    assert len(commands) == 3 and all(c.startswith(b"*") and b"SSUBSCRIBE" in c for c in commands)
+    assert one._subscribe_commands([a], unsubscribe=True)[0].count(b"SUNSUBSCRIBE") == 1
+    assert one.PUBLISH == b"SPUBLISH" and one.address.mode == "single" and one.address.port == 7000
