@@ -178,6 +178,7 @@ class RedisClusterBroker(ChannelPublisher, Broker):
         self.refreshes = 0  # slot maps read
         self.failovers = 0  # masters gone from the map
         self._retired: dict[str, int] = {}  # counters of closed shards
+        self._retiring: set[_Shard] = set()  # shards gone from the map, closing
 
     # -- topology ---------------------------------------------------------------------------------
 
@@ -285,7 +286,14 @@ class RedisClusterBroker(ChannelPublisher, Broker):
         log.warning("broker: Redis Cluster shard %s:%d is gone from the slot map after %.1f s down (its slots "
                     "moved to another master); %d buffered message(s) sent on, %d dropped meanwhile",
                     master[0], master[1], down, resent, shard.dropped + len(buffered) - resent)
-        self._spawn(shard.close())
+        self._retiring.add(shard)
+        self._spawn(self._close_retired(shard))
+
+    async def _close_retired(self, shard: _Shard) -> None:
+        try:
+            await shard.close()
+        finally:
+            self._retiring.discard(shard)
 
     def _shard(self, master: Master) -> _Shard:
         shard = self.shards.get(master)
@@ -310,6 +318,11 @@ class RedisClusterBroker(ChannelPublisher, Broker):
         if redirect.kind == "MOVED" and self.slots is not None:
             self.slots.moved(redirect.slot, redirect.node)
             self._route_cache.clear()
+            # The map now names the new owner, so the next read will not show the move: our channels of
+            # that slot are subscribed there now (Redis dropped them on the old one: a sunsubscribe push).
+            ours = [c for c in self._wanted() if key_slot(c) == redirect.slot]
+            if ours:
+                self._shard(redirect.node).write_subscriptions(ours, [])
         self.refresh_soon()
         if not self._shard(redirect.node).resend(entry, redirect.kind == "ASK"):
             self.dropped += entry[0] if isinstance(entry, tuple) else entry
@@ -392,7 +405,8 @@ class RedisClusterBroker(ChannelPublisher, Broker):
         self.rooms.close()
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*(shard.close() for shard in self.shards.values()), return_exceptions=True)
+        await asyncio.gather(*(shard.close() for shard in [*self.shards.values(), *self._retiring]),
+                             return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
