@@ -97,7 +97,8 @@ from .wire import (
     encode_reply, origin_of, query_id, reply_ids,
 )
 
-__all__ = ["RedisBroker", "ChannelPublisher", "Link", "ask", "DEFAULT_OUTAGE_LIMIT", "DEFAULT_BUFFER_LIMIT", "hiredis_available"]
+__all__ = ["RedisBroker", "ChannelPublisher", "Link", "ask", "DEFAULT_OUTAGE_LIMIT", "DEFAULT_BUFFER_LIMIT",
+           "hiredis_available"]
 
 log = get_logger("robyn_fast.broker")
 
