@@ -3,6 +3,7 @@ processes (local bus), and as 2 servers joined by Redis (``--broker``).
 
     .venv/bin/python bench/scaleout.py              # 3 interleaved rounds of 3 s per run (~4 minutes)
     .venv/bin/python bench/scaleout.py --rounds 5 --duration 5 --configs "1 worker,2 servers + Redis"
+    .venv/bin/python bench/scaleout.py --scaling --baseline /work/base22   # N nodes x R rooms (bench/scaling.py)
 
 The machine has 2 cores: the server side (every worker, every server and
 redis-server) is pinned to core 0 and the load generator to core 1, so two
@@ -339,6 +340,10 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], extra: dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--scaling" in args:  # the N-node / R-room figure of issue 23 (bench/scaling.py)
+        import scaling
+        return scaling.main([x for x in args if x != "--scaling"])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)

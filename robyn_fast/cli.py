@@ -408,9 +408,6 @@ def resolve(
             address = parse_url(address)
         except BrokerURLError as exc:
             raise UsageError(str(exc)) from None
-    if address is not None and address.mode == "cluster":
-        raise UsageError(f"broker URL {address.url!r}: Redis Cluster is not supported yet (redis://, "
-                         "redis+sentinel://)")
     if address is not None and importlib.util.find_spec("hiredis") is None:
         raise UsageError("a Redis broker needs hiredis: pip install 'robyn_fast[redis]'")
     if from_env.get("loop") == "uvloop" and importlib.util.find_spec("uvloop") is None:

@@ -101,8 +101,9 @@ class Node:
     """A broker and what it delivered; it serves ``endpoints`` (as a
     server watches each of its endpoints before it starts the broker)."""
 
-    def __init__(self, url: str, tag: int, endpoints: tuple[str, ...] = ("/ws", "/chat"), **kwargs: Any) -> None:
-        self.broker = RedisBroker(url, tag, **kwargs)
+    def __init__(self, url: str, tag: int, endpoints: tuple[str, ...] = ("/ws", "/chat"),
+                 broker_class: Any = RedisBroker, **kwargs: Any) -> None:
+        self.broker = broker_class(url, tag, **kwargs)
         for endpoint in endpoints:
             self.broker.watch(endpoint, None)
         self.got: list[tuple[int, str, Any, bytes]] = []

@@ -83,7 +83,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from typing import Any, Callable, List, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 from ..logs import Throttle, get_logger, more_since
 from . import Answer, Broker, Deliver, no_answer, not_started
@@ -97,7 +97,8 @@ from .wire import (
     encode_reply, origin_of, query_id, reply_ids,
 )
 
-__all__ = ["RedisBroker", "DEFAULT_OUTAGE_LIMIT", "DEFAULT_BUFFER_LIMIT", "hiredis_available"]
+__all__ = ["RedisBroker", "ChannelPublisher", "Link", "ask", "DEFAULT_OUTAGE_LIMIT", "DEFAULT_BUFFER_LIMIT",
+           "hiredis_available"]
 
 log = get_logger("robyn_fast.broker")
 
@@ -121,13 +122,43 @@ def hiredis_available() -> bool:
     return True
 
 
-#: A command in flight on the publisher: its message count, or the count and
-#: who waits for the PUBLISH's receiver count.
-InFlight = Union[int, Tuple[int, List[Callable[[int], None]]]]
+#: A command in flight on the publisher: its message count, or the count, who
+#: waits for the PUBLISH's receiver count (or None) and the command itself
+#: (kept in cluster mode, to follow a MOVED/ASK; else None).
+InFlight = Union[int, Tuple[int, Optional[List[Callable[[int], None]]], Optional[bytes]]]
 
 
 def _messages(entry: InFlight) -> int:
     return entry[0] if isinstance(entry, tuple) else entry
+
+
+async def ask(host: str, port: int, tls: Any, commands: list[bytes], replies: int,
+              timeout: float = CONNECT_TIMEOUT) -> list[Any]:
+    """``commands`` to a node (a sentinel, a cluster node) on a new
+    connection; its first ``replies`` replies (ConnectionError if it
+    answers an error, closes or times out)."""
+    import hiredis
+
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None), timeout)
+    try:
+        writer.write(b"".join(commands))
+        parser = hiredis.Reader()
+        out: list[Any] = []
+        deadline = loop.time() + timeout
+        while len(out) < replies:
+            data = await asyncio.wait_for(reader.read(65536), max(0.0, deadline - loop.time()))
+            if not data:
+                raise ConnectionError("the node closed the connection")
+            parser.feed(data)
+            while (reply := parser.gets()) is not False:
+                if isinstance(reply, hiredis.ReplyError):
+                    raise ConnectionError(f"the node answered {reply}")
+                out.append(reply)
+        return out
+    finally:
+        writer.close()
 
 
 class _Link(asyncio.Protocol):
@@ -169,9 +200,15 @@ class _Link(asyncio.Protocol):
             first.append(command("ROLE"))
         if self.role == "subscriber":
             channels = self.broker._subscriptions()
-            first.append(command("SUBSCRIBE", *channels))
-            self.broker.subscribe_commands += 1
-            self.handshake = len(first) - 1 + len(channels)  # one reply per channel
+            handshake = len(first) + len(channels)  # one reply per channel
+            if channels:
+                subscribe = self.broker._subscribe_commands(channels)
+                self.broker.subscribe_commands += len(subscribe)
+                first.extend(subscribe)
+            else:  # a shard of a cluster with none of our channels (yet)
+                first.append(command("PING"))
+                handshake += 1
+            self.handshake = handshake
         else:
             # Ready once Redis answered something: a paused Redis or a black hole accepts connections too.
             first.append(command("PING"))
@@ -218,8 +255,8 @@ class _Link(asyncio.Protocol):
             if not self.ready:
                 self.fail(f"Redis refused the connection's set-up (AUTH, SELECT, SUBSCRIBE): {reply}")
             else:
-                lost = _messages(self.in_flight.popleft()) if self.role == "publisher" and self.in_flight else 0
-                self.broker._redis_error(self, str(reply), lost)
+                entry = self.in_flight.popleft() if self.role == "publisher" and self.in_flight else 0
+                self.broker._redis_error(self, str(reply), entry)
             return
         if not self.ready:
             if self.setup_seen == self.role_reply:
@@ -241,17 +278,24 @@ class _Link(asyncio.Protocol):
                 if kind == b"message" and len(reply) == 3 and type(reply[2]) is bytes:
                     self.broker._on_payload(reply[2])
                     return
+                if kind == b"smessage" and len(reply) == 3 and type(reply[2]) is bytes:  # sharded (cluster)
+                    self.broker._on_payload(reply[2])
+                    return
                 if kind == b"pmessage" and len(reply) == 4 and type(reply[3]) is bytes:
                     self.broker._on_payload(reply[3])
                     return
-                if kind in (b"pong", b"subscribe", b"unsubscribe") and len(reply) in (2, 3):
+                if kind in (b"pong", b"subscribe", b"unsubscribe", b"ssubscribe") and len(reply) in (2, 3):
+                    return
+                if kind == b"sunsubscribe" and len(reply) == 3:  # ours, or Redis's when a slot moved away
+                    self.broker._unsubscribed(reply[1])
                     return
             self.broker._protocol_error(self, f"a reply that is no push of ours: {reply!r:.60}")
         elif self.in_flight:
             entry = self.in_flight.popleft()
-            if type(entry) is tuple:  # a PUBLISH whose receiver count someone waits for
-                entry, waiters = entry
-                if type(reply) is int:
+            if isinstance(entry, tuple):  # a PUBLISH kept (cluster mode) or whose receiver count someone waits for
+                waiters = entry[1]
+                entry = entry[0]
+                if waiters is not None and type(reply) is int:
                     for waiter in waiters:
                         waiter(reply)
             if entry:
@@ -302,10 +346,42 @@ class _Link(asyncio.Protocol):
         self.transport.write(command("PING"))
 
 
-class RedisBroker(Broker):
+#: The connection type, for the cluster's shards.
+Link = _Link
+
+
+class ChannelPublisher:
+    """``publish``/``publish_to`` onto the destination's channel through
+    ``_send``: a node on one Redis, or on a cluster (which picks the shard)."""
+
+    names: ChannelNames
+    node: int
+    published: int
+
+    def _send(self, channel: bytes, message: bytes, counted: Callable[[int], None] | None = None) -> bool:
+        raise NotImplementedError
+
+    def publish(self, kind: int, endpoint: str, key: Key, frame: bytes) -> None:
+        self.published += 1
+        channel = self.names.endpoint(endpoint) if kind == ALL else self.names.room(endpoint, key)
+        self._send(channel, encode(kind, self.node, endpoint, key, frame))
+
+    def publish_to(self, node: int, endpoint: str, conn_id: str, frame: bytes) -> bool:
+        if node == self.node:
+            return False
+        self.published += 1
+        return self._send(self.names.node(node), encode(TO, self.node, endpoint, conn_id, frame))
+
+
+class RedisBroker(ChannelPublisher, Broker):
     """A node on Redis (see the module docstring). ``url``: a broker URL
     (:func:`robyn_fast.broker.resp.parse_url`); ``node``: this node's tag,
-    the first 32 bits of its connections' ids, unique among the nodes."""
+    the first 32 bits of its connections' ids, unique among the nodes.
+    (One shard of a Redis Cluster is one of these too, with the sharded
+    commands: :mod:`robyn_fast.broker.cluster`.)"""
+
+    PUBLISH = b"PUBLISH"  # SPUBLISH on a cluster's shard
+    KEEP_SENT = False  # keep each command in flight, to send it again where a MOVED/ASK says
 
     def __init__(self, url: str | RedisAddress, node: int, *, outage_limit: int = DEFAULT_OUTAGE_LIMIT,
                  buffer_limit: int = DEFAULT_BUFFER_LIMIT) -> None:
@@ -315,7 +391,7 @@ class RedisBroker(Broker):
             raise ValueError(f"a node tag is an int in 1..2**32-1, got {node!r}")
         self.address = url if isinstance(url, RedisAddress) else parse_url(url)
         if self.address.mode == "cluster":
-            raise BrokerURLError(f"broker URL {self.address.url!r}: Redis Cluster is not supported yet")
+            raise BrokerURLError(f"broker URL {self.address.url!r}: a cluster URL is for RedisClusterBroker")
         self.node = node
         self.outage_limit = outage_limit
         self.buffer_limit = buffer_limit
@@ -393,15 +469,35 @@ class RedisBroker(Broker):
         if subscriber is None or subscriber.transport is None or subscriber.failed \
                 or subscriber.transport.is_closing():
             return
-        # Before the set-up's replies are in, too: Redis answers in order, after them.
+        self.write_subscriptions([*map(self.names.topic, subscribe)], [*map(self.names.topic, unsubscribe)],
+                                 subscriber)
+
+    def write_subscriptions(self, subscribe: list[bytes], unsubscribe: list[bytes],
+                            subscriber: _Link | None = None) -> None:
+        """(UN)SUBSCRIBE these channels on the subscriber connection, if
+        there is one (before the set-up's replies are in, too: Redis
+        answers in order, after them)."""
+        if subscriber is None:
+            subscriber = self.links["subscriber"]
+            if subscriber is None or subscriber.transport is None or subscriber.failed \
+                    or subscriber.transport.is_closing():
+                return
         out = []
         if subscribe:
-            out.append(command("SUBSCRIBE", *map(self.names.topic, subscribe)))
-            self.subscribe_commands += 1
+            out += self._subscribe_commands(subscribe)
+            self.subscribe_commands += len(out)
         if unsubscribe:
-            out.append(command("UNSUBSCRIBE", *map(self.names.topic, unsubscribe)))
-            self.unsubscribe_commands += 1
-        subscriber.transport.write(b"".join(out))
+            commands = self._subscribe_commands(unsubscribe, unsubscribe=True)
+            self.unsubscribe_commands += len(commands)
+            out += commands
+        if out:
+            subscriber.transport.write(b"".join(out))  # type: ignore[union-attr]
+
+    def _subscribe_commands(self, channels: list[bytes], unsubscribe: bool = False) -> list[bytes]:
+        return [command("UNSUBSCRIBE" if unsubscribe else "SUBSCRIBE", *channels)]
+
+    def _unsubscribed(self, channel: bytes) -> None:
+        """A ``sunsubscribe`` push (cluster mode only)."""
 
     def _subscriptions(self) -> list[bytes]:
         """Every channel a new subscriber connection subscribes to."""
@@ -412,6 +508,16 @@ class RedisBroker(Broker):
     async def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver, answer: Answer = no_answer) -> None:
         """Start connecting; wait up to a second for Redis, then go on
         either way (an unreachable Redis never stops a server from serving)."""
+        self.launch(loop, deliver, answer)
+        assert self._first_ready is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._first_ready), 1.0)
+        except asyncio.TimeoutError:
+            log.warning("broker: Redis at %s is not reachable yet; serving on, messages to other nodes are "
+                        "buffered (%d bytes at most) then dropped until it is", self.address.url, self.outage_limit)
+
+    def launch(self, loop: asyncio.AbstractEventLoop, deliver: Deliver, answer: Answer = no_answer) -> None:
+        """Start connecting (without waiting)."""
         self.loop = loop
         self.deliver = deliver
         self.answer = answer
@@ -424,11 +530,6 @@ class RedisBroker(Broker):
         self._spawn(self._pinger())
         if self.address.mode == "sentinel":
             self._spawn(self._watch_sentinels())
-        try:
-            await asyncio.wait_for(asyncio.shield(self._first_ready), 1.0)
-        except asyncio.TimeoutError:
-            log.warning("broker: Redis at %s is not reachable yet; serving on, messages to other nodes are "
-                        "buffered (%d bytes at most) then dropped until it is", self.address.url, self.outage_limit)
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
@@ -473,32 +574,6 @@ class RedisBroker(Broker):
 
     # -- Sentinel ------------------------------------------------------------------------------
 
-    async def _ask(self, host: str, port: int, commands: list[bytes], replies: int,
-                   timeout: float = CONNECT_TIMEOUT) -> list[Any]:
-        """``commands`` to a sentinel on a new connection; its first ``replies`` replies."""
-        import hiredis
-
-        tls = self.address.tls
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None), timeout)
-        try:
-            writer.write(b"".join(commands))
-            parser = hiredis.Reader()
-            out: list[Any] = []
-            deadline = self.loop.time() + timeout
-            while len(out) < replies:
-                data = await asyncio.wait_for(reader.read(65536), max(0.0, deadline - self.loop.time()))
-                if not data:
-                    raise ConnectionError("the sentinel closed the connection")
-                parser.feed(data)
-                while (reply := parser.gets()) is not False:
-                    if isinstance(reply, hiredis.ReplyError):
-                        raise ConnectionError(f"the sentinel answered {reply}")
-                    out.append(reply)
-            return out
-        finally:
-            writer.close()
-
     async def _master_address(self) -> RedisAddress:
         """The master's address as the first sentinel that answers names it
         (starting with the one that answered last); OSError when none does."""
@@ -511,8 +586,8 @@ class RedisBroker(Broker):
             at = (self._sentinel_next + i) % len(seeds)
             host, port = seeds[at]
             try:
-                replies = await self._ask(host, port, login + [command("SENTINEL", "get-master-addr-by-name", name)],
-                                          len(login) + 1)
+                replies = await ask(host, port, self.address.tls,
+                                    login + [command("SENTINEL", "get-master-addr-by-name", name)], len(login) + 1)
                 master = parse_master_addr(replies[-1])
             except (OSError, asyncio.TimeoutError, TopologyError) as exc:
                 errors.append(f"{host}:{port}: {exc or type(exc).__name__}")
@@ -666,16 +741,21 @@ class RedisBroker(Broker):
             log.info("broker: connected to Redis at %s as node %08x", self._where(), self.node)
         self._outage_dropped = 0
 
+    def down_for(self) -> float:
+        """Seconds since the current outage started (0 when up)."""
+        return time.monotonic() - self._down_since if self._down_since is not None else 0.0
+
     def _where(self) -> str:
         """The URL, and with Sentinel the master it named."""
         if self.address.mode == "sentinel" and self.master is not None:
             return f"{self.address.url} (master {self.master[0]}:{self.master[1]})"
         return self.address.url
 
-    def _redis_error(self, link: _Link, text: str, lost: int) -> None:
+    def _redis_error(self, link: _Link, text: str, entry: InFlight) -> None:
         """An error reply after set-up (a PUBLISH refused by an ACL, a Redis
         out of memory): its messages are counted as dropped; one line per
         episode, which ends at the next PUBLISH that succeeds."""
+        lost = _messages(entry)
         self.dropped += lost
         if not self._refused:
             log.error("broker: Redis answered the %s with an error: %s; messages it refuses are dropped",
@@ -766,7 +846,7 @@ class RedisBroker(Broker):
         one of ours; anything else is not ours."""
         if m.kind == QUERY:
             ids = answer_query(self.answer, m, log)
-            self._send(self.node_channel(m.origin), encode_reply(self.node, m.endpoint, query_id(m.frame), ids))
+            self._route(self.node_channel(m.origin), encode_reply(self.node, m.endpoint, query_id(m.frame), ids))
         elif m.kind == REPLY:
             assert isinstance(m.key, int)
             try:
@@ -800,6 +880,10 @@ class RedisBroker(Broker):
             self.queries.close(request)
         return query.result()
 
+    def _route(self, channel: bytes, message: bytes) -> None:
+        """Send a control message (a cluster's shard hands it to the cluster)."""
+        self._send(channel, message)
+
     def _not_ours_seen(self, why: str, payload: bytes) -> None:
         self.malformed += 1
         unreported = self._not_ours.hit()
@@ -820,17 +904,6 @@ class RedisBroker(Broker):
                       why, more_since(unreported))
 
     # -- publishing -----------------------------------------------------------------------------
-
-    def publish(self, kind: int, endpoint: str, key: Key, frame: bytes) -> None:
-        self.published += 1
-        channel = self.names.endpoint(endpoint) if kind == ALL else self.names.room(endpoint, key)
-        self._send(channel, encode(kind, self.node, endpoint, key, frame))
-
-    def publish_to(self, node: int, endpoint: str, conn_id: str, frame: bytes) -> bool:
-        if node == self.node:
-            return False
-        self.published += 1
-        return self._send(self.node_channel(node), encode(TO, self.node, endpoint, conn_id, frame))
 
     def _writable(self) -> _Link | None:
         """The publisher link if it can take writes now (asyncio 3.12+ raises
@@ -907,11 +980,22 @@ class RedisBroker(Broker):
             self._requeue_pending()
             return
         pending, self._pending, self._pending_bytes = self._pending, [], 0
-        publisher.transport.writelines([command("PUBLISH", channel, b"".join(messages))
-                                        for channel, messages, _, _ in pending])
-        publisher.in_flight.extend(len(messages) if waiters is None else (len(messages), waiters)
-                                   for _, messages, _, waiters in pending)
+        verb = self.PUBLISH
+        commands = [command(verb, channel, b"".join(messages)) for channel, messages, _, _ in pending]
+        publisher.transport.writelines(commands)
+        if self.KEEP_SENT:
+            publisher.in_flight.extend((len(run[1]), run[3], cmd) for run, cmd in zip(pending, commands))
+        else:
+            publisher.in_flight.extend(len(messages) if waiters is None else (len(messages), waiters, None)
+                                       for _, messages, _, waiters in pending)
         self.publishes += len(pending)
+
+    def take_buffered(self) -> list[tuple[bytes, bytes]]:
+        """What waits to be sent (outage buffer, then corked), taken away:
+        (channel, message) in order."""
+        self._requeue_pending()
+        out, self._outage, self._outage_bytes = self._outage, [], 0
+        return out
 
     def _requeue_pending(self) -> None:
         """Corked messages of a publisher that went away go back to the

@@ -115,6 +115,14 @@ class SlotMap:
         self._owners = [owner for _, _, owner in ranges]
         self.masters: tuple[tuple[str, int], ...] = tuple(dict.fromkeys(self._owners))
 
+    def __eq__(self, other: object) -> bool:
+        """The same masters for the same slots."""
+        if not isinstance(other, SlotMap):
+            return NotImplemented
+        return self._starts == other._starts and self._owners == other._owners
+
+    __hash__ = None  # type: ignore[assignment]  # mutable (moved())
+
     def owner(self, slot: int) -> tuple[str, int]:
         """The master serving ``slot``."""
         return self._owners[bisect.bisect_right(self._starts, slot) - 1]

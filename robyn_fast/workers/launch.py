@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..broker import Broker, random_node_tag
+from ..broker.cluster import RedisClusterBroker
 from ..broker.redis import RedisBroker
 from ..broker.resp import RedisAddress
 from ..listener import inherited, listen, listen_unix, remove_unix, reuse_port_available
@@ -191,4 +192,6 @@ def _node(address: RedisAddress) -> Broker:
     (the ids of its connections carry it)."""
     tag = random_node_tag()
     set_node_tag(tag)
+    if address.mode == "cluster":
+        return RedisClusterBroker(address, tag)
     return RedisBroker(address, tag)
