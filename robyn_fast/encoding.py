@@ -56,10 +56,9 @@ _encoder = json.JSONEncoder(
 # it always raised (ValueError "Circular reference detected", or
 # RecursionError for a structure that is merely too deep).
 _c_encode: Any = None
-if json.encoder.c_make_encoder is not None:  # CPython's _json
-    _c_encode = json.encoder.c_make_encoder(
-        None, _default, json.encoder.encode_basestring, None, ":", ",", False, False, False
-    )
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)  # CPython's _json (not in typeshed)
+if _c_make_encoder is not None:
+    _c_encode = _c_make_encoder(None, _default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
 
 
 def jsonify(obj: Any) -> str:
