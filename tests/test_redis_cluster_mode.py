@@ -199,6 +199,7 @@ def test_nothing_reachable_is_retried_and_said_once(caplog: pytest.LogCaptureFix
     run_on(loop_kind, main)
 
 
+@pytest.mark.full_scope
 def test_a_master_killed_mid_traffic_resumes_on_its_replica(caplog: pytest.LogCaptureFixture) -> None:
     """A fresh cluster: a room on the shard whose master is then SIGKILLed;
     a keeps publishing every 10 ms; within seconds of the replica's

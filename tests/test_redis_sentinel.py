@@ -94,6 +94,7 @@ def sentinels() -> Iterator[SentinelSet]:
         yield s
 
 
+@pytest.mark.full_scope
 def test_a_failover_is_followed_within_seconds(sentinels: SentinelSet, loop_kind: str,
                                                caplog: pytest.LogCaptureFixture) -> None:
     first_master = sentinels.master.port
@@ -144,6 +145,7 @@ def test_a_failover_is_followed_within_seconds(sentinels: SentinelSet, loop_kind
     assert not [line for line in lines if "retrying" in line], lines
 
 
+@pytest.mark.full_scope
 def test_a_dead_sentinel_is_skipped_and_an_unknown_master_is_said_once(
         sentinels: SentinelSet, loop_kind: str, caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
