@@ -50,9 +50,9 @@ from .channels import ChannelNames, Channels
 from .interest import Batcher, Topic
 from .presence import ClusterPresence, PresenceQuery, QueryBook
 from .redis import (
-    DEFAULT_BUFFER_LIMIT, DEFAULT_OUTAGE_LIMIT, ChannelPublisher, InFlight, Link, RedisBroker, ask, hiredis_available,
+    DEFAULT_BUFFER_LIMIT, DEFAULT_OUTAGE_LIMIT, ChannelPublisher, InFlight, Link, RedisBroker, ask, node_address,
 )
-from .resp import BrokerURLError, RedisAddress, command, parse_url
+from .resp import BrokerURLError, RedisAddress, command
 from .topology import Redirect, SlotMap, TopologyError, key_slot, parse_redirect
 from .wire import Key
 
@@ -145,11 +145,7 @@ class RedisClusterBroker(ChannelPublisher, Broker):
 
     def __init__(self, url: str | RedisAddress, node: int, *, outage_limit: int = DEFAULT_OUTAGE_LIMIT,
                  buffer_limit: int = DEFAULT_BUFFER_LIMIT) -> None:
-        if not hiredis_available():
-            raise ImportError("a Redis broker needs hiredis: pip install 'robyn_fast[redis]' (or hiredis)")
-        if type(node) is not int or not 0 < node < 1 << 32:
-            raise ValueError(f"a node tag is an int in 1..2**32-1, got {node!r}")
-        self.address = url if isinstance(url, RedisAddress) else parse_url(url)
+        self.address = node_address(url, node)
         if self.address.mode != "cluster":
             raise BrokerURLError(f"broker URL {self.address.url!r}: not a redis+cluster:// URL")
         self.node = node

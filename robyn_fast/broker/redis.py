@@ -114,6 +114,16 @@ MALFORMED_LOG_EVERY = 10.0
 DELIVER_SLICE = 512  # received messages decoded and delivered per loop iteration (then the loop runs)
 
 
+def node_address(url: str | RedisAddress, node: int) -> RedisAddress:
+    """The address of a Redis broker's node: ``url`` parsed, once hiredis and
+    the node tag are checked (what every Redis broker's constructor checks)."""
+    if not hiredis_available():
+        raise ImportError("a Redis broker needs hiredis: pip install 'robyn_fast[redis]' (or hiredis)")
+    if type(node) is not int or not 0 < node < 1 << 32:
+        raise ValueError(f"a node tag is an int in 1..2**32-1, got {node!r}")
+    return url if isinstance(url, RedisAddress) else parse_url(url)
+
+
 def hiredis_available() -> bool:
     try:
         import hiredis  # noqa: F401
@@ -385,11 +395,7 @@ class RedisBroker(ChannelPublisher, Broker):
 
     def __init__(self, url: str | RedisAddress, node: int, *, outage_limit: int = DEFAULT_OUTAGE_LIMIT,
                  buffer_limit: int = DEFAULT_BUFFER_LIMIT) -> None:
-        if not hiredis_available():
-            raise ImportError("a Redis broker needs hiredis: pip install 'robyn_fast[redis]' (or hiredis)")
-        if type(node) is not int or not 0 < node < 1 << 32:
-            raise ValueError(f"a node tag is an int in 1..2**32-1, got {node!r}")
-        self.address = url if isinstance(url, RedisAddress) else parse_url(url)
+        self.address = node_address(url, node)
         if self.address.mode == "cluster":
             raise BrokerURLError(f"broker URL {self.address.url!r}: a cluster URL is for RedisClusterBroker")
         self.node = node
