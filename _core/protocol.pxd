@@ -61,6 +61,7 @@ cdef class WSProtocol(MessageSink):
     cdef bytes pending_pong               # payload of the latest Ping received while writing is paused
     cdef unsigned long long written       # bytes ever taken by the glue for the transport
     cdef unsigned long long ping_drained  # bytes the client had taken when the keepalive Ping went out
+    cdef bint stalled_since_ping          # our reading was paused (writes backed up) at some time since that Ping
     cdef readonly Py_ssize_t dropped      # messages dropped by the "drop" backpressure policy
     # Deadlines (loop time, 0: none), turned into calls by the per-loop sweep (tick).
     cdef double next_ping                 # the next keepalive Ping

@@ -311,10 +311,13 @@ cdef class WSProtocol(MessageSink):
         if self.pong_deadline > 0:
             if now < self.pong_deadline:
                 return self.pong_deadline
-            if self.writing_paused and self._drained() > self.ping_drained:
-                # Its Pong may wait unread behind our paused reading; but the
-                # client did take bytes since the Ping: give it time.
+            if self.stalled_since_ping and self._drained() > self.ping_drained:
+                # Its Pong may wait unread behind input we stopped reading
+                # while our writes were backed up (it may be flowing again
+                # now, with the Pong still far behind); but the client did
+                # take bytes since the Ping: give it time.
                 self.ping_drained = self._drained()
+                self.stalled_since_ping = self.writing_paused
                 self.pong_deadline = now + s.ping_timeout
                 return self.pong_deadline
             self.pong_deadline = 0.0
@@ -328,6 +331,7 @@ cdef class WSProtocol(MessageSink):
                                               8, True, 0, NULL))
             self.m.pings_sent += 1
             self.ping_drained = self._drained()
+            self.stalled_since_ping = self.writing_paused
             self.next_ping = 0.0
             if s.ping_timeout > 0:
                 self.pong_deadline = now + s.ping_timeout
@@ -469,7 +473,9 @@ cdef class WSProtocol(MessageSink):
     cdef int set_writing_paused(self, bint paused) except -1:
         cdef bytes payload
         self.writing_paused = paused
-        if not paused:
+        if paused:
+            self.stalled_since_ping = True
+        else:
             payload = self.pending_pong
             if payload is not None:
                 self.pending_pong = None

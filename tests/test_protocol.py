@@ -296,6 +296,33 @@ def test_a_client_that_drains_while_writing_is_paused_gets_more_time() -> None:
     assert proto.tick(5.0) > 0 and proto.state == CLOSING  # took nothing since: closed
 
 
+def test_a_client_whose_input_was_stalled_since_the_ping_gets_more_time_after_writing_resumed() -> None:
+    """Writes backed up after the Ping (so its Pong may sit behind input we
+    did not read) and flowing again at the deadline: the client took bytes
+    since, so it gets another ping_timeout; a window with no stall and no
+    Pong closes it."""
+    proto = protocol(now=0.0, ping_interval=1.0, ping_timeout=2.0)
+    proto.tick(1.0)
+    proto.data_to_send()
+    proto.set_transport_buffered(10)  # the Ping waits
+    proto.pause_writing()
+    proto.set_transport_buffered(0)
+    proto.resume_writing()  # drained: reading again, the Pong still behind
+    assert proto.tick(3.0) == 5.0 and proto.state == OPEN
+    proto.send_frame_bytes(b"\x81\x01x")
+    proto.data_to_send()  # taken at once: no stall in this window
+    assert proto.tick(5.0) > 0 and proto.state == CLOSING
+
+
+def test_a_client_that_reads_freely_and_never_pongs_is_closed() -> None:
+    proto = protocol(now=0.0, ping_interval=1.0, ping_timeout=2.0)
+    proto.tick(1.0)
+    proto.data_to_send()  # taken at once; writing never paused
+    proto.send_frame_bytes(b"\x81\x01x")
+    proto.data_to_send()
+    assert proto.tick(3.0) > 0 and proto.state == CLOSING
+
+
 def test_no_keepalive_once_closing() -> None:
     proto = protocol(now=0.0, ping_interval=1.0, ping_timeout=1.0)
     proto.close(1000)
