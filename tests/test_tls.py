@@ -102,6 +102,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
                d / "other-key.pem", base64.b64encode(hashlib.sha256(spki).digest()).decode())
 
 
+def cleartext_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` unencrypted to the TLS port and return all the server
+    sends back until it closes (a reset ends it too)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(data)
+        got = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                got += chunk
+        return got
+
+
 def tls_app(pki: Pki, context: ssl.SSLContext | None = None, **config: Any) -> tuple[Robyn, WebSocket, dict[str, Any]]:
     """An app over TLS: ``/ws`` echoes (``broadcast:<text>`` goes to every
     connection, ``flood:<n>`` sends n 64 KiB messages, one per loop
@@ -257,16 +270,9 @@ def test_a_plain_tcp_client_on_the_tls_port_fails_cleanly(
     app, _, _ = tls_app(pki)
     with running(app, loop_kind) as srv:
         for request in (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", upgrade_request(), b"\x00" * 10_000):
-            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
-            with sock:
-                with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-                    sock.sendall(request)
-                got = b""
-                with contextlib.suppress(ConnectionResetError):
-                    while chunk := sock.recv(65536):
-                        got += chunk
-                # No HTTP answer in the clear: at most a TLS alert record, then the server closed.
-                assert not got.startswith(b"HTTP"), got
+            got = cleartext_exchange(srv.port, request)
+            # No HTTP answer in the clear: at most a TLS alert record, then the server closed.
+            assert not got.startswith(b"HTTP"), got
         with pytest.raises(Exception) as info:  # ws:// to a wss:// server
             with sync_connect(f"ws://127.0.0.1:{srv.port}/ws", open_timeout=TIMEOUT):
                 pass
@@ -440,14 +446,8 @@ def test_a_bad_client_hello_is_closed_and_the_server_serves_on(
     app, _, _ = tls_app(pki, tls_transport=transport)
     with running(app, loop_kind) as srv:
         for record in bad:
-            with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as sock:
-                with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-                    sock.sendall(record)
-                got = b""
-                with contextlib.suppress(ConnectionResetError):
-                    while chunk := sock.recv(65536):
-                        got += chunk
-                assert got == b"" or got[:1] == b"\x15", got[:40]  # nothing, or a TLS alert record
+            got = cleartext_exchange(srv.port, record)
+            assert got == b"" or got[:1] == b"\x15", got[:40]  # nothing, or a TLS alert record
         with sync_connect(srv.ws_url + "/ws", ssl=pki.client_context(), open_timeout=TIMEOUT) as c:
             c.send("still serving")
             assert c.recv(TIMEOUT) == "still serving"
